@@ -1,0 +1,119 @@
+//! The control socket: one JSON request per connection, one JSON reply.
+//!
+//! ```text
+//! {"action": "stats"}   -> {"ok": true, "vcpu_exits": N, "rss_kib": N, "paused": false}
+//! {"action": "pause"}   -> {"ok": true}
+//! {"action": "resume"}  -> {"ok": true}
+//! {"action": "stop"}    -> {"ok": true}   then the monitor exits (status 0)
+//! {"action": "shutdown"} -> {"ok": false, "error": "not implemented: ..."}
+//! ```
+
+use crate::vm::Vm;
+use crate::VmExit;
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::Duration;
+
+/// The listening control socket.
+pub struct Control {
+    listener: UnixListener,
+}
+
+impl Control {
+    /// Binds the socket (the path must not exist).
+    pub fn bind(path: &Path) -> std::io::Result<Control> {
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(Control { listener })
+    }
+
+    /// The listening fd, for the event loop.
+    pub fn fd(&self) -> RawFd {
+        self.listener.as_raw_fd()
+    }
+
+    /// Serves one pending connection. Returns an exit when the request stops the VM.
+    pub fn accept(&self, vm: &Vm) -> Option<VmExit> {
+        let (stream, _) = self.listener.accept().ok()?;
+        let _ = stream.set_nonblocking(false);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let mut line = String::new();
+        let mut reader = BufReader::new(&stream).take_limit(4096);
+        if reader.read_line(&mut line).is_err() {
+            return None;
+        }
+        let (reply, exit) = handle(vm, &line);
+        let mut out = &stream;
+        let _ = writeln!(out, "{reply}");
+        exit
+    }
+}
+
+trait TakeLimit: Sized {
+    fn take_limit(self, n: u64) -> std::io::Take<Self>;
+}
+impl<R: std::io::Read> TakeLimit for R {
+    fn take_limit(self, n: u64) -> std::io::Take<Self> {
+        std::io::Read::take(self, n)
+    }
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
+    let err = |m: String| (json!({"ok": false, "error": m}), None);
+    let req: Value = match serde_json::from_str(line.trim()) {
+        Ok(v) => v,
+        Err(e) => return err(format!("bad request: {e}")),
+    };
+    let Some(action) = req.get("action").and_then(Value::as_str) else {
+        return err("bad request: no \"action\"".into());
+    };
+    match action {
+        "stats" => (
+            json!({
+                "ok": true,
+                "vcpu_exits": vm.stats().vcpu_exits.load(std::sync::atomic::Ordering::Relaxed),
+                "rss_kib": rss_kib(),
+                "paused": vm.vcpu_control.is_paused(),
+                "devices": vm.device_count(),
+            }),
+            None,
+        ),
+        "pause" => {
+            if vm.vcpu_control.pause() {
+                (json!({"ok": true}), None)
+            } else {
+                vm.vcpu_control.resume();
+                err("the vCPUs did not stop within a second".into())
+            }
+        }
+        "resume" => {
+            vm.vcpu_control.resume();
+            (json!({"ok": true}), None)
+        }
+        "stop" => (
+            json!({"ok": true}),
+            Some(VmExit::ok("stopped through the control socket")),
+        ),
+        "shutdown" => err(
+            "not implemented: a graceful guest shutdown needs the guest agent; use \"stop\"".into(),
+        ),
+        other => err(format!(
+            "unknown action {other:?} (stats, pause, resume, stop)"
+        )),
+    }
+}

@@ -1,0 +1,511 @@
+//! The boot recipe ([`Vm::build`]) and the monitor's event loop ([`Vm::run`]).
+
+use crate::config::{Console, VmConfig};
+use crate::devices::i8042::I8042;
+use crate::devices::serial::{ConsoleOut, IrqTrigger, SerialDevice};
+use crate::devices::virtio::{self, MmioTransport, Registrar, VirtioDevice};
+use crate::devices::{Bus, BusDevice};
+use crate::layout::*;
+use crate::vstate::{memory, vcpu};
+use crate::{boot, mptable, ExitSignal, Stats, VmExit};
+use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::unix::io::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use vm_memory::{GuestAddress, GuestMemoryMmap};
+use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
+use vmm_sys_util::eventfd::EventFd;
+
+/// berth's default kernel command line; the config's `cmdline` is appended.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off nomodules \
+    8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable";
+
+/// Errors building the VM. Each names what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// This host can't run standard guests.
+    #[error("cannot start a microVM: {0}")]
+    Host(berth_hostcheck::KvmSupport),
+    /// A KVM ioctl on the VM failed.
+    #[error("{0} failed: {1}")]
+    Kvm(&'static str, kvm_ioctls::Error),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] memory::MemoryError),
+    /// Loading the guest.
+    #[error(transparent)]
+    Boot(#[from] boot::BootError),
+    /// vCPU setup.
+    #[error(transparent)]
+    Vcpu(#[from] vcpu::VcpuError),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
+    /// A device could not be set up.
+    #[error("{0}")]
+    Device(String),
+    /// A host resource (file, socket, eventfd).
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
+    let what = what.into();
+    move |e| VmError::Io(what, e)
+}
+
+/// Options that are not part of the VM's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Build everything, then report the time of the first KVM_RUN and exit without
+    /// running the guest (for `bench/vmm`; also works on hosts whose KVM can't run guests).
+    pub bench_setup: bool,
+}
+
+/// Paths this monitor created, removed when it ends (or fails to start).
+#[derive(Default)]
+pub struct Cleanup(Vec<PathBuf>);
+
+impl Cleanup {
+    /// Remembers a path to remove.
+    pub fn add(&mut self, p: PathBuf) {
+        self.0.push(p);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Token device number of the monitor's own event sources.
+const MONITOR: u32 = 0;
+
+/// A built microVM, ready to run.
+pub struct Vm {
+    _kvm: Kvm,
+    _vm: VmFd,
+    vcpus: Vec<VcpuFd>,
+    pio: Arc<Bus>,
+    mmio: Arc<Bus>,
+    epoll: Arc<Epoll>,
+    exit: Arc<ExitSignal>,
+    stats: Arc<Stats>,
+    serial: Arc<Mutex<SerialDevice>>,
+    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    queue_events: HashMap<u64, (usize, usize, EventFd)>,
+    stdin: bool,
+    signals: RawFd,
+    control: Option<crate::control::Control>,
+    pub(crate) vcpu_control: Arc<vcpu::Control>,
+    opts: RunOptions,
+    cleanup: Cleanup,
+    /// The full kernel command line the guest got.
+    pub cmdline: String,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // SAFETY: `signals` is the signalfd this Vm created and still owns.
+        unsafe { libc::close(self.signals) };
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread (and the threads it starts) and returns
+/// a signalfd that reports them.
+fn signalfd() -> std::io::Result<RawFd> {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialize it fully.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+    }
+    // SAFETY: `set` is initialized; a null old-set pointer is allowed.
+    if unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: -1 asks for a new signalfd; `set` is initialized.
+    let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+impl Vm {
+    /// The boot recipe. On error everything created so far is released (sockets removed).
+    pub fn build(config: &VmConfig, opts: RunOptions) -> Result<Vm, VmError> {
+        let console = config.validate()?;
+        if !opts.bench_setup {
+            let support = berth_hostcheck::check();
+            if !support.can_run_microvms() {
+                return Err(VmError::Host(support));
+            }
+        }
+        let mut cleanup = Cleanup::default();
+
+        // The VM: in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
+        let kvm = Kvm::new().map_err(|e| VmError::Kvm("opening /dev/kvm", e))?;
+        let vm = kvm
+            .create_vm()
+            .map_err(|e| VmError::Kvm("KVM_CREATE_VM", e))?;
+        vm.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(|e| VmError::Kvm("KVM_SET_TSS_ADDR", e))?;
+        vm.create_irq_chip()
+            .map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
+        vm.create_pit2(pit)
+            .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
+
+        // Memory.
+        let mem = memory::create(config.memory_mib)?;
+        memory::register(&vm, &mem)?;
+
+        let epoll = Arc::new(Epoll::new().map_err(io_err("epoll"))?);
+        let exit = Arc::new(ExitSignal::new().map_err(io_err("eventfd"))?);
+        let stats = Arc::new(Stats::default());
+
+        // Legacy devices on the port-I/O bus.
+        let mut pio = Bus::new();
+        let sink: Box<dyn std::io::Write + Send> = match &console {
+            Console::Stdout => Box::new(std::io::stdout()),
+            Console::Off => Box::new(std::io::sink()),
+            Console::File(p) => Box::new(
+                std::fs::File::create(p)
+                    .map_err(io_err(format!("console file {}", p.display())))?,
+            ),
+        };
+        let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+        vm.register_irqfd(&serial_irq, SERIAL_IRQ)
+            .map_err(|e| VmError::Kvm("KVM_IRQFD (serial)", e))?;
+        let serial = Arc::new(Mutex::new(SerialDevice(vm_superio::Serial::new(
+            IrqTrigger(serial_irq),
+            ConsoleOut::new(sink, exit.clone()),
+        ))));
+        pio.insert(serial.clone(), u64::from(SERIAL_PORT), 8)
+            .map_err(|e| VmError::Device(e.to_string()))?;
+        pio.insert(
+            Arc::new(Mutex::new(I8042::new(exit.clone()))),
+            u64::from(I8042_PORT),
+            5,
+        )
+        .map_err(|e| VmError::Device(e.to_string()))?;
+
+        // virtio devices on the MMIO bus, announced on the command line.
+        let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
+        for (i, d) in config.disks.iter().enumerate() {
+            let b = virtio::block::Block::open(&d.path, d.read_only, i)
+                .map_err(|e| VmError::Device(e.to_string()))?;
+            devices.push(Box::new(b));
+        }
+        if !config.net.is_empty() {
+            return Err(VmError::Device(
+                "net: virtio-net is not implemented yet".into(),
+            ));
+        }
+        if config.vsock.is_some() {
+            return Err(VmError::Device(
+                "vsock: virtio-vsock is not implemented yet".into(),
+            ));
+        }
+        devices.push(Box::new(
+            virtio::rng::Rng::new().map_err(io_err("/dev/urandom"))?,
+        ));
+
+        let mut mmio = Bus::new();
+        let mut transports = Vec::new();
+        let mut queue_events = HashMap::new();
+        let mut announce = Vec::new();
+        for (i, dev) in devices.into_iter().enumerate() {
+            let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
+            let irq = FIRST_VIRTIO_IRQ + i as u32;
+            let dev_no = i as u32 + 1;
+            let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+            vm.register_irqfd(&irq_evt, irq)
+                .map_err(|e| VmError::Kvm("KVM_IRQFD (virtio)", e))?;
+            let t = MmioTransport::new(
+                dev,
+                mem.clone(),
+                irq_evt,
+                Registrar::new(epoll.clone(), dev_no),
+            );
+            for q in 0..t.queue_count() {
+                let evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+                vm.register_ioevent(
+                    &evt,
+                    &IoEventAddress::Mmio(base + virtio::QUEUE_NOTIFY_OFFSET),
+                    q as u32,
+                )
+                .map_err(|e| VmError::Kvm("KVM_IOEVENTFD", e))?;
+                let tok = virtio::token(dev_no, evt.as_raw_fd());
+                epoll
+                    .ctl(
+                        ControlOperation::Add,
+                        evt.as_raw_fd(),
+                        EpollEvent::new(EventSet::IN, tok),
+                    )
+                    .map_err(io_err("epoll"))?;
+                queue_events.insert(tok, (i, q, evt));
+            }
+            let t = Arc::new(Mutex::new(t));
+            mmio.insert(t.clone(), base, VIRTIO_MMIO_SIZE)
+                .map_err(|e| VmError::Device(e.to_string()))?;
+            announce.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+            transports.push(t);
+        }
+        let _ = NoDatamatch;
+
+        // The guest: kernel, initramfs, command line, zero page, MP table, boot tables.
+        let kernel = boot::load_kernel(&mem, &config.kernel)?;
+        let initrd = match &config.initrd {
+            Some(p) => Some(boot::load_initrd(&mem, p, kernel.end)?),
+            None => None,
+        };
+        let cmdline = boot::build_cmdline(DEFAULT_CMDLINE, &announce, &config.cmdline)?;
+        boot::write_boot_params(&mem, &kernel, &cmdline, initrd)?;
+        mptable::write(&mem, config.vcpus)?;
+        vcpu::write_boot_tables(&mem)?;
+
+        // vCPUs.
+        let supported = kvm
+            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+            .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        let mut vcpus = Vec::new();
+        for id in 0..config.vcpus {
+            let fd = vm
+                .create_vcpu(u64::from(id))
+                .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
+            let cpuid = vcpu::vcpu_cpuid(&supported, id, config.vcpus);
+            vcpu::configure(&fd, id, &cpuid, (id == 0).then_some(kernel.entry))?;
+            vcpus.push(fd);
+        }
+
+        // Monitor event sources: the exit signal, SIGTERM & co, the console input, control.
+        let signals = signalfd().map_err(io_err("signalfd"))?;
+        let add = |fd: RawFd| {
+            epoll.ctl(
+                ControlOperation::Add,
+                fd,
+                EpollEvent::new(EventSet::IN, virtio::token(MONITOR, fd)),
+            )
+        };
+        add(exit.eventfd().as_raw_fd()).map_err(io_err("epoll"))?;
+        if let Err(e) = add(signals) {
+            // SAFETY: `signals` was just created here and is not shared.
+            unsafe { libc::close(signals) };
+            return Err(VmError::Io("epoll".into(), e));
+        }
+        // Console input only from a pipe or terminal (epoll refuses regular files).
+        let stdin = console == Console::Stdout && add(libc::STDIN_FILENO).is_ok();
+        let control = match &config.control_socket {
+            Some(p) => {
+                let c = crate::control::Control::bind(p)
+                    .map_err(io_err(format!("control socket {}", p.display())))?;
+                cleanup.add(p.clone());
+                add(c.fd()).map_err(io_err("epoll"))?;
+                Some(c)
+            }
+            None => None,
+        };
+
+        let cmdline = cmdline
+            .as_cstring()
+            .map(|c| c.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let _ = GuestAddress(0);
+        Ok(Vm {
+            _kvm: kvm,
+            _vm: vm,
+            vcpus,
+            pio: Arc::new(pio),
+            mmio: Arc::new(mmio),
+            epoll,
+            exit,
+            stats,
+            serial,
+            transports,
+            queue_events,
+            stdin,
+            signals,
+            control,
+            vcpu_control: Arc::new(vcpu::Control::new(config.vcpus as usize)),
+            opts,
+            cleanup,
+            cmdline,
+        })
+    }
+
+    /// Starts the vCPUs and runs the event loop until the VM stops. Returns why.
+    pub fn run(mut self) -> VmExit {
+        if let Err(e) = vcpu::install_kick_handler() {
+            return VmExit::failed(format!("installing the vCPU kick signal handler: {e}"));
+        }
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let mut handles = Vec::new();
+        for (id, fd) in vcpus.into_iter().enumerate() {
+            let (pio, mmio, stats, exit, ctl) = (
+                self.pio.clone(),
+                self.mmio.clone(),
+                self.stats.clone(),
+                self.exit.clone(),
+                self.vcpu_control.clone(),
+            );
+            let bench = self.opts.bench_setup && id == 0;
+            let h = std::thread::Builder::new()
+                .name(format!("vcpu{id}"))
+                .spawn(move || {
+                    if bench {
+                        println!("first_kvm_run_monotonic_ns {}", monotonic_ns());
+                        exit.set(VmExit::ok(
+                            "setup benchmark: stopped before the first KVM_RUN",
+                        ));
+                        return;
+                    }
+                    let stop = vcpu::run(fd, id as u8, pio, mmio, stats, exit.clone(), ctl);
+                    exit.set(match stop {
+                        vcpu::VcpuStop::GuestShutdown => VmExit::ok("the guest shut down"),
+                        vcpu::VcpuStop::Failed(why) => VmExit::failed(why),
+                    });
+                });
+            match h {
+                Ok(h) => handles.push(h),
+                Err(e) => return VmExit::failed(format!("starting vCPU thread {id}: {e}")),
+            }
+        }
+        self.vcpu_control.set_threads(&handles);
+        self.event_loop()
+    }
+
+    fn event_loop(&mut self) -> VmExit {
+        let mut events = vec![EpollEvent::default(); 64];
+        loop {
+            let n = match self.epoll.wait(-1, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
+                Err(e) => return VmExit::failed(format!("epoll_wait failed: {e}")),
+            };
+            for ev in &events[..n] {
+                let tok = ev.data();
+                let dev = (tok >> 32) as u32;
+                let fd = tok as u32 as RawFd;
+                if dev == MONITOR {
+                    if let Some(exit) = self.monitor_event(fd) {
+                        return exit;
+                    }
+                } else if let Some((d, q, evt)) = self.queue_events.get(&tok) {
+                    let _ = evt.read();
+                    self.transports[*d]
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .notify(*q);
+                } else if let Some(t) = self.transports.get(dev as usize - 1) {
+                    t.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .device_event(fd, ev.event_set());
+                }
+            }
+        }
+    }
+
+    /// Handles one of the monitor's own sources; returns the exit when the VM must stop.
+    fn monitor_event(&mut self, fd: RawFd) -> Option<VmExit> {
+        if fd == self.exit.eventfd().as_raw_fd() {
+            let _ = self.exit.eventfd().read();
+            return Some(
+                self.exit
+                    .take()
+                    .unwrap_or_else(|| VmExit::failed("stopped")),
+            );
+        }
+        if fd == self.signals {
+            // SAFETY: signalfd_siginfo is plain data, fully written by read() when it
+            // returns its size.
+            let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            let size = std::mem::size_of::<libc::signalfd_siginfo>();
+            // SAFETY: reading at most `size` bytes into `info`, which is that big.
+            let n = unsafe { libc::read(fd, &mut info as *mut _ as *mut libc::c_void, size) };
+            if n as usize == size {
+                let sig = info.ssi_signo as i32;
+                return Some(VmExit {
+                    code: 128 + sig,
+                    reason: format!("stopped by signal {sig}"),
+                });
+            }
+            return None;
+        }
+        if self.stdin && fd == libc::STDIN_FILENO {
+            let mut buf = [0u8; 64];
+            match std::io::stdin().lock().read(&mut buf) {
+                Ok(0) | Err(_) => {
+                    let _ = self
+                        .epoll
+                        .ctl(ControlOperation::Delete, fd, EpollEvent::default());
+                    self.stdin = false;
+                }
+                Ok(n) => {
+                    self.serial
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .input(&buf[..n]);
+                }
+            }
+            return None;
+        }
+        if let Some(c) = &self.control {
+            if fd == c.fd() {
+                let vm: &Vm = self;
+                if let Some(exit) = c.accept(vm) {
+                    return Some(exit);
+                }
+            }
+        }
+        None
+    }
+
+    /// Bytes read and written through each device, for `stats`.
+    pub fn device_count(&self) -> usize {
+        self.transports.len()
+    }
+
+    /// The vCPU exit counter and others.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Removes the sockets this monitor created (done on drop too).
+    pub fn cleanup(&mut self) {
+        let c = std::mem::take(&mut self.cleanup);
+        drop(c);
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+pub fn monotonic_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+#[allow(dead_code)]
+fn _assert_bus_device_object_safe(_: &dyn BusDevice) {}
+#[allow(dead_code)]
+fn _mem_type(_: &GuestMemoryMmap) {}

@@ -1,0 +1,111 @@
+//! Guest memory: anonymous mappings around the MMIO gap, registered with KVM.
+
+use crate::layout::{MMIO_GAP_END, MMIO_GAP_START};
+use kvm_bindings::kvm_userspace_memory_region;
+use kvm_ioctls::VmFd;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// Errors creating guest memory.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// Asked for no memory or more than the host has.
+    #[error("memory_mib {asked} is invalid: {why}")]
+    Size {
+        /// MiB asked for.
+        asked: u64,
+        /// Why it can't be had.
+        why: String,
+    },
+    /// mmap failed.
+    #[error("cannot allocate {mib} MiB of guest memory: {0}", mib = .1)]
+    Alloc(vm_memory::mmap::FromRangesError, u64),
+    /// KVM refused a memory slot.
+    #[error("KVM_SET_USER_MEMORY_REGION failed: {0}")]
+    Register(kvm_ioctls::Error),
+}
+
+/// The guest RAM ranges for `mib` MiB: below the MMIO gap, and the rest from 4 GiB up.
+pub fn ram_ranges(mib: u64) -> Vec<(GuestAddress, usize)> {
+    let size = mib << 20;
+    if size <= MMIO_GAP_START {
+        vec![(GuestAddress(0), size as usize)]
+    } else {
+        vec![
+            (GuestAddress(0), MMIO_GAP_START as usize),
+            (GuestAddress(MMIO_GAP_END), (size - MMIO_GAP_START) as usize),
+        ]
+    }
+}
+
+/// MemTotal of this host in MiB, if /proc/meminfo says.
+fn host_mem_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = s.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// Allocates guest memory, refusing sizes the host can't back.
+pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+    if mib < 16 {
+        return Err(MemoryError::Size {
+            asked: mib,
+            why: "a guest needs at least 16 MiB".into(),
+        });
+    }
+    if let Some(host) = host_mem_mib() {
+        if mib > host {
+            return Err(MemoryError::Size {
+                asked: mib,
+                why: format!("this host has only {host} MiB of memory"),
+            });
+        }
+    }
+    GuestMemoryMmap::from_ranges(&ram_ranges(mib)).map_err(|e| MemoryError::Alloc(e, mib))
+}
+
+/// Registers every region of `mem` with the VM, one slot each.
+pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+    for (slot, region) in mem.iter().enumerate() {
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|_| MemoryError::Register(kvm_ioctls::Error::new(libc::EFAULT)))?;
+        let r = kvm_userspace_memory_region {
+            slot: slot as u32,
+            flags: 0,
+            guest_phys_addr: region.start_addr().0,
+            memory_size: region.len(),
+            userspace_addr: host as u64,
+        };
+        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM (the
+        // monitor keeps both until the process exits), and slots don't overlap.
+        unsafe { vm.set_user_memory_region(r) }.map_err(MemoryError::Register)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_guests_fit_below_the_gap() {
+        assert_eq!(ram_ranges(128), vec![(GuestAddress(0), 128 << 20)]);
+    }
+
+    #[test]
+    fn big_guests_skip_the_mmio_gap() {
+        let r = ram_ranges(4096);
+        assert_eq!(r[0], (GuestAddress(0), MMIO_GAP_START as usize));
+        assert_eq!(r[1].0, GuestAddress(MMIO_GAP_END));
+        assert_eq!(r[0].1 + r[1].1, 4096 << 20);
+    }
+
+    #[test]
+    fn absurd_sizes_are_refused_with_the_reason() {
+        let e = create(1 << 30).unwrap_err().to_string();
+        assert!(e.contains("this host has only"), "{e}");
+        let e = create(1).unwrap_err().to_string();
+        assert!(e.contains("at least 16 MiB"), "{e}");
+    }
+}

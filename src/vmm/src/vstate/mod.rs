@@ -1,0 +1,4 @@
+//! KVM state: guest memory and vCPUs.
+
+pub mod memory;
+pub mod vcpu;

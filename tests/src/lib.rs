@@ -1,0 +1,181 @@
+//! Helpers for berth's end-to-end tests: the repository's scripts, the guest kernel, and
+//! the lab (a KVM-capable VM under QEMU's software CPU, see `tests/lab/run`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// What a finished command printed and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    /// Exit status; 128+N when killed by signal N.
+    pub status: i32,
+    /// Standard output, lossily decoded.
+    pub stdout: String,
+    /// Standard error, lossily decoded.
+    pub stderr: String,
+}
+
+impl From<Output> for Finished {
+    fn from(o: Output) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        let status = o
+            .status
+            .code()
+            .unwrap_or_else(|| 128 + o.status.signal().unwrap_or(0));
+        Finished {
+            status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+}
+
+/// Builds (or reuses) the guest kernel with `kernel/build.sh`; returns the vmlinux path and
+/// the script's output.
+pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
+    let out: Finished = Command::new(repo_root().join("kernel/build.sh"))
+        .output()?
+        .into();
+    if out.status != 0 {
+        return Err(io::Error::other(format!(
+            "kernel/build.sh failed ({}): {}",
+            out.status, out.stderr
+        )));
+    }
+    let path = out
+        .stdout
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .ok_or_else(|| io::Error::other("kernel/build.sh printed no path"))?;
+    Ok((path, out))
+}
+
+/// Builds a busybox initramfs at `out` whose /init is the shell script `init`.
+pub fn busybox_initramfs(out: &Path, init: &str, extra: &[(&Path, &str)]) -> io::Result<()> {
+    let script = out.with_extension("init.sh");
+    std::fs::write(&script, init)?;
+    let mut cmd = Command::new(repo_root().join("scripts/mkinitramfs"));
+    cmd.arg(out).arg(&script);
+    for (src, dest) in extra {
+        cmd.arg(format!("{}:{dest}", src.display()));
+    }
+    let r: Finished = cmd.output()?.into();
+    std::fs::remove_file(&script)?;
+    if r.status != 0 {
+        return Err(io::Error::other(format!(
+            "mkinitramfs failed: {}",
+            r.stderr
+        )));
+    }
+    Ok(())
+}
+
+/// One lab VM at a time: the lab is CPU-bound under software emulation.
+static LAB_LOCK: Mutex<()> = Mutex::new(());
+
+/// A command to run in the lab.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    timeout: Duration,
+    rw: Vec<PathBuf>,
+    tmpdir: Option<PathBuf>,
+}
+
+impl Default for Lab {
+    fn default() -> Self {
+        Lab {
+            timeout: Duration::from_secs(300),
+            rw: Vec::new(),
+            tmpdir: None,
+        }
+    }
+}
+
+impl Lab {
+    /// A lab run with a 300 s timeout.
+    pub fn new() -> Lab {
+        Lab::default()
+    }
+
+    /// Kill the lab VM after this long (whole seconds).
+    pub fn timeout(mut self, t: Duration) -> Lab {
+        self.timeout = t;
+        self
+    }
+
+    /// Make a host directory writable inside the lab, at the same path.
+    pub fn rw(mut self, dir: impl Into<PathBuf>) -> Lab {
+        self.rw.push(dir.into());
+        self
+    }
+
+    /// Where the lab script keeps its temporary directory (its TMPDIR).
+    pub fn tmpdir(mut self, dir: impl Into<PathBuf>) -> Lab {
+        self.tmpdir = Some(dir.into());
+        self
+    }
+
+    /// Runs `args` as root inside the lab and waits for it.
+    pub fn run<S: AsRef<str>>(&self, args: &[S]) -> io::Result<Finished> {
+        let mut cmd = Command::new(repo_root().join("tests/lab/run"));
+        cmd.arg("--timeout")
+            .arg(self.timeout.as_secs().max(1).to_string());
+        for d in &self.rw {
+            cmd.arg("--rw").arg(d);
+        }
+        if let Some(t) = &self.tmpdir {
+            cmd.env("TMPDIR", t);
+        }
+        cmd.arg("--");
+        cmd.args(args.iter().map(|a| a.as_ref()));
+        let _one_at_a_time = LAB_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cmd.output()?.into())
+    }
+
+    /// Runs a shell snippet (`sh -c SCRIPT`) inside the lab.
+    pub fn sh(&self, script: &str) -> io::Result<Finished> {
+        self.run(&["sh", "-c", script])
+    }
+}
+
+/// A fresh, empty directory under the target dir, removed when dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `target/e2e-tmp/<name>-<pid>-<n>`. Not under /tmp so that paths are the same
+    /// inside the lab.
+    pub fn new(name: &str) -> io::Result<TempDir> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let p = repo_root()
+            .join("target/e2e-tmp")
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

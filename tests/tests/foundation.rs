@@ -1,0 +1,111 @@
+//! The foundation: guest kernel, the lab, and the guest kernel booting inside the lab.
+
+use berth_e2e::{busybox_initramfs, guest_kernel, repo_root, Lab, TempDir};
+use std::process::Command;
+use std::time::Duration;
+
+#[test]
+fn guest_kernel_builds_with_every_required_option_and_is_cached() {
+    let (vmlinux, _first) = guest_kernel().expect("kernel builds");
+    assert!(vmlinux.is_file(), "{} missing", vmlinux.display());
+    let elf = std::fs::read(&vmlinux).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF", "vmlinux is an ELF file");
+    let config = vmlinux.with_file_name(".config");
+    let check = Command::new(repo_root().join("kernel/check-config"))
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "missing options: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let (again, second) = guest_kernel().unwrap();
+    assert_eq!(again, vmlinux);
+    assert!(second.stderr.contains("cache hit"), "{}", second.stderr);
+}
+
+#[test]
+fn lab_has_a_hardware_kvm_with_svm() {
+    let out = Lab::new()
+        .sh("test -c /dev/kvm && grep -qw svm /proc/cpuinfo && test -d /sys/module/kvm_amd && echo kvm-ready")
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "kvm-ready");
+}
+
+#[test]
+fn lab_returns_the_commands_exit_status_and_output() {
+    let out = Lab::new().sh("echo out; echo err >&2; exit 7").unwrap();
+    assert_eq!(out.status, 7, "{out:?}");
+    assert!(out.stdout.contains("out"));
+}
+
+#[test]
+fn lab_runs_in_the_callers_directory_and_writes_back_to_rw_dirs() {
+    let dir = TempDir::new("lab-rw").unwrap();
+    let out = Lab::new()
+        .rw(dir.path())
+        .run(&[
+            "sh",
+            "-c",
+            &format!("echo written-in-lab > {}/f", dir.path().display()),
+        ])
+        .unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    let got = std::fs::read_to_string(dir.path().join("f")).unwrap();
+    assert_eq!(got, "written-in-lab\n");
+}
+
+#[test]
+fn lab_kills_a_hanging_command_at_the_timeout_and_leaves_nothing() {
+    let tmp = TempDir::new("lab-timeout").unwrap();
+    let out = Lab::new()
+        .timeout(Duration::from_secs(20))
+        .tmpdir(tmp.path())
+        .sh("sleep 1000")
+        .unwrap();
+    assert_eq!(out.status, 124, "{out:?}");
+    assert!(
+        out.stderr.contains("timed out after 20 s"),
+        "{}",
+        out.stderr
+    );
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "temp files left behind: {left:?}");
+    let ps = Command::new("pgrep")
+        .args(["-f", &tmp.path().display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        ps.stdout.is_empty(),
+        "processes left: {}",
+        String::from_utf8_lossy(&ps.stdout)
+    );
+}
+
+#[test]
+fn guest_kernel_boots_to_init_inside_the_lab() {
+    let (vmlinux, _) = guest_kernel().unwrap();
+    let dir = TempDir::new("guest-boot").unwrap();
+    let initrd = dir.path().join("initrd.gz");
+    busybox_initramfs(
+        &initrd,
+        "#!/bin/sh\necho BERTH-GUEST-INIT-OK $(uname -r)\nreboot -f\n",
+        &[],
+    )
+    .unwrap();
+    let cmd = format!(
+        "qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m 256 -smp 1 -nodefaults \
+         -no-user-config -display none -no-reboot -serial stdio -kernel {} -initrd {} \
+         -append 'console=ttyS0 reboot=k panic=-1 quiet'",
+        vmlinux.display(),
+        initrd.display()
+    );
+    let out = Lab::new().sh(&cmd).unwrap();
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(
+        out.stdout.contains("BERTH-GUEST-INIT-OK 6.1."),
+        "no init marker on the console: {out:?}"
+    );
+}
