@@ -1,6 +1,6 @@
 //! The foundation: guest kernel, the lab, and the guest kernel booting inside the lab.
 
-use berth_e2e::{busybox_initramfs, guest_kernel, repo_root, Lab, TempDir};
+use berth_e2e::{built_binary, busybox_initramfs, guest_kernel, repo_root, Lab, TempDir};
 use std::process::Command;
 use std::time::Duration;
 
@@ -95,14 +95,18 @@ fn guest_kernel_boots_to_init_inside_the_lab() {
         &[],
     )
     .unwrap();
-    let cmd = format!(
-        "qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m 256 -smp 1 -nodefaults \
-         -no-user-config -display none -no-reboot -serial stdio -kernel {} -initrd {} \
-         -append 'console=ttyS0 reboot=k panic=-1 quiet'",
-        vmlinux.display(),
-        initrd.display()
-    );
-    let out = Lab::new().sh(&cmd).unwrap();
+    let vmm = built_binary("berth-vmm");
+    let out = Lab::new()
+        .run(&[
+            vmm.to_str().unwrap(),
+            "--kernel",
+            vmlinux.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--cmdline",
+            "quiet",
+        ])
+        .unwrap();
     assert_eq!(out.status, 0, "{out:?}");
     assert!(
         out.stdout.contains("BERTH-GUEST-INIT-OK 6.1."),

@@ -294,9 +294,9 @@ mod tests {
         let e0 = p.e820_table[0];
         let e1 = p.e820_table[1];
         assert_eq!((e0.addr, e0.size), (0, EBDA_START));
-        assert_eq!(e1.addr, HIMEM_START);
-        assert_eq!(e1.addr + e1.size, 64 << 20);
+        assert_eq!({ e1.addr }, HIMEM_START);
+        assert_eq!({ e1.addr } + { e1.size }, 64 << 20);
         let hdr = p.hdr;
-        assert_eq!(hdr.cmd_line_ptr, CMDLINE_START as u32);
+        assert_eq!({ hdr.cmd_line_ptr }, CMDLINE_START as u32);
     }
 }

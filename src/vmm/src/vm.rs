@@ -213,15 +213,19 @@ impl Vm {
                 .map_err(|e| VmError::Device(e.to_string()))?;
             devices.push(Box::new(b));
         }
-        if !config.net.is_empty() {
-            return Err(VmError::Device(
-                "net: virtio-net is not implemented yet".into(),
-            ));
+        for n in &config.net {
+            let mac = match &n.mac {
+                Some(m) => crate::config::parse_mac(m)?,
+                None => virtio::net::random_mac(),
+            };
+            let dev = virtio::net::Net::open(&n.tap, mac).map_err(|e| VmError::Device(e.to_string()))?;
+            devices.push(Box::new(dev));
         }
-        if config.vsock.is_some() {
-            return Err(VmError::Device(
-                "vsock: virtio-vsock is not implemented yet".into(),
-            ));
+        if let Some(v) = &config.vsock {
+            let dev = virtio::vsock::Vsock::new(v.cid, &v.uds)
+                .map_err(|e| VmError::Device(e.to_string()))?;
+            cleanup.add(v.uds.clone());
+            devices.push(Box::new(dev));
         }
         devices.push(Box::new(
             virtio::rng::Rng::new().map_err(io_err("/dev/urandom"))?,

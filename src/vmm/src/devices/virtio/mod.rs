@@ -8,9 +8,9 @@
 //! socket) is ready.
 
 pub mod block;
-// pub mod net;
+pub mod net;
 pub mod rng;
-// pub mod vsock;
+pub mod vsock;
 
 use super::BusDevice;
 use std::os::unix::io::RawFd;

@@ -1,0 +1,259 @@
+//! berth-vmm end to end: boots in the lab, and bad input natively.
+
+use berth_e2e::{built_binary, busybox_initramfs, guest_kernel, Lab, TempDir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Guest {
+    dir: TempDir,
+    vmm: PathBuf,
+    kernel: PathBuf,
+    initrd: PathBuf,
+}
+
+/// A guest whose /init is `init` (after mounting /proc, /sys and /dev), with `bins` copied
+/// in along with their libraries.
+fn guest(name: &str, init: &str, bins: &[&str]) -> Guest {
+    let dir = TempDir::new(name).unwrap();
+    let (kernel, _) = guest_kernel().unwrap();
+    let initrd = dir.path().join("initrd.gz");
+    let script = format!(
+        "#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n{init}\n"
+    );
+    let extra: Vec<(PathBuf, String)> = bins.iter().map(|b| (PathBuf::from("bin"), b.to_string())).collect();
+    let extra: Vec<(&Path, &str)> = extra.iter().map(|(p, b)| (p.as_path(), b.as_str())).collect();
+    busybox_initramfs(&initrd, &script, &extra).unwrap();
+    Guest {
+        dir,
+        vmm: built_binary("berth-vmm"),
+        kernel,
+        initrd,
+    }
+}
+
+impl Guest {
+    /// The berth-vmm command line for this guest, as shell words.
+    fn vmm(&self, extra: &str) -> String {
+        format!(
+            "{} --kernel {} --initrd {} {extra}",
+            self.vmm.display(),
+            self.kernel.display(),
+            self.initrd.display()
+        )
+    }
+
+    fn lab(&self, script: &str) -> berth_e2e::Finished {
+        let out = Lab::new()
+            .rw(self.dir.path())
+            .sh(&format!("cd {} && {script}", self.dir.path().display()))
+            .unwrap();
+        eprintln!("--- lab stdout ---\n{}\n--- lab stderr ---\n{}", out.stdout, out.stderr);
+        out
+    }
+}
+
+#[test]
+fn boots_to_the_console_with_two_vcpus_and_shuts_down_cleanly() {
+    let g = guest(
+        "vmm-console",
+        "echo \"BOOT-OK cpus=$(grep -c ^processor /proc/cpuinfo)\"\n\
+         case \"$(cat /proc/cmdline)\" in *halt=poweroff*) poweroff -f ;; *) reboot -f ;; esac",
+        &[],
+    );
+    let out = g.lab(&format!(
+        "{}; echo rc-reboot=$?; {}; echo rc-poweroff=$?; {}; echo rc-file=$?; grep -c BOOT-OK console.log",
+        g.vmm("--vcpus 2 --memory 256 --cmdline quiet"),
+        g.vmm("--cmdline 'quiet halt=poweroff'"),
+        g.vmm("--console file:console.log --cmdline quiet"),
+    ));
+    assert_eq!(out.status, 0);
+    assert!(out.stdout.contains("BOOT-OK cpus=2"), "serial output and 2 vCPUs");
+    assert!(out.stdout.contains("rc-reboot=0"), "reboot -f ends the monitor with 0");
+    assert!(out.stdout.contains("rc-poweroff=0"), "poweroff -f ends the monitor with 0");
+    assert!(out.stdout.contains("rc-file=0\n1"), "console to a file");
+}
+
+#[test]
+fn a_kernel_panic_is_a_failure_with_its_reason() {
+    let g = guest("vmm-panic", "exit 3", &[]);
+    let out = g.lab(&format!("{}; echo rc=$?", g.vmm("--console off --cmdline quiet")));
+    assert!(out.stdout.contains("rc=1"), "{out:?}");
+    assert!(out.stderr.contains("guest kernel panic: Attempted to kill init"), "{out:?}");
+}
+
+#[test]
+fn ext4_disk_is_written_and_a_read_only_disk_refuses_writes() {
+    let g = guest(
+        "vmm-disk",
+        "mkdir -p /mnt/rw /mnt/ro\n\
+         mount -t ext4 /dev/vda /mnt/rw && echo hello-from-the-guest > /mnt/rw/hello && umount /mnt/rw && echo RW-OK\n\
+         if dd if=/dev/zero of=/dev/vdb bs=512 count=1 conv=fsync 2>/dev/null; then echo RO-WRITTEN; else echo RO-WRITE-FAILED; fi\n\
+         mount -t ext4 -o ro /dev/vdb /mnt/ro && cat /mnt/ro/marker\n\
+         reboot -f",
+        &[],
+    );
+    let out = g.lab(&format!(
+        "truncate -s 64M rw.img && mkfs.ext4 -q -F rw.img && \
+         mkdir ro && echo ro-disk-content > ro/marker && truncate -s 16M ro.img && mkfs.ext4 -q -F -d ro ro.img && \
+         sha256sum ro.img > ro.sha && {}; echo rc=$?",
+        g.vmm("--memory 256 --disk rw.img --disk ro.img,ro --cmdline quiet")
+    ));
+    assert!(out.stdout.contains("RW-OK"), "{out:?}");
+    assert!(out.stdout.contains("RO-WRITE-FAILED"), "{out:?}");
+    assert!(out.stdout.contains("ro-disk-content"), "{out:?}");
+    assert!(out.stdout.contains("rc=0"), "{out:?}");
+    // Back on the host, after shutdown: the guest's write is in the image.
+    let img = g.dir.path().join("rw.img");
+    let cat = Command::new("debugfs")
+        .args(["-R", "cat /hello"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "hello-from-the-guest\n");
+    let check = Command::new("sha256sum").arg("-c").arg("ro.sha").current_dir(g.dir.path()).output().unwrap();
+    assert!(check.status.success(), "the read-only image changed");
+}
+
+#[test]
+fn vsock_moves_ten_megabytes_each_way() {
+    let g = guest(
+        "vmm-vsock",
+        "socat -u VSOCK-LISTEN:5000 CREATE:/recv &\n\
+         l=$!\n\
+         sleep 1\n\
+         echo GUEST-LISTENING\n\
+         dd if=/dev/urandom of=/send bs=1M count=10 2>/dev/null\n\
+         echo \"GUEST-SENT $(sha256sum /send | cut -d' ' -f1)\"\n\
+         socat -u OPEN:/send VSOCK-CONNECT:2:6000\n\
+         wait $l\n\
+         echo \"GUEST-RECEIVED $(sha256sum /recv | cut -d' ' -f1)\"\n\
+         reboot -f",
+        &["/usr/bin/socat"],
+    );
+    let script = format!(
+        "head -c 10M /dev/urandom > to-guest; echo HOST-SENT $(sha256sum to-guest | cut -d' ' -f1)\n\
+         socat -u UNIX-LISTEN:v.sock_6000 CREATE:from-guest &\n\
+         {} > console.txt 2>&1 &\n\
+         vmm=$!\n\
+         for i in $(seq 300); do grep -q GUEST-LISTENING console.txt 2>/dev/null && break; sleep 0.2; done\n\
+         (printf 'CONNECT 5000\\n'; cat to-guest) | socat -t 60 - UNIX-CONNECT:v.sock > reply.txt\n\
+         wait $vmm; echo rc=$?\n\
+         cat console.txt reply.txt; echo HOST-RECEIVED $(sha256sum from-guest | cut -d' ' -f1)\n\
+         test ! -e v.sock && echo SOCKET-REMOVED",
+        g.vmm("--memory 256 --vsock 3,v.sock --cmdline quiet")
+    );
+    let out = g.lab(&script);
+    let field = |prefix: &str| -> String {
+        out.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {out:?}"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("HOST-SENT "), field("GUEST-RECEIVED "), "host → guest");
+    assert_eq!(field("GUEST-SENT "), field("HOST-RECEIVED "), "guest → host");
+    assert!(out.stdout.contains("\nOK "), "the monitor answered OK <port>");
+    assert!(out.stdout.contains("rc=0"));
+    assert!(out.stdout.contains("SOCKET-REMOVED"), "the vsock socket is removed at exit");
+}
+
+#[test]
+fn the_guest_pings_the_tap_address_over_virtio_net() {
+    let g = guest(
+        "vmm-net",
+        "ip link set eth0 up && ip addr add 169.254.100.2/24 dev eth0\n\
+         cat /sys/class/net/eth0/address\n\
+         ping -c 3 -W 5 169.254.100.1 && echo PING-OK\n\
+         reboot -f",
+        &[],
+    );
+    let out = g.lab(&format!(
+        "ip tuntap add dev berth0 mode tap && ip addr add 169.254.100.1/24 dev berth0 && ip link set berth0 up && \
+         {}; echo rc=$?",
+        g.vmm("--net berth0,mac=02:be:27:00:00:02 --cmdline quiet")
+    ));
+    assert!(out.stdout.contains("02:be:27:00:00:02"), "{out:?}");
+    assert!(out.stdout.contains("PING-OK"), "{out:?}");
+    assert!(out.stdout.contains("rc=0"));
+}
+
+#[test]
+fn control_socket_reports_stats_pauses_resumes_and_stops() {
+    let g = guest("vmm-control", "echo GUEST-UP\nwhile true; do sleep 1; done", &[]);
+    let out = g.lab(&format!(
+        "{} > console.txt 2>&1 &\n\
+         vmm=$!\n\
+         for i in $(seq 300); do grep -q GUEST-UP console.txt 2>/dev/null && break; sleep 0.2; done\n\
+         q() {{ echo \"$1\" | socat -t 5 - UNIX-CONNECT:ctl.sock; }}\n\
+         q '{{\"action\":\"stats\"}}'; q '{{\"action\":\"pause\"}}'; q '{{\"action\":\"stats\"}}'\n\
+         q '{{\"action\":\"resume\"}}'; q '{{\"action\":\"bogus\"}}'; q 'not json'; q '{{\"action\":\"stop\"}}'\n\
+         wait $vmm; echo rc=$?; test ! -e ctl.sock && echo SOCKET-REMOVED",
+        g.vmm("--control ctl.sock --cmdline quiet")
+    ));
+    assert!(out.stdout.contains("\"vcpu_exits\":"), "{out:?}");
+    assert!(out.stdout.contains("\"paused\":true"), "{out:?}");
+    assert!(out.stdout.contains("unknown action \\\"bogus\\\""), "{out:?}");
+    assert!(out.stdout.contains("bad request"), "{out:?}");
+    assert!(out.stdout.contains("rc=0"), "{out:?}");
+    assert!(out.stdout.contains("SOCKET-REMOVED"), "{out:?}");
+}
+
+// ---- natively, on this host ----
+
+fn vmm_native(args: &[&str]) -> berth_e2e::Finished {
+    Command::new(built_binary("berth-vmm")).args(args).output().unwrap().into()
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_leaves_nothing_behind() {
+    let dir = TempDir::new("vmm-bad").unwrap();
+    let (kernel, _) = guest_kernel().unwrap();
+    let k = kernel.to_str().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    std::fs::write(p("garbage"), vec![0x42u8; 100_000]).unwrap();
+    std::fs::write(p("taken.sock"), b"").unwrap();
+    std::fs::write(p("bad.json"), br#"{"kernel": "/k", "vcpu": 2}"#).unwrap();
+    let vs = format!("3,{}", p("v.sock"));
+    let (garbage, taken, bad) = (p("garbage"), p("taken.sock"), p("bad.json"));
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--kernel", "/nonexistent/vmlinux"], "/nonexistent/vmlinux: no such file"),
+        (vec!["--bench-setup", "--kernel", &garbage, "--vsock", &vs], "is not a loadable x86_64 vmlinux"),
+        (vec!["--bench-setup", "--kernel", k, "--memory", "99999999"], "this host has only"),
+        (vec!["--bench-setup", "--kernel", k, "--net", "nosuchtap0", "--vsock", &vs], "no such tap device"),
+        (vec!["--kernel", k, "--vsock", "3,/dev/null"], "already in use"),
+        (vec!["--kernel", k, "--control", &taken], "already in use"),
+        (vec!["--config", &bad], "unknown field `vcpu`"),
+        (vec!["--kernel", k, "--vcpus", "0"], "vcpus: 0 is out of range"),
+        (vec!["--kernel", k, "--frobnicate"], "unknown argument"),
+    ];
+    for (args, want) in cases {
+        let out = vmm_native(&args);
+        assert_ne!(out.status, 0, "{args:?} succeeded");
+        let first = out.stderr.lines().next().unwrap_or_default();
+        assert!(first.starts_with("berth-vmm: ") && first.contains(want), "{args:?}: {:?}", out.stderr);
+        assert!(!Path::new(&p("v.sock")).exists(), "{args:?} left its vsock socket behind");
+    }
+    assert!(Path::new(&taken).exists(), "an existing path is never removed");
+}
+
+#[test]
+fn on_a_host_without_hardware_kvm_the_monitor_says_why() {
+    if berth_hostcheck::check().can_run_microvms() {
+        eprintln!("skipped: this host runs microVMs directly");
+        return;
+    }
+    let (kernel, _) = guest_kernel().unwrap();
+    let out = vmm_native(&["--kernel", kernel.to_str().unwrap()]);
+    assert_eq!(out.status, 1);
+    assert!(out.stderr.contains("cannot start a microVM"), "{}", out.stderr);
+    assert!(out.stderr.contains("tests/lab/run"), "{}", out.stderr);
+}
+
+#[test]
+fn setup_reaches_the_first_kvm_run_natively() {
+    let (kernel, _) = guest_kernel().unwrap();
+    let out = vmm_native(&["--bench-setup", "--kernel", kernel.to_str().unwrap(), "--vcpus", "2"]);
+    assert_eq!(out.status, 0, "{out:?}");
+    assert!(out.stdout.starts_with("first_kvm_run_monotonic_ns "), "{out:?}");
+}
