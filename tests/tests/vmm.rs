@@ -20,8 +20,14 @@ fn guest(name: &str, init: &str, bins: &[&str]) -> Guest {
     let script = format!(
         "#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n{init}\n"
     );
-    let extra: Vec<(PathBuf, String)> = bins.iter().map(|b| (PathBuf::from("bin"), b.to_string())).collect();
-    let extra: Vec<(&Path, &str)> = extra.iter().map(|(p, b)| (p.as_path(), b.as_str())).collect();
+    let extra: Vec<(PathBuf, String)> = bins
+        .iter()
+        .map(|b| (PathBuf::from("bin"), b.to_string()))
+        .collect();
+    let extra: Vec<(&Path, &str)> = extra
+        .iter()
+        .map(|(p, b)| (p.as_path(), b.as_str()))
+        .collect();
     busybox_initramfs(&initrd, &script, &extra).unwrap();
     Guest {
         dir,
@@ -45,9 +51,16 @@ impl Guest {
     fn lab(&self, script: &str) -> berth_e2e::Finished {
         let out = Lab::new()
             .rw(self.dir.path())
-            .sh(&format!("cd {} && {script}", self.dir.path().display()))
+            // Unix sockets can't live on the 9p share: $S is a directory on the lab's own /tmp.
+            .sh(&format!(
+                "S=$(mktemp -d /tmp/sock.XXXXXX) || exit 1\ncd {} || exit 1\n{script}",
+                self.dir.path().display()
+            ))
             .unwrap();
-        eprintln!("--- lab stdout ---\n{}\n--- lab stderr ---\n{}", out.stdout, out.stderr);
+        eprintln!(
+            "--- lab stdout ---\n{}\n--- lab stderr ---\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 }
@@ -67,18 +80,35 @@ fn boots_to_the_console_with_two_vcpus_and_shuts_down_cleanly() {
         g.vmm("--console file:console.log --cmdline quiet"),
     ));
     assert_eq!(out.status, 0);
-    assert!(out.stdout.contains("BOOT-OK cpus=2"), "serial output and 2 vCPUs");
-    assert!(out.stdout.contains("rc-reboot=0"), "reboot -f ends the monitor with 0");
-    assert!(out.stdout.contains("rc-poweroff=0"), "poweroff -f ends the monitor with 0");
+    assert!(
+        out.stdout.contains("BOOT-OK cpus=2"),
+        "serial output and 2 vCPUs"
+    );
+    assert!(
+        out.stdout.contains("rc-reboot=0"),
+        "reboot -f ends the monitor with 0"
+    );
+    assert!(
+        out.stdout.contains("rc-poweroff=0"),
+        "poweroff -f ends the monitor with 0"
+    );
     assert!(out.stdout.contains("rc-file=0\n1"), "console to a file");
 }
 
 #[test]
 fn a_kernel_panic_is_a_failure_with_its_reason() {
     let g = guest("vmm-panic", "exit 3", &[]);
-    let out = g.lab(&format!("{}; echo rc=$?", g.vmm("--console off --cmdline quiet")));
+    let out = g.lab(&format!(
+        "{}; echo rc=$?",
+        g.vmm("--console off --cmdline quiet")
+    ));
+    // Inside the lab the monitor's stderr reaches the lab console, i.e. stdout.
     assert!(out.stdout.contains("rc=1"), "{out:?}");
-    assert!(out.stderr.contains("guest kernel panic: Attempted to kill init"), "{out:?}");
+    assert!(
+        out.stdout
+            .contains("berth-vmm: guest kernel panic: Attempted to kill init"),
+        "{out:?}"
+    );
 }
 
 #[test]
@@ -109,8 +139,16 @@ fn ext4_disk_is_written_and_a_read_only_disk_refuses_writes() {
         .arg(&img)
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&cat.stdout), "hello-from-the-guest\n");
-    let check = Command::new("sha256sum").arg("-c").arg("ro.sha").current_dir(g.dir.path()).output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&cat.stdout),
+        "hello-from-the-guest\n"
+    );
+    let check = Command::new("sha256sum")
+        .arg("-c")
+        .arg("ro.sha")
+        .current_dir(g.dir.path())
+        .output()
+        .unwrap();
     assert!(check.status.success(), "the read-only image changed");
 }
 
@@ -132,15 +170,15 @@ fn vsock_moves_ten_megabytes_each_way() {
     );
     let script = format!(
         "head -c 10M /dev/urandom > to-guest; echo HOST-SENT $(sha256sum to-guest | cut -d' ' -f1)\n\
-         socat -u UNIX-LISTEN:v.sock_6000 CREATE:from-guest &\n\
+         socat -u UNIX-LISTEN:$S/v.sock_6000 CREATE:from-guest &\n\
          {} > console.txt 2>&1 &\n\
          vmm=$!\n\
          for i in $(seq 300); do grep -q GUEST-LISTENING console.txt 2>/dev/null && break; sleep 0.2; done\n\
-         (printf 'CONNECT 5000\\n'; cat to-guest) | socat -t 60 - UNIX-CONNECT:v.sock > reply.txt\n\
+         (printf 'CONNECT 5000\\n'; cat to-guest) | socat -t 60 - UNIX-CONNECT:$S/v.sock > reply.txt\n\
          wait $vmm; echo rc=$?\n\
          cat console.txt reply.txt; echo HOST-RECEIVED $(sha256sum from-guest | cut -d' ' -f1)\n\
-         test ! -e v.sock && echo SOCKET-REMOVED",
-        g.vmm("--memory 256 --vsock 3,v.sock --cmdline quiet")
+         test ! -e $S/v.sock && echo SOCKET-REMOVED",
+        g.vmm("--memory 256 --vsock 3,$S/v.sock --cmdline quiet")
     );
     let out = g.lab(&script);
     let field = |prefix: &str| -> String {
@@ -151,11 +189,25 @@ fn vsock_moves_ten_megabytes_each_way() {
             .trim()
             .to_owned()
     };
-    assert_eq!(field("HOST-SENT "), field("GUEST-RECEIVED "), "host → guest");
-    assert_eq!(field("GUEST-SENT "), field("HOST-RECEIVED "), "guest → host");
-    assert!(out.stdout.contains("\nOK "), "the monitor answered OK <port>");
+    assert_eq!(
+        field("HOST-SENT "),
+        field("GUEST-RECEIVED "),
+        "host → guest"
+    );
+    assert_eq!(
+        field("GUEST-SENT "),
+        field("HOST-RECEIVED "),
+        "guest → host"
+    );
+    assert!(
+        out.stdout.contains("\nOK "),
+        "the monitor answered OK <port>"
+    );
     assert!(out.stdout.contains("rc=0"));
-    assert!(out.stdout.contains("SOCKET-REMOVED"), "the vsock socket is removed at exit");
+    assert!(
+        out.stdout.contains("SOCKET-REMOVED"),
+        "the vsock socket is removed at exit"
+    );
 }
 
 #[test]
@@ -180,20 +232,27 @@ fn the_guest_pings_the_tap_address_over_virtio_net() {
 
 #[test]
 fn control_socket_reports_stats_pauses_resumes_and_stops() {
-    let g = guest("vmm-control", "echo GUEST-UP\nwhile true; do sleep 1; done", &[]);
+    let g = guest(
+        "vmm-control",
+        "echo GUEST-UP\nwhile true; do sleep 1; done",
+        &[],
+    );
     let out = g.lab(&format!(
         "{} > console.txt 2>&1 &\n\
          vmm=$!\n\
          for i in $(seq 300); do grep -q GUEST-UP console.txt 2>/dev/null && break; sleep 0.2; done\n\
-         q() {{ echo \"$1\" | socat -t 5 - UNIX-CONNECT:ctl.sock; }}\n\
+         q() {{ echo \"$1\" | socat -t 5 - UNIX-CONNECT:$S/ctl.sock; }}\n\
          q '{{\"action\":\"stats\"}}'; q '{{\"action\":\"pause\"}}'; q '{{\"action\":\"stats\"}}'\n\
          q '{{\"action\":\"resume\"}}'; q '{{\"action\":\"bogus\"}}'; q 'not json'; q '{{\"action\":\"stop\"}}'\n\
-         wait $vmm; echo rc=$?; test ! -e ctl.sock && echo SOCKET-REMOVED",
-        g.vmm("--control ctl.sock --cmdline quiet")
+         wait $vmm; echo rc=$?; test ! -e $S/ctl.sock && echo SOCKET-REMOVED",
+        g.vmm("--control $S/ctl.sock --cmdline quiet")
     ));
     assert!(out.stdout.contains("\"vcpu_exits\":"), "{out:?}");
     assert!(out.stdout.contains("\"paused\":true"), "{out:?}");
-    assert!(out.stdout.contains("unknown action \\\"bogus\\\""), "{out:?}");
+    assert!(
+        out.stdout.contains("unknown action \\\"bogus\\\""),
+        "{out:?}"
+    );
     assert!(out.stdout.contains("bad request"), "{out:?}");
     assert!(out.stdout.contains("rc=0"), "{out:?}");
     assert!(out.stdout.contains("SOCKET-REMOVED"), "{out:?}");
@@ -202,7 +261,11 @@ fn control_socket_reports_stats_pauses_resumes_and_stops() {
 // ---- natively, on this host ----
 
 fn vmm_native(args: &[&str]) -> berth_e2e::Finished {
-    Command::new(built_binary("berth-vmm")).args(args).output().unwrap().into()
+    Command::new(built_binary("berth-vmm"))
+        .args(args)
+        .output()
+        .unwrap()
+        .into()
 }
 
 #[test]
@@ -217,24 +280,60 @@ fn bad_input_gets_one_clear_line_and_leaves_nothing_behind() {
     let vs = format!("3,{}", p("v.sock"));
     let (garbage, taken, bad) = (p("garbage"), p("taken.sock"), p("bad.json"));
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--kernel", "/nonexistent/vmlinux"], "/nonexistent/vmlinux: no such file"),
-        (vec!["--bench-setup", "--kernel", &garbage, "--vsock", &vs], "is not a loadable x86_64 vmlinux"),
-        (vec!["--bench-setup", "--kernel", k, "--memory", "99999999"], "this host has only"),
-        (vec!["--bench-setup", "--kernel", k, "--net", "nosuchtap0", "--vsock", &vs], "no such tap device"),
-        (vec!["--kernel", k, "--vsock", "3,/dev/null"], "already in use"),
+        (
+            vec!["--kernel", "/nonexistent/vmlinux"],
+            "/nonexistent/vmlinux: no such file",
+        ),
+        (
+            vec!["--bench-setup", "--kernel", &garbage, "--vsock", &vs],
+            "is not a loadable x86_64 vmlinux",
+        ),
+        (
+            vec!["--bench-setup", "--kernel", k, "--memory", "99999999"],
+            "this host has only",
+        ),
+        (
+            vec![
+                "--bench-setup",
+                "--kernel",
+                k,
+                "--net",
+                "nosuchtap0",
+                "--vsock",
+                &vs,
+            ],
+            "no such tap device",
+        ),
+        (
+            vec!["--kernel", k, "--vsock", "3,/dev/null"],
+            "already in use",
+        ),
         (vec!["--kernel", k, "--control", &taken], "already in use"),
         (vec!["--config", &bad], "unknown field `vcpu`"),
-        (vec!["--kernel", k, "--vcpus", "0"], "vcpus: 0 is out of range"),
+        (
+            vec!["--kernel", k, "--vcpus", "0"],
+            "vcpus: 0 is out of range",
+        ),
         (vec!["--kernel", k, "--frobnicate"], "unknown argument"),
     ];
     for (args, want) in cases {
         let out = vmm_native(&args);
         assert_ne!(out.status, 0, "{args:?} succeeded");
         let first = out.stderr.lines().next().unwrap_or_default();
-        assert!(first.starts_with("berth-vmm: ") && first.contains(want), "{args:?}: {:?}", out.stderr);
-        assert!(!Path::new(&p("v.sock")).exists(), "{args:?} left its vsock socket behind");
+        assert!(
+            first.starts_with("berth-vmm: ") && first.contains(want),
+            "{args:?}: {:?}",
+            out.stderr
+        );
+        assert!(
+            !Path::new(&p("v.sock")).exists(),
+            "{args:?} left its vsock socket behind"
+        );
     }
-    assert!(Path::new(&taken).exists(), "an existing path is never removed");
+    assert!(
+        Path::new(&taken).exists(),
+        "an existing path is never removed"
+    );
 }
 
 #[test]
@@ -246,14 +345,27 @@ fn on_a_host_without_hardware_kvm_the_monitor_says_why() {
     let (kernel, _) = guest_kernel().unwrap();
     let out = vmm_native(&["--kernel", kernel.to_str().unwrap()]);
     assert_eq!(out.status, 1);
-    assert!(out.stderr.contains("cannot start a microVM"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cannot start a microVM"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("tests/lab/run"), "{}", out.stderr);
 }
 
 #[test]
 fn setup_reaches_the_first_kvm_run_natively() {
     let (kernel, _) = guest_kernel().unwrap();
-    let out = vmm_native(&["--bench-setup", "--kernel", kernel.to_str().unwrap(), "--vcpus", "2"]);
+    let out = vmm_native(&[
+        "--bench-setup",
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--vcpus",
+        "2",
+    ]);
     assert_eq!(out.status, 0, "{out:?}");
-    assert!(out.stdout.starts_with("first_kvm_run_monotonic_ns "), "{out:?}");
+    assert!(
+        out.stdout.starts_with("first_kvm_run_monotonic_ns "),
+        "{out:?}"
+    );
 }

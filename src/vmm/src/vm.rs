@@ -218,7 +218,8 @@ impl Vm {
                 Some(m) => crate::config::parse_mac(m)?,
                 None => virtio::net::random_mac(),
             };
-            let dev = virtio::net::Net::open(&n.tap, mac).map_err(|e| VmError::Device(e.to_string()))?;
+            let dev =
+                virtio::net::Net::open(&n.tap, mac).map_err(|e| VmError::Device(e.to_string()))?;
             devices.push(Box::new(dev));
         }
         if let Some(v) = &config.vsock {

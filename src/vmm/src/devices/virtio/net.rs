@@ -1,7 +1,9 @@
 //! virtio-net backed by an existing host tap device. No offloads: every frame carries a
 //! 12-byte virtio-net header, which the tap (IFF_VNET_HDR) reads and writes as is.
 
-use super::{ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1,
+};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -28,7 +30,9 @@ const IFF_VNET_HDR: libc::c_short = 0x4000;
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     /// No such interface, or not a tap.
-    #[error("tap {0}: no such tap device on this host (create it first: ip tuntap add {0} mode tap)")]
+    #[error(
+        "tap {0}: no such tap device on this host (create it first: ip tuntap add {0} mode tap)"
+    )]
     NoTap(String),
     /// The tap can't be attached.
     #[error("tap {tap}: {what}: {err}")]
@@ -60,7 +64,9 @@ struct IfReq {
 /// Opens the existing tap `name` with virtio-net headers.
 fn open_tap(name: &str) -> Result<File, NetError> {
     // TUNSETIFF would create a missing tap: check it exists and is a tun/tap first.
-    if name.contains('/') || !std::path::Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists() {
+    if name.contains('/')
+        || !std::path::Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists()
+    {
         return Err(NetError::NoTap(name.to_owned()));
     }
     let err = |what| {
@@ -149,7 +155,9 @@ impl Net {
                 // No buffer: keep the frame and stop watching the tap until the guest
                 // adds buffers.
                 self.pending = Some(frame);
-                a.registrar.modify(self.tap.as_raw_fd(), EventSet::empty()).ok();
+                a.registrar
+                    .modify(self.tap.as_raw_fd(), EventSet::empty())
+                    .ok();
                 break;
             };
             let head = chain.head_index();
@@ -253,7 +261,14 @@ impl VirtioDevice for Net {
 fn socketpair() -> (File, File) {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
-    let r = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK, 0, fds.as_mut_ptr()) };
+    let r = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_NONBLOCK,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
     assert_eq!(r, 0);
     use std::os::unix::io::FromRawFd;
     // SAFETY: both fds were just created and are owned by nobody else.
@@ -276,7 +291,10 @@ mod tests {
 
     #[test]
     fn missing_taps_are_refused_without_creating_one() {
-        let e = Net::open("berthnosuch0", random_mac()).err().unwrap().to_string();
+        let e = Net::open("berthnosuch0", random_mac())
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("no such tap device"), "{e}");
         assert!(!std::path::Path::new("/sys/class/net/berthnosuch0").exists());
         assert!(Net::open("../lo", random_mac()).is_err());
@@ -293,9 +311,11 @@ mod tests {
         let mut frame = vec![0u8; VNET_HDR_LEN];
         frame.extend_from_slice(b"ethernet-frame-from-guest");
         m.write_slice(&frame, GuestAddress(0x10_0000)).unwrap();
-        txq.build_desc_chain(&[d(0x10_0000, frame.len() as u32, 0)]).unwrap();
+        txq.build_desc_chain(&[d(0x10_0000, frame.len() as u32, 0)])
+            .unwrap();
         // A receive buffer.
-        rxq.build_desc_chain(&[d(0x20_0000, 2048, VRING_DESC_F_WRITE)]).unwrap();
+        rxq.build_desc_chain(&[d(0x20_0000, 2048, VRING_DESC_F_WRITE)])
+            .unwrap();
         dev.activate(Activation {
             mem: m.clone(),
             queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],

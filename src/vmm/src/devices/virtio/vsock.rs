@@ -11,7 +11,9 @@
 //! more than the guest's advertised buffer allows, and advertises [`CONN_BUF`] bytes of its
 //! own, buffering what the host socket can't take yet.
 
-use super::{ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1};
+use super::{
+    ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1,
+};
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
@@ -312,7 +314,9 @@ impl Vsock {
     // ---- guest → host ----
 
     fn process_tx(&mut self) {
-        let Some(mut a) = self.state.take() else { return };
+        let Some(mut a) = self.state.take() else {
+            return;
+        };
         let mut used = false;
         while let Some(chain) = a.tx.pop_descriptor_chain(&a.mem) {
             let head = chain.head_index();
@@ -345,7 +349,11 @@ impl Vsock {
     /// Handles one packet from the guest. `payload` is None when its length was invalid.
     fn guest_packet(&mut self, hdr: Header, payload: Option<Vec<u8>>) {
         let key = (hdr.dst_port, hdr.src_port);
-        if hdr.src_cid != self.cid || hdr.dst_cid != HOST_CID || hdr.kind != TYPE_STREAM || payload.is_none() {
+        if hdr.src_cid != self.cid
+            || hdr.dst_cid != HOST_CID
+            || hdr.kind != TYPE_STREAM
+            || payload.is_none()
+        {
             if hdr.op != OP_RST {
                 self.control.push_back(self.reply(key, OP_RST, 0));
             }
@@ -372,14 +380,18 @@ impl Vsock {
             }
             OP_RST => self.drop_conn(key),
             OP_SHUTDOWN => {
-                let Some(c) = self.conns.get_mut(&key) else { return };
+                let Some(c) = self.conns.get_mut(&key) else {
+                    return;
+                };
                 if hdr.flags & SHUTDOWN_SEND != 0 {
                     c.guest_done_sending = true;
                 }
                 if hdr.flags & (SHUTDOWN_SEND | SHUTDOWN_RCV) == SHUTDOWN_SEND | SHUTDOWN_RCV {
                     // The guest closed: deliver what is buffered, then reset.
                     let _ = c.stream.set_nonblocking(false);
-                    let _ = c.stream.set_write_timeout(Some(std::time::Duration::from_millis(200)));
+                    let _ = c
+                        .stream
+                        .set_write_timeout(Some(std::time::Duration::from_millis(200)));
                     let _ = c.flush_to_host();
                     self.reset_conn(key);
                 } else if c.to_host.is_empty() && c.guest_done_sending {
@@ -438,7 +450,8 @@ impl Vsock {
         match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
             Ok(stream) => {
                 let fd = stream.as_raw_fd();
-                self.conns.insert(key, Conn::new(stream, ConnState::Established, hdr));
+                self.conns
+                    .insert(key, Conn::new(stream, ConnState::Established, hdr));
                 self.by_fd.insert(fd, key);
                 self.watch(fd, false);
                 self.control.push_back(self.reply(key, OP_RESPONSE, 0));
@@ -467,7 +480,9 @@ impl Vsock {
     /// Reads a host connection's `CONNECT <port>\n`, a byte at a time so that no data
     /// after the line is consumed.
     fn host_handshake(&mut self, fd: RawFd) {
-        let Some((s, line)) = self.handshakes.get_mut(&fd) else { return };
+        let Some((s, line)) = self.handshakes.get_mut(&fd) else {
+            return;
+        };
         let mut b = [0u8; 1];
         let done = loop {
             match s.read(&mut b) {
@@ -497,7 +512,8 @@ impl Vsock {
         let local = self.alloc_port(port);
         let key = (local, port);
         let peer = Header::default();
-        self.conns.insert(key, Conn::new(s, ConnState::Connecting, &peer));
+        self.conns
+            .insert(key, Conn::new(s, ConnState::Connecting, &peer));
         self.by_fd.insert(fd, key);
         self.watch(fd, false);
         self.control.push_back(self.reply(key, OP_REQUEST, 0));
@@ -506,7 +522,9 @@ impl Vsock {
     /// Fills guest receive buffers with control packets, then data from readable host
     /// sockets, within each connection's credit.
     fn process_rx(&mut self) {
-        let Some(mut a) = self.state.take() else { return };
+        let Some(mut a) = self.state.take() else {
+            return;
+        };
         let mut used = false;
         let mut buf = vec![0u8; MAX_PKT_PAYLOAD];
         'chains: loop {
@@ -515,13 +533,18 @@ impl Vsock {
                 .conns
                 .iter()
                 .find(|(_, c)| {
-                    c.state == ConnState::Established && c.readable && !c.host_eof && c.peer_credit() > 0
+                    c.state == ConnState::Established
+                        && c.readable
+                        && !c.host_eof
+                        && c.peer_credit() > 0
                 })
                 .map(|(k, _)| *k);
             if self.control.is_empty() && next_data.is_none() {
                 break;
             }
-            let Some(chain) = a.rx.pop_descriptor_chain(&a.mem) else { break };
+            let Some(chain) = a.rx.pop_descriptor_chain(&a.mem) else {
+                break;
+            };
             let head = chain.head_index();
             let Ok(mut w) = chain.writer(&a.mem) else {
                 let _ = a.rx.add_used(&a.mem, head, 0);
@@ -562,7 +585,8 @@ impl Vsock {
             match sent {
                 Some((h, n)) => {
                     let ok = w.write_all(&h.encode()).is_ok() && w.write_all(&buf[..n]).is_ok();
-                    let _ = a.rx.add_used(&a.mem, head, if ok { (HDR_LEN + n) as u32 } else { 0 });
+                    let _ =
+                        a.rx.add_used(&a.mem, head, if ok { (HDR_LEN + n) as u32 } else { 0 });
                     used = true;
                 }
                 None => {
@@ -579,8 +603,12 @@ impl Vsock {
     }
 
     fn host_event(&mut self, fd: RawFd, events: EventSet) {
-        let Some(&key) = self.by_fd.get(&fd) else { return };
-        let Some(c) = self.conns.get_mut(&key) else { return };
+        let Some(&key) = self.by_fd.get(&fd) else {
+            return;
+        };
+        let Some(c) = self.conns.get_mut(&key) else {
+            return;
+        };
         if events.contains(EventSet::OUT) {
             let broken = c.flush_to_host().is_err();
             if broken {
@@ -715,13 +743,25 @@ mod tests {
         let mut dev = Vsock::new(GUEST_CID as u32, &dir.join("v.sock")).unwrap();
         dev.activate(Activation {
             mem: m.clone(),
-            queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap(), Queue::new(16).unwrap()],
+            queues: vec![
+                rxq.create_queue().unwrap(),
+                txq.create_queue().unwrap(),
+                Queue::new(16).unwrap(),
+            ],
             interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
             acked_features: VIRTIO_F_VERSION_1,
             registrar: registrar(),
         })
         .unwrap();
-        Rig { dir, m: m.clone(), rxq, txq, dev, tx_next: 0, rx_seen: 0 }
+        Rig {
+            dir,
+            m: m.clone(),
+            rxq,
+            txq,
+            dev,
+            tx_next: 0,
+            rx_seen: 0,
+        }
     }
 
     impl Rig {
@@ -732,9 +772,13 @@ mod tests {
             let mut h = h;
             h.len = payload.len() as u32;
             self.m.write_slice(&h.encode(), GuestAddress(addr)).unwrap();
-            self.m.write_slice(payload, GuestAddress(addr + HDR_LEN as u64)).unwrap();
+            self.m
+                .write_slice(payload, GuestAddress(addr + HDR_LEN as u64))
+                .unwrap();
             let descs = [d(addr, (HDR_LEN + payload.len()) as u32, 0)];
-            self.txq.add_desc_chains(&descs, (self.tx_next - 1) as u16).unwrap();
+            self.txq
+                .add_desc_chains(&descs, (self.tx_next - 1) as u16)
+                .unwrap();
             self.dev.process_queue(TXQ);
         }
 
@@ -754,13 +798,21 @@ mod tests {
             let used = self.rxq.used().idx().load();
             let mut out = vec![];
             while self.rx_seen < used {
-                let e = self.rxq.used().ring().ref_at(self.rx_seen as usize).unwrap().load();
+                let e = self
+                    .rxq
+                    .used()
+                    .ring()
+                    .ref_at(self.rx_seen as usize)
+                    .unwrap()
+                    .load();
                 let addr = 0x80_0000 + u64::from(e.id()) * 0x2000;
                 let mut hb = [0u8; HDR_LEN];
                 self.m.read_slice(&mut hb, GuestAddress(addr)).unwrap();
                 let h = Header::decode(&hb);
                 let mut p = vec![0u8; h.len as usize];
-                self.m.read_slice(&mut p, GuestAddress(addr + HDR_LEN as u64)).unwrap();
+                self.m
+                    .read_slice(&mut p, GuestAddress(addr + HDR_LEN as u64))
+                    .unwrap();
                 out.push((h, p));
                 self.rx_seen += 1;
             }
@@ -800,19 +852,26 @@ mod tests {
         let mut r = rig("h2g");
         r.offer_rx(8);
         let mut host = UnixStream::connect(r.dir.join("v.sock")).unwrap();
-        r.dev.process_event(r.dev.listener.as_raw_fd(), EventSet::IN);
+        r.dev
+            .process_event(r.dev.listener.as_raw_fd(), EventSet::IN);
         host.write_all(b"CONNECT 1234\n").unwrap();
         let fd = *r.dev.handshakes.keys().next().unwrap();
         r.dev.process_event(fd, EventSet::IN);
         let pkts = r.received();
         assert_eq!(pkts.len(), 1);
         let req = pkts[0].0;
-        assert_eq!((req.op, req.dst_port, req.dst_cid), (OP_REQUEST, 1234, GUEST_CID));
+        assert_eq!(
+            (req.op, req.dst_port, req.dst_cid),
+            (OP_REQUEST, 1234, GUEST_CID)
+        );
         // The guest accepts.
         r.send(guest_hdr(1234, req.src_port, OP_RESPONSE), &[]);
         let mut line = [0u8; 64];
         let n = host.read(&mut line).unwrap();
-        assert_eq!(std::str::from_utf8(&line[..n]).unwrap(), format!("OK {}\n", req.src_port));
+        assert_eq!(
+            std::str::from_utf8(&line[..n]).unwrap(),
+            format!("OK {}\n", req.src_port)
+        );
         // Host → guest data.
         host.write_all(b"ping").unwrap();
         r.dev.process_event(fd, EventSet::IN);
@@ -825,7 +884,8 @@ mod tests {
         assert_eq!(&line[..n], b"pong");
         // Host EOF becomes a SHUTDOWN to the guest.
         host.shutdown(std::net::Shutdown::Write).unwrap();
-        r.dev.process_event(fd, EventSet::IN | EventSet::READ_HANG_UP);
+        r.dev
+            .process_event(fd, EventSet::IN | EventSet::READ_HANG_UP);
         let pkts = r.received();
         assert_eq!(pkts.last().unwrap().0.op, OP_SHUTDOWN);
     }
@@ -834,7 +894,8 @@ mod tests {
     fn a_bad_connect_line_closes_the_socket() {
         let r = &mut rig("badline");
         let mut host = UnixStream::connect(r.dir.join("v.sock")).unwrap();
-        r.dev.process_event(r.dev.listener.as_raw_fd(), EventSet::IN);
+        r.dev
+            .process_event(r.dev.listener.as_raw_fd(), EventSet::IN);
         host.write_all(b"HELLO\n").unwrap();
         let fd = *r.dev.handshakes.keys().next().unwrap();
         r.dev.process_event(fd, EventSet::IN);
@@ -898,7 +959,9 @@ mod tests {
         h.len = 1 << 30;
         let addr = 0x10_0000 + r.tx_next * 0x1_0000;
         r.m.write_slice(&h.encode(), GuestAddress(addr)).unwrap();
-        r.txq.add_desc_chains(&[d(addr, HDR_LEN as u32, 0)], r.tx_next as u16).unwrap();
+        r.txq
+            .add_desc_chains(&[d(addr, HDR_LEN as u32, 0)], r.tx_next as u16)
+            .unwrap();
         r.tx_next += 1;
         r.dev.process_queue(TXQ);
         // Data for a connection that does not exist.
@@ -907,7 +970,9 @@ mod tests {
         assert_eq!(pkts.len(), 3);
         assert!(pkts.iter().all(|(h, _)| h.op == OP_RST));
         // A descriptor outside guest memory.
-        r.txq.add_desc_chains(&[d(0xffff_0000_0000, 44, 0)], r.tx_next as u16).unwrap();
+        r.txq
+            .add_desc_chains(&[d(0xffff_0000_0000, 44, 0)], r.tx_next as u16)
+            .unwrap();
         r.dev.process_queue(TXQ);
     }
 }

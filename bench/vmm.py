@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""berth-vmm benchmark helpers. `bench/vmm` calls this; see docs/vmm.md for what each figure
+measures.
+
+  vmm.py setup VMM KERNEL INITRD N      natively: process start -> first KVM_RUN (ms, median)
+  vmm.py lab VMM KERNEL INITRD N        in the lab: boot ratio vs QEMU, and the monitor's RSS
+"""
+import os
+import select
+import statistics
+import subprocess
+import sys
+import time
+
+MARKER = b"BERTH-BENCH-INIT"
+CMDLINE_EXTRA = "quiet"
+
+
+def setup(vmm, kernel, initrd, n):
+    times = []
+    for _ in range(n):
+        t0 = time.monotonic_ns()
+        out = subprocess.run(
+            [vmm, "--bench-setup", "--kernel", kernel, "--initrd", initrd, "--console", "off"],
+            capture_output=True, check=True,
+        ).stdout.decode()
+        t1 = int(out.split()[1])
+        times.append((t1 - t0) / 1e6)
+    print(f"vmm_setup_ms {statistics.median(times):.2f}")
+
+
+def boot_to_marker(argv, timeout=120.0):
+    """Seconds from process start to MARKER on its stdout; the process is then stopped."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    buf = b""
+    try:
+        while MARKER not in buf:
+            if time.monotonic() - t0 > timeout:
+                raise RuntimeError(f"no marker from {argv[0]} within {timeout} s")
+            r, _, _ = select.select([p.stdout], [], [], 1.0)
+            if r:
+                chunk = os.read(p.stdout.fileno(), 4096)
+                if not chunk:
+                    raise RuntimeError(f"{argv[0]} exited before the marker: {buf[-500:]!r}")
+                buf += chunk
+        return time.monotonic() - t0, p
+    except BaseException:
+        p.kill()
+        p.wait()
+        raise
+
+
+def monitor_rss_mib(pid, guest_mib):
+    """Resident memory of the monitor minus the guest RAM mapping(s)."""
+    total = 0
+    guest = 0
+    size = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if "-" in parts[0] and len(parts) >= 5:
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                size = hi - lo
+            elif parts[0] == "Rss:":
+                kib = int(parts[1])
+                total += kib
+                if size == guest_mib << 20:
+                    guest += kib
+    return (total - guest) / 1024
+
+
+def lab(vmm, kernel, initrd, n):
+    from vm_cmdline import DEFAULT_CMDLINE  # noqa: E402  (written by bench/vmm)
+    cmdline = f"{DEFAULT_CMDLINE} {CMDLINE_EXTRA}"
+    berth = [vmm, "--kernel", kernel, "--initrd", initrd, "--memory", "128", "--cmdline", CMDLINE_EXTRA]
+    qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "128", "-smp", "1",
+            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
+            "-kernel", kernel, "-initrd", initrd, "-append", cmdline]
+    b_times, q_times, rss = [], [], []
+    for _ in range(n):
+        t, p = boot_to_marker(berth)
+        b_times.append(t)
+        time.sleep(0.5)  # the guest idles after its marker
+        rss.append(monitor_rss_mib(p.pid, 128))
+        p.kill()
+        p.wait()
+        t, p = boot_to_marker(qemu)
+        q_times.append(t)
+        p.kill()
+        p.wait()
+    b, q = statistics.median(b_times), statistics.median(q_times)
+    print(f"lab_boot_berth_s {b:.3f}")
+    print(f"lab_boot_qemu_s {q:.3f}")
+    print(f"lab_boot_ratio_vs_qemu {b / q:.2f}")
+    print(f"vmm_rss_mib {statistics.median(rss):.2f}")
+
+
+if __name__ == "__main__":
+    mode, vmm, kernel, initrd, n = sys.argv[1:6]
+    {"setup": setup, "lab": lab}[mode](vmm, kernel, initrd, int(n))
