@@ -90,6 +90,9 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
         path: shown.clone(),
         err,
     })?;
+    if let Some(k) = map_elf(mem, &f) {
+        return Ok(k);
+    }
     match Elf::load(mem, None, &mut f, Some(GuestAddress(HIMEM_START))) {
         Ok(r) => Ok(LoadedKernel {
             entry: r.kernel_load,
@@ -110,6 +113,116 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
     }
 }
 
+/// Maps `len` bytes of `file` at `offset` over guest memory at `addr`, copy-on-write: no
+/// copy now, pages come from the page cache as the guest touches them. The file must not
+/// change in place while the VM runs (berth's kernel cache replaces files, never rewrites
+/// them). `addr` and `offset` must be page aligned; `len` is rounded up to a page.
+fn map_file(mem: &GuestMemoryMmap, file: &File, offset: u64, addr: u64, len: u64) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let len = (len + PAGE - 1) & !(PAGE - 1);
+    if addr % PAGE != 0 || offset % PAGE != 0 || len == 0 {
+        return false;
+    }
+    // The whole range must be guest RAM inside one region.
+    let (Some(region), Ok(host)) = (
+        mem.find_region(GuestAddress(addr)),
+        mem.get_host_address(GuestAddress(addr)),
+    ) else {
+        return false;
+    };
+    use vm_memory::GuestMemoryRegion;
+    if addr + len > region.start_addr().raw_value() + region.len() {
+        return false;
+    }
+    // SAFETY: [host, host+len) lies inside a guest memory mapping this process owns (checked
+    // above); MAP_FIXED replaces those pages with a private file mapping of the same size
+    // and protection, so the region stays valid for its owner and for KVM (which follows
+    // the new pages through its MMU notifier).
+    let r = unsafe {
+        libc::mmap(
+            host as *mut libc::c_void,
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_FIXED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    r != libc::MAP_FAILED
+}
+
+const PAGE: u64 = 4096;
+
+/// Fast path for a vmlinux ELF whose segments are page-aligned in the file as in memory (as
+/// Linux links them): map each segment instead of copying ~10 MB. None when the file is
+/// not such an ELF; linux-loader then handles it.
+fn map_elf(mem: &GuestMemoryMmap, f: &File) -> Option<LoadedKernel> {
+    use std::os::unix::fs::FileExt;
+    let mut eh = [0u8; 64];
+    f.read_exact_at(&mut eh, 0).ok()?;
+    let u16_at = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+    let u64_at =
+        |b: &[u8], o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+    // 64-bit, little endian, executable, x86-64.
+    if &eh[..4] != b"\x7fELF"
+        || eh[4] != 2
+        || eh[5] != 1
+        || u16_at(&eh, 16) != 2
+        || u16_at(&eh, 18) != 0x3e
+    {
+        return None;
+    }
+    let entry = u64_at(&eh, 24);
+    let phoff = u64_at(&eh, 32);
+    let (phentsize, phnum) = (u16_at(&eh, 54) as u64, u16_at(&eh, 56) as u64);
+    if phentsize != 56 || phnum == 0 || phnum > 64 {
+        return None;
+    }
+    let mut ph = vec![0u8; (phentsize * phnum) as usize];
+    f.read_exact_at(&mut ph, phoff).ok()?;
+    let file_len = f.metadata().ok()?.len();
+    let low_end = low_mem_end(mem);
+    let mut segs = Vec::new();
+    for p in ph.chunks(56) {
+        const PT_LOAD: u32 = 1;
+        if u32::from_le_bytes(p[0..4].try_into().ok()?) != PT_LOAD {
+            continue;
+        }
+        let (offset, paddr, filesz, memsz) =
+            (u64_at(p, 8), u64_at(p, 24), u64_at(p, 32), u64_at(p, 40));
+        let end = paddr.checked_add(memsz)?;
+        if paddr < HIMEM_START || end > low_end || offset % PAGE != paddr % PAGE || filesz > memsz {
+            return None;
+        }
+        if offset.checked_add(filesz)? > file_len {
+            return None;
+        }
+        segs.push((offset, paddr, filesz, memsz));
+    }
+    if segs.is_empty() || !segs.iter().any(|s| (s.1..s.1 + s.3).contains(&entry)) {
+        return None;
+    }
+    let mut kernel_end = 0;
+    for (offset, paddr, filesz, memsz) in segs {
+        let (base, foff) = (paddr & !(PAGE - 1), offset & !(PAGE - 1));
+        if filesz > 0 && !map_file(mem, f, foff, base, paddr + filesz - base) {
+            return None;
+        }
+        // Zero the bss that shares the last mapped page with file bytes.
+        let tail_end = ((paddr + filesz + PAGE - 1) & !(PAGE - 1)).min(paddr + memsz);
+        if tail_end > paddr + filesz {
+            let zeros = vec![0u8; (tail_end - paddr - filesz) as usize];
+            mem.write_slice(&zeros, GuestAddress(paddr + filesz)).ok()?;
+        }
+        kernel_end = kernel_end.max(paddr + memsz);
+    }
+    Some(LoadedKernel {
+        entry: GuestAddress(entry),
+        end: kernel_end,
+        setup_header: None,
+    })
+}
+
 /// End of the RAM below the MMIO gap.
 fn low_mem_end(mem: &GuestMemoryMmap) -> u64 {
     mem.last_addr().raw_value().min(MMIO_GAP_START - 1) + 1
@@ -122,22 +235,26 @@ pub fn load_initrd(
     kernel_end: u64,
 ) -> Result<(GuestAddress, u64), BootError> {
     let shown = path.display().to_string();
-    let data = std::fs::read(path).map_err(|err| BootError::InitrdOpen {
+    let open_err = |err| BootError::InitrdOpen {
         path: shown.clone(),
         err,
-    })?;
-    let size = data.len() as u64;
+    };
+    let f = File::open(path).map_err(open_err)?;
+    let size = f.metadata().map_err(open_err)?.len();
     let top = low_mem_end(mem);
-    let addr = top.checked_sub(size).map(|a| a & !0xfff);
+    let addr = top.checked_sub(size).map(|a| a & !(PAGE - 1));
     let addr = match addr {
         Some(a) if a >= kernel_end && a >= HIMEM_START => a,
         _ => return Err(BootError::InitrdTooBig { path: shown, size }),
     };
-    mem.write_slice(&data, GuestAddress(addr))
-        .map_err(|e| BootError::Memory {
-            what: "initrd",
-            err: e.to_string(),
-        })?;
+    if size > 0 && !map_file(mem, &f, 0, addr, size) {
+        let data = std::fs::read(path).map_err(open_err)?;
+        mem.write_slice(&data, GuestAddress(addr))
+            .map_err(|e| BootError::Memory {
+                what: "initrd",
+                err: e.to_string(),
+            })?;
+    }
     Ok((GuestAddress(addr), size))
 }
 

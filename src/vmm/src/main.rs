@@ -118,6 +118,9 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
 }
 
 fn main() -> ExitCode {
+    if std::env::var_os("BERTH_VMM_TRACE").is_some() {
+        eprintln!("berth-vmm: trace {} main", berth_vmm::vm::monotonic_ns());
+    }
     let (config, opts) = match parse(std::env::args().skip(1).collect()) {
         Ok(x) => x,
         Err(e) if e.is_empty() => {

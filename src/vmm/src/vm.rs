@@ -147,6 +147,13 @@ fn signalfd() -> std::io::Result<RawFd> {
 impl Vm {
     /// The boot recipe. On error everything created so far is released (sockets removed).
     pub fn build(config: &VmConfig, opts: RunOptions) -> Result<Vm, VmError> {
+        let trace = std::env::var_os("BERTH_VMM_TRACE").is_some();
+        let mark = |what: &str| {
+            if trace {
+                eprintln!("berth-vmm: trace {} {what}", monotonic_ns());
+            }
+        };
+        mark("build");
         let console = config.validate()?;
         if !opts.bench_setup {
             let support = berth_hostcheck::check();
@@ -174,7 +181,8 @@ impl Vm {
 
         // Memory.
         let mem = memory::create(config.memory_mib)?;
-        memory::register(&vm, &mem)?;
+        mark("memory allocated");
+        let registering = memory::register_in_background(&vm, &mem)?;
 
         let epoll = Arc::new(Epoll::new().map_err(io_err("epoll"))?);
         let exit = Arc::new(ExitSignal::new().map_err(io_err("eventfd"))?);
@@ -275,6 +283,7 @@ impl Vm {
         }
         let _ = NoDatamatch;
 
+        mark("devices");
         // The guest: kernel, initramfs, command line, zero page, MP table, boot tables.
         let kernel = boot::load_kernel(&mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -287,6 +296,11 @@ impl Vm {
         vcpu::write_boot_tables(&mem)?;
 
         // vCPUs.
+        mark("guest loaded");
+        registering
+            .join()
+            .map_err(|_| VmError::Device("the memory registration thread panicked".into()))??;
+        mark("memory registered");
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
@@ -301,6 +315,7 @@ impl Vm {
         }
 
         // Monitor event sources: the exit signal, SIGTERM & co, the console input, control.
+        mark("vcpus");
         let signals = signalfd().map_err(io_err("signalfd"))?;
         let add = |fd: RawFd| {
             epoll.ctl(

@@ -64,24 +64,58 @@ pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
     GuestMemoryMmap::from_ranges(&ram_ranges(mib)).map_err(|e| MemoryError::Alloc(e, mib))
 }
 
-/// Registers every region of `mem` with the VM, one slot each.
-pub fn register(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), MemoryError> {
+/// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
+const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
+
+/// Registers `mem` with the VM on a helper thread, so that the (on some hosts slow) slot
+/// setup overlaps with loading the guest. Join the handle before the first KVM_RUN.
+pub fn register_in_background(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+) -> Result<std::thread::JoinHandle<Result<(), MemoryError>>, MemoryError> {
+    use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
+    let mut regions = Vec::new();
     for (slot, region) in mem.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))
             .map_err(|_| MemoryError::Register(kvm_ioctls::Error::new(libc::EFAULT)))?;
-        let r = kvm_userspace_memory_region {
+        regions.push(kvm_userspace_memory_region {
             slot: slot as u32,
             flags: 0,
             guest_phys_addr: region.start_addr().0,
             memory_size: region.len(),
             userspace_addr: host as u64,
-        };
-        // SAFETY: the region is a live mapping owned by `mem`, which outlives the VM (the
-        // monitor keeps both until the process exits), and slots don't overlap.
-        unsafe { vm.set_user_memory_region(r) }.map_err(MemoryError::Register)?;
+        });
     }
-    Ok(())
+    // SAFETY: dup of a valid, open VM fd; the result is checked and then owned.
+    let fd = unsafe { libc::dup(vm.as_raw_fd()) };
+    if fd < 0 {
+        return Err(MemoryError::Register(kvm_ioctls::Error::last()));
+    }
+    // SAFETY: `fd` was just created by dup and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    std::thread::Builder::new()
+        .name("memslots".into())
+        .spawn(move || {
+            let t0 = std::time::Instant::now();
+            for r in regions {
+                // SAFETY: KVM_SET_USER_MEMORY_REGION reads one kvm_userspace_memory_region
+                // through the pointer; the region is a live mapping owned by the guest
+                // memory, which outlives the VM.
+                if unsafe { libc::ioctl(fd.as_raw_fd(), KVM_SET_USER_MEMORY_REGION, &r) } < 0 {
+                    return Err(MemoryError::Register(kvm_ioctls::Error::last()));
+                }
+            }
+            if std::env::var_os("BERTH_VMM_TRACE").is_some() {
+                eprintln!("berth-vmm: memslot-ioctl-us {}", t0.elapsed().as_micros());
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            MemoryError::Register(kvm_ioctls::Error::new(
+                e.raw_os_error().unwrap_or(libc::EAGAIN),
+            ))
+        })
 }
 
 #[cfg(test)]

@@ -1,0 +1,407 @@
+//! The berth agent protocol, shared by the host (berthd, tests) and the guest agent, so
+//! that version skew between them is a compile error. See docs/agent-protocol.md.
+//!
+//! Framing: every message is a 4-byte big-endian length followed by that many bytes of
+//! JSON. A connection starts with a [`Hello`] naming what it is for:
+//! - [`Channel::Control`]: requests and responses, one at a time, in order;
+//! - [`Channel::Stdio`]: after the agent's [`HelloOk`], raw bytes of one process stream
+//!   (stdin: host → agent, half-close for EOF; stdout/stderr/pty: agent → host);
+//! - [`Channel::CopyIn`] / [`Channel::CopyOut`]: raw tar bytes into or out of a path.
+
+use serde::{Deserialize, Serialize};
+use std::io::{Read, Write};
+
+/// Protocol version. Bump on any incompatible change.
+pub const VERSION: u32 = 1;
+/// The vsock port the guest agent listens on.
+pub const AGENT_VSOCK_PORT: u32 = 1024;
+/// Largest frame accepted (a container spec fits easily).
+pub const MAX_FRAME: usize = 16 << 20;
+
+/// Errors reading or writing frames.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The connection failed or closed mid-frame.
+    #[error("agent connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// The peer closed the connection between frames.
+    #[error("agent connection closed")]
+    Closed,
+    /// A frame larger than [`MAX_FRAME`].
+    #[error("frame of {0} bytes is larger than the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+    /// A frame that is not the expected JSON.
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Writes one frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let body = serde_json::to_vec(msg)?;
+    if body.len() > MAX_FRAME {
+        return Err(FrameError::TooLarge(body.len()));
+    }
+    let mut buf = Vec::with_capacity(4 + body.len());
+    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&body);
+    w.write_all(&buf)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Reads one frame.
+pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// The first message on every connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// The client's [`VERSION`].
+    pub version: u32,
+    /// What the connection is for.
+    pub channel: Channel,
+}
+
+/// The agent's answer to a [`Hello`]: it accepted the connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HelloOk {
+    /// The agent's [`VERSION`].
+    pub version: u32,
+    /// The agent's name and version.
+    pub agent: String,
+}
+
+/// One process stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StreamKind {
+    /// Standard input (host → process).
+    Stdin,
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+    /// The terminal, both ways (processes started with a TTY).
+    Pty,
+}
+
+/// What a connection carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Channel {
+    /// Requests and responses.
+    Control,
+    /// One stream of a container's init process (`exec_id` None) or of an exec.
+    Stdio {
+        /// Container ID.
+        container: String,
+        /// Exec ID, or None for the container's own process.
+        exec_id: Option<String>,
+        /// Which stream.
+        stream: StreamKind,
+    },
+    /// A tar stream to unpack at `path` inside the container.
+    CopyIn {
+        /// Container ID.
+        container: String,
+        /// Destination directory inside the container.
+        path: String,
+    },
+    /// A tar stream of `path` inside the container.
+    CopyOut {
+        /// Container ID.
+        container: String,
+        /// Source path inside the container.
+        path: String,
+    },
+}
+
+/// The root filesystem of a container: read-only lower layers and a writable upper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootfsSpec {
+    /// Lower layers, topmost first (directories as the agent sees them).
+    pub layers: Vec<String>,
+    /// Directory for the writable layer (it gets `upper/` and `work/`); None for a tmpfs.
+    #[serde(default)]
+    pub writable: Option<String>,
+}
+
+/// Everything needed to create a container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerSpec {
+    /// The OCI runtime spec: process, hostname, mounts, resources, namespaces.
+    pub oci: oci_spec::runtime::Spec,
+    /// Where the root comes from (the spec's `root.path` is ignored).
+    pub rootfs: RootfsSpec,
+    /// Whether the process gets a stdin pipe (otherwise /dev/null); with a TTY, the
+    /// terminal is its stdin.
+    #[serde(default)]
+    pub open_stdin: bool,
+}
+
+/// A process to run in an existing container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecSpec {
+    /// args, env, cwd, user, terminal, capabilities.
+    pub process: oci_spec::runtime::Process,
+    /// Whether the process gets a stdin pipe.
+    #[serde(default)]
+    pub open_stdin: bool,
+}
+
+/// A request on the control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "op", deny_unknown_fields)]
+pub enum Request {
+    /// Mount a block device (or any source) at `target` in the agent's namespace.
+    MountStorage {
+        /// Device or source, e.g. /dev/vdb.
+        source: String,
+        /// Filesystem type, e.g. erofs, ext4.
+        fstype: String,
+        /// Mount point (created if missing).
+        target: String,
+        /// Mount read-only.
+        read_only: bool,
+    },
+    /// Set up a container (namespaces, root, cgroup); its process waits for `start`.
+    Create {
+        /// Container ID.
+        id: String,
+        /// The container.
+        spec: Box<ContainerSpec>,
+    },
+    /// Run the container's process.
+    Start {
+        /// Container ID.
+        id: String,
+    },
+    /// Run another process in a running container.
+    Exec {
+        /// Container ID.
+        id: String,
+        /// A new ID for the process.
+        exec_id: String,
+        /// The process.
+        spec: Box<ExecSpec>,
+    },
+    /// Start a created exec.
+    StartExec {
+        /// Container ID.
+        id: String,
+        /// Exec ID.
+        exec_id: String,
+    },
+    /// Send a signal to the container's process (or an exec), or to all its processes.
+    Signal {
+        /// Container ID.
+        id: String,
+        /// Exec ID, or None for the container's process.
+        #[serde(default)]
+        exec_id: Option<String>,
+        /// Signal number.
+        signal: i32,
+        /// Every process in the container.
+        #[serde(default)]
+        all: bool,
+    },
+    /// Resize a process's terminal.
+    ResizeTty {
+        /// Container ID.
+        id: String,
+        /// Exec ID, or None for the container's process.
+        #[serde(default)]
+        exec_id: Option<String>,
+        /// Rows.
+        rows: u16,
+        /// Columns.
+        cols: u16,
+    },
+    /// Wait for a process to exit; answers [`Response::Exited`].
+    Wait {
+        /// Container ID.
+        id: String,
+        /// Exec ID, or None for the container's process.
+        #[serde(default)]
+        exec_id: Option<String>,
+    },
+    /// Resource usage; answers [`Response::Stats`].
+    Stats {
+        /// Container ID.
+        id: String,
+    },
+    /// Processes in the container; answers [`Response::Processes`].
+    ListProcesses {
+        /// Container ID.
+        id: String,
+    },
+    /// Remove a stopped container (or kill and remove with `force`).
+    Delete {
+        /// Container ID.
+        id: String,
+        /// Kill it first if running.
+        #[serde(default)]
+        force: bool,
+    },
+    /// Stop every container and shut down (in a microVM: power off).
+    Shutdown,
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is malformed or a field is invalid.
+    InvalidArgument,
+    /// No such container or exec.
+    NotFound,
+    /// It already exists.
+    AlreadyExists,
+    /// The object is in the wrong state (not running, already started...).
+    Conflict,
+    /// The executable was not found (exit status 127).
+    ExecNotFound,
+    /// The executable can't be run (exit status 126).
+    ExecPermission,
+    /// Not built yet.
+    NotImplemented,
+    /// Anything else.
+    Internal,
+}
+
+/// A response on the control channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "result", deny_unknown_fields)]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// A container or exec was created; its process ID as the agent sees it.
+    Created {
+        /// PID in the agent's namespace.
+        pid: i32,
+    },
+    /// A process exited: its status, Docker style (128+N when killed by signal N).
+    Exited {
+        /// Exit status.
+        status: i32,
+    },
+    /// Resource usage.
+    Stats(Stats),
+    /// PIDs in the container, as the agent sees them.
+    Processes {
+        /// PIDs.
+        pids: Vec<i32>,
+    },
+    /// The request failed.
+    Error {
+        /// The class of failure.
+        kind: ErrorKind,
+        /// One line for the user, naming the problem.
+        message: String,
+    },
+}
+
+/// Container resource usage.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stats {
+    /// Memory in use, bytes.
+    pub memory_bytes: u64,
+    /// Memory limit, bytes (0: none).
+    pub memory_limit_bytes: u64,
+    /// Processes.
+    pub pids: u64,
+    /// CPU time used, microseconds.
+    pub cpu_usec: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip() {
+        let mut buf = Vec::new();
+        let req = Request::Signal {
+            id: "c1".into(),
+            exec_id: None,
+            signal: 15,
+            all: false,
+        };
+        write_frame(&mut buf, &req).unwrap();
+        assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
+        let back: Request = read_frame(&mut &buf[..]).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let mut huge = Vec::new();
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(
+            read_frame::<Request>(&mut &huge[..]),
+            Err(FrameError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame::<Request>(&mut &b""[..]),
+            Err(FrameError::Closed)
+        ));
+        let mut junk = Vec::new();
+        junk.extend_from_slice(&3u32.to_be_bytes());
+        junk.extend_from_slice(b"{x}");
+        assert!(matches!(
+            read_frame::<Request>(&mut &junk[..]),
+            Err(FrameError::Json(_))
+        ));
+        let mut short = Vec::new();
+        short.extend_from_slice(&10u32.to_be_bytes());
+        short.extend_from_slice(b"{}");
+        assert!(matches!(
+            read_frame::<Request>(&mut &short[..]),
+            Err(FrameError::Io(_))
+        ));
+    }
+
+    #[test]
+    fn unknown_fields_and_ops_are_rejected() {
+        let r: Result<Request, _> = serde_json::from_str(r#"{"op":"start","id":"x","bogus":1}"#);
+        assert!(r.is_err());
+        let r: Result<Request, _> = serde_json::from_str(r#"{"op":"explode"}"#);
+        assert!(r.is_err());
+        let r: Request = serde_json::from_str(r#"{"op":"shutdown"}"#).unwrap();
+        assert_eq!(r, Request::Shutdown);
+    }
+
+    #[test]
+    fn hello_names_its_channel() {
+        let h = Hello {
+            version: VERSION,
+            channel: Channel::Stdio {
+                container: "c".into(),
+                exec_id: None,
+                stream: StreamKind::Stdout,
+            },
+        };
+        let s = serde_json::to_string(&h).unwrap();
+        assert!(s.contains("\"stdio\"") && s.contains("\"stdout\""), "{s}");
+        assert_eq!(serde_json::from_str::<Hello>(&s).unwrap(), h);
+    }
+}
