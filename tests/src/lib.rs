@@ -196,3 +196,34 @@ pub fn built_binary(name: &str) -> PathBuf {
     );
     p
 }
+
+/// A busybox-static root filesystem at `dir` (applet links, /etc/passwd and /etc/group with
+/// root, nobody and a `www` user, empty /proc, /sys, /dev, /tmp, /mnt), plus a file
+/// `/not-executable`.
+pub fn busybox_rootfs(dir: &Path) -> io::Result<()> {
+    for d in [
+        "bin", "etc", "proc", "sys", "dev", "tmp", "mnt", "root", "home/www",
+    ] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    std::fs::copy("/bin/busybox", dir.join("bin/busybox"))?;
+    let list = Command::new("/bin/busybox").arg("--list").output()?;
+    for applet in String::from_utf8_lossy(&list.stdout).lines() {
+        if applet != "busybox" {
+            let link = dir.join("bin").join(applet);
+            if link.symlink_metadata().is_err() {
+                std::os::unix::fs::symlink("busybox", link)?;
+            }
+        }
+    }
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nwww:x:33:33:www:/home/www:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n",
+    )?;
+    std::fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nwww:x:33:\naudio:x:29:www\nnogroup:x:65534:\n",
+    )?;
+    std::fs::write(dir.join("not-executable"), "just data\n")?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! One container: its cgroup, state directory, process and streams.
+
+use crate::cgroups::{Cgroup, Limits, Usage};
+use crate::process::{self, ChildStdio, Created, ProcessConfig};
+use crate::rootfs::Plan;
+use crate::{spec, tty, Error};
+use oci_spec::runtime::Spec;
+use std::fs::File;
+use std::os::unix::io::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// How to create a container.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Container ID (a cgroup and directory name).
+    pub id: String,
+    /// The OCI spec (the root's path is ignored: the layers below are the root).
+    pub spec: Spec,
+    /// Read-only layers, topmost first.
+    pub layers: Vec<PathBuf>,
+    /// Directory for the writable layer; None for a tmpfs.
+    pub writable: Option<PathBuf>,
+    /// Where per-container state lives (`<state_dir>/<id>/`).
+    pub state_dir: PathBuf,
+    /// The cgroup filesystem root (normally /sys/fs/cgroup).
+    pub cgroup_root: PathBuf,
+    /// Give the process a stdin pipe (ignored with a terminal, which is always stdin).
+    pub open_stdin: bool,
+    /// Install Docker's default seccomp profile.
+    pub seccomp: bool,
+}
+
+/// The agent's ends of a process's streams.
+pub enum Streams {
+    /// A terminal: read and write the master.
+    Tty(OwnedFd),
+    /// Pipes.
+    Pipes {
+        /// Write end of stdin, if the process has one.
+        stdin: Option<File>,
+        /// Read end of stdout.
+        stdout: File,
+        /// Read end of stderr.
+        stderr: File,
+    },
+}
+
+fn pipe() -> Result<(File, File), Error> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(Error::io("pipe")(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both fds were just created and are owned here.
+    Ok(unsafe { (File::from_raw_fd(fds[0]), File::from_raw_fd(fds[1])) })
+}
+
+/// Makes the streams for a process; returns (agent side, child side, tty path).
+pub fn make_streams(
+    tty: bool,
+    open_stdin: bool,
+) -> Result<(Streams, ChildStdio, Option<PathBuf>), Error> {
+    if tty {
+        let p = tty::open().map_err(Error::io("opening a pty"))?;
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(Error::io("dup"));
+        let child = ChildStdio {
+            stdin: dup(&p.slave)?,
+            stdout: dup(&p.slave)?,
+            stderr: p.slave,
+            tty: true,
+        };
+        return Ok((Streams::Tty(p.master), child, Some(p.path)));
+    }
+    let (stdin_r, stdin_w) = if open_stdin {
+        let (r, w) = pipe()?;
+        (OwnedFd::from(r), Some(w))
+    } else {
+        (
+            OwnedFd::from(File::open("/dev/null").map_err(Error::io("/dev/null"))?),
+            None,
+        )
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    Ok((
+        Streams::Pipes {
+            stdin: stdin_w,
+            stdout: out_r,
+            stderr: err_r,
+        },
+        ChildStdio {
+            stdin: stdin_r,
+            stdout: out_w.into(),
+            stderr: err_w.into(),
+            tty: false,
+        },
+        None,
+    ))
+}
+
+/// A container.
+pub struct Container {
+    /// Its ID.
+    pub id: String,
+    /// PID of its process (PID 1 inside), as this process sees it.
+    pub pid: i32,
+    cgroup: Cgroup,
+    dir: PathBuf,
+    created: Option<Created>,
+    seccomp: bool,
+}
+
+impl Container {
+    /// Creates the container: namespaces, root, cgroup. Its process waits for
+    /// [`Container::start`]. On error nothing is left behind.
+    pub fn create(cfg: &Config) -> Result<(Container, Streams), Error> {
+        let process = cfg
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::InvalidSpec("process: missing".into()))?;
+        let pc = spec::process_config(process, cfg.seccomp)?;
+        let ns = spec::namespaces(&cfg.spec)?;
+        let limits = Limits::from_oci(
+            cfg.spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().as_ref()),
+        )
+        .map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let tty = process.terminal().unwrap_or(false);
+        let dir = cfg.state_dir.join(&cfg.id);
+        if dir.exists() {
+            return Err(Error::AlreadyExists(cfg.id.clone()));
+        }
+        let plan = Plan {
+            rootfs: dir.join("rootfs"),
+            layers: cfg.layers.clone(),
+            writable: cfg.writable.clone(),
+            scratch: dir.join("rw"),
+            mounts: cfg.spec.mounts().clone().unwrap_or_default(),
+            masked: cfg
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.masked_paths().clone())
+                .unwrap_or_default(),
+            readonly: cfg
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.readonly_paths().clone())
+                .unwrap_or_default(),
+            readonly_root: cfg
+                .spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+            console: None,
+        };
+        crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        let cgroup = Cgroup::create(&cfg.cgroup_root, &cfg.id, &limits)
+            .map_err(|e| Error::Cgroup(e.to_string()))?;
+        let cleanup = |e: Error| {
+            cgroup.destroy();
+            let _ = std::fs::remove_dir_all(&dir);
+            e
+        };
+        std::fs::create_dir_all(plan.rootfs.as_path())
+            .and_then(|_| std::fs::create_dir_all(&plan.scratch))
+            .map_err(|e| cleanup(Error::io(format!("creating {}", dir.display()))(e)))?;
+        let (streams, child, tty_path) = make_streams(tty, cfg.open_stdin).map_err(cleanup)?;
+        let plan = Plan {
+            console: tty_path,
+            ..plan
+        };
+        let hostname = cfg.spec.hostname().clone();
+        let created = process::create(&plan, &ns, hostname.as_deref(), &cgroup, &pc, child)
+            .map_err(cleanup)?;
+        Ok((
+            Container {
+                id: cfg.id.clone(),
+                pid: created.pid,
+                cgroup,
+                dir,
+                created: Some(created),
+                seccomp: cfg.seccomp,
+            },
+            streams,
+        ))
+    }
+
+    /// Runs the process. An exec failure is returned (the process exits 126 or 127).
+    pub fn start(&mut self) -> Result<(), Error> {
+        let c = self.created.take().ok_or_else(|| {
+            Error::Conflict(format!("container {} has already been started", self.id))
+        })?;
+        c.start().map(|_| ())
+    }
+
+    /// Runs another process inside; returns its PID and streams.
+    pub fn exec(
+        &self,
+        process: &oci_spec::runtime::Process,
+        open_stdin: bool,
+    ) -> Result<(i32, Streams), Error> {
+        if self.created.is_some() {
+            return Err(Error::Conflict(format!(
+                "container {} is not running",
+                self.id
+            )));
+        }
+        let pc: ProcessConfig = spec::process_config(process, self.seccomp)?;
+        let (streams, child, _) = make_streams(process.terminal().unwrap_or(false), open_stdin)?;
+        let pid = process::exec_in(self.pid, &self.cgroup, &pc, child)?;
+        Ok((pid, streams))
+    }
+
+    /// Sends `sig` to the process (or, with `all`, to every process in the container).
+    pub fn signal(&self, sig: i32, all: bool) -> Result<(), Error> {
+        let pids = if all {
+            self.cgroup.pids()
+        } else {
+            vec![self.pid]
+        };
+        for pid in pids {
+            // SAFETY: kill takes a pid and a signal number.
+            if unsafe { libc::kill(pid, sig) } < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() == Some(libc::EINVAL) {
+                    return Err(Error::InvalidSpec(format!("invalid signal {sig}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The processes in the container.
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroup.pids()
+    }
+
+    /// Resource usage.
+    pub fn usage(&self) -> Usage {
+        self.cgroup.usage()
+    }
+
+    /// The cgroup's directories (for tests and diagnostics).
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroup.paths()
+    }
+
+    /// The container's state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Kills everything left and removes the cgroup and state. Call after the process
+    /// has exited (or to abandon a created one).
+    pub fn destroy(mut self) {
+        if self.created.take().is_some() || !self.cgroup.pids().is_empty() {
+            let _ = self.signal(libc::SIGKILL, true);
+            // SAFETY: kill takes a pid and a signal number.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+            crate::reaper::wait_timeout(self.pid, Some(std::time::Duration::from_secs(5)));
+        }
+        self.cgroup.destroy();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
