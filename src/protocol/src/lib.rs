@@ -8,6 +8,8 @@
 //!   (stdin: host → agent, half-close for EOF; stdout/stderr/pty: agent → host);
 //! - [`Channel::CopyIn`] / [`Channel::CopyOut`]: raw tar bytes into or out of a path.
 
+pub mod client;
+
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 

@@ -1,0 +1,88 @@
+//! PID 1 duties inside a microVM: the guest's basic mounts, cgroup2 with controllers
+//! delegated to containers, loopback, and the final reboot.
+
+use std::ffi::CString;
+use std::path::Path;
+
+fn mount(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> std::io::Result<()> {
+    std::fs::create_dir_all(target)?;
+    let (s, t, f) = (
+        CString::new(source)?,
+        CString::new(target)?,
+        CString::new(fstype)?,
+    );
+    let d = data.map(CString::new).transpose()?;
+    // SAFETY: NUL-terminated strings (or null data) valid for the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            f.as_ptr(),
+            flags,
+            d.as_ref().map_or(std::ptr::null(), |d| d.as_ptr()) as *const libc::c_void,
+        )
+    };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(std::io::Error::new(
+                e.kind(),
+                format!("mounting {fstype} at {target}: {e}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Mounts /proc, /sys, /dev (+pts, shm), /run, /tmp and cgroup2, and enables the
+/// memory, pids, cpu and cpuset controllers for containers.
+pub fn setup_guest() -> std::io::Result<()> {
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nosuid, None)?;
+    mount("sysfs", "/sys", "sysfs", nosuid, None)?;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, None)?;
+    mount(
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        libc::MS_NOSUID | libc::MS_NOEXEC,
+        Some("ptmxmode=0666,mode=0620"),
+    )?;
+    mount("shm", "/dev/shm", "tmpfs", nosuid, None)?;
+    mount(
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some("mode=0755"),
+    )?;
+    mount(
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )?;
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, None)?;
+    let ctl = Path::new("/sys/fs/cgroup/cgroup.subtree_control");
+    for c in ["memory", "pids", "cpu", "cpuset"] {
+        let _ = std::fs::write(ctl, format!("+{c}"));
+    }
+    Ok(())
+}
+
+/// Syncs and reboots: with the guest's `reboot=k` the monitor sees the reset and exits 0.
+pub fn power_off() -> ! {
+    // SAFETY: sync and reboot take no pointers; reboot does not return on success.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_AUTOBOOT);
+    }
+    std::process::exit(1)
+}

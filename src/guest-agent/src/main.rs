@@ -1,0 +1,70 @@
+//! `berth-agent`: serves the berth agent protocol.
+//!
+//! - As PID 1 of a microVM (no arguments): sets up the guest (mounts, cgroup2, loopback)
+//!   and serves on vsock port 1024; `shutdown` stops every container and reboots (which
+//!   ends the VM).
+//! - On the host (`--listen unix:PATH`): process isolation; `shutdown` stops every
+//!   container and exits.
+//!
+//! A bad request never stops the agent: in a microVM its death is a kernel panic.
+
+mod init;
+mod server;
+mod vsock;
+
+use std::path::PathBuf;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: berth-agent                      (as PID 1 of a berth microVM)\n       \
+         berth-agent --listen unix:PATH [--state-dir DIR] [--cgroup-root DIR]"
+    );
+    std::process::exit(2)
+}
+
+fn main() {
+    let pid1 = std::process::id() == 1;
+    let mut listen = None;
+    let mut state_dir = PathBuf::from(if pid1 {
+        "/run/berth/containers"
+    } else {
+        "/run/berth-agent"
+    });
+    let mut cgroup_root = PathBuf::from("/sys/fs/cgroup");
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = Some(args.next().unwrap_or_else(|| usage())),
+            "--state-dir" => state_dir = args.next().unwrap_or_else(|| usage()).into(),
+            "--cgroup-root" => cgroup_root = args.next().unwrap_or_else(|| usage()).into(),
+            "-h" | "--help" => usage(),
+            other if pid1 => eprintln!("berth-agent: ignoring argument {other:?}"),
+            _ => usage(),
+        }
+    }
+    berth_container::reaper::start();
+    if pid1 {
+        if let Err(e) = init::setup_guest() {
+            eprintln!("berth-agent: guest setup: {e}");
+        }
+    }
+    let agent = server::Agent::new(state_dir, cgroup_root, pid1);
+    let result = match listen.as_deref() {
+        Some(l) => match l.strip_prefix("unix:") {
+            Some(path) => server::serve_unix(agent, path.into()),
+            None => {
+                eprintln!("berth-agent: --listen {l}: only unix:PATH is supported");
+                std::process::exit(2)
+            }
+        },
+        None if pid1 => server::serve_vsock(agent, berth_protocol::AGENT_VSOCK_PORT),
+        None => usage(),
+    };
+    if let Err(e) = result {
+        eprintln!("berth-agent: {e}");
+        if pid1 {
+            init::power_off();
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,747 @@
+//! The agent's protocol server: one thread per connection.
+
+use berth_container::{reaper, spec, Config, Container, Streams};
+use berth_protocol::{
+    read_frame, write_frame, Channel, ErrorKind, Hello, HelloOk, Request, Response, Stats,
+    StreamKind, VERSION,
+};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::io::OwnedFd;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+
+/// A process's streams, handed out once each to the stream connections that attach.
+#[derive(Default)]
+struct Attach {
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    pty: Option<OwnedFd>,
+}
+
+impl Attach {
+    fn from(s: Streams) -> Attach {
+        match s {
+            Streams::Tty(m) => Attach {
+                pty: Some(m),
+                ..Default::default()
+            },
+            Streams::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => Attach {
+                stdin,
+                stdout: Some(stdout),
+                stderr: Some(stderr),
+                pty: None,
+            },
+        }
+    }
+}
+
+/// A process's exit status, once known.
+#[derive(Default)]
+struct Exit {
+    status: Mutex<Option<i32>>,
+    cv: Condvar,
+}
+
+impl Exit {
+    fn set(&self, s: i32) {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+        self.cv.notify_all();
+    }
+    fn get(&self) -> Option<i32> {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn wait(&self) -> i32 {
+        let mut g = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(s) = *g {
+                return s;
+            }
+            g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+struct Proc {
+    pid: i32,
+    attach: Mutex<Attach>,
+    exit: Arc<Exit>,
+    pty: Option<OwnedFd>,
+}
+
+struct Entry {
+    container: Mutex<Option<Container>>,
+    main: Proc,
+    started: Mutex<bool>,
+    execs: Mutex<HashMap<String, Arc<Proc>>>,
+    pending_execs: Mutex<HashMap<String, (oci_spec::runtime::Process, bool)>>,
+}
+
+/// The agent's state.
+pub struct Agent {
+    state_dir: PathBuf,
+    cgroup_root: PathBuf,
+    in_vm: bool,
+    containers: Mutex<HashMap<String, Arc<Entry>>>,
+    socket: Mutex<Option<PathBuf>>,
+}
+
+type Reply = Response;
+
+fn err(kind: ErrorKind, message: impl Into<String>) -> Reply {
+    Response::Error {
+        kind,
+        message: message.into(),
+    }
+}
+
+fn runtime_err(e: berth_container::Error) -> Reply {
+    use berth_container::Error as E;
+    let kind = match &e {
+        E::InvalidSpec(_) => ErrorKind::InvalidArgument,
+        E::AlreadyExists(_) => ErrorKind::AlreadyExists,
+        E::Conflict(_) => ErrorKind::Conflict,
+        E::ExecNotFound(_) => ErrorKind::ExecNotFound,
+        E::ExecPermission(_) => ErrorKind::ExecPermission,
+        E::Cgroup(m) if m.contains("cannot enforce") || m.contains("invalid") => {
+            ErrorKind::InvalidArgument
+        }
+        _ => ErrorKind::Internal,
+    };
+    err(kind, e.to_string())
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && !id.starts_with('.')
+}
+
+impl Agent {
+    /// A new agent keeping container state under `state_dir`.
+    pub fn new(state_dir: PathBuf, cgroup_root: PathBuf, in_vm: bool) -> Arc<Agent> {
+        Arc::new(Agent {
+            state_dir,
+            cgroup_root,
+            in_vm,
+            containers: Mutex::new(HashMap::new()),
+            socket: Mutex::new(None),
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Entry>, Reply> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| err(ErrorKind::NotFound, format!("No such container: {id}")))
+    }
+
+    fn proc_of(&self, e: &Entry, exec_id: &Option<String>) -> Result<ProcRef, Reply> {
+        match exec_id {
+            None => Ok(ProcRef::Main),
+            Some(x) => e
+                .execs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(x)
+                .cloned()
+                .map(ProcRef::Exec)
+                .ok_or_else(|| err(ErrorKind::NotFound, format!("No such exec instance: {x}"))),
+        }
+    }
+
+    /// Handles one control request. Never panics on bad input.
+    pub fn handle(self: &Arc<Self>, req: Request) -> (Reply, bool) {
+        let r = match req {
+            Request::MountStorage {
+                source,
+                fstype,
+                target,
+                read_only,
+            } => self.mount_storage(&source, &fstype, &target, read_only),
+            Request::Create { id, spec } => self.create(id, *spec),
+            Request::Start { id } => self.start(&id),
+            Request::Exec { id, exec_id, spec } => self.exec(&id, exec_id, *spec),
+            Request::StartExec { id, exec_id } => self.start_exec(&id, &exec_id),
+            Request::Signal {
+                id,
+                exec_id,
+                signal,
+                all,
+            } => self.signal(&id, &exec_id, signal, all),
+            Request::ResizeTty {
+                id,
+                exec_id,
+                rows,
+                cols,
+            } => self.resize(&id, &exec_id, rows, cols),
+            Request::Wait { id, exec_id } => self.wait(&id, &exec_id),
+            Request::Stats { id } => self.stats(&id),
+            Request::ListProcesses { id } => self.list(&id),
+            Request::Delete { id, force } => self.delete(&id, force),
+            Request::Shutdown => {
+                self.stop_all();
+                return (Response::Ok, true);
+            }
+        };
+        (r.unwrap_or_else(|e| e), false)
+    }
+
+    fn mount_storage(
+        &self,
+        source: &str,
+        fstype: &str,
+        target: &str,
+        ro: bool,
+    ) -> Result<Reply, Reply> {
+        if !target.starts_with('/') || target.contains("..") {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("mount target {target:?} must be an absolute path without \"..\""),
+            ));
+        }
+        std::fs::create_dir_all(target)
+            .map_err(|e| err(ErrorKind::Internal, format!("creating {target}: {e}")))?;
+        let c = |s: &str| {
+            std::ffi::CString::new(s)
+                .map_err(|_| err(ErrorKind::InvalidArgument, "NUL in a mount argument"))
+        };
+        let (s, t, f) = (c(source)?, c(target)?, c(fstype)?);
+        let flags = if ro { libc::MS_RDONLY } else { 0 };
+        // SAFETY: NUL-terminated strings valid for the call; no data argument.
+        if unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, std::ptr::null()) } < 0 {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "mounting {source} ({fstype}) at {target}: {}",
+                    std::io::Error::last_os_error()
+                ),
+            ));
+        }
+        Ok(Response::Ok)
+    }
+
+    fn create(&self, id: String, spec: berth_protocol::ContainerSpec) -> Result<Reply, Reply> {
+        if !valid_id(&id) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("invalid container id {id:?}"),
+            ));
+        }
+        let mut map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        if map.contains_key(&id) {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("container {id} already exists"),
+            ));
+        }
+        let cfg = Config {
+            id: id.clone(),
+            spec: spec.oci,
+            layers: spec.rootfs.layers.iter().map(PathBuf::from).collect(),
+            writable: spec.rootfs.writable.map(PathBuf::from),
+            state_dir: self.state_dir.clone(),
+            cgroup_root: self.cgroup_root.clone(),
+            open_stdin: spec.open_stdin,
+            seccomp: true,
+        };
+        let (c, streams) = Container::create(&cfg).map_err(runtime_err)?;
+        let pid = c.pid;
+        let mut attach = Attach::from(streams);
+        let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
+        if pty.is_none() {
+            attach.pty = None;
+        }
+        map.insert(
+            id,
+            Arc::new(Entry {
+                container: Mutex::new(Some(c)),
+                main: Proc {
+                    pid,
+                    attach: Mutex::new(attach),
+                    exit: Arc::new(Exit::default()),
+                    pty,
+                },
+                started: Mutex::new(false),
+                execs: Mutex::new(HashMap::new()),
+                pending_execs: Mutex::new(HashMap::new()),
+            }),
+        );
+        Ok(Response::Created { pid })
+    }
+
+    fn start(&self, id: &str) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let mut started = e.started.lock().unwrap_or_else(|p| p.into_inner());
+        if *started {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("container {id} is already started"),
+            ));
+        }
+        *started = true;
+        let mut guard = e.container.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard
+            .as_mut()
+            .ok_or_else(|| err(ErrorKind::Conflict, format!("container {id} was deleted")))?;
+        let exit = e.main.exit.clone();
+        let pid = c.pid;
+        match c.start() {
+            Ok(()) => {
+                std::thread::spawn(move || exit.set(reaper::wait(pid)));
+                Ok(Response::Ok)
+            }
+            Err(er) => {
+                let status = er.exit_status();
+                std::thread::spawn(move || {
+                    let s = reaper::wait(pid);
+                    exit.set(status.unwrap_or(s));
+                });
+                Err(runtime_err(er))
+            }
+        }
+    }
+
+    fn exec(
+        &self,
+        id: &str,
+        exec_id: String,
+        spec: berth_protocol::ExecSpec,
+    ) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        if !valid_id(&exec_id) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("invalid exec id {exec_id:?}"),
+            ));
+        }
+        if e.main.exit.get().is_some() || !*e.started.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("container {id} is not running"),
+            ));
+        }
+        spec::process_config(&spec.process, true).map_err(runtime_err)?;
+        let mut pending = e.pending_execs.lock().unwrap_or_else(|p| p.into_inner());
+        if pending.contains_key(&exec_id)
+            || e.execs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&exec_id)
+        {
+            return Err(err(
+                ErrorKind::AlreadyExists,
+                format!("exec {exec_id} already exists"),
+            ));
+        }
+        pending.insert(exec_id, (spec.process, spec.open_stdin));
+        Ok(Response::Ok)
+    }
+
+    fn start_exec(&self, id: &str, exec_id: &str) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let (process, open_stdin) = e
+            .pending_execs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(exec_id)
+            .ok_or_else(|| {
+                err(
+                    ErrorKind::NotFound,
+                    format!("No such exec instance: {exec_id}"),
+                )
+            })?;
+        let guard = e.container.lock().unwrap_or_else(|p| p.into_inner());
+        let c = guard.as_ref().ok_or_else(|| {
+            err(
+                ErrorKind::Conflict,
+                format!("container {id} is not running"),
+            )
+        })?;
+        let (pid, streams) = c.exec(&process, open_stdin).map_err(runtime_err)?;
+        let mut attach = Attach::from(streams);
+        let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
+        if pty.is_none() {
+            attach.pty = None;
+        }
+        let exit = Arc::new(Exit::default());
+        let x = exit.clone();
+        std::thread::spawn(move || x.set(reaper::wait(pid)));
+        e.execs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            exec_id.to_owned(),
+            Arc::new(Proc {
+                pid,
+                attach: Mutex::new(attach),
+                exit,
+                pty,
+            }),
+        );
+        Ok(Response::Created { pid })
+    }
+
+    fn signal(
+        &self,
+        id: &str,
+        exec_id: &Option<String>,
+        sig: i32,
+        all: bool,
+    ) -> Result<Reply, Reply> {
+        if !(1..=64).contains(&sig) {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!("invalid signal {sig}"),
+            ));
+        }
+        let e = self.get(id)?;
+        if e.main.exit.get().is_some() {
+            return Err(err(
+                ErrorKind::Conflict,
+                format!("container {id} is not running"),
+            ));
+        }
+        match self.proc_of(&e, exec_id)? {
+            ProcRef::Main => {
+                let g = e.container.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = g.as_ref() {
+                    c.signal(sig, all).map_err(runtime_err)?;
+                }
+            }
+            ProcRef::Exec(p) => {
+                // SAFETY: kill takes a pid and a signal number.
+                unsafe { libc::kill(p.pid, sig) };
+            }
+        }
+        Ok(Response::Ok)
+    }
+
+    fn resize(
+        &self,
+        id: &str,
+        exec_id: &Option<String>,
+        rows: u16,
+        cols: u16,
+    ) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let pty = match self.proc_of(&e, exec_id)? {
+            ProcRef::Main => e.main.pty.as_ref().and_then(|p| p.try_clone().ok()),
+            ProcRef::Exec(p) => p.pty.as_ref().and_then(|p| p.try_clone().ok()),
+        };
+        let pty = pty.ok_or_else(|| err(ErrorKind::Conflict, "the process has no terminal"))?;
+        berth_container::tty::resize(&pty, rows, cols)
+            .map_err(|e| err(ErrorKind::Internal, format!("resizing the terminal: {e}")))?;
+        Ok(Response::Ok)
+    }
+
+    fn wait(&self, id: &str, exec_id: &Option<String>) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let exit = match self.proc_of(&e, exec_id)? {
+            ProcRef::Main => e.main.exit.clone(),
+            ProcRef::Exec(p) => p.exit.clone(),
+        };
+        Ok(Response::Exited {
+            status: exit.wait(),
+        })
+    }
+
+    fn stats(&self, id: &str) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let g = e.container.lock().unwrap_or_else(|p| p.into_inner());
+        let u = g.as_ref().map(|c| c.usage()).unwrap_or_default();
+        Ok(Response::Stats(Stats {
+            memory_bytes: u.memory,
+            memory_limit_bytes: u.memory_limit,
+            pids: u.pids,
+            cpu_usec: u.cpu_usec,
+        }))
+    }
+
+    fn list(&self, id: &str) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let g = e.container.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(Response::Processes {
+            pids: g.as_ref().map(|c| c.pids()).unwrap_or_default(),
+        })
+    }
+
+    fn delete(&self, id: &str, force: bool) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let started = *e.started.lock().unwrap_or_else(|p| p.into_inner());
+        if started && e.main.exit.get().is_none() {
+            if !force {
+                return Err(err(
+                    ErrorKind::Conflict,
+                    format!("cannot remove container {id}: container is running: stop the container before removing or force remove"),
+                ));
+            }
+            let g = e.container.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = g.as_ref() {
+                let _ = c.signal(libc::SIGKILL, true);
+            }
+            drop(g);
+            e.main.exit.wait();
+        }
+        if let Some(c) = e.container.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            c.destroy();
+        }
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        Ok(Response::Ok)
+    }
+
+    /// Kills and removes every container.
+    pub fn stop_all(&self) {
+        let ids: Vec<String> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for id in ids {
+            let _ = self.delete(&id, true);
+        }
+    }
+
+    /// Serves a stream channel: copies between the connection and the process's stream.
+    fn stream(
+        &self,
+        mut conn: UnixStream,
+        container: &str,
+        exec_id: &Option<String>,
+        kind: StreamKind,
+    ) {
+        let attach_of = |e: &Entry| -> Result<ProcRef, Reply> { self.proc_of(e, exec_id) };
+        let e = match self.get(container) {
+            Ok(e) => e,
+            Err(r) => return fail_stream(&mut conn, r),
+        };
+        let p = match attach_of(&e) {
+            Ok(p) => p,
+            Err(r) => return fail_stream(&mut conn, r),
+        };
+        let proc_: &Proc = match &p {
+            ProcRef::Main => &e.main,
+            ProcRef::Exec(x) => x,
+        };
+        let mut a = proc_.attach.lock().unwrap_or_else(|p| p.into_inner());
+        let taken: Option<Stream> = match kind {
+            StreamKind::Stdin => a.stdin.take().map(Stream::In),
+            StreamKind::Stdout => a.stdout.take().map(Stream::Out),
+            StreamKind::Stderr => a.stderr.take().map(Stream::Out),
+            StreamKind::Pty => a.pty.take().map(Stream::Pty),
+        };
+        drop(a);
+        let Some(s) = taken else {
+            return fail_stream(&mut conn, err(ErrorKind::Conflict, format!("the {kind:?} stream is not available (no such stream, or already attached)")));
+        };
+        if write_frame(&mut conn, &hello_ok()).is_err() {
+            return;
+        }
+        match s {
+            Stream::In(mut f) => {
+                let _ = std::io::copy(&mut conn, &mut f);
+            }
+            Stream::Out(mut f) => {
+                let _ = std::io::copy(&mut f, &mut conn);
+                let _ = conn.shutdown(std::net::Shutdown::Write);
+            }
+            Stream::Pty(m) => {
+                let mut m_in = File::from(m);
+                let Ok(mut m_out) = m_in.try_clone() else {
+                    return;
+                };
+                let Ok(mut c_out) = conn.try_clone() else {
+                    return;
+                };
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut conn, &mut m_in);
+                });
+                // EIO at the end: the terminal's last process exited.
+                let _ = copy_until_eio(&mut m_out, &mut c_out);
+                let _ = c_out.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+enum ProcRef {
+    Main,
+    Exec(Arc<Proc>),
+}
+
+enum Stream {
+    In(File),
+    Out(File),
+    Pty(OwnedFd),
+}
+
+fn copy_until_eio(from: &mut File, to: &mut UnixStream) -> std::io::Result<()> {
+    let mut buf = [0u8; 8192];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => to.write_all(&buf[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn hello_ok() -> HelloOk {
+    HelloOk {
+        version: VERSION,
+        agent: format!("berth-agent {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+/// A stream connection that can't be served gets the error as its answer to the hello.
+fn fail_stream(conn: &mut UnixStream, r: Reply) {
+    let _ = write_frame(conn, &r);
+}
+
+fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
+    let hello: Hello = match read_frame(&mut conn) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = write_frame(
+                &mut conn,
+                &err(ErrorKind::InvalidArgument, format!("bad hello: {e}")),
+            );
+            return;
+        }
+    };
+    if hello.version != VERSION {
+        let _ = write_frame(
+            &mut conn,
+            &err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "protocol version {} is not supported (agent speaks {VERSION})",
+                    hello.version
+                ),
+            ),
+        );
+        return;
+    }
+    match hello.channel {
+        Channel::Control => {
+            if write_frame(&mut conn, &hello_ok()).is_err() {
+                return;
+            }
+            loop {
+                let req: Request = match read_frame(&mut conn) {
+                    Ok(r) => r,
+                    Err(berth_protocol::FrameError::Closed) => return,
+                    Err(berth_protocol::FrameError::Json(e)) => {
+                        if write_frame(
+                            &mut conn,
+                            &err(
+                                ErrorKind::InvalidArgument,
+                                format!("malformed request: {e}"),
+                            ),
+                        )
+                        .is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(_) => return,
+                };
+                let (reply, shutdown) = agent.handle(req);
+                let _ = write_frame(&mut conn, &reply);
+                if shutdown {
+                    if agent.in_vm {
+                        crate::init::power_off();
+                    }
+                    if let Some(p) = agent
+                        .socket
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take()
+                    {
+                        let _ = std::fs::remove_file(p);
+                    }
+                    std::process::exit(0);
+                }
+            }
+        }
+        Channel::Stdio {
+            container,
+            exec_id,
+            stream,
+        } => agent.stream(conn, &container, &exec_id, stream),
+        Channel::CopyIn { .. } | Channel::CopyOut { .. } => {
+            let _ = write_frame(
+                &mut conn,
+                &err(
+                    ErrorKind::NotImplemented,
+                    "not implemented: copying files into or out of a container",
+                ),
+            );
+        }
+    }
+}
+
+fn spawn_conn(agent: &Arc<Agent>, conn: UnixStream) {
+    let a = agent.clone();
+    if std::thread::Builder::new()
+        .name("conn".into())
+        .spawn(move || serve_conn(a, conn))
+        .is_err()
+    {
+        eprintln!("berth-agent: cannot start a connection thread");
+    }
+}
+
+/// Serves on a Unix socket (process isolation). The socket path must not exist.
+pub fn serve_unix(agent: Arc<Agent>, path: PathBuf) -> std::io::Result<()> {
+    let l = UnixListener::bind(&path).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("listening on {}: {e}", path.display()))
+    })?;
+    *agent.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(path.clone());
+    let _cleanup = RemoveOnDrop(path);
+    loop {
+        match l.accept() {
+            Ok((c, _)) => spawn_conn(&agent, c),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Serves on vsock (inside a microVM).
+pub fn serve_vsock(agent: Arc<Agent>, port: u32) -> std::io::Result<()> {
+    let l = crate::vsock::listen(port).map_err(|e| {
+        std::io::Error::new(e.kind(), format!("listening on vsock port {port}: {e}"))
+    })?;
+    loop {
+        match crate::vsock::accept(&l) {
+            Ok(c) => spawn_conn(&agent, c),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => eprintln!("berth-agent: accept: {e}"),
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
