@@ -40,9 +40,39 @@ fn mount(
     Ok(())
 }
 
+/// Leaves the initramfs for a tmpfs root (switch_root): containers enter their roots with
+/// pivot_root, which the kernel refuses while the caller's root is the initial rootfs.
+fn leave_initramfs() -> std::io::Result<()> {
+    mount("tmpfs", "/newroot", "tmpfs", 0, Some("mode=0755"))?;
+    std::env::set_current_dir("/newroot")?;
+    let (dot, slash) = (CString::new(".")?, CString::new("/")?);
+    // SAFETY: NUL-terminated paths; MS_MOVE takes no data.
+    let r = unsafe {
+        libc::mount(
+            dot.as_ptr(),
+            slash.as_ptr(),
+            std::ptr::null(),
+            libc::MS_MOVE,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::Other,
+            format!("moving the new root: {}", std::io::Error::last_os_error()),
+        ));
+    }
+    // SAFETY: chroot to the current directory (the moved tmpfs).
+    if unsafe { libc::chroot(dot.as_ptr()) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    std::env::set_current_dir("/")
+}
+
 /// Mounts /proc, /sys, /dev (+pts, shm), /run, /tmp and cgroup2, and enables the
 /// memory, pids, cpu and cpuset controllers for containers.
 pub fn setup_guest() -> std::io::Result<()> {
+    leave_initramfs()?;
     let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
     mount("proc", "/proc", "proc", nosuid, None)?;
     mount("sysfs", "/sys", "sysfs", nosuid, None)?;

@@ -666,6 +666,11 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
                 let (reply, shutdown) = agent.handle(req);
                 let _ = write_frame(&mut conn, &reply);
                 if shutdown {
+                    // Let the reply reach the host before the VM goes away: wait (briefly)
+                    // for the client to close its end.
+                    let _ = conn.shutdown(std::net::Shutdown::Write);
+                    let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+                    let _ = conn.read(&mut [0u8; 1]);
                     if agent.in_vm {
                         crate::init::power_off();
                     }
