@@ -39,6 +39,7 @@ fn config(id: &str, args: &[&str]) -> Config {
         state_dir: state_dir(),
         cgroup_root: "/sys/fs/cgroup".into(),
         open_stdin: false,
+        inherit_stdio: false,
         seccomp: true,
     }
 }

@@ -26,12 +26,16 @@ pub struct Config {
     pub cgroup_root: PathBuf,
     /// Give the process a stdin pipe (ignored with a terminal, which is always stdin).
     pub open_stdin: bool,
+    /// Give the process this process's own stdin, stdout and stderr (like `runc run`).
+    pub inherit_stdio: bool,
     /// Install Docker's default seccomp profile.
     pub seccomp: bool,
 }
 
 /// The agent's ends of a process's streams.
 pub enum Streams {
+    /// The process shares the caller's own standard streams.
+    Inherited,
     /// A terminal: read and write the master.
     Tty(OwnedFd),
     /// Pipes.
@@ -170,7 +174,26 @@ impl Container {
         std::fs::create_dir_all(plan.rootfs.as_path())
             .and_then(|_| std::fs::create_dir_all(&plan.scratch))
             .map_err(|e| cleanup(Error::io(format!("creating {}", dir.display()))(e)))?;
-        let (streams, child, tty_path) = make_streams(tty, cfg.open_stdin).map_err(cleanup)?;
+        let (streams, child, tty_path) = if cfg.inherit_stdio && !tty {
+            let dup = |fd: i32| {
+                // SAFETY: fds 0-2 are open for the life of the process; the dup is owned.
+                let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if d < 0 {
+                    return Err(Error::io("dup")(std::io::Error::last_os_error()));
+                }
+                // SAFETY: `d` was just created and is owned here.
+                Ok(unsafe { OwnedFd::from_raw_fd(d) })
+            };
+            let child = ChildStdio {
+                stdin: dup(0).map_err(cleanup)?,
+                stdout: dup(1).map_err(cleanup)?,
+                stderr: dup(2).map_err(cleanup)?,
+                tty: false,
+            };
+            (Streams::Inherited, child, None)
+        } else {
+            make_streams(tty, cfg.open_stdin).map_err(cleanup)?
+        };
         let plan = Plan {
             console: tty_path,
             ..plan

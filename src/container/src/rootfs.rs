@@ -250,6 +250,19 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
                 )
                 .map_err(sys_err(format!("remounting {shown}")))?;
             }
+        } else if typ == "cgroup" || typ == "cgroup2" {
+            // The container's view of cgroups: cgroup2 where the host runs it; on a v1
+            // host the hierarchies are not exposed (an empty read-only tmpfs).
+            sys.mkdir_all(&dest)
+                .map_err(sys_err(format!("creating mount point {shown}")))?;
+            let flags = flags | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            let r = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                sys.mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None)
+            } else {
+                let ro = flags | libc::MS_RDONLY;
+                sys.mount(Some("tmpfs"), &dest, Some("tmpfs"), ro, Some("mode=0555,size=4k"))
+            };
+            r.map_err(sys_err(format!("mounting cgroups at {shown}")))?;
         } else {
             sys.mkdir_all(&dest)
                 .map_err(sys_err(format!("creating mount point {shown}")))?;

@@ -221,8 +221,11 @@ pub fn apply_caps(sets: &CapSets) -> io::Result<()> {
         },
         "clearing ambient capabilities",
     )?;
+    // Like runc: an ambient capability the inheritable and permitted sets don't both hold
+    // can't be raised; it is left out rather than failing the container.
+    let ambient = sets.ambient & sets.inheritable & sets.permitted;
     for cap in 0..=last_cap() {
-        if sets.ambient & (1 << cap) != 0 {
+        if ambient & (1 << cap) != 0 {
             // SAFETY: as above.
             check(
                 unsafe {

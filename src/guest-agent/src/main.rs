@@ -9,6 +9,7 @@
 //! A bad request never stops the agent: in a microVM its death is a kernel panic.
 
 mod init;
+mod run;
 mod server;
 mod vsock;
 
@@ -17,13 +18,17 @@ use std::path::PathBuf;
 fn usage() -> ! {
     eprintln!(
         "usage: berth-agent                      (as PID 1 of a berth microVM)\n       \
-         berth-agent --listen unix:PATH [--state-dir DIR] [--cgroup-root DIR]"
+         berth-agent --listen unix:PATH [--state-dir DIR] [--cgroup-root DIR]\n       \
+         berth-agent run [--bundle DIR] ID   (one container from an OCI bundle, like `runc run`)"
     );
     std::process::exit(2)
 }
 
 fn main() {
     let pid1 = std::process::id() == 1;
+    if !pid1 && std::env::args().nth(1).as_deref() == Some("run") {
+        std::process::exit(run::main(std::env::args().skip(2).collect()));
+    }
     let mut listen = None;
     let mut state_dir = PathBuf::from(if pid1 {
         "/run/berth/containers"

@@ -25,6 +25,7 @@ struct Attach {
 impl Attach {
     fn from(s: Streams) -> Attach {
         match s {
+            Streams::Inherited => Attach::default(),
             Streams::Tty(m) => Attach {
                 pty: Some(m),
                 ..Default::default()
@@ -255,6 +256,7 @@ impl Agent {
             state_dir: self.state_dir.clone(),
             cgroup_root: self.cgroup_root.clone(),
             open_stdin: spec.open_stdin,
+            inherit_stdio: false,
             seccomp: true,
         };
         let (c, streams) = Container::create(&cfg).map_err(runtime_err)?;

@@ -56,6 +56,8 @@ impl Endpoint {
         };
         let mut s = UnixStream::connect(path).map_err(err)?;
         if let Some(port) = port {
+            // A guest that is still booting may hold the answer back: don't wait forever.
+            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(err)?;
             s.write_all(format!("CONNECT {port}\n").as_bytes())
                 .map_err(err)?;
             // Read "OK <port>\n" a byte at a time: what follows belongs to the protocol.
@@ -73,6 +75,7 @@ impl Endpoint {
             if !line.starts_with(b"OK ") {
                 return Err(ClientError::VsockRefused(port));
             }
+            s.set_read_timeout(None).map_err(err)?;
         }
         Ok(s)
     }
