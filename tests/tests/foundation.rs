@@ -113,3 +113,26 @@ fn guest_kernel_boots_to_init_inside_the_lab() {
         "no init marker on the console: {out:?}"
     );
 }
+
+#[test]
+fn a_lab_boot_that_stalls_is_retried_once_then_reported() {
+    let tmp = TempDir::new("lab-stall").unwrap();
+    let out = Command::new(repo_root().join("tests/lab/run"))
+        .args(["--", "true"])
+        .env("BERTH_LAB_BOOT_TIMEOUT", "1")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(125), "{stderr}");
+    assert!(stderr.contains("booting it again"), "{stderr}");
+    assert!(
+        stderr.contains("did not start the command within 1 s (twice)"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temp files left"
+    );
+}

@@ -260,7 +260,13 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
                 sys.mount(Some("cgroup2"), &dest, Some("cgroup2"), flags, None)
             } else {
                 let ro = flags | libc::MS_RDONLY;
-                sys.mount(Some("tmpfs"), &dest, Some("tmpfs"), ro, Some("mode=0555,size=4k"))
+                sys.mount(
+                    Some("tmpfs"),
+                    &dest,
+                    Some("tmpfs"),
+                    ro,
+                    Some("mode=0555,size=4k"),
+                )
             };
             r.map_err(sys_err(format!("mounting cgroups at {shown}")))?;
         } else {

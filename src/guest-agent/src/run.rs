@@ -20,13 +20,23 @@ pub fn main(args: Vec<String>) -> i32 {
             other => return fail(&format!("unknown argument {other:?}")),
         }
     }
-    let Some(id) = id else { return fail("a container ID is required") };
+    let Some(id) = id else {
+        return fail("a container ID is required");
+    };
     let spec = match oci_spec::runtime::Spec::load(bundle.join("config.json")) {
         Ok(s) => s,
         Err(e) => return fail(&format!("{}: {e}", bundle.join("config.json").display())),
     };
-    let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| "rootfs".into());
-    let root = if root.is_absolute() { root } else { bundle.join(root) };
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .unwrap_or_else(|| "rootfs".into());
+    let root = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
     let cfg = Config {
         id,
         spec,

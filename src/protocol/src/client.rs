@@ -57,7 +57,8 @@ impl Endpoint {
         let mut s = UnixStream::connect(path).map_err(err)?;
         if let Some(port) = port {
             // A guest that is still booting may hold the answer back: don't wait forever.
-            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(err)?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))
+                .map_err(err)?;
             s.write_all(format!("CONNECT {port}\n").as_bytes())
                 .map_err(err)?;
             // Read "OK <port>\n" a byte at a time: what follows belongs to the protocol.
