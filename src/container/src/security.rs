@@ -204,41 +204,21 @@ pub fn apply_caps(sets: &CapSets) -> io::Result<()> {
     ];
     // SAFETY: capset reads a v3 header and two data structs, which both live on the stack
     // for the duration of the call.
-    check(
-        unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) } as libc::c_int,
-        "capset",
-    )?;
+    let r = unsafe { libc::syscall(libc::SYS_capset, &hdr, data.as_ptr()) };
+    check(r as libc::c_int, "capset")?;
+    let clear = libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong;
     // SAFETY: PR_CAP_AMBIENT takes integer arguments only.
-    check(
-        unsafe {
-            libc::prctl(
-                libc::PR_CAP_AMBIENT,
-                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-                0,
-                0,
-                0,
-            )
-        },
-        "clearing ambient capabilities",
-    )?;
+    let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, clear, 0, 0, 0) };
+    check(r, "clearing ambient capabilities")?;
     // Like runc: an ambient capability the inheritable and permitted sets don't both hold
     // can't be raised; it is left out rather than failing the container.
     let ambient = sets.ambient & sets.inheritable & sets.permitted;
     for cap in 0..=last_cap() {
         if ambient & (1 << cap) != 0 {
-            // SAFETY: as above.
-            check(
-                unsafe {
-                    libc::prctl(
-                        libc::PR_CAP_AMBIENT,
-                        libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong,
-                        cap as libc::c_ulong,
-                        0,
-                        0,
-                    )
-                },
-                "raising an ambient capability",
-            )?;
+            let raise = libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong;
+            // SAFETY: PR_CAP_AMBIENT takes integer arguments only.
+            let r = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, raise, cap as libc::c_ulong, 0, 0) };
+            check(r, "raising an ambient capability")?;
         }
     }
     Ok(())

@@ -57,10 +57,8 @@ fn leave_initramfs() -> std::io::Result<()> {
         )
     };
     if r < 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::Other,
-            format!("moving the new root: {}", std::io::Error::last_os_error()),
-        ));
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::other(format!("moving the new root: {e}")));
     }
     // SAFETY: chroot to the current directory (the moved tmpfs).
     if unsafe { libc::chroot(dot.as_ptr()) } < 0 {

@@ -120,7 +120,7 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
 fn map_file(mem: &GuestMemoryMmap, file: &File, offset: u64, addr: u64, len: u64) -> bool {
     use std::os::unix::io::AsRawFd;
     let len = (len + PAGE - 1) & !(PAGE - 1);
-    if addr % PAGE != 0 || offset % PAGE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE) || !offset.is_multiple_of(PAGE) || len == 0 {
         return false;
     }
     // The whole range must be guest RAM inside one region.

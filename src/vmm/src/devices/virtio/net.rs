@@ -162,13 +162,10 @@ impl Net {
             };
             let head = chain.head_index();
             let len = match chain.writer(&a.mem) {
-                Ok(mut w) if w.available_bytes() >= frame.len() => {
-                    if w.write_all(&frame).is_ok() {
-                        frame.len() as u32
-                    } else {
-                        0
-                    }
-                }
+                Ok(mut w) if w.available_bytes() >= frame.len() => match w.write_all(&frame) {
+                    Ok(()) => frame.len() as u32,
+                    Err(_) => 0,
+                },
                 _ => 0, // too small or bad memory: the frame is dropped
             };
             let _ = a.rx.add_used(&a.mem, head, len);
