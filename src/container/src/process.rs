@@ -151,6 +151,57 @@ fn report_to_error(code: i32, msg: String) -> Error {
     }
 }
 
+/// The outcome of [`double_fork`].
+struct Forked {
+    /// Exit status of the intermediate child.
+    first: i32,
+    /// PID of the grandchild, if it was forked.
+    pid: Option<i32>,
+    /// The grandchild's report pipe.
+    sync: File,
+}
+
+/// fork → `enter` in the child (cgroup, namespaces) → fork again → `run` in the
+/// grandchild, which is PID 1 of a new PID namespace (or inside a joined one). The
+/// intermediate child reports the grandchild's PID and exits.
+fn double_fork(
+    enter: impl FnOnce() -> Result<(), (i32, String)>,
+    run: impl FnOnce(&mut File) -> Result<(), (i32, String)>,
+) -> Result<Forked, Error> {
+    let (sync_r, mut sync_w) = pipe().map_err(Error::io("pipe"))?;
+    let (mut pid_r, mut pid_w) = pipe().map_err(Error::io("pipe"))?;
+    let pid = fork().map_err(Error::io("fork"))?;
+    if pid == 0 {
+        drop(sync_r);
+        drop(pid_r);
+        in_child(&mut sync_w, |s| {
+            enter()?;
+            let inner = fork().map_err(|e| (1, format!("fork: {e}")))?;
+            if inner == 0 {
+                let mut sync = s.try_clone().map_err(|e| (1, e.to_string()))?;
+                in_child(&mut sync, run);
+            }
+            pid_w
+                .write_all(&inner.to_le_bytes())
+                .map_err(|e| (1, e.to_string()))
+        });
+    }
+    drop(sync_w);
+    drop(pid_w);
+    let first = reaper::wait(pid);
+    let mut b = [0u8; 4];
+    let inner = pid_r.read_exact(&mut b).ok().map(|_| i32::from_le_bytes(b));
+    Ok(Forked {
+        first,
+        pid: inner,
+        sync: sync_r,
+    })
+}
+
+fn last_os_error(what: &str) -> (i32, String) {
+    (1, format!("{what}: {}", std::io::Error::last_os_error()))
+}
+
 /// Creates the container's process. On error, nothing is left running.
 pub fn create(
     plan: &Plan,
@@ -162,8 +213,6 @@ pub fn create(
 ) -> Result<Created, Error> {
     reaper::start();
     rootfs::validate(plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
-    let (mut sync_r, mut sync_w) = pipe().map_err(Error::io("pipe"))?;
-    let (mut pid_r, mut pid_w) = pipe().map_err(Error::io("pipe"))?;
     let (mut go_r, go_w) = pipe().map_err(Error::io("pipe"))?;
     let net = match &ns.net_path {
         Some(p) => {
@@ -171,60 +220,31 @@ pub fn create(
         }
         None => None,
     };
-    let pid = fork().map_err(Error::io("fork"))?;
-    if pid == 0 {
-        drop(sync_r);
-        drop(pid_r);
-        drop(go_w);
-        in_child(&mut sync_w, |s| {
-            cgroup.join_self().map_err(|e| (1, e.to_string()))?;
-            if let Some(n) = &net {
-                // SAFETY: setns on an open namespace fd.
-                if unsafe { libc::setns(n.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-                    return Err((
-                        1,
-                        format!(
-                            "joining the network namespace: {}",
-                            std::io::Error::last_os_error()
-                        ),
-                    ));
-                }
+    let enter = || {
+        cgroup.join_self().map_err(|e| (1, e.to_string()))?;
+        if let Some(n) = &net {
+            // SAFETY: setns on an open namespace fd.
+            if unsafe { libc::setns(n.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                return Err(last_os_error("joining the network namespace"));
             }
-            // SAFETY: unshare takes flags only.
-            if unsafe { libc::unshare(ns.flags) } < 0 {
-                return Err((
-                    1,
-                    format!("creating namespaces: {}", std::io::Error::last_os_error()),
-                ));
-            }
-            let inner = fork().map_err(|e| (1, format!("fork: {e}")))?;
-            if inner == 0 {
-                let mut sync = s.try_clone().map_err(|e| (1, e.to_string()))?;
-                in_child(&mut sync, |sync| {
-                    container_init(plan, ns, hostname, process, &stdio, sync, &mut go_r)
-                });
-            }
-            pid_w
-                .write_all(&inner.to_le_bytes())
-                .map_err(|e| (1, e.to_string()))?;
-            Ok(())
-        });
-    }
-    drop(sync_w);
-    drop(pid_w);
-    drop(go_r);
-    drop(stdio);
-    let first = reaper::wait(pid);
-    let mut b = [0u8; 4];
-    let inner = pid_r.read_exact(&mut b).ok().map(|_| i32::from_le_bytes(b));
-    match (read_report(&mut sync_r), inner) {
-        (Ok(true), Some(inner)) => Ok(Created {
-            pid: inner,
-            sync: sync_r,
+        }
+        // SAFETY: unshare takes flags only.
+        if unsafe { libc::unshare(ns.flags) } < 0 {
+            return Err(last_os_error("creating namespaces"));
+        }
+        Ok(())
+    };
+    let run =
+        move |sync: &mut File| container_init(plan, ns, hostname, process, &stdio, sync, &mut go_r);
+    let mut f = double_fork(enter, run)?;
+    match (read_report(&mut f.sync), f.pid) {
+        (Ok(true), Some(pid)) => Ok(Created {
+            pid,
+            sync: f.sync,
             go: go_w,
         }),
-        (result, inner) => {
-            if let Some(p) = inner {
+        (result, pid) => {
+            if let Some(p) = pid {
                 // SAFETY: kill takes a pid and a signal.
                 unsafe { libc::kill(p, libc::SIGKILL) };
                 reaper::wait(p);
@@ -232,7 +252,8 @@ pub fn create(
             Err(match result {
                 Err((code, msg)) => report_to_error(code, msg),
                 _ => Error::Setup(format!(
-                    "the container process exited during setup (status {first})"
+                    "the container process exited during setup (status {})",
+                    f.first
                 )),
             })
         }
@@ -277,50 +298,25 @@ pub fn exec_in(
             .map_err(|e| Error::Setup(format!("the container is not running ({p}: {e})")))?;
         nsfds.push((f, flag));
     }
-    let (mut sync_r, mut sync_w) = pipe().map_err(Error::io("pipe"))?;
-    let (mut pid_r, mut pid_w) = pipe().map_err(Error::io("pipe"))?;
-    let pid = fork().map_err(Error::io("fork"))?;
-    if pid == 0 {
-        drop(sync_r);
-        drop(pid_r);
-        in_child(&mut sync_w, |s| {
-            cgroup.join_self().map_err(|e| (1, e.to_string()))?;
-            for (f, flag) in &nsfds {
-                // SAFETY: setns on an open namespace fd of the right type.
-                if unsafe { libc::setns(f.as_raw_fd(), *flag) } < 0 {
-                    return Err((
-                        1,
-                        format!(
-                            "joining the container's namespaces: {}",
-                            std::io::Error::last_os_error()
-                        ),
-                    ));
-                }
+    let enter = || {
+        cgroup.join_self().map_err(|e| (1, e.to_string()))?;
+        for (f, flag) in &nsfds {
+            // SAFETY: setns on an open namespace fd of the right type.
+            if unsafe { libc::setns(f.as_raw_fd(), *flag) } < 0 {
+                return Err(last_os_error("joining the container's namespaces"));
             }
-            let inner = fork().map_err(|e| (1, format!("fork: {e}")))?;
-            if inner == 0 {
-                let mut sync = s.try_clone().map_err(|e| (1, e.to_string()))?;
-                in_child(&mut sync, |sync| {
-                    setup_stdio(&stdio)?;
-                    finish_and_exec(process, sync)
-                });
-            }
-            pid_w
-                .write_all(&inner.to_le_bytes())
-                .map_err(|e| (1, e.to_string()))?;
-            Ok(())
-        });
-    }
-    drop(sync_w);
-    drop(pid_w);
-    drop(stdio);
-    let first = reaper::wait(pid);
-    let mut b = [0u8; 4];
-    let inner = pid_r.read_exact(&mut b).ok().map(|_| i32::from_le_bytes(b));
-    match (read_report(&mut sync_r), inner) {
+        }
+        Ok(())
+    };
+    let run = move |sync: &mut File| {
+        setup_stdio(&stdio)?;
+        finish_and_exec(process, sync)
+    };
+    let mut f = double_fork(enter, run)?;
+    match (read_report(&mut f.sync), f.pid) {
         (Ok(_), Some(p)) => Ok(p),
         (Err((code, msg)), _) => Err(report_to_error(code, msg)),
-        (Ok(_), None) => Err(Error::Setup(format!("exec failed (status {first})"))),
+        (Ok(_), None) => Err(Error::Setup(format!("exec failed (status {})", f.first))),
     }
 }
 
