@@ -70,6 +70,7 @@ fn vm_agent() -> Agent {
     let sock_dir = PathBuf::from(format!("/tmp/berth-agent-test-{}", std::process::id()));
     std::fs::create_dir_all(&sock_dir).unwrap();
     let sock = sock_dir.join("vm.sock");
+    let control = sock_dir.join("vm.ctl");
     let (kernel, _) = guest_kernel().unwrap();
     let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
     assert!(
@@ -96,6 +97,8 @@ fn vm_agent() -> Agent {
         .arg(format!("{},ro", img.display()))
         .arg("--vsock")
         .arg(format!("3,{}", sock.display()))
+        .arg("--control")
+        .arg(&control)
         .stdin(Stdio::null())
         .spawn()
         .unwrap();

@@ -238,14 +238,16 @@ fn control_socket_reports_stats_pauses_resumes_and_stops() {
         &[],
     );
     let out = g.lab(&format!(
-        "{} > console.txt 2>&1 &\n\
-         vmm=$!\n\
-         for i in $(seq 300); do grep -q GUEST-UP console.txt 2>/dev/null && break; sleep 0.2; done\n\
-         q() {{ echo \"$1\" | socat -t 5 - UNIX-CONNECT:$S/ctl.sock; }}\n\
+        "q() {{ echo \"$1\" | socat -t 5 - UNIX-CONNECT:$S/ctl.sock; }}\n\
+         up() {{ for i in $(seq 300); do grep -q GUEST-UP console.txt 2>/dev/null && return; sleep 0.2; done; }}\n\
+         {vmm} > console.txt 2>&1 &\n\
+         vmm=$!; up\n\
          q '{{\"action\":\"stats\"}}'; q '{{\"action\":\"pause\"}}'; q '{{\"action\":\"stats\"}}'\n\
-         q '{{\"action\":\"resume\"}}'; q '{{\"action\":\"bogus\"}}'; q 'not json'; q '{{\"action\":\"stop\"}}'\n\
-         wait $vmm; echo rc=$?; test ! -e $S/ctl.sock && echo SOCKET-REMOVED",
-        g.vmm("--control $S/ctl.sock --cmdline quiet")
+         q '{{\"action\":\"resume\"}}'; q '{{\"action\":\"bogus\"}}'; q 'not json'; q '{{\"action\":\"shutdown\"}}'\n\
+         wait $vmm; echo rc-shutdown=$?; test ! -e $S/ctl.sock && echo SOCKET-REMOVED\n\
+         rm -f console.txt; {vmm} > console.txt 2>&1 &\n\
+         vmm=$!; up; q '{{\"action\":\"stop\"}}'; wait $vmm; echo rc-stop=$?",
+        vmm = g.vmm("--control $S/ctl.sock --cmdline quiet")
     ));
     assert!(out.stdout.contains("\"vcpu_exits\":"), "{out:?}");
     assert!(out.stdout.contains("\"paused\":true"), "{out:?}");
@@ -254,8 +256,13 @@ fn control_socket_reports_stats_pauses_resumes_and_stops() {
         "{out:?}"
     );
     assert!(out.stdout.contains("bad request"), "{out:?}");
-    assert!(out.stdout.contains("rc=0"), "{out:?}");
+    assert!(out.stdout.contains("\"sent\":\"ctrl-alt-del\""), "{out:?}");
+    assert!(
+        out.stdout.contains("rc-shutdown=0"),
+        "Ctrl+Alt+Del shuts the guest down: {out:?}"
+    );
     assert!(out.stdout.contains("SOCKET-REMOVED"), "{out:?}");
+    assert!(out.stdout.contains("rc-stop=0"), "{out:?}");
 }
 
 // ---- natively, on this host ----

@@ -430,6 +430,13 @@ fn resolve_exe(arg0: &str, env: &[String]) -> Result<PathBuf, (i32, String)> {
 
 /// Drops privileges and execs. Never returns on success.
 fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32, String)> {
+    // The caller may block signals (the agent does); the workload starts with none blocked.
+    // SAFETY: an empty, initialized set; the old mask is not wanted.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
     let fail = |what: &str, e: std::io::Error| (1, format!("{what}: {e}"));
     for (res, soft, hard) in &process.rlimits {
         let l = libc::rlimit {

@@ -114,3 +114,46 @@ pub fn power_off() -> ! {
     }
     std::process::exit(1)
 }
+
+fn shutdown_signals() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset/sigaddset initialize it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+    }
+    set
+}
+
+/// Blocks SIGINT (Ctrl+Alt+Del, once the kernel's own handling is turned off) and
+/// SIGTERM in this thread and the threads it starts; [`on_shutdown_signal`] waits for
+/// them.
+pub fn block_shutdown_signals() {
+    let set = shutdown_signals();
+    // SAFETY: `set` is initialized; the old mask is not wanted.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    // SAFETY: RB_DISABLE_CAD only changes what Ctrl+Alt+Del does: signal PID 1 instead of
+    // rebooting at once.
+    unsafe { libc::reboot(libc::RB_DISABLE_CAD) };
+}
+
+/// A graceful shutdown (the monitor's `shutdown`, i.e. Ctrl+Alt+Del): stop every
+/// container, then power off.
+pub fn on_shutdown_signal(agent: std::sync::Arc<crate::server::Agent>) {
+    let spawned = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let set = shutdown_signals();
+            let mut sig = 0;
+            // SAFETY: sigwait reads `set` and writes the signal number into `sig`.
+            while unsafe { libc::sigwait(&set, &mut sig) } != 0 {}
+            eprintln!("berth-agent: signal {sig}: stopping every container and powering off");
+            agent.stop_all();
+            power_off();
+        });
+    if spawned.is_err() {
+        eprintln!("berth-agent: cannot start the shutdown thread");
+    }
+}

@@ -47,6 +47,10 @@ fn main() {
             _ => usage(),
         }
     }
+    if pid1 {
+        // Before any thread starts, so that every thread inherits the mask.
+        init::block_shutdown_signals();
+    }
     berth_container::reaper::start();
     if pid1 {
         if let Err(e) = init::setup_guest() {
@@ -54,6 +58,9 @@ fn main() {
         }
     }
     let agent = server::Agent::new(state_dir, cgroup_root, pid1);
+    if pid1 {
+        init::on_shutdown_signal(agent.clone());
+    }
     let result = match listen.as_deref() {
         Some(l) => match l.strip_prefix("unix:") {
             Some(path) => server::serve_unix(agent, path.into()),

@@ -5,7 +5,7 @@
 //! {"action": "pause"}   -> {"ok": true}
 //! {"action": "resume"}  -> {"ok": true}
 //! {"action": "stop"}    -> {"ok": true}   then the monitor exits (status 0)
-//! {"action": "shutdown"} -> {"ok": false, "error": "not implemented: ..."}
+//! {"action": "shutdown"} -> {"ok": true, "sent": "ctrl-alt-del"}   the guest shuts down
 //! ```
 
 use crate::vm::Vm;
@@ -109,11 +109,22 @@ fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
             json!({"ok": true}),
             Some(VmExit::ok("stopped through the control socket")),
         ),
-        "shutdown" => err(
-            "not implemented: a graceful guest shutdown needs the guest agent; use \"stop\"".into(),
-        ),
+        // Like Firecracker's SendCtrlAltDel: the guest decides how to shut down; the
+        // monitor exits when it has.
+        "shutdown" => {
+            let sent = vm
+                .i8042
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .ctrl_alt_del();
+            if sent {
+                (json!({"ok": true, "sent": "ctrl-alt-del"}), None)
+            } else {
+                err("the guest has disabled its keyboard; use \"stop\"".into())
+            }
+        }
         other => err(format!(
-            "unknown action {other:?} (stats, pause, resume, stop)"
+            "unknown action {other:?} (stats, pause, resume, shutdown, stop)"
         )),
     }
 }

@@ -55,6 +55,8 @@ pub const SERIAL_PORT: u16 = 0x3f8;
 pub const SERIAL_IRQ: u32 = 4;
 /// i8042 keyboard controller ports: data 0x60 .. command/status 0x64.
 pub const I8042_PORT: u16 = 0x60;
+/// The keyboard's interrupt line.
+pub const KBD_IRQ: u32 = 1;
 /// Interrupt lines 5..=23 go to virtio devices.
 pub const FIRST_VIRTIO_IRQ: u32 = 5;
 /// Last IOAPIC pin.

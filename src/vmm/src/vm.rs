@@ -101,6 +101,7 @@ pub struct Vm {
     exit: Arc<ExitSignal>,
     stats: Arc<Stats>,
     serial: Arc<Mutex<SerialDevice>>,
+    pub(crate) i8042: Arc<Mutex<I8042>>,
     transports: Vec<Arc<Mutex<MmioTransport>>>,
     queue_events: HashMap<u64, (usize, usize, EventFd)>,
     stdin: bool,
@@ -207,12 +208,12 @@ impl Vm {
         ))));
         pio.insert(serial.clone(), u64::from(SERIAL_PORT), 8)
             .map_err(|e| VmError::Device(e.to_string()))?;
-        pio.insert(
-            Arc::new(Mutex::new(I8042::new(exit.clone()))),
-            u64::from(I8042_PORT),
-            5,
-        )
-        .map_err(|e| VmError::Device(e.to_string()))?;
+        let kbd_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
+        vm.register_irqfd(&kbd_irq, KBD_IRQ)
+            .map_err(|e| VmError::Kvm("KVM_IRQFD (i8042)", e))?;
+        let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), Some(kbd_irq))));
+        pio.insert(i8042.clone(), u64::from(I8042_PORT), 5)
+            .map_err(|e| VmError::Device(e.to_string()))?;
 
         // virtio devices on the MMIO bus, announced on the command line.
         let mut devices: Vec<Box<dyn VirtioDevice>> = Vec::new();
@@ -358,6 +359,7 @@ impl Vm {
             exit,
             stats,
             serial,
+            i8042,
             transports,
             queue_events,
             stdin,
