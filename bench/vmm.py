@@ -58,26 +58,42 @@ def boot_to_marker(argv, timeout=120.0):
 
 
 def monitor_rss_mib(pid, guest_mib):
-    """Resident memory of the monitor minus the guest RAM mapping(s)."""
-    total = 0
-    guest = 0
-    size = None
+    """Resident memory of the monitor minus the guest RAM: the run of adjacent mappings
+    that together span exactly the guest's memory (the kernel and initramfs are mapped
+    copy-on-write inside it, which splits it into several mappings)."""
+    vmas = []  # (start, end, rss_kib)
     with open(f"/proc/{pid}/smaps") as f:
         for line in f:
             parts = line.split()
             if "-" in parts[0] and len(parts) >= 5:
                 lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                size = hi - lo
-            elif parts[0] == "Rss:":
-                kib = int(parts[1])
-                total += kib
-                if size == guest_mib << 20:
-                    guest += kib
+                vmas.append([lo, hi, 0])
+            elif parts[0] == "Rss:" and vmas:
+                vmas[-1][2] = int(parts[1])
+    total = sum(v[2] for v in vmas)
+    want = guest_mib << 20
+    guest = 0
+    for i in range(len(vmas)):
+        span, rss, j = 0, 0, i
+        while j < len(vmas) and (j == i or vmas[j][0] == vmas[j - 1][1]) and span < want:
+            span += vmas[j][1] - vmas[j][0]
+            rss += vmas[j][2]
+            j += 1
+        if span == want:
+            guest = rss
+            break
     return (total - guest) / 1024
 
 
 def lab(vmm, kernel, initrd, n):
     from vm_cmdline import DEFAULT_CMDLINE  # noqa: E402  (written by bench/vmm)
+    import shutil
+    import tempfile
+    # Both monitors read the guest from the lab's local tmpfs, as they would from a local
+    # disk on a real host (the lab's root is a 9p share, slow to fault pages from).
+    local = tempfile.mkdtemp(prefix="berth-bench-")
+    kernel = shutil.copy(kernel, local)
+    initrd = shutil.copy(initrd, local)
     cmdline = f"{DEFAULT_CMDLINE} {CMDLINE_EXTRA}"
     berth = [vmm, "--kernel", kernel, "--initrd", initrd, "--memory", "128", "--cmdline", CMDLINE_EXTRA]
     qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "128", "-smp", "1",
