@@ -103,7 +103,9 @@ fn vm_agent() -> Agent {
         .spawn()
         .unwrap();
     let ep = Endpoint::Vsock(sock, berth_protocol::AGENT_VSOCK_PORT);
-    let mut c = ep.wait_ready(Duration::from_secs(120)).unwrap();
+    eprintln!("vm_agent: monitor started, waiting for the agent");
+    let mut c = ep.wait_ready(Duration::from_secs(180)).unwrap();
+    eprintln!("vm_agent: the agent answered");
     let r = c
         .call(&Request::MountStorage {
             source: "/dev/vda".into(),
@@ -204,6 +206,7 @@ fn run(a: &Agent, id: &str, spec: ContainerSpec, during: impl FnOnce(&mut Client
 }
 
 fn scenarios(a: &Agent) {
+    eprintln!("scenarios: start");
     // PID 1 and the hostname.
     let o = run(
         a,

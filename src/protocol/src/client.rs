@@ -84,6 +84,10 @@ impl Endpoint {
     /// Opens a connection for `channel` and completes the hello.
     pub fn open(&self, channel: Channel) -> Result<UnixStream, ClientError> {
         let mut s = self.connect()?;
+        // An agent that accepted but does not answer (still starting, or gone) must not
+        // block the caller forever.
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(FrameError::Io)?;
         write_frame(
             &mut s,
             &Hello {
@@ -92,6 +96,7 @@ impl Endpoint {
             },
         )?;
         let ok: HelloOk = read_frame(&mut s)?;
+        s.set_read_timeout(None).map_err(FrameError::Io)?;
         if ok.version != VERSION {
             return Err(ClientError::Version { agent: ok.version });
         }

@@ -1,0 +1,420 @@
+//! Applying an image layer (a tar stream, gzip'd or not) onto a directory: regular
+//! files, directories, symlinks, hard links, devices; whiteouts (`.wh.NAME`) and opaque
+//! directories (`.wh..wh..opq`). Paths are resolved inside the root the way a chroot
+//! would resolve them (symlinks included), so no entry can write outside it; absolute
+//! paths and `..` in entry names, and absurd headers, are refused.
+
+use flate2::read::GzDecoder;
+use std::fs;
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+/// Largest single file accepted in a layer.
+pub const MAX_ENTRY_SIZE: u64 = 64 << 30;
+/// Longest entry path accepted.
+pub const MAX_PATH: usize = 4096;
+/// Symlinks followed while resolving one path.
+const MAX_SYMLINKS: usize = 40;
+
+/// Errors applying a layer.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    /// The layer is malformed or hostile; nothing outside the root was touched.
+    #[error("invalid layer: {0}")]
+    Invalid(String),
+    /// A compression the store can't read.
+    #[error("unsupported layer compression: {0}")]
+    Unsupported(&'static str),
+    /// A filesystem error.
+    #[error("applying layer entry {path}: {err}")]
+    Io {
+        /// The entry.
+        path: String,
+        /// Why.
+        err: io::Error,
+    },
+}
+
+/// What a layer did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    /// Entries written.
+    pub entries: u64,
+    /// Paths removed by whiteouts.
+    pub whiteouts: u64,
+}
+
+/// Cleans an entry name: relative, no `..`, not empty.
+fn clean(name: &Path) -> Result<PathBuf, LayerError> {
+    let shown = name.display().to_string();
+    if name.as_os_str().len() > MAX_PATH {
+        return Err(LayerError::Invalid(format!(
+            "entry path longer than {MAX_PATH} bytes"
+        )));
+    }
+    let mut out = PathBuf::new();
+    for c in name.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::CurDir => {}
+            Component::RootDir => {
+                return Err(LayerError::Invalid(format!("absolute path {shown:?}")))
+            }
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(LayerError::Invalid(format!(
+                    "path {shown:?} climbs out with \"..\""
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolves `rel` inside `root` as if `root` were `/`: symlinks are followed but can never
+/// lead outside it.
+pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf, LayerError> {
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut cur: Vec<std::ffi::OsString> = Vec::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let mut p = root.to_path_buf();
+        p.extend(&cur);
+        p.push(&c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > MAX_SYMLINKS {
+                    return Err(LayerError::Invalid(format!(
+                        "too many levels of symlinks at {}",
+                        rel.display()
+                    )));
+                }
+                let target = fs::read_link(&p).map_err(|err| LayerError::Io {
+                    path: rel.display().to_string(),
+                    err,
+                })?;
+                if target.is_absolute() {
+                    cur.clear();
+                }
+                for t in target.components().rev() {
+                    match t {
+                        Component::Normal(n) => todo.push(n.to_owned()),
+                        Component::ParentDir => todo.push("..".into()),
+                        _ => {}
+                    }
+                }
+            }
+            _ => cur.push(c),
+        }
+    }
+    let mut p = root.to_path_buf();
+    p.extend(&cur);
+    Ok(p)
+}
+
+fn remove_any(p: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Applies the layer read from `r` onto `root`.
+pub fn apply(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
+    let mut r = BufReader::new(r);
+    let head = r.fill_buf().map_err(|err| LayerError::Io {
+        path: "(layer)".into(),
+        err,
+    })?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        apply_tar(root, GzDecoder::new(r))
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Err(LayerError::Unsupported("zstd"))
+    } else {
+        apply_tar(root, r)
+    }
+}
+
+fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
+    let am_root = unsafe_free_geteuid() == 0;
+    let mut ar = tar::Archive::new(r);
+    let mut done = Applied::default();
+    let entries = ar.entries().map_err(|err| LayerError::Io {
+        path: "(layer)".into(),
+        err,
+    })?;
+    for e in entries {
+        let mut e = e.map_err(|err| LayerError::Invalid(format!("corrupt tar stream: {err}")))?;
+        let raw = e
+            .path()
+            .map_err(|err| LayerError::Invalid(format!("bad entry name: {err}")))?
+            .into_owned();
+        let name = clean(&raw)?;
+        let shown = name.display().to_string();
+        let io = |err| LayerError::Io {
+            path: shown.clone(),
+            err,
+        };
+        let size = e
+            .header()
+            .size()
+            .map_err(|err| LayerError::Invalid(format!("{shown}: bad size: {err}")))?;
+        if size > MAX_ENTRY_SIZE {
+            return Err(LayerError::Invalid(format!(
+                "{shown}: entry of {size} bytes is too large"
+            )));
+        }
+        let Some(file_name) = name.file_name().map(|f| f.to_owned()) else {
+            continue;
+        };
+        let parent = resolve_in_root(root, name.parent().unwrap_or(Path::new("")))?;
+        let fname = file_name.as_bytes();
+        if let Some(hidden) = fname.strip_prefix(b".wh.") {
+            if hidden == b".wh..opq" {
+                if let Ok(rd) = fs::read_dir(&parent) {
+                    for child in rd.flatten() {
+                        remove_any(&child.path()).map_err(io)?;
+                        done.whiteouts += 1;
+                    }
+                }
+            } else {
+                remove_any(&parent.join(std::ffi::OsStr::from_bytes(hidden))).map_err(io)?;
+                done.whiteouts += 1;
+            }
+            continue;
+        }
+        fs::create_dir_all(&parent).map_err(io)?;
+        let dest = parent.join(&file_name);
+        let mode = e.header().mode().unwrap_or(0o644) & 0o7777;
+        let kind = e.header().entry_type();
+        use std::os::unix::fs::PermissionsExt;
+        match kind {
+            tar::EntryType::Directory => {
+                if fs::symlink_metadata(&dest)
+                    .map(|m| !m.is_dir())
+                    .unwrap_or(false)
+                {
+                    remove_any(&dest).map_err(io)?;
+                }
+                fs::create_dir_all(&dest).map_err(io)?;
+                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io)?;
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                remove_any(&dest).map_err(io)?;
+                let mut f = fs::File::create(&dest).map_err(io)?;
+                let n = io::copy(&mut (&mut e).take(size), &mut f).map_err(io)?;
+                if n != size {
+                    return Err(LayerError::Invalid(format!(
+                        "{shown}: truncated ({n} of {size} bytes)"
+                    )));
+                }
+                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = e.link_name().map_err(io)?.ok_or_else(|| {
+                    LayerError::Invalid(format!("{shown}: symlink without a target"))
+                })?;
+                remove_any(&dest).map_err(io)?;
+                std::os::unix::fs::symlink(&*target, &dest).map_err(io)?;
+            }
+            tar::EntryType::Link => {
+                let target = e.link_name().map_err(io)?.ok_or_else(|| {
+                    LayerError::Invalid(format!("{shown}: hard link without a target"))
+                })?;
+                let t = clean(&target)?;
+                let src = resolve_in_root(root, t.parent().unwrap_or(Path::new("")))?
+                    .join(t.file_name().unwrap_or_default());
+                match fs::symlink_metadata(&src) {
+                    Ok(m) if m.is_file() => {}
+                    _ => {
+                        return Err(LayerError::Invalid(format!(
+                            "{shown}: hard link to {} which is not a file in the layer",
+                            t.display()
+                        )))
+                    }
+                }
+                remove_any(&dest).map_err(io)?;
+                fs::hard_link(&src, &dest).map_err(io)?;
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let t = match kind {
+                    tar::EntryType::Char => libc::S_IFCHR,
+                    tar::EntryType::Block => libc::S_IFBLK,
+                    _ => libc::S_IFIFO,
+                };
+                let dev = libc::makedev(
+                    e.header().device_major().ok().flatten().unwrap_or(0),
+                    e.header().device_minor().ok().flatten().unwrap_or(0),
+                );
+                remove_any(&dest).map_err(io)?;
+                let c = std::ffi::CString::new(dest.as_os_str().as_bytes())
+                    .map_err(|_| LayerError::Invalid(format!("{shown}: NUL in path")))?;
+                // SAFETY: a NUL-terminated path; mknod reads nothing else.
+                if unsafe { libc::mknod(c.as_ptr(), t | mode as libc::mode_t, dev) } < 0 {
+                    return Err(io(io::Error::last_os_error()));
+                }
+            }
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => continue,
+            other => {
+                return Err(LayerError::Invalid(format!(
+                    "{shown}: unsupported entry type {other:?}"
+                )))
+            }
+        }
+        if am_root && kind != tar::EntryType::Link {
+            let (uid, gid) = (e.header().uid().unwrap_or(0), e.header().gid().unwrap_or(0));
+            std::os::unix::fs::lchown(&dest, Some(uid as u32), Some(gid as u32)).map_err(io)?;
+        }
+        done.entries += 1;
+    }
+    Ok(done)
+}
+
+fn unsafe_free_geteuid() -> u32 {
+    // SAFETY: geteuid has no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("berth-layer-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(d.join("root")).unwrap();
+        d
+    }
+
+    /// A tar with raw entries (names are written verbatim, so hostile names can be made).
+    fn tar(entries: &[(&str, tar::EntryType, &[u8], &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_old();
+            h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+            h.set_entry_type(*kind);
+            h.set_size(data.len() as u64);
+            h.set_mode(if *kind == tar::EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
+            if !link.is_empty() {
+                h.as_old_mut().linkname[..link.len()].copy_from_slice(link.as_bytes());
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    use tar::EntryType::{Directory as D, Link as H, Regular as F, Symlink as S};
+
+    #[test]
+    fn files_dirs_links_and_whiteouts() {
+        let d = dir("ok");
+        let root = d.join("root");
+        apply(
+            &root,
+            &tar(&[
+                ("etc/", D, b"", ""),
+                ("etc/a", F, b"one", ""),
+                ("etc/b", F, b"two", ""),
+                ("link", S, b"", "etc/a"),
+                ("hard", H, b"", "etc/a"),
+                ("old/x", F, b"x", ""),
+            ])[..],
+        )
+        .unwrap();
+        assert_eq!(fs::read(root.join("link")).unwrap(), b"one");
+        assert_eq!(fs::read(root.join("hard")).unwrap(), b"one");
+        let r = apply(
+            &root,
+            &tar(&[
+                ("etc/.wh.b", F, b"", ""),
+                ("old/.wh..wh..opq", F, b"", ""),
+                ("old/y", F, b"y", ""),
+            ])[..],
+        )
+        .unwrap();
+        assert!(!root.join("etc/b").exists());
+        assert!(!root.join("old/x").exists() && root.join("old/y").exists());
+        assert_eq!(r.whiteouts, 2);
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn gzip_layers_are_read() {
+        use std::io::Write;
+        let d = dir("gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar(&[("f", F, b"zipped", "")])).unwrap();
+        apply(&d.join("root"), &gz.finish().unwrap()[..]).unwrap();
+        assert_eq!(fs::read(d.join("root/f")).unwrap(), b"zipped");
+        assert!(matches!(
+            apply(&d.join("root"), &[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..]),
+            Err(LayerError::Unsupported("zstd"))
+        ));
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn hostile_layers_write_nothing_outside_the_root() {
+        let d = dir("evil");
+        let root = d.join("root");
+        let cases: Vec<Vec<u8>> = vec![
+            tar(&[("../escaped", F, b"x", "")]),
+            tar(&[("/abs-escaped", F, b"x", "")]),
+            tar(&[("a/../../escaped", F, b"x", "")]),
+            tar(&[("h", H, b"", "../../etc/passwd")]),
+            tar(&[("h2", H, b"", "nonexistent")]),
+        ];
+        for t in &cases {
+            assert!(apply(&root, &t[..]).is_err());
+        }
+        // A symlink pointing out, then a write through it: lands inside the root.
+        apply(
+            &root,
+            &tar(&[
+                ("out", S, b"", "../../.."),
+                ("out/escaped", F, b"x", ""),
+                ("abs", S, b"", "/"),
+                ("abs/escaped2", F, b"y", ""),
+            ])[..],
+        )
+        .unwrap();
+        assert!(!d.join("escaped").exists() && !Path::new("/escaped2").exists());
+        assert_eq!(fs::read(root.join("escaped")).unwrap(), b"x");
+        assert_eq!(fs::read(root.join("escaped2")).unwrap(), b"y");
+        // A symlink loop is an error, not a hang.
+        assert!(apply(
+            &root,
+            &tar(&[
+                ("l1", S, b"", "l2"),
+                ("l2", S, b"", "l1"),
+                ("l1/x", F, b"", "")
+            ])[..]
+        )
+        .is_err());
+        assert!(!d.join("escaped").exists());
+        fs::remove_dir_all(d).unwrap();
+    }
+}
