@@ -14,7 +14,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 /// What the process runs as and with.
@@ -537,9 +537,4 @@ fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32,
         Some(libc::ENOEXEC) => (126, format!("exec: \"{shown}\": exec format error")),
         _ => (126, format!("exec: \"{shown}\": {e}")),
     })
-}
-
-/// A raw fd's number, for logs.
-pub fn fd_number(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
 }

@@ -4,18 +4,17 @@ use crate::config::{Console, VmConfig};
 use crate::devices::i8042::I8042;
 use crate::devices::serial::{ConsoleOut, IrqTrigger, SerialDevice};
 use crate::devices::virtio::{self, MmioTransport, Registrar, VirtioDevice};
-use crate::devices::{Bus, BusDevice};
+use crate::devices::Bus;
 use crate::layout::*;
 use crate::vstate::{memory, vcpu};
 use crate::{boot, mptable, ExitSignal, Stats, VmExit};
 use kvm_bindings::{kvm_pit_config, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY};
-use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use vm_memory::{GuestAddress, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -109,7 +108,8 @@ pub struct Vm {
     control: Option<crate::control::Control>,
     pub(crate) vcpu_control: Arc<vcpu::Control>,
     opts: RunOptions,
-    cleanup: Cleanup,
+    /// Removes the sockets this monitor created when the VM is dropped.
+    _cleanup: Cleanup,
     /// The full kernel command line the guest got.
     pub cmdline: String,
 }
@@ -282,7 +282,6 @@ impl Vm {
             announce.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
             transports.push(t);
         }
-        let _ = NoDatamatch;
 
         mark("devices");
         // The guest: kernel, initramfs, command line, zero page, MP table, boot tables.
@@ -348,7 +347,6 @@ impl Vm {
             .as_cstring()
             .map(|c| c.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let _ = GuestAddress(0);
         Ok(Vm {
             _kvm: kvm,
             _vm: vm,
@@ -367,7 +365,7 @@ impl Vm {
             control,
             vcpu_control: Arc::new(vcpu::Control::new(config.vcpus as usize)),
             opts,
-            cleanup,
+            _cleanup: cleanup,
             cmdline,
         })
     }
@@ -508,12 +506,6 @@ impl Vm {
     pub fn stats(&self) -> &Stats {
         &self.stats
     }
-
-    /// Removes the sockets this monitor created (done on drop too).
-    pub fn cleanup(&mut self) {
-        let c = std::mem::take(&mut self.cleanup);
-        drop(c);
-    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
@@ -526,8 +518,3 @@ pub fn monotonic_ns() -> u128 {
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
-
-#[allow(dead_code)]
-fn _assert_bus_device_object_safe(_: &dyn BusDevice) {}
-#[allow(dead_code)]
-fn _mem_type(_: &GuestMemoryMmap) {}
