@@ -229,7 +229,6 @@ mod tests {
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
-    use vmm_sys_util::eventfd::EventFd;
 
     const HDR: u64 = 0x10_0000;
     const DATA: u64 = 0x20_0000;
@@ -285,14 +284,8 @@ mod tests {
         descs.push(d(STATUS, 1, VRING_DESC_F_WRITE));
         vq.build_desc_chain(&descs).unwrap();
         let mut dev = Block::open(&rig.path, ro, 0).unwrap();
-        dev.activate(Activation {
-            mem: rig.m.clone(),
-            queues: vec![vq.create_queue().unwrap()],
-            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            acked_features: dev.features(),
-            registrar: registrar(),
-        })
-        .unwrap();
+        dev.activate(activation(&rig.m, vec![vq.create_queue().unwrap()]))
+            .unwrap();
         dev.process_queue(0);
         let used = vq.used().ring().ref_at(0).unwrap().load();
         (rig.m.read_obj(GuestAddress(STATUS)).unwrap(), used.len())
@@ -372,14 +365,8 @@ mod tests {
         let vq = MockSplitQueue::new(&r.m, 16);
         vq.build_desc_chain(&[d(HDR, 16, 0)]).unwrap();
         let mut dev = Block::open(&r.path, false, 0).unwrap();
-        dev.activate(Activation {
-            mem: r.m.clone(),
-            queues: vec![vq.create_queue().unwrap()],
-            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            acked_features: 0,
-            registrar: registrar(),
-        })
-        .unwrap();
+        dev.activate(activation(&r.m, vec![vq.create_queue().unwrap()]))
+            .unwrap();
         dev.process_queue(0);
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(vq.used().ring().ref_at(0).unwrap().load().len(), 0);

@@ -143,6 +143,37 @@ pub struct Activation {
     pub registrar: Registrar,
 }
 
+/// The running state of a device with a receive and a transmit queue (net, vsock).
+pub struct RxTx {
+    /// Guest memory.
+    pub mem: GuestMemoryMmap,
+    /// Queue 0: device → driver.
+    pub rx: Queue,
+    /// Queue 1: driver → device.
+    pub tx: Queue,
+    /// The device's interrupt.
+    pub irq: Arc<Interrupt>,
+    /// To watch the device's own file descriptors.
+    pub registrar: Registrar,
+}
+
+impl RxTx {
+    /// Takes the first two queues of an activation (`device` names it in the error).
+    pub fn take(a: Activation, device: &str) -> Result<RxTx, String> {
+        let mut qs = a.queues.into_iter();
+        let (Some(rx), Some(tx)) = (qs.next(), qs.next()) else {
+            return Err(format!("{device} needs a receive and a transmit queue"));
+        };
+        Ok(RxTx {
+            mem: a.mem,
+            rx,
+            tx,
+            irq: a.interrupt,
+            registrar: a.registrar,
+        })
+    }
+}
+
 /// A virtio device model.
 pub trait VirtioDevice: Send {
     /// Device ID (see [`ids`]).
@@ -484,6 +515,17 @@ pub(crate) mod testing {
 
     pub fn registrar() -> Registrar {
         Registrar::new(Arc::new(Epoll::new().unwrap()), 1)
+    }
+
+    /// An activation with all features acked and a fresh interrupt.
+    pub fn activation(m: &GuestMemoryMmap, queues: Vec<Queue>) -> Activation {
+        Activation {
+            mem: m.clone(),
+            queues,
+            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
+            acked_features: u64::MAX,
+            registrar: registrar(),
+        }
     }
 
     pub fn rd(t: &mut MmioTransport, off: u64) -> u32 {

@@ -1,15 +1,13 @@
 //! virtio-net backed by an existing host tap device. No offloads: every frame carries a
 //! 12-byte virtio-net header, which the tap (IFF_VNET_HDR) reads and writes as is.
 
-use super::{
-    ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1,
-};
+use super::{ids, read_config_bytes, Activation, RxTx, VirtioDevice, VIRTIO_F_VERSION_1};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
-use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+
+use virtio_queue::QueueT;
+
 use vmm_sys_util::epoll::EventSet;
 
 const VIRTIO_NET_F_MAC: u64 = 1 << 5;
@@ -99,19 +97,11 @@ fn open_tap(name: &str) -> Result<File, NetError> {
 
 use std::os::unix::fs::OpenOptionsExt;
 
-struct Active {
-    mem: GuestMemoryMmap,
-    rx: Queue,
-    tx: Queue,
-    irq: Arc<Interrupt>,
-    registrar: Registrar,
-}
-
 /// A virtio network card.
 pub struct Net {
     tap: File,
     config: [u8; 6],
-    state: Option<Active>,
+    state: Option<RxTx>,
     /// A frame read from the tap that found no guest buffer yet.
     pending: Option<Vec<u8>>,
     buf: Vec<u8>,
@@ -212,20 +202,12 @@ impl VirtioDevice for Net {
         read_config_bytes(&self.config, offset, data)
     }
     fn activate(&mut self, a: Activation) -> Result<(), String> {
-        let mut qs = a.queues.into_iter();
-        let (Some(rx), Some(tx)) = (qs.next(), qs.next()) else {
-            return Err("virtio-net needs two queues".into());
-        };
-        a.registrar
+        let active = RxTx::take(a, "virtio-net")?;
+        active
+            .registrar
             .add(self.tap.as_raw_fd(), EventSet::IN)
             .map_err(|e| format!("watching the tap: {e}"))?;
-        self.state = Some(Active {
-            mem: a.mem,
-            rx,
-            tx,
-            irq: a.interrupt,
-            registrar: a.registrar,
-        });
+        self.state = Some(active);
         Ok(())
     }
     fn process_queue(&mut self, index: usize) {
@@ -280,7 +262,6 @@ mod tests {
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
-    use vmm_sys_util::eventfd::EventFd;
 
     fn d(addr: u64, len: u32, flags: u32) -> RawDescriptor {
         RawDescriptor::from(SplitDescriptor::new(addr, len, flags as u16, 0))
@@ -313,13 +294,10 @@ mod tests {
         // A receive buffer.
         rxq.build_desc_chain(&[d(0x20_0000, 2048, VRING_DESC_F_WRITE)])
             .unwrap();
-        dev.activate(Activation {
-            mem: m.clone(),
-            queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
-            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            acked_features: dev.features(),
-            registrar: registrar(),
-        })
+        dev.activate(activation(
+            &m,
+            vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
+        ))
         .unwrap();
         dev.process_queue(TX);
         let mut got = vec![0u8; 100];
@@ -345,13 +323,10 @@ mod tests {
         let txq = MockSplitQueue::create(&m, GuestAddress(0x8000), 16);
         let (tap, host) = socketpair();
         let mut dev = Net::with_tap(tap, [2, 0, 0, 0, 0, 1]);
-        dev.activate(Activation {
-            mem: m.clone(),
-            queues: vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
-            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            acked_features: dev.features(),
-            registrar: registrar(),
-        })
+        dev.activate(activation(
+            &m,
+            vec![rxq.create_queue().unwrap(), txq.create_queue().unwrap()],
+        ))
         .unwrap();
         (&host).write_all(&[0u8; 64]).unwrap();
         dev.process_event(dev.tap.as_raw_fd(), EventSet::IN);

@@ -85,23 +85,16 @@ mod tests {
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
-    use vmm_sys_util::eventfd::EventFd;
 
     fn activate(
         dev: &mut Rng,
         m: &GuestMemoryMmap,
         vq: &MockSplitQueue<GuestMemoryMmap>,
     ) -> Arc<Interrupt> {
-        let irq = Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap()));
         let q: Queue = vq.create_queue().unwrap();
-        dev.activate(Activation {
-            mem: m.clone(),
-            queues: vec![q],
-            interrupt: irq.clone(),
-            acked_features: VIRTIO_F_VERSION_1,
-            registrar: registrar(),
-        })
-        .unwrap();
+        let a = activation(m, vec![q]);
+        let irq = a.interrupt.clone();
+        dev.activate(a).unwrap();
         irq
     }
 

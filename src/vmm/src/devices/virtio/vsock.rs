@@ -12,16 +12,16 @@
 //! own, buffering what the host socket can't take yet.
 
 use super::{
-    ids, read_config_bytes, Activation, Interrupt, Registrar, VirtioDevice, VIRTIO_F_VERSION_1,
+    ids, read_config_bytes, Activation, Registrar, RxTx, VirtioDevice, VIRTIO_F_VERSION_1,
 };
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::io::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
-use vm_memory::GuestMemoryMmap;
+
+use virtio_queue::{QueueOwnedT, QueueT};
+
 use vmm_sys_util::epoll::EventSet;
 
 /// The host's context ID.
@@ -200,21 +200,13 @@ impl Conn {
     }
 }
 
-struct Active {
-    mem: GuestMemoryMmap,
-    rx: Queue,
-    tx: Queue,
-    irq: Arc<Interrupt>,
-    registrar: Registrar,
-}
-
 /// The vsock device.
 pub struct Vsock {
     cid: u64,
     uds: PathBuf,
     listener: UnixListener,
     config: [u8; 8],
-    state: Option<Active>,
+    state: Option<RxTx>,
     /// Host connections that have not sent their CONNECT line yet.
     handshakes: HashMap<RawFd, (UnixStream, Vec<u8>)>,
     conns: HashMap<Key, Conn>,
@@ -653,20 +645,12 @@ impl VirtioDevice for Vsock {
         read_config_bytes(&self.config, offset, data)
     }
     fn activate(&mut self, a: Activation) -> Result<(), String> {
-        let mut qs = a.queues.into_iter();
-        let (Some(rx), Some(tx)) = (qs.next(), qs.next()) else {
-            return Err("virtio-vsock needs three queues".into());
-        };
-        a.registrar
+        let active = RxTx::take(a, "virtio-vsock")?;
+        active
+            .registrar
             .add(self.listener.as_raw_fd(), EventSet::IN)
             .map_err(|e| format!("watching {}: {e}", self.uds.display()))?;
-        self.state = Some(Active {
-            mem: a.mem,
-            rx,
-            tx,
-            irq: a.interrupt,
-            registrar: a.registrar,
-        });
+        self.state = Some(active);
         Ok(())
     }
     fn process_queue(&mut self, index: usize) {
@@ -708,8 +692,8 @@ mod tests {
     use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
-    use vm_memory::{Bytes, GuestAddress};
-    use vmm_sys_util::eventfd::EventFd;
+    use virtio_queue::Queue;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     const GUEST_CID: u64 = 3;
 
@@ -741,17 +725,14 @@ mod tests {
         let rxq = MockSplitQueue::create(m, GuestAddress(0x1000), 64);
         let txq = MockSplitQueue::create(m, GuestAddress(0x8000), 64);
         let mut dev = Vsock::new(GUEST_CID as u32, &dir.join("v.sock")).unwrap();
-        dev.activate(Activation {
-            mem: m.clone(),
-            queues: vec![
+        dev.activate(activation(
+            m,
+            vec![
                 rxq.create_queue().unwrap(),
                 txq.create_queue().unwrap(),
                 Queue::new(16).unwrap(),
             ],
-            interrupt: Arc::new(Interrupt::new(EventFd::new(libc::EFD_NONBLOCK).unwrap())),
-            acked_features: VIRTIO_F_VERSION_1,
-            registrar: registrar(),
-        })
+        ))
         .unwrap();
         Rig {
             dir,
