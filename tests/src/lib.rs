@@ -62,14 +62,15 @@ pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
     Ok((path, out))
 }
 
-/// Builds a busybox initramfs at `out` whose /init is the shell script `init`.
-pub fn busybox_initramfs(out: &Path, init: &str, extra: &[(&Path, &str)]) -> io::Result<()> {
+/// Builds a busybox initramfs at `out` whose /init is the shell script `init`; each of
+/// `programs` (a host path) is copied in with the libraries it needs.
+pub fn busybox_initramfs(out: &Path, init: &str, programs: &[&str]) -> io::Result<()> {
     let script = out.with_extension("init.sh");
     std::fs::write(&script, init)?;
     let mut cmd = Command::new(repo_root().join("scripts/mkinitramfs"));
     cmd.arg(out).arg(&script);
-    for (src, dest) in extra {
-        cmd.arg(format!("{}:{dest}", src.display()));
+    for p in programs {
+        cmd.arg(format!("bin:{p}"));
     }
     let r: Finished = cmd.output()?.into();
     std::fs::remove_file(&script)?;

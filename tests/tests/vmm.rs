@@ -20,15 +20,7 @@ fn guest(name: &str, init: &str, bins: &[&str]) -> Guest {
     let script = format!(
         "#!/bin/sh\nmount -t proc proc /proc\nmount -t sysfs sys /sys\nmount -t devtmpfs dev /dev\n{init}\n"
     );
-    let extra: Vec<(PathBuf, String)> = bins
-        .iter()
-        .map(|b| (PathBuf::from("bin"), b.to_string()))
-        .collect();
-    let extra: Vec<(&Path, &str)> = extra
-        .iter()
-        .map(|(p, b)| (p.as_path(), b.as_str()))
-        .collect();
-    busybox_initramfs(&initrd, &script, &extra).unwrap();
+    busybox_initramfs(&initrd, &script, bins).unwrap();
     Guest {
         dir,
         vmm: built_binary("berth-vmm"),
