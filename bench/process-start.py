@@ -65,7 +65,7 @@ def agent_ready(sock_path, deadline):
     return False
 
 
-def lab(vmm, kernel, initrd, n):
+def lab(vmm, kernel, initrd, n, prefix="lab"):
     times = []
     for _ in range(n):
         d = tempfile.mkdtemp(prefix="berth-bench-")
@@ -79,12 +79,12 @@ def lab(vmm, kernel, initrd, n):
         p.wait()
         if not ok:
             raise SystemExit("the agent never answered")
-    print(f"lab_agent_ready_s {statistics.median(times):.3f}")
+    print(f"{prefix}_agent_ready_s {statistics.median(times):.3f}")
 
 
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "native":
         native(sys.argv[2], sys.argv[3], int(sys.argv[4]))
-    else:
-        lab(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:  # "lab", or "native-agent-ready" on a host with hardware KVM (bench/native-kvm)
+        lab(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), prefix=mode)
