@@ -4,6 +4,7 @@
 //! would resolve them (symlinks included), so no entry can write outside it; absolute
 //! paths and `..` in entry names, and absurd headers, are refused.
 
+use crate::digest::{Digest, Hasher};
 use flate2::read::GzDecoder;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read};
@@ -23,9 +24,6 @@ pub enum LayerError {
     /// The layer is malformed or hostile; nothing outside the root was touched.
     #[error("invalid layer: {0}")]
     Invalid(String),
-    /// A compression the store can't read.
-    #[error("unsupported layer compression: {0}")]
-    Unsupported(&'static str),
     /// A filesystem error.
     #[error("applying layer entry {path}: {err}")]
     Io {
@@ -43,6 +41,10 @@ pub struct Applied {
     pub entries: u64,
     /// Paths removed by whiteouts.
     pub whiteouts: u64,
+    /// The digest of the uncompressed tar.
+    pub diff_id: Option<Digest>,
+    /// Bytes of file content written.
+    pub bytes: u64,
 }
 
 /// Cleans an entry name: relative, no `..`, not empty.
@@ -134,19 +136,65 @@ fn remove_any(p: &Path) -> io::Result<()> {
     }
 }
 
-/// Applies the layer read from `r` onto `root`.
+/// Applies the layer read from `r` onto `root`. The compression (none, gzip or zstd) is
+/// read from the stream's first bytes. The returned [`Applied::diff_id`] is the digest of
+/// the uncompressed tar, which an image config lists for each layer.
 pub fn apply(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
-    let mut r = BufReader::new(r);
+    let mut tar = decompress(r)?;
+    let mut hr = HashRead {
+        inner: &mut tar,
+        hasher: Hasher::default(),
+    };
+    let mut done = apply_tar(root, &mut hr)?;
+    // The tar's end-of-archive padding is part of the diff ID too.
+    io::copy(&mut hr, &mut io::sink()).map_err(|err| LayerError::Io {
+        path: "(layer)".into(),
+        err,
+    })?;
+    done.diff_id = Some(hr.hasher.finish());
+    Ok(done)
+}
+
+/// Applies a layer and checks its uncompressed digest against the config's diff ID.
+pub fn apply_verified(root: &Path, r: impl Read, diff_id: &Digest) -> Result<Applied, LayerError> {
+    let done = apply(root, r)?;
+    match &done.diff_id {
+        Some(d) if d == diff_id => Ok(done),
+        other => Err(LayerError::Invalid(format!(
+            "layer content hashes to {}, but the image config says {diff_id}",
+            other.as_ref().map(|d| d.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
+/// The uncompressed tar stream of a layer blob (plain, gzip or zstd, told by magic).
+pub fn decompress<'a>(r: impl Read + 'a) -> Result<Box<dyn Read + 'a>, LayerError> {
+    let mut r = BufReader::with_capacity(256 * 1024, r);
     let head = r.fill_buf().map_err(|err| LayerError::Io {
         path: "(layer)".into(),
         err,
     })?;
     if head.starts_with(&[0x1f, 0x8b]) {
-        apply_tar(root, GzDecoder::new(r))
+        Ok(Box::new(GzDecoder::new(r)))
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        Err(LayerError::Unsupported("zstd"))
+        let z = ruzstd::decoding::StreamingDecoder::new(r)
+            .map_err(|e| LayerError::Invalid(format!("corrupt zstd stream: {e}")))?;
+        Ok(Box::new(z))
     } else {
-        apply_tar(root, r)
+        Ok(Box::new(r))
+    }
+}
+
+struct HashRead<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: Read> Read for HashRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -218,6 +266,7 @@ fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
                 remove_any(&dest).map_err(io)?;
                 let mut f = fs::File::create(&dest).map_err(io)?;
                 let n = io::copy(&mut (&mut e).take(size), &mut f).map_err(io)?;
+                done.bytes += n;
                 if n != size {
                     return Err(LayerError::Invalid(format!(
                         "{shown}: truncated ({n} of {size} bytes)"
@@ -365,14 +414,26 @@ mod tests {
     fn gzip_layers_are_read() {
         use std::io::Write;
         let d = dir("gz");
+        let plain = tar(&[("f", F, b"zipped", "")]);
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&tar(&[("f", F, b"zipped", "")])).unwrap();
-        apply(&d.join("root"), &gz.finish().unwrap()[..]).unwrap();
+        gz.write_all(&plain).unwrap();
+        let r = apply(&d.join("root"), &gz.finish().unwrap()[..]).unwrap();
         assert_eq!(fs::read(d.join("root/f")).unwrap(), b"zipped");
-        assert!(matches!(
-            apply(&d.join("root"), &[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..]),
-            Err(LayerError::Unsupported("zstd"))
-        ));
+        assert_eq!(r.diff_id, Some(Digest::of(&plain)), "diff ID is the uncompressed tar's");
+        assert!(apply_verified(&d.join("root"), &plain[..], &Digest::of(b"other")).is_err());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn zstd_layers_are_read_and_corrupt_ones_refused() {
+        let d = dir("zst");
+        let plain = tar(&[("z", F, b"zstd'd", "")]);
+        let z = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
+        let r = apply_verified(&d.join("root"), &z[..], &Digest::of(&plain)).unwrap();
+        assert_eq!(fs::read(d.join("root/z")).unwrap(), b"zstd'd");
+        assert_eq!(r.entries, 1);
+        let e = apply(&d.join("root"), &[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..]).unwrap_err();
+        assert!(e.to_string().contains("invalid layer"), "{e}");
         fs::remove_dir_all(d).unwrap();
     }
 
