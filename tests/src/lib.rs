@@ -1,6 +1,9 @@
 //! Helpers for berth's end-to-end tests: the repository's scripts, the guest kernel, and
 //! the lab (a KVM-capable VM under QEMU's software CPU, see `tests/lab/run`).
 
+pub mod oci;
+pub mod registry;
+
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

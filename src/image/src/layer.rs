@@ -89,7 +89,14 @@ pub fn resolve_in_root(root: &Path, rel: &Path) -> Result<PathBuf, LayerError> {
     let mut links = 0;
     while let Some(c) = todo.pop() {
         if c == ".." {
-            cur.pop();
+            // Only a symlink's target can say ".." (entry names can't); one that climbs
+            // above the root is hostile, not a chroot-style no-op.
+            if cur.pop().is_none() {
+                return Err(LayerError::Invalid(format!(
+                    "a symlink on the way to {} leads outside the root",
+                    rel.display()
+                )));
+            }
             continue;
         }
         let mut p = root.to_path_buf();
@@ -451,19 +458,12 @@ mod tests {
         for t in &cases {
             assert!(apply(&root, &t[..]).is_err());
         }
-        // A symlink pointing out, then a write through it: lands inside the root.
-        apply(
-            &root,
-            &tar(&[
-                ("out", S, b"", "../../.."),
-                ("out/escaped", F, b"x", ""),
-                ("abs", S, b"", "/"),
-                ("abs/escaped2", F, b"y", ""),
-            ])[..],
-        )
-        .unwrap();
+        // A relative symlink climbing above the root, then a write through it: refused.
+        let e = apply(&root, &tar(&[("out", S, b"", "../../.."), ("out/escaped", F, b"x", "")])[..]).unwrap_err();
+        assert!(e.to_string().contains("leads outside the root"), "{e}");
+        // An absolute one resolves inside the root, as in a chroot.
+        apply(&root, &tar(&[("abs", S, b"", "/"), ("abs/escaped2", F, b"y", "")])[..]).unwrap();
         assert!(!d.join("escaped").exists() && !Path::new("/escaped2").exists());
-        assert_eq!(fs::read(root.join("escaped")).unwrap(), b"x");
         assert_eq!(fs::read(root.join("escaped2")).unwrap(), b"y");
         // A symlink loop is an error, not a hang.
         assert!(apply(

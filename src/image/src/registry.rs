@@ -307,6 +307,7 @@ pub async fn pull(
     let err = |c: Cause| RegistryError::new(reference, c);
     let _shared = store.lock_shared().map_err(|e| err(e.into()))?;
     let remote = Remote::new(reference, opts)?;
+    remote.client.store_auth_if_needed(remote.reference.resolve_registry(), &remote.auth).await;
     let mut new_blobs = Vec::new();
     let r = pull_inner(store, reference, &remote, pull_opts, progress, &mut new_blobs).await;
     if r.is_err() {
@@ -584,6 +585,11 @@ pub async fn push(
     let rec = store.resolve(name).map_err(|e| err(e.into()))?;
     let manifest = store.manifest(&rec).map_err(|e| err(e.into()))?;
     let remote = Remote::new(target, opts)?;
+    remote
+        .client
+        .auth(&remote.reference, &remote.auth, oci_client::RegistryOperation::Push)
+        .await
+        .map_err(|e| err(classify(&remote.host, e)))?;
     progress(Progress::Status {
         status: format!("The push refers to repository [{}/{}]", target.registry, target.repository),
     });
