@@ -157,6 +157,7 @@ fn spec_for(a: &Agent, args: &[&str]) -> ContainerSpec {
             writable: None,
         },
         open_stdin: false,
+        log_path: None,
     }
 }
 

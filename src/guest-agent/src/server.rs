@@ -13,13 +13,110 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex};
 
-/// A process's streams, handed out once each to the stream connections that attach.
+/// A process's streams, handed out once each to the stream connections that attach; or,
+/// for a container that logs, its output fanned out to every attached connection.
 #[derive(Default)]
 struct Attach {
     stdin: Option<File>,
     stdout: Option<File>,
     stderr: Option<File>,
     pty: Option<OwnedFd>,
+    out_fan: Option<Arc<Fanout>>,
+    err_fan: Option<Arc<Fanout>>,
+}
+
+/// One output stream copied to a log file and to every connection attached to it.
+#[derive(Default)]
+struct Fanout {
+    subs: Mutex<(Vec<UnixStream>, bool)>,
+}
+
+impl Fanout {
+    /// Adds a connection; one added after the stream ended is closed at once.
+    fn subscribe(&self, conn: UnixStream) {
+        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        if g.1 {
+            let _ = conn.shutdown(std::net::Shutdown::Write);
+        } else {
+            g.0.push(conn);
+        }
+    }
+
+    fn send(&self, data: &[u8]) {
+        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.retain_mut(|c| c.write_all(data).is_ok());
+    }
+
+    fn end(&self) {
+        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        g.1 = true;
+        for c in g.0.drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Write);
+        }
+    }
+}
+
+/// The time as Docker's logs write it (RFC 3339 with nanoseconds, UTC).
+fn log_time() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// Copies `src` to the log (one json-file line per output line) and to the fanout's
+/// connections until EOF (or EIO: a terminal whose last process exited).
+fn spawn_tee(mut src: File, stream: &'static str, log: Arc<Mutex<File>>, fan: Arc<Fanout>) {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 16384];
+        let mut line: Vec<u8> = Vec::new();
+        let write_line = |line: &[u8]| {
+            let rec = serde_json::json!({
+                "log": String::from_utf8_lossy(line),
+                "stream": stream,
+                "time": log_time(),
+            });
+            let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(f, "{rec}");
+        };
+        loop {
+            let n = match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            fan.send(&buf[..n]);
+            for &b in &buf[..n] {
+                line.push(b);
+                if b == b'\n' || line.len() >= 16384 {
+                    write_line(&line);
+                    line.clear();
+                }
+            }
+        }
+        if !line.is_empty() {
+            write_line(&line);
+        }
+        fan.end();
+    });
 }
 
 impl Attach {
@@ -38,7 +135,7 @@ impl Attach {
                 stdin,
                 stdout: Some(stdout),
                 stderr: Some(stderr),
-                pty: None,
+                ..Default::default()
             },
         }
     }
@@ -259,12 +356,40 @@ impl Agent {
             inherit_stdio: false,
             seccomp: true,
         };
+        let log = match &spec.log_path {
+            Some(p) => Some(Arc::new(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
+            ))),
+            None => None,
+        };
         let (c, streams) = Container::create(&cfg).map_err(runtime_err)?;
         let pid = c.pid;
         let mut attach = Attach::from(streams);
         let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
         if pty.is_none() {
             attach.pty = None;
+        }
+        if let Some(log) = log {
+            // The agent owns the output from now on: logged, and fanned out to attachers.
+            if let Some(out) = attach.stdout.take() {
+                let fan = Arc::new(Fanout::default());
+                spawn_tee(out, "stdout", log.clone(), fan.clone());
+                attach.out_fan = Some(fan);
+            }
+            if let Some(e) = attach.stderr.take() {
+                let fan = Arc::new(Fanout::default());
+                spawn_tee(e, "stderr", log.clone(), fan.clone());
+                attach.err_fan = Some(fan);
+            }
+            if let Some(m) = attach.pty.as_ref().and_then(|m| m.try_clone().ok()) {
+                let fan = Arc::new(Fanout::default());
+                spawn_tee(File::from(m), "stdout", log, fan.clone());
+                attach.out_fan = Some(fan);
+            }
         }
         map.insert(
             id,
@@ -540,6 +665,30 @@ impl Agent {
             ProcRef::Exec(x) => x,
         };
         let mut a = proc_.attach.lock().unwrap_or_else(|p| p.into_inner());
+        let fan = match kind {
+            StreamKind::Stdout | StreamKind::Pty => a.out_fan.clone(),
+            StreamKind::Stderr => a.err_fan.clone(),
+            StreamKind::Stdin => None,
+        };
+        if let Some(fan) = fan {
+            // A logging container: subscribe to its output (and, for a terminal, feed it).
+            let pty_in = match kind {
+                StreamKind::Pty => a.pty.as_ref().and_then(|m| m.try_clone().ok()),
+                _ => None,
+            };
+            drop(a);
+            if write_frame(&mut conn, &hello_ok()).is_err() {
+                return;
+            }
+            let Ok(sub) = conn.try_clone() else {
+                return;
+            };
+            fan.subscribe(sub);
+            if let Some(m) = pty_in {
+                let _ = std::io::copy(&mut conn, &mut File::from(m));
+            }
+            return;
+        }
         let taken: Option<Stream> = match kind {
             StreamKind::Stdin => a.stdin.take().map(Stream::In),
             StreamKind::Stdout => a.stdout.take().map(Stream::Out),

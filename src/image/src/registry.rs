@@ -385,8 +385,10 @@ async fn pull_inner(
             new_blobs.push(d);
         }
     }
-    let fetched: Vec<Result<Option<Digest>, Cause>> = futures_util::stream::iter(manifest.layers.iter())
-        .map(|l| fetch_layer(store, remote, l, progress))
+    // Futures built up front (not in a stream closure): keeps the pull future `Send` for
+    // callers that spawn it.
+    let futs: Vec<_> = manifest.layers.iter().map(|l| fetch_layer(store, remote, l, progress)).collect();
+    let fetched: Vec<Result<Option<Digest>, Cause>> = futures_util::stream::iter(futs)
         .buffer_unordered(remote.concurrency)
         .collect()
         .await;
@@ -604,8 +606,8 @@ pub async fn push(
     let remote = Arc::new(remote);
     let mut blobs: Vec<media::Descriptor> = manifest.layers.clone();
     blobs.push(manifest.config.clone());
-    let results: Vec<Result<(), Cause>> = futures_util::stream::iter(blobs.iter())
-        .map(|b| push_blob(store, &remote, b, &mount_from, opts, progress))
+    let futs: Vec<_> = blobs.iter().map(|b| push_blob(store, &remote, b, &mount_from, opts, progress)).collect();
+    let results: Vec<Result<(), Cause>> = futures_util::stream::iter(futs)
         .buffer_unordered(3)
         .collect()
         .await;

@@ -156,6 +156,12 @@ pub struct ContainerSpec {
     /// terminal is its stdin.
     #[serde(default)]
     pub open_stdin: bool,
+    /// If set, the agent itself copies the process's output to this file as Docker's
+    /// json-file lines (`{"log":..,"stream":"stdout"|"stderr","time":..}`), so that logs
+    /// keep being written while no client is attached; stream connections then receive
+    /// the output from the moment they attach.
+    #[serde(default)]
+    pub log_path: Option<String>,
 }
 
 /// A process to run in an existing container.

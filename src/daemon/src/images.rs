@@ -1,0 +1,401 @@
+//! The image endpoints of the Docker Engine API, over the berth-image store.
+
+use crate::api::API_VERSION;
+use crate::daemon::{unix_of, Daemon};
+use crate::http::{base64_decode, channel_body, empty, json, streamed, ApiError, Query, Resp};
+use berth_image::archive;
+use berth_image::registry::{self, Progress, PullOptions, RegistryOptions};
+use berth_image::{ImageRecord, Reference};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use serde_json::{json as j, Value};
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// Routes `/images/...` (names may contain slashes) and `/commit`.
+pub async fn route(d: Arc<Daemon>, req: Request<Incoming>, m: &Method, path: &str, q: Query) -> Result<Resp, ApiError> {
+    let _ = API_VERSION;
+    if path == "/commit" {
+        return Err(ApiError::not_implemented("commit"));
+    }
+    let rest = path.trim_start_matches("/images").trim_start_matches('/');
+    match (m, rest) {
+        (&Method::GET, "json") => list(&d, &q),
+        (&Method::POST, "create") => create(d, req, q).await,
+        (&Method::POST, "load") => load(d, req, &q).await,
+        (&Method::GET, "get") => save(d, q.all("names")).await,
+        (&Method::POST, "prune") => prune(&d),
+        (&Method::GET, "search") => Err(ApiError::not_implemented("image search")),
+        (&Method::DELETE, name) if !name.is_empty() => remove(&d, name, &q),
+        (_, r) => {
+            let (name, what) = r.rsplit_once('/').ok_or_else(|| ApiError::not_found(format!("page not found: {m} {path}")))?;
+            match (m, what) {
+                (&Method::GET, "json") => inspect(&d, name),
+                (&Method::GET, "history") => history(&d, name),
+                (&Method::GET, "get") => save(d, vec![name.to_owned()]).await,
+                (&Method::POST, "tag") => tag(&d, name, &q),
+                (&Method::POST, "push") => push(d, name, &q, &req).await,
+                _ => Err(ApiError::not_found(format!("page not found: {m} {path}"))),
+            }
+        }
+    }
+}
+
+fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
+    d.images.resolve(name).map_err(|e| match e {
+        berth_image::ImageError::NotFound(_) => {
+            let shown = name.parse::<Reference>().map(|r| r.familiar()).unwrap_or_else(|_| name.to_owned());
+            ApiError::not_found(format!("No such image: {shown}"))
+        }
+        other => other.into(),
+    })
+}
+
+fn summary(d: &Daemon, r: &ImageRecord) -> Result<Value, ApiError> {
+    let cfg = d.images.config(r)?;
+    let tags = d.images.tags_of(&r.id)?;
+    let repo_digests: Vec<String> = r
+        .repo_digests
+        .iter()
+        .map(|rd| rd.parse::<Reference>().map(|x| x.familiar()).unwrap_or_else(|_| rd.clone()))
+        .collect();
+    Ok(j!({
+        "Id": r.id.to_string(), "ParentId": "", "RepoTags": tags, "RepoDigests": repo_digests,
+        "Created": cfg.created.as_deref().map(unix_of).unwrap_or(0), "Size": r.size, "SharedSize": -1,
+        "VirtualSize": r.size, "Labels": cfg.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default(),
+        "Containers": -1,
+    }))
+}
+
+fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
+    let filters: Value = match q.get("filters") {
+        Some(f) if !f.is_empty() => serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+        _ => j!({}),
+    };
+    let dangling = filters["dangling"].as_object().map(|o| o.contains_key("true")).or_else(|| filters["dangling"].as_array().map(|a| a.iter().any(|v| v == "true")));
+    let mut out = Vec::new();
+    for r in d.images.records()? {
+        let s = summary(d, &r)?;
+        let untagged = s["RepoTags"].as_array().is_none_or(|a| a.is_empty());
+        if dangling == Some(true) && !untagged {
+            continue;
+        }
+        out.push(s);
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
+    let r = resolve(d, name)?;
+    let s = summary(d, &r)?;
+    let cfg: Value = serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
+    Ok(json(StatusCode::OK, &j!({
+        "Id": s["Id"], "RepoTags": s["RepoTags"], "RepoDigests": s["RepoDigests"], "Parent": "",
+        "Comment": cfg["history"][0]["comment"], "Created": cfg["created"], "DockerVersion": "",
+        "Author": cfg["author"], "Config": cfg["config"], "Architecture": cfg["architecture"], "Os": cfg["os"],
+        "Size": r.size, "VirtualSize": r.size, "RootFS": {"Type": "layers", "Layers": cfg["rootfs"]["diff_ids"]},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+        "GraphDriver": {"Name": "berth", "Data": {"RootFS": d.images.rootfs_path(&r.id), "RootDisk": d.images.disk_path(&r.id)}},
+    })))
+}
+
+fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
+    let r = resolve(d, name)?;
+    let cfg = d.images.config(&r)?;
+    let m = d.images.manifest(&r)?;
+    let mut layers = m.layers.iter().rev();
+    let tags = d.images.tags_of(&r.id)?;
+    let mut out = Vec::new();
+    for (i, h) in cfg.history.iter().rev().enumerate() {
+        let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+        out.push(j!({
+            "Id": if i == 0 { r.id.to_string() } else { "<missing>".into() },
+            "Created": h.created.as_deref().map(unix_of).unwrap_or(0), "CreatedBy": h.created_by.clone().unwrap_or_default(),
+            "Tags": if i == 0 { tags.clone() } else { vec![] }, "Size": size, "Comment": h.comment.clone().unwrap_or_default(),
+        }));
+    }
+    Ok(json(StatusCode::OK, &out))
+}
+
+fn tag(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
+    let r = resolve(d, name)?;
+    let repo = q.get("repo").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad("repository name must have at least one component"))?;
+    let full = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{repo}:{t}"),
+        None => repo.to_owned(),
+    };
+    let target: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    if target.digest.is_some() {
+        return Err(ApiError::bad("refusing to create a tag with a digest reference"));
+    }
+    d.images.tag(&target, &r.id)?;
+    d.event("image", "tag", &r.id.to_string(), j!({"name": target.familiar()}));
+    Ok(empty(StatusCode::CREATED))
+}
+
+fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
+    let r = resolve(d, name)?;
+    let force = q.flag("force", false);
+    let users: Vec<String> = d
+        .containers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|c| c.record())
+        .filter(|c| c.image_id == r.id.to_string())
+        .map(|c| c.id)
+        .collect();
+    let tags = d.images.tags_of(&r.id)?;
+    let by_tag = name.parse::<Reference>().ok().map(|x| x.familiar()).filter(|t| tags.contains(t));
+    let last = by_tag.is_none() || tags.len() <= 1;
+    if let Some(u) = users.first().filter(|_| last && !force) {
+        return Err(ApiError::conflict(format!(
+            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
+            &u[..12],
+            &r.id.hex()[..12]
+        )));
+    }
+    let done = d.images.remove(name, force)?;
+    let out: Vec<Value> = done
+        .into_iter()
+        .map(|x| match x {
+            berth_image::images::Removed::Untagged(t) => j!({"Untagged": t}),
+            berth_image::images::Removed::Deleted(id) => j!({"Deleted": id.to_string()}),
+        })
+        .collect();
+    d.event("image", "delete", &r.id.to_string(), j!({"name": name}));
+    Ok(json(StatusCode::OK, &out))
+}
+
+fn prune(d: &Daemon) -> Result<Resp, ApiError> {
+    let used: Vec<String> = d.containers.lock().unwrap_or_else(|e| e.into_inner()).values().map(|c| c.record().image_id).collect();
+    let mut deleted = Vec::new();
+    let mut space = 0u64;
+    for r in d.images.records()? {
+        if d.images.tags_of(&r.id)?.is_empty() && !used.contains(&r.id.to_string()) {
+            if let Ok(done) = d.images.remove(&r.id.to_string(), true) {
+                space += r.size;
+                for x in done {
+                    if let berth_image::images::Removed::Deleted(id) = x {
+                        deleted.push(j!({"Deleted": id.to_string()}));
+                    }
+                }
+            }
+        }
+    }
+    Ok(json(StatusCode::OK, &j!({"ImagesDeleted": deleted, "SpaceReclaimed": space})))
+}
+
+/// Credentials from the X-Registry-Auth header (base64url JSON).
+fn auth(req: &Request<Incoming>) -> Option<(String, String)> {
+    let h = req.headers().get("X-Registry-Auth")?.to_str().ok()?;
+    let v: Value = serde_json::from_slice(&base64_decode(h)?).ok()?;
+    let (u, p) = (v["username"].as_str()?, v["password"].as_str()?);
+    (!u.is_empty()).then(|| (u.to_owned(), p.to_owned()))
+}
+
+fn send(tx: &UnboundedSender<Bytes>, v: Value) {
+    let _ = tx.send(Bytes::from(format!("{v}\n")));
+}
+
+fn progress_line(p: Progress) -> Value {
+    match p {
+        Progress::Status { status } => j!({"status": status}),
+        Progress::Layer { digest, status, current, total } => {
+            let bar = if total > 0 && (status == "Downloading" || status == "Pushing" || status == "Extracting") {
+                let w = (current.min(total) * 50 / total) as usize;
+                format!("[{}>{}] {current}/{total}", "=".repeat(w), " ".repeat(50 - w))
+            } else {
+                String::new()
+            };
+            j!({"status": status, "progressDetail": {"current": current, "total": total}, "progress": bar, "id": registry::short(&digest)})
+        }
+    }
+}
+
+fn error_line(msg: &str) -> Value {
+    j!({"errorDetail": {"message": msg}, "error": msg})
+}
+
+fn opts(d: &Daemon, creds: Option<(String, String)>) -> RegistryOptions {
+    RegistryOptions { insecure: d.opts.insecure_registries.clone(), credentials: creds, ..Default::default() }
+}
+
+async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp, ApiError> {
+    if let Some(src) = q.get("fromSrc") {
+        if src != "-" {
+            return Err(ApiError::not_implemented("importing from a URL (use fromSrc=- and send the tarball)"));
+        }
+        let repo = q.get("repo").filter(|s| !s.is_empty());
+        let target = match repo {
+            Some(r) => {
+                let full = match q.get("tag").filter(|t| !t.is_empty()) {
+                    Some(t) => format!("{r}:{t}"),
+                    None => r.to_owned(),
+                };
+                Some(full.parse::<Reference>().map_err(|e| ApiError::bad(e.to_string()))?)
+            }
+            None => None,
+        };
+        let changes = q.all("changes");
+        let message = q.get("message").map(str::to_owned);
+        let tmp = body_to_file(&d, req).await?;
+        let d2 = d.clone();
+        let rec = tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
+            archive::import(&d2.images, std::io::BufReader::new(f), target.as_ref(), &changes, message.as_deref())
+                .map_err(|e| ApiError::bad(e.to_string()))
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+        d.event("image", "import", &rec.id.to_string(), j!({}));
+        return Ok(json(StatusCode::OK, &j!({"status": rec.id.to_string()})));
+    }
+    let image = q.get("fromImage").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad("fromImage or fromSrc is required"))?;
+    let full = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
+        Some(t) => format!("{image}:{t}"),
+        None => image.to_owned(),
+    };
+    let r: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    let creds = auth(&req);
+    let (tx, body) = channel_body();
+    let opts = opts(&d, creds);
+    tokio::spawn(async move {
+        let before = d.images.resolve(&r.to_string()).ok().map(|x| x.id);
+        let tx2 = tx.clone();
+        let cb = move |p: Progress| send(&tx2, progress_line(p));
+        match registry::pull(&d.images, &r, &opts, PullOptions { unpack: true }, &cb).await {
+            Ok(rec) => {
+                let s = if before == Some(rec.id.clone()) {
+                    format!("Status: Image is up to date for {}", r.familiar())
+                } else {
+                    format!("Status: Downloaded newer image for {}", r.familiar())
+                };
+                send(&tx, j!({"status": s}));
+                d.event("image", "pull", &r.familiar(), j!({}));
+            }
+            Err(e) => send(&tx, error_line(&e.to_string())),
+        }
+    });
+    Ok(streamed("application/json", body))
+}
+
+async fn push(d: Arc<Daemon>, name: &str, q: &Query, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+    let full = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{name}:{t}"),
+        None => name.to_owned(),
+    };
+    let target: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    resolve(&d, &full)?;
+    let opts = opts(&d, auth(req));
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let tx2 = tx.clone();
+        let cb = move |p: Progress| send(&tx2, progress_line(p));
+        match registry::push(&d.images, &full, &target, &opts, &cb).await {
+            Ok(digest) => {
+                let size = d.images.read_document(&digest).map(|b| b.len()).unwrap_or(0);
+                send(&tx, j!({"progressDetail": {}, "aux": {"Tag": target.tag.clone().unwrap_or_default(), "Digest": digest.to_string(), "Size": size}}));
+            }
+            Err(e) => send(&tx, error_line(&e.to_string())),
+        }
+    });
+    Ok(streamed("application/json", body))
+}
+
+/// A temp file under the data root, removed when dropped.
+pub struct Tmp(std::path::PathBuf);
+
+impl Tmp {
+    /// The path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for Tmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn body_to_file(d: &Daemon, req: Request<Incoming>) -> Result<Tmp, ApiError> {
+    let dir = d.opts.data_root.join("tmp");
+    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let tmp = Tmp(dir.join(format!("upload-{}", crate::daemon::new_id())));
+    let mut f = tokio::fs::File::create(tmp.path()).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut body = req.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            f.write_all(data).await.map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+    }
+    f.flush().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    Ok(tmp)
+}
+
+async fn load(d: Arc<Daemon>, req: Request<Incoming>, q: &Query) -> Result<Resp, ApiError> {
+    let quiet = q.flag("quiet", false);
+    let tmp = body_to_file(&d, req).await?;
+    let d2 = d.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
+        archive::load(&d2.images, std::io::BufReader::new(f)).map_err(|e| ApiError::bad(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let mut out = String::new();
+    for (rec, tags) in loaded {
+        if tags.is_empty() {
+            out.push_str(&format!("{}\n", j!({"stream": format!("Loaded image ID: {}\n", rec.id)})));
+        }
+        for t in tags {
+            out.push_str(&format!("{}\n", j!({"stream": format!("Loaded image: {t}\n")})));
+        }
+    }
+    let _ = quiet;
+    Ok(streamed("application/json", crate::http::full(out)))
+}
+
+async fn save(d: Arc<Daemon>, names: Vec<String>) -> Result<Resp, ApiError> {
+    if names.is_empty() {
+        return Err(ApiError::bad("no image named to save"));
+    }
+    for n in &names {
+        resolve(&d, n)?;
+    }
+    let dir = d.opts.data_root.join("tmp");
+    std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(e.to_string()))?;
+    let tmp = Tmp(dir.join(format!("save-{}", crate::daemon::new_id())));
+    let (d2, p) = (d.clone(), tmp.path().to_owned());
+    tokio::task::spawn_blocking(move || {
+        let f = std::fs::File::create(&p).map_err(|e| ApiError::internal(e.to_string()))?;
+        archive::save(&d2.images, &names, std::io::BufWriter::new(f)).map_err(|e| ApiError::internal(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let Ok(mut f) = tokio::fs::File::open(tmp.path()).await else { return };
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            match f.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        drop(tmp);
+    });
+    Ok(streamed("application/x-tar", body))
+}
+

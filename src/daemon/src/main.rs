@@ -1,0 +1,226 @@
+//! `berthd`: the berth daemon. Owns images and containers and serves the Docker Engine
+//! API (1.44) on a Unix socket; every container is a microVM (berth-vmm plus the guest
+//! agent) unless it asks for process isolation. See docs/daemon.md.
+
+mod api;
+mod daemon;
+mod http;
+mod images;
+
+use clap::Parser;
+use daemon::{Daemon, Isolation, Opts};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "berthd", version, about = "the berth daemon (Docker Engine API 1.44)")]
+struct Cli {
+    /// Where to listen: unix:///PATH, or tcp://ADDR (needs --tls-not-implemented-allow-plain-tcp).
+    #[arg(short = 'H', long = "host")]
+    hosts: Vec<String>,
+    /// Persistent state: images, container records and logs.
+    #[arg(long)]
+    data_root: Option<PathBuf>,
+    /// Runtime state: sockets.
+    #[arg(long)]
+    exec_root: Option<PathBuf>,
+    /// Group that may use the socket (if it exists; otherwise root only).
+    #[arg(short = 'G', long, default_value = "berth")]
+    group: String,
+    /// A JSON config file (keys as the flags: hosts, data-root, exec-root, group,
+    /// insecure-registries, exec-opts, kernel, agent-initrd).
+    #[arg(long)]
+    config_file: Option<PathBuf>,
+    /// A registry (host:port) reached over plain HTTP.
+    #[arg(long = "insecure-registry")]
+    insecure_registries: Vec<String>,
+    /// Runtime options: isolation=vm|process (the default isolation).
+    #[arg(long = "exec-opt")]
+    exec_opts: Vec<String>,
+    /// Guest kernel for microVM containers (vmlinux).
+    #[arg(long)]
+    kernel: Option<PathBuf>,
+    /// The guest agent's initramfs for microVM containers.
+    #[arg(long)]
+    agent_initrd: Option<PathBuf>,
+    /// The berth-agent binary (default: next to berthd).
+    #[arg(long)]
+    agent: Option<PathBuf>,
+    /// The berth-vmm binary (default: next to berthd).
+    #[arg(long)]
+    vmm: Option<PathBuf>,
+    /// Listen on plain TCP without TLS (anyone who can reach it is root on this host).
+    #[arg(long)]
+    allow_plain_tcp: bool,
+}
+
+/// One structured log line (JSON) on stderr.
+pub fn log(level: &str, msg: &str, fields: &[(&str, &str)]) {
+    let mut m = serde_json::Map::new();
+    m.insert("time".into(), daemon::now_rfc3339().into());
+    m.insert("level".into(), level.into());
+    m.insert("msg".into(), msg.into());
+    for (k, v) in fields {
+        m.insert((*k).into(), (*v).into());
+    }
+    eprintln!("{}", serde_json::Value::Object(m));
+}
+
+/// Whether microVMs can run here; if not, the clear explanation naming the lab.
+pub fn vm_check() -> Result<(), http::ApiError> {
+    let k = berth_hostcheck::check();
+    if k.can_run_microvms() {
+        Ok(())
+    } else {
+        Err(http::ApiError::bad(format!(
+            "cannot create a microVM container on this host: {k}. berth never falls back to weaker isolation on its own: {}",
+            berth_hostcheck::LAB_HINT
+        )))
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            log("error", &e, &[]);
+            eprintln!("berthd: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(mut cli: Cli) -> Result<(), String> {
+    let file: serde_json::Value = match &cli.config_file {
+        Some(p) => serde_json::from_slice(&std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+        None => serde_json::json!({}),
+    };
+    if let Some(o) = file.as_object() {
+        const KNOWN: &[&str] = &["hosts", "data-root", "exec-root", "group", "insecure-registries", "exec-opts", "kernel", "agent-initrd"];
+        if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+            return Err(format!("config file: unknown key {k:?}"));
+        }
+    }
+    let strs = |k: &str| -> Vec<String> {
+        file[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    };
+    if cli.hosts.is_empty() {
+        cli.hosts = strs("hosts");
+    }
+    if cli.hosts.is_empty() {
+        cli.hosts.push("unix:///run/berth/berth.sock".into());
+    }
+    cli.insecure_registries.extend(strs("insecure-registries"));
+    cli.exec_opts.extend(strs("exec-opts"));
+    let path_of = |flag: Option<PathBuf>, key: &str, default: &str| -> PathBuf {
+        flag.or_else(|| file[key].as_str().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(default))
+    };
+    let data_root = path_of(cli.data_root.take(), "data-root", "/var/lib/berth");
+    let exec_root = path_of(cli.exec_root.take(), "exec-root", "/run/berth");
+    let mut default_isolation = Isolation::Vm;
+    for o in &cli.exec_opts {
+        match o.split_once('=') {
+            Some(("isolation", "vm" | "microvm" | "hyperv")) => default_isolation = Isolation::Vm,
+            Some(("isolation", "process")) => default_isolation = Isolation::Process,
+            _ => return Err(format!("--exec-opt {o:?}: berthd knows isolation=vm|process")),
+        }
+    }
+    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(|p| p.to_owned())).unwrap_or_default();
+    let opts = Opts {
+        data_root,
+        exec_root,
+        agent: cli.agent.unwrap_or_else(|| here.join("berth-agent")),
+        vmm: cli.vmm.unwrap_or_else(|| here.join("berth-vmm")),
+        kernel: cli.kernel.or_else(|| file["kernel"].as_str().map(PathBuf::from)),
+        agent_initrd: cli.agent_initrd.or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
+        default_isolation,
+        insecure_registries: cli.insecure_registries,
+    };
+    let mut listeners = Vec::new();
+    for h in &cli.hosts {
+        if let Some(p) = h.strip_prefix("unix://") {
+            listeners.push(bind_unix(PathBuf::from(p), &cli.group)?);
+        } else if h.starts_with("tcp://") {
+            if !cli.allow_plain_tcp {
+                return Err(format!(
+                    "-H {h}: TLS for TCP listeners is not implemented yet, and plain TCP gives anyone who can reach it root on this host; use unix:// (or force plain TCP with --allow-plain-tcp)"
+                ));
+            }
+            return Err(format!("-H {h}: TCP listeners are not implemented yet; use unix://"));
+        } else {
+            return Err(format!("-H {h}: expected unix:///PATH or tcp://ADDR"));
+        }
+    }
+    let d = Daemon::open(opts)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(serve(d, listeners, cli.hosts))
+}
+
+fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListener, String> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(format!("{}: another daemon is listening there", path.display()));
+        }
+        let _ = std::fs::remove_file(&path);
+    }
+    let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // rw for root and the group (if it exists), nobody else.
+    let gid = std::ffi::CString::new(group).ok().and_then(|g| {
+        // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer to static
+        // storage or null; the gid is copied out at once.
+        let gr = unsafe { libc::getgrnam(g.as_ptr()) };
+        // SAFETY: non-null pointers from getgrnam point at a valid group entry.
+        (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+    });
+    if let Some(gid) = gid {
+        let _ = std::os::unix::fs::chown(&path, Some(0), Some(gid));
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("{}: {e}", path.display()))?;
+    l.set_nonblocking(true).map_err(|e| e.to_string())?;
+    Ok(l)
+}
+
+async fn serve(d: Arc<Daemon>, listeners: Vec<std::os::unix::net::UnixListener>, hosts: Vec<String>) -> Result<(), String> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let mut tasks = Vec::new();
+    for l in listeners {
+        let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = l.accept().await else { continue };
+                let d = d.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| api::handle(d.clone(), req));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+                });
+            }
+        }));
+    }
+    log("info", "berthd is serving the Docker Engine API", &[("hosts", &hosts.join(",")), ("api", api::API_VERSION)]);
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    // Containers keep running: their agents are independent of berthd.
+    log("info", "berthd stopping; containers keep running", &[]);
+    for h in hosts {
+        if let Some(p) = h.strip_prefix("unix://") {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    Ok(())
+}

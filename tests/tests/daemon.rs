@@ -1,0 +1,301 @@
+//! berthd driven by the real docker CLI (`/usr/local/bin/docker`, DOCKER_HOST pointing at
+//! berthd), natively with process isolation; and raw API requests for bad input.
+
+use berth_e2e::registry::{Auth, Registry};
+use berth_e2e::{built_binary, busybox_rootfs, Finished, TempDir};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Berthd {
+    child: Option<Child>,
+    dir: TempDir,
+    exec_root: PathBuf,
+    sock: PathBuf,
+}
+
+impl Berthd {
+    fn start(extra: &[&str]) -> Berthd {
+        let dir = TempDir::new("berthd").unwrap();
+        // Short: socket paths under it must fit in 108 bytes.
+        let exec_root = PathBuf::from(format!("/tmp/berth-e2e-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()));
+        let mut b = Berthd { child: None, sock: dir.path().join("berthd.sock"), dir, exec_root };
+        b.spawn(extra);
+        b
+    }
+
+    fn spawn(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap();
+        let child = Command::new(built_binary("berthd"))
+            .arg("-H")
+            .arg(format!("unix://{}", self.sock.display()))
+            .arg("--data-root")
+            .arg(self.dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while raw(&self.sock, "GET /_ping HTTP/1.0\r\n\r\n").map(|(s, _)| s != 200).unwrap_or(true) {
+            assert!(t0.elapsed() < Duration::from_secs(20), "berthd did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    fn docker_cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("/usr/local/bin/docker");
+        c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
+            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
+            .env_remove("DOCKER_CONTEXT")
+            .args(args);
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> Finished {
+        self.docker_cmd(args).stdin(Stdio::null()).output().unwrap().into()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let f = self.docker(args);
+        assert_eq!(f.status, 0, "docker {args:?}: {}\n{}\nberthd log:\n{}", f.stdout, f.stderr, self.log());
+        f.stdout
+    }
+
+    /// Imports a busybox root as `bb:1`.
+    fn busybox(&self) {
+        let root = self.dir.path().join("bbroot");
+        busybox_rootfs(&root).unwrap();
+        let tar = self.dir.path().join("bb.tar");
+        let out = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().unwrap();
+        assert!(out.status.success());
+        let id = self.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
+        assert!(id.trim().starts_with("sha256:"), "{id}");
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        // Containers outlive berthd by design: stop them here.
+        let _ = self.docker(&["rm", "-f", "web", "survivor", "longrun"]);
+        self.kill9();
+        // Any agent left over.
+        let _ = Command::new("pkill").arg("-f").arg(self.exec_root.to_string_lossy().as_ref()).status();
+        let _ = std::fs::remove_dir_all(&self.exec_root);
+    }
+}
+
+/// One raw HTTP/1.0 request over the Unix socket: (status, body).
+fn raw(sock: &Path, req: &str) -> std::io::Result<(u16, String)> {
+    let mut s = UnixStream::connect(sock)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(req.as_bytes())?;
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Ok((status, body))
+}
+
+#[test]
+fn docker_cli_version_import_images_run_and_exit_codes() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    let v = b.ok(&["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"]);
+    assert_eq!(v.trim(), "1.44 linux");
+    b.busybox();
+    let images = b.ok(&["images"]);
+    assert!(images.contains("bb") && images.contains(" 1 "), "{images}");
+    assert_eq!(b.ok(&["run", "--rm", "bb:1", "echo", "hello from berth"]), "hello from berth\n");
+    // The workload's exit status, Docker's 127 and 126.
+    assert_eq!(b.docker(&["run", "--rm", "bb:1", "sh", "-c", "exit 3"]).status, 3);
+    let f = b.docker(&["run", "--rm", "bb:1", "/no/such/program"]);
+    assert_eq!(f.status, 127, "{}", f.stderr);
+    let f = b.docker(&["run", "--rm", "bb:1", "/not-executable"]);
+    assert_eq!(f.status, 126, "{}", f.stderr);
+    // Environment, working dir, user, hostname from the flags.
+    let out = b.ok(&["run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "www", "--hostname", "box", "bb:1", "sh", "-c", "echo $GREETING $(pwd) $(id -un) $(hostname)"]);
+    assert_eq!(out, "hi /tmp www box\n");
+    // A missing image: Docker's message and 125.
+    let f = b.docker(&["run", "--rm", "127.0.0.1:1/nosuch/image:1"]);
+    assert_eq!(f.status, 125, "{}", f.stderr);
+    assert!(f.stderr.contains("Unable to find image '127.0.0.1:1/nosuch/image:1' locally"), "{}", f.stderr);
+    // microVM isolation (the default) on a host whose KVM can't run it: a clear refusal.
+    if !berth_hostcheck::check().can_run_microvms() {
+        let f = b.docker(&["run", "--rm", "--isolation", "vm", "bb:1", "true"]);
+        assert_eq!(f.status, 125);
+        assert!(f.stderr.contains("microVM") && f.stderr.contains("lab"), "{}", f.stderr);
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]), "", "--rm removed every container");
+}
+
+#[test]
+fn detached_containers_logs_follow_exec_inspect_and_stop() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let id = b.ok(&["run", "-d", "--name", "web", "bb:1", "sh", "-c", "echo started; trap 'echo stopping; exit 0' TERM; while true; do sleep 0.1; done"]);
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 64);
+    let ps = b.ok(&["ps"]);
+    assert!(ps.contains("web") && ps.contains(&id[..12]), "{ps}");
+    let follow = b.docker_cmd(&["logs", "-f", "web"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    assert_eq!(b.ok(&["exec", "web", "echo", "inside"]), "inside\n");
+    let f = b.docker(&["exec", "web", "sh", "-c", "exit 4"]);
+    assert_eq!(f.status, 4);
+    let running = b.ok(&["inspect", "--format", "{{.State.Running}} {{.Name}} {{.Config.Image}}", "web"]);
+    assert_eq!(running.trim(), "true /web bb:1");
+    let top = b.ok(&["top", "web"]);
+    assert!(top.contains("sh -c"), "{top}");
+    b.ok(&["stop", "web"]);
+    let out = follow.wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(logs.contains("started") && logs.contains("stopping"), "logs -f: {logs}");
+    let state = b.ok(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "web"]);
+    assert_eq!(state.trim(), "exited 0");
+    assert_eq!(b.ok(&["logs", "--tail", "1", "web"]), "stopping\n");
+    let ts = b.ok(&["logs", "-t", "web"]);
+    assert!(ts.starts_with("20") && ts.contains("Z started"), "{ts}");
+    assert!(b.ok(&["ps", "-a", "--filter", "status=exited"]).contains("web"));
+    b.ok(&["rm", "web"]);
+    let f = b.docker(&["inspect", "web"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("No such object: web") || f.stderr.contains("No such container"), "{}", f.stderr);
+}
+
+#[test]
+fn run_interactive_through_a_pty() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    // A pty harness: docker gets a terminal on all three streams.
+    let script = r##"
+import os, pty, sys, time, select
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+out = b""
+sent = False
+deadline = time.time() + 30
+while time.time() < deadline:
+    r, _, _ = select.select([fd], [], [], 0.2)
+    if r:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            break
+        if not data:
+            break
+        out += data
+    if not sent and b"#" in out:
+        os.write(fd, b"echo $((6*7)); exit 5\n")
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"##;
+    let f: Finished = Command::new("/usr/bin/python3")
+        .arg("-c")
+        .arg(script)
+        .arg("/usr/local/bin/docker")
+        .args(["run", "-it", "--rm", "bb:1", "sh"])
+        .env("DOCKER_HOST", format!("unix://{}", b.sock.display()))
+        .env("DOCKER_CONFIG", b.dir.path().join("docker-config"))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(f.status, 5, "{}\n{}", f.stdout, f.stderr);
+    assert!(f.stdout.contains("42"), "{}", f.stdout);
+}
+
+#[test]
+fn pull_push_save_and_load_with_the_docker_cli() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let reg = Registry::start(Auth::Anonymous).unwrap();
+    let name = format!("{}/berth/bb:1", reg.host);
+    b.ok(&["tag", "bb:1", &name]);
+    let out = b.ok(&["push", &name]);
+    assert!(out.contains("digest: sha256:"), "{out}");
+    b.ok(&["rmi", &name]);
+    b.ok(&["rmi", "bb:1"]);
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    let out = b.ok(&["pull", &name]);
+    assert!(out.contains(&format!("Downloaded newer image for {name}")), "{out}");
+    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
+    let tar = b.dir.path().join("saved.tar");
+    b.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
+    b.ok(&["rmi", &name]);
+    let out = b.ok(&["load", "-i", tar.to_str().unwrap()]);
+    assert!(out.contains(&format!("Loaded image: {name}")), "{out}");
+    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "loaded"]), "loaded\n");
+}
+
+#[test]
+fn containers_survive_a_sigkilled_berthd_and_report_their_exit_code() {
+    let mut b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let id = b.ok(&["run", "-d", "--name", "survivor", "bb:1", "sh", "-c", "echo before; sleep 4; echo after; exit 7"]);
+    let id = id.trim().to_owned();
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(500));
+    b.spawn(&["--exec-opt", "isolation=process"]);
+    let st = b.ok(&["inspect", "--format", "{{.State.Running}}", &id]);
+    assert_eq!(st.trim(), "true", "still running after berthd's restart");
+    let code = b.ok(&["wait", &id]);
+    assert_eq!(code.trim(), "7");
+    let logs = b.ok(&["logs", &id]);
+    assert_eq!(logs, "before\nafter\n", "the log kept growing while berthd was away");
+    b.ok(&["rm", &id]);
+}
+
+#[test]
+fn malformed_requests_get_4xx_never_a_crash() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let post = |path: &str, body: &str| {
+        raw(&b.sock, &format!("POST {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())).unwrap()
+    };
+    let get = |path: &str| raw(&b.sock, &format!("GET {path} HTTP/1.0\r\n\r\n")).unwrap();
+    let cases: Vec<(&str, (u16, String), u16)> = vec![
+        ("malformed JSON", post("/v1.44/containers/create", "{\"Image\": "), 400),
+        ("not an object", post("/v1.44/containers/create", "[1,2]"), 400),
+        ("unknown field", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"Bogus":1}"#), 400),
+        ("wrong type", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":"true","HostConfig":{"Memory":"lots"}}"#), 400),
+        ("no image", post("/v1.44/containers/create", r#"{"Cmd":["true"]}"#), 400),
+        ("unknown image", post("/v1.44/containers/create", r#"{"Image":"nope:1","Cmd":["true"]}"#), 404),
+        ("bad name", post("/v1.44/containers/create?name=../../x", r#"{"Image":"bb:1","Cmd":["true"]}"#), 400),
+        ("bad isolation", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Isolation":"chroot"}}"#), 400),
+        ("unknown container", get("/v1.44/containers/0123456789ab/json"), 404),
+        ("path traversal id", get("/v1.44/containers/..%2f..%2fetc/json"), 404),
+        ("unknown image inspect", get("/v1.44/images/nope:1/json"), 404),
+        ("bad reference", post("/v1.44/images/create?fromImage=UPPER%20case", ""), 400),
+        ("old API", get("/v1.12/version"), 400),
+        ("unknown route", get("/v1.44/nothing/here"), 404),
+        ("bad signal", post("/v1.44/containers/0123456789ab/kill?signal=SIGNOPE", ""), 404),
+        ("unknown exec", get("/v1.44/exec/abc/json"), 404),
+        ("bind mounts", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Binds":["/:/host"]}}"#), 501),
+    ];
+    for (what, (status, body), want) in cases {
+        assert_eq!(status, want, "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+    // Still serving.
+    assert_eq!(get("/_ping").0, 200);
+    assert_eq!(b.ok(&["ps", "-aq"]), "", "no half-made container left behind");
+}
