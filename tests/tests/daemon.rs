@@ -2,7 +2,7 @@
 //! berthd), natively with process isolation; and raw API requests for bad input.
 
 use berth_e2e::registry::{Auth, Registry};
-use berth_e2e::{built_binary, busybox_rootfs, Finished, TempDir};
+use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, Lab, TempDir};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,8 @@ impl Berthd {
         let dir = TempDir::new("berthd").unwrap();
         // Short: socket paths under it must fit in 108 bytes.
         let exec_root = PathBuf::from(format!("/tmp/berth-e2e-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()));
-        let mut b = Berthd { child: None, sock: dir.path().join("berthd.sock"), dir, exec_root };
+        // The socket lives in the exec root too: the lab's 9p-backed tree can't hold sockets.
+        let mut b = Berthd { child: None, sock: exec_root.join("berthd.sock"), dir, exec_root };
         b.spawn(extra);
         b
     }
@@ -298,4 +299,33 @@ fn malformed_requests_get_4xx_never_a_crash() {
     // Still serving.
     assert_eq!(get("/_ping").0, 200);
     assert_eq!(b.ok(&["ps", "-aq"]), "", "no half-made container left behind");
+}
+
+#[test]
+fn docker_run_rm_of_a_microvm_container_in_the_lab() {
+    if std::env::var_os("BERTH_IN_LAB").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = Lab::new()
+            .timeout(Duration::from_secs(600))
+            .run(&[exe.to_str().unwrap(), "--exact", "docker_run_rm_of_a_microvm_container_in_the_lab", "--nocapture", "--test-threads", "1"])
+            .unwrap();
+        eprintln!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(out.status, 0, "the microVM container test failed in the lab");
+        assert!(out.stdout.contains("test result: ok. 1 passed"), "the inner test did not run");
+        return;
+    }
+    let (kernel, _) = guest_kernel().unwrap();
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    assert!(initrd.is_file(), "run scripts/build-agent first (scripts/test does)");
+    // No --exec-opt: microVM isolation is the default.
+    let b = Berthd::start(&["--kernel", kernel.to_str().unwrap(), "--agent-initrd", initrd.to_str().unwrap()]);
+    b.busybox();
+    let f = b.docker(&["run", "--rm", "bb:1", "sh", "-c", "echo hello from a microVM; uname -r; exit 3"]);
+    assert_eq!(f.status, 3, "{}\n{}\n{}", f.stdout, f.stderr, b.log());
+    let mut lines = f.stdout.lines();
+    assert_eq!(lines.next(), Some("hello from a microVM"));
+    let guest_kernel = lines.next().unwrap_or_default().to_owned();
+    let lab_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    assert_ne!(guest_kernel, lab_kernel.trim(), "the workload ran on berth's guest kernel, not the lab's");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
 }

@@ -642,7 +642,9 @@ impl Daemon {
             Ok(other) => return Err(ApiError::internal(fail(self, format!("agent answered {other:?}"), 255))),
             Err(e) => return Err(ApiError { message: fail(self, e.message.clone(), 255), ..e }),
         };
-        // Attachers connect now, before the first byte of output.
+        // The host-side log of a microVM, and attachers, connect now: before the first
+        // byte of output.
+        let vm_log = if rec.isolation == Isolation::Vm { self.vm_log_streams(&rec) } else { Vec::new() };
         let pending: Vec<PendingAttach> = std::mem::take(&mut *c.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut acks = Vec::new();
         for p in pending {
@@ -679,27 +681,34 @@ impl Daemon {
         self.save(&rec);
         c.phase.send_replace(Phase::Running);
         self.event("container", "start", &rec.id, serde_json::json!({"name": rec.name}));
-        if rec.isolation == Isolation::Vm {
-            self.vm_logger(&rec);
-        }
+        self.vm_logger(&rec, vm_log);
         self.monitor(c.clone());
         Ok(())
     }
 
-    /// For a microVM: copies the container's output from the guest to the host log.
-    fn vm_logger(&self, rec: &Record) {
+    /// For a microVM: the guest streams that feed the host-side log.
+    fn vm_log_streams(&self, rec: &Record) -> Vec<(std::os::unix::net::UnixStream, &'static str)> {
         let ep = self.endpoint(rec);
-        let log = self.log_path(&rec.id);
-        let kinds: &[(berth_protocol::StreamKind, &str)] = if rec.tty {
+        let kinds: &[(berth_protocol::StreamKind, &'static str)] = if rec.tty {
             &[(berth_protocol::StreamKind::Pty, "stdout")]
         } else {
             &[(berth_protocol::StreamKind::Stdout, "stdout"), (berth_protocol::StreamKind::Stderr, "stderr")]
         };
-        for (kind, name) in kinds {
-            let Ok(s) = ep.open(berth_protocol::Channel::Stdio { container: rec.id.clone(), exec_id: None, stream: *kind }) else {
-                continue;
-            };
-            let (log, name) = (log.clone(), *name);
+        kinds
+            .iter()
+            .filter_map(|(kind, name)| {
+                ep.open(berth_protocol::Channel::Stdio { container: rec.id.clone(), exec_id: None, stream: *kind })
+                    .ok()
+                    .map(|s| (s, *name))
+            })
+            .collect()
+    }
+
+    /// Copies a microVM container's output to the host log (Docker's json-file lines).
+    fn vm_logger(&self, rec: &Record, streams: Vec<(std::os::unix::net::UnixStream, &'static str)>) {
+        let log = self.log_path(&rec.id);
+        for (s, name) in streams {
+            let log = log.clone();
             std::thread::spawn(move || {
                 use std::io::{BufRead, Write};
                 let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) else {

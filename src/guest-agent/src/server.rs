@@ -358,10 +358,14 @@ impl Agent {
         };
         let log = match &spec.log_path {
             Some(p) => Some(Arc::new(Mutex::new(
-                std::fs::OpenOptions::new()
+                std::path::Path::new(p)
+                    .parent()
+                    .map(std::fs::create_dir_all)
+                    .transpose()
+                    .and_then(|_| std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(p)
+                    .open(p))
                     .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
             ))),
             None => None,
