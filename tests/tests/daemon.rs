@@ -329,3 +329,47 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     assert_ne!(guest_kernel, lab_kernel.trim(), "the workload ran on berth's guest kernel, not the lab's");
     assert_eq!(b.ok(&["ps", "-aq"]), "");
 }
+
+#[test]
+fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let berth = |args: &[&str]| -> Finished {
+        Command::new(built_binary("berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", b.sock.display()))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let f = berth(&["run", "--rm", "-e", "A=1", "-w", "/tmp", "bb:1", "sh", "-c", "echo $A $(pwd); echo oops >&2; exit 9"]);
+    assert_eq!((f.status, f.stdout.as_str(), f.stderr.as_str()), (9, "1 /tmp\n", "oops\n"));
+    let envf = b.dir.path().join("env.list");
+    std::fs::write(&envf, "# comment\nFROM_FILE=yes\n").unwrap();
+    let f = berth(&["run", "--rm", "--env-file", envf.to_str().unwrap(), "--entrypoint", "/bin/sh", "bb:1", "-c", "echo $FROM_FILE"]);
+    assert_eq!(f.stdout, "yes\n", "{}", f.stderr);
+    assert_eq!(berth(&["run", "--rm", "bb:1", "/no/such"]).status, 127);
+    assert_eq!(berth(&["run", "--rm", "bb:1", "/not-executable"]).status, 126);
+    let f = berth(&["run", "--rm", "127.0.0.1:1/nosuch:1"]);
+    assert_eq!(f.status, 125);
+    assert!(f.stderr.contains("Unable to find image '127.0.0.1:1/nosuch:1' locally"), "{}", f.stderr);
+    // Limits reach the container's cgroup: a memory hog is killed (137).
+    let f = berth(&["run", "--rm", "-m", "16m", "--pids-limit", "50", "bb:1", "sh", "-c", "x=a; while true; do x=$x$x; done"]);
+    assert_eq!(f.status, 137, "{}", f.stderr);
+    let id = berth(&["run", "-d", "--name", "longrun", "bb:1", "sleep", "100"]).stdout.trim().to_owned();
+    assert_eq!(id.len(), 64);
+    assert!(berth(&["ps"]).stdout.contains("longrun"));
+    let f = berth(&["exec", "longrun", "sh", "-c", "echo in; exit 6"]);
+    assert_eq!((f.status, f.stdout.as_str()), (6, "in\n"));
+    assert!(berth(&["top", "longrun"]).stdout.contains("sleep 100"));
+    assert_eq!(berth(&["kill", "longrun"]).status, 0);
+    assert_eq!(berth(&["wait", "longrun"]).stdout.trim(), "137");
+    assert_eq!(berth(&["rm", "longrun"]).status, 0);
+    let f = berth(&["inspect", "nothing-here"]);
+    assert_eq!(f.status, 1);
+    assert!(f.stderr.contains("No such object: nothing-here"), "{}", f.stderr);
+    assert!(berth(&["version"]).stdout.contains("API version: 1.44"));
+    assert!(berth(&["images"]).stdout.contains("bb "));
+}
