@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""bench/run helpers.
+
+  run.py native BERTH BERTH_SOCK DOCKER_SOCK N   berth run vs docker run, alternating
+  run.py lab RELEASE_DIR KERNEL INITRD TAR N      in the lab: microVM vs process isolation
+"""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def timed(argv, env=None):
+    t0 = time.monotonic()
+    r = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    t = time.monotonic() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"{argv} failed ({r.returncode}): {r.stderr.decode()[-600:]}")
+    return t
+
+
+def native(berth, berth_sock, docker_sock, n):
+    denv = dict(os.environ, DOCKER_HOST=f"unix://{docker_sock}")
+    b, d = [], []
+    for _ in range(n):
+        b.append(timed([berth, "-H", f"unix://{berth_sock}", "run", "--rm", "busybox", "true"]))
+        d.append(timed(["docker", "run", "--rm", "--network", "none", "busybox", "true"], env=denv))
+    mb, md = statistics.median(b), statistics.median(d)
+    print(f"run_berth_ms {mb * 1000:.1f}")
+    print(f"run_docker_ms {md * 1000:.1f}")
+    print(f"run_ratio_vs_docker {mb / md:.2f}")
+
+
+def lab(release, kernel, initrd, tar, n):
+    work = tempfile.mkdtemp(prefix="berth-bench-")
+    # A real tmpfs: the lab's root is an overlay, which can't hold another overlay's upper.
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", work], check=True)
+    sock = os.path.join(work, "berth.sock")
+    # The guest's files from the lab's tmpfs, as from a local disk.
+    kernel = shutil.copy(kernel, work)
+    initrd = shutil.copy(initrd, work)
+    d = subprocess.Popen([os.path.join(release, "berthd"), "-H", f"unix://{sock}", "--data-root", os.path.join(work, "data"),
+                          "--exec-root", os.path.join(work, "run"), "--kernel", kernel, "--agent-initrd", initrd],
+                         stderr=open(os.path.join(work, "berthd.log"), "w"))
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
+        subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+        # Warm up both paths once (the root disk is built on first use).
+        timed(berth + ["run", "--rm", "busybox", "true"])
+        timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"])
+        vm, proc = [], []
+        for _ in range(n):
+            vm.append(timed(berth + ["run", "--rm", "busybox", "true"]))
+            proc.append(timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"]))
+        mv, mp = statistics.median(vm), statistics.median(proc)
+        print(f"lab_run_vm_s {mv:.3f}")
+        print(f"lab_run_process_s {mp:.3f}")
+        print(f"lab_run_ratio_vm_vs_process {mv / mp:.2f}")
+    finally:
+        d.terminate()
+        d.wait()
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "native":
+        native(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    else:
+        lab(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]))
