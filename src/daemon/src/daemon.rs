@@ -215,8 +215,7 @@ pub fn now_rfc3339() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let s = berth_image::archive::rfc3339(d.as_secs() as i64);
-    format!("{}.{:09}Z", s.trim_end_matches('Z'), d.subsec_nanos())
+    berth_protocol::time::rfc3339(d.as_secs() as i64, Some(d.subsec_nanos()))
 }
 
 /// Seconds since the epoch of an RFC 3339 time (0 if unparsable).

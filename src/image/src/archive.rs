@@ -408,18 +408,8 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
         let mut layers = Vec::new();
         for l in &e.layers {
             let d = st.blob(l)?;
-            let p = store.blobs().blob_path(&d);
-            let mut head = [0u8; 4];
-            let mut f = File::open(&p).map_err(io_at(&p))?;
-            let n = f.read(&mut head).map_err(io_at(&p))?;
-            let mt = if head[..n].starts_with(&[0x1f, 0x8b]) {
-                media::OCI_LAYER_GZIP
-            } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-                media::OCI_LAYER_ZSTD
-            } else {
-                media::OCI_LAYER
-            };
-            layers.push(Descriptor::new(mt, d, f.metadata().map_err(io_at(&p))?.len()));
+            let (mt, size) = layer_type(store, &d)?;
+            layers.push(Descriptor::new(mt, d, size));
         }
         let manifest = Manifest {
             schema_version: 2,
@@ -440,6 +430,22 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
         }
     }
     Ok(merge(out))
+}
+
+/// A stored layer blob's media type (by its compression's magic bytes) and size.
+fn layer_type(store: &ImageStore, d: &Digest) -> Result<(&'static str, u64), ArchiveError> {
+    let p = store.blobs().blob_path(d);
+    let mut f = File::open(&p).map_err(io_at(&p))?;
+    let mut head = [0u8; 4];
+    let n = f.read(&mut head).map_err(io_at(&p))?;
+    let mt = if head[..n].starts_with(&[0x1f, 0x8b]) {
+        media::OCI_LAYER_GZIP
+    } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        media::OCI_LAYER_ZSTD
+    } else {
+        media::OCI_LAYER
+    };
+    Ok((mt, f.metadata().map_err(io_at(&p))?.len()))
 }
 
 fn write_new(store: &ImageStore, bytes: &[u8]) -> Result<Digest, ArchiveError> {
@@ -511,17 +517,7 @@ pub fn import(
             st.new_blobs.push(layer.clone());
         }
         let p = store.blobs().blob_path(&layer);
-        let f = File::open(&p).map_err(io_at(&p))?;
-        let size = f.metadata().map_err(io_at(&p))?.len();
-        let mut head = [0u8; 4];
-        let n = (&f).read(&mut head).map_err(io_at(&p))?;
-        let mt = if head[..n].starts_with(&[0x1f, 0x8b]) {
-            media::OCI_LAYER_GZIP
-        } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            media::OCI_LAYER_ZSTD
-        } else {
-            media::OCI_LAYER
-        };
+        let (mt, size) = layer_type(store, &layer)?;
         let mut tar = layer::decompress(File::open(&p).map_err(io_at(&p))?)?;
         let mut h = Hasher::default();
         let mut buf = vec![0u8; 1 << 20];
@@ -647,23 +643,7 @@ pub fn rfc3339_now() -> String {
 
 /// Seconds since the epoch as RFC 3339 UTC.
 pub fn rfc3339(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    berth_protocol::time::rfc3339(secs, None)
 }
 
 #[cfg(test)]

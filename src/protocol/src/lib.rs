@@ -9,6 +9,7 @@
 //! - [`Channel::CopyIn`] / [`Channel::CopyOut`]: raw tar bytes into or out of a path.
 
 pub mod client;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
