@@ -150,7 +150,7 @@ fn docker_cli_version_import_images_run_and_exit_codes() {
 fn detached_containers_logs_follow_exec_inspect_and_stop() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
     b.busybox();
-    let id = b.ok(&["run", "-d", "--name", "web", "bb:1", "sh", "-c", "echo started; trap 'echo stopping; exit 0' TERM; while true; do sleep 0.1; done"]);
+    let id = b.ok(&["run", "-d", "--name", "web", "bb:1", "sh", "-c", "echo started; echo by web > /made-here; rm /not-executable; trap 'echo stopping; exit 0' TERM; while true; do sleep 0.1; done"]);
     let id = id.trim().to_owned();
     assert_eq!(id.len(), 64);
     let ps = b.ok(&["ps"]);
@@ -173,6 +173,11 @@ fn detached_containers_logs_follow_exec_inspect_and_stop() {
     let ts = b.ok(&["logs", "-t", "web"]);
     assert!(ts.starts_with("20") && ts.contains("Z started"), "{ts}");
     assert!(b.ok(&["ps", "-a", "--filter", "status=exited"]).contains("web"));
+    // commit: the container's changes (a new file, a deleted one) as a new image.
+    let img = b.ok(&["commit", "-c", "CMD [\"/bin/cat\", \"/made-here\"]", "web", "bb:committed"]);
+    assert!(img.trim().starts_with("sha256:"), "{img}");
+    assert_eq!(b.ok(&["run", "--rm", "bb:committed"]), "by web\n");
+    assert_eq!(b.docker(&["run", "--rm", "bb:committed", "cat", "/not-executable"]).status, 1, "deleted in the container, gone in the image");
     b.ok(&["rm", "web"]);
     let f = b.docker(&["inspect", "web"]);
     assert_ne!(f.status, 0);
@@ -372,4 +377,30 @@ fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
     assert!(f.stderr.contains("No such object: nothing-here"), "{}", f.stderr);
     assert!(berth(&["version"]).stdout.contains("API version: 1.44"));
     assert!(berth(&["images"]).stdout.contains("bb "));
+}
+
+#[test]
+fn plain_tcp_is_refused_unless_forced() {
+    let port = berth_e2e::registry::free_port().unwrap();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let dir = TempDir::new("berthd-tcp").unwrap();
+    let f: Finished = Command::new(built_binary("berthd"))
+        .args(["-H", &tcp, "--data-root"])
+        .arg(dir.path().join("data"))
+        .arg("--exec-root")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(f.status, 1);
+    assert!(f.stderr.contains("TLS for TCP listeners is not implemented") && f.stderr.contains("--allow-plain-tcp"), "{}", f.stderr);
+    let b = Berthd::start(&["-H", &tcp, "--allow-plain-tcp", "--exec-opt", "isolation=process"]);
+    let v: Finished = Command::new("/usr/local/bin/docker")
+        .args(["-H", &tcp, "version", "--format", "{{.Server.APIVersion}}"])
+        .env("DOCKER_CONFIG", dir.path().join("docker-config"))
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(v.stdout.trim(), "1.44", "{}", v.stderr);
+    assert!(b.log().contains("plain TCP without TLS"), "a loud warning in the log");
 }

@@ -18,8 +18,8 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Routes `/images/...` (names may contain slashes) and `/commit`.
 pub async fn route(d: Arc<Daemon>, req: Request<Incoming>, m: &Method, path: &str, q: Query) -> Result<Resp, ApiError> {
     let _ = API_VERSION;
-    if path == "/commit" {
-        return Err(ApiError::not_implemented("commit"));
+    if path == "/commit" && m == Method::POST {
+        return commit(d, &q).await;
     }
     let rest = path.trim_start_matches("/images").trim_start_matches('/');
     match (m, rest) {
@@ -305,6 +305,42 @@ async fn push(d: Arc<Daemon>, name: &str, q: &Query, req: &Request<Incoming>) ->
         }
     });
     Ok(streamed("application/json", body))
+}
+
+/// `POST /commit`: a new image from a container's changes (process isolation: its overlay
+/// upper directory on the host).
+async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
+    let c = d.find(q.get("container").unwrap_or(""))?;
+    let rec = c.record();
+    if rec.isolation != crate::daemon::Isolation::Process {
+        return Err(ApiError::not_implemented("commit of a microVM container (its writable layer lives in the guest)"));
+    }
+    let tag = match q.get("repo").filter(|s| !s.is_empty()) {
+        Some(r) => {
+            let full = match q.get("tag").filter(|t| !t.is_empty()) {
+                Some(t) => format!("{r}:{t}"),
+                None => r.to_owned(),
+            };
+            Some(full.parse::<Reference>().map_err(|e| ApiError::bad(e.to_string()))?)
+        }
+        None => None,
+    };
+    let changes = q.all("changes").into_iter().flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>()).filter(|c| !c.trim().is_empty()).collect::<Vec<_>>();
+    let (comment, author) = (q.get("comment").map(str::to_owned), q.get("author").map(str::to_owned));
+    let parent = resolve(&d, &rec.image_id)?;
+    let upper = d.dir(&rec.id).join("rw/upper");
+    let d2 = d.clone();
+    let img = tokio::task::spawn_blocking(move || {
+        if !upper.is_dir() {
+            return Err(ApiError::conflict("the container has no writable layer yet (it never started)"));
+        }
+        archive::commit(&d2.images, &parent, &upper, tag.as_ref(), &changes, comment.as_deref(), author.as_deref())
+            .map_err(|e| ApiError::bad(e.to_string()))
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))??;
+    d.event("container", "commit", &rec.id, j!({"imageID": img.id.to_string()}));
+    Ok(json(StatusCode::CREATED, &j!({"Id": img.id.to_string()})))
 }
 
 /// A temp file under the data root, removed when dropped.

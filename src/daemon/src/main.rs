@@ -15,7 +15,7 @@ use std::sync::Arc;
 #[derive(Parser)]
 #[command(name = "berthd", version, about = "the berth daemon (Docker Engine API 1.44)")]
 struct Cli {
-    /// Where to listen: unix:///PATH, or tcp://ADDR (needs --tls-not-implemented-allow-plain-tcp).
+    /// Where to listen: unix:///PATH, or tcp://ADDR (plain TCP only with --allow-plain-tcp).
     #[arg(short = 'H', long = "host")]
     hosts: Vec<String>,
     /// Persistent state: images, container records and logs.
@@ -141,14 +141,17 @@ fn run(mut cli: Cli) -> Result<(), String> {
     let mut listeners = Vec::new();
     for h in &cli.hosts {
         if let Some(p) = h.strip_prefix("unix://") {
-            listeners.push(bind_unix(PathBuf::from(p), &cli.group)?);
-        } else if h.starts_with("tcp://") {
+            listeners.push(Listener::Unix(bind_unix(PathBuf::from(p), &cli.group)?));
+        } else if let Some(addr) = h.strip_prefix("tcp://") {
             if !cli.allow_plain_tcp {
                 return Err(format!(
                     "-H {h}: TLS for TCP listeners is not implemented yet, and plain TCP gives anyone who can reach it root on this host; use unix:// (or force plain TCP with --allow-plain-tcp)"
                 ));
             }
-            return Err(format!("-H {h}: TCP listeners are not implemented yet; use unix://"));
+            log("warn", "serving the API on plain TCP without TLS: anyone who can reach it is root on this host", &[("host", h)]);
+            let l = std::net::TcpListener::bind(addr).map_err(|e| format!("-H {h}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            listeners.push(Listener::Tcp(l));
         } else {
             return Err(format!("-H {h}: expected unix:///PATH or tcp://ADDR"));
         }
@@ -190,24 +193,51 @@ fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListe
     Ok(l)
 }
 
-async fn serve(d: Arc<Daemon>, listeners: Vec<std::os::unix::net::UnixListener>, hosts: Vec<String>) -> Result<(), String> {
+/// A socket berthd listens on.
+enum Listener {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+/// Serves HTTP/1.1 (with upgrades, for attach and exec) on one connection.
+fn serve_conn<S>(d: Arc<Daemon>, s: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
-    let mut tasks = Vec::new();
+    tokio::spawn(async move {
+        let svc = service_fn(move |req| api::handle(d.clone(), req));
+        let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+    });
+}
+
+async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> Result<(), String> {
     for l in listeners {
-        let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
         let d = d.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let Ok((s, _)) = l.accept().await else { continue };
-                let d = d.clone();
+        match l {
+            Listener::Unix(l) => {
+                let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| api::handle(d.clone(), req));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+                    loop {
+                        if let Ok((s, _)) = l.accept().await {
+                            serve_conn(d.clone(), s);
+                        }
+                    }
                 });
             }
-        }));
+            Listener::Tcp(l) => {
+                let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    loop {
+                        if let Ok((s, _)) = l.accept().await {
+                            serve_conn(d.clone(), s);
+                        }
+                    }
+                });
+            }
+        }
     }
     log("info", "berthd is serving the Docker Engine API", &[("hosts", &hosts.join(",")), ("api", api::API_VERSION)]);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;

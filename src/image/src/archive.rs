@@ -564,6 +564,161 @@ pub fn import(
     finish(store, &st, result)
 }
 
+/// Tars a container's overlay upper directory as an image layer: overlay whiteouts
+/// (0/0 character devices) become `.wh.NAME` entries and opaque directories (the
+/// `trusted.overlay.opaque` xattr) get `.wh..wh..opq`.
+fn tar_upper(upper: &Path, out: impl Write) -> Result<(), ArchiveError> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut b = tar::Builder::new(out);
+    b.follow_symlinks(false);
+    let mut stack = vec![PathBuf::new()];
+    let io = |p: &Path| {
+        let p = p.to_owned();
+        move |err: io::Error| ArchiveError::Io { path: p.display().to_string(), err }
+    };
+    while let Some(rel) = stack.pop() {
+        let dir = upper.join(&rel);
+        let mut entries: Vec<_> = fs::read_dir(&dir).map_err(io(&dir))?.flatten().collect();
+        entries.sort_by_key(|e| e.file_name());
+        for e in entries {
+            let path = e.path();
+            let name = rel.join(e.file_name());
+            let m = fs::symlink_metadata(&path).map_err(io(&path))?;
+            let ft = m.file_type();
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(m.mode() & 0o7777);
+            h.set_uid(u64::from(m.uid()));
+            h.set_gid(u64::from(m.gid()));
+            h.set_mtime(m.mtime().max(0) as u64);
+            if ft.is_char_device() && m.rdev() == 0 {
+                let wh = rel.join(format!(".wh.{}", e.file_name().to_string_lossy()));
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(0);
+                b.append_data(&mut h, &wh, io::empty()).map_err(io(&path))?;
+            } else if ft.is_dir() {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, &name, io::empty()).map_err(io(&path))?;
+                if is_opaque(&path) {
+                    let mut o = tar::Header::new_gnu();
+                    o.set_entry_type(tar::EntryType::Regular);
+                    o.set_size(0);
+                    o.set_mode(0o644);
+                    b.append_data(&mut o, name.join(".wh..wh..opq"), io::empty()).map_err(io(&path))?;
+                }
+                stack.push(name);
+            } else if ft.is_symlink() {
+                let target = fs::read_link(&path).map_err(io(&path))?;
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, &name, &target).map_err(io(&path))?;
+            } else if ft.is_file() {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(m.len());
+                let f = File::open(&path).map_err(io(&path))?;
+                b.append_data(&mut h, &name, f).map_err(io(&path))?;
+            } else {
+                let kind = if ft.is_char_device() {
+                    tar::EntryType::Char
+                } else if ft.is_block_device() {
+                    tar::EntryType::Block
+                } else if ft.is_fifo() {
+                    tar::EntryType::Fifo
+                } else {
+                    continue; // sockets don't belong in an image
+                };
+                h.set_entry_type(kind);
+                h.set_size(0);
+                let _ = h.set_device_major(libc::major(m.rdev()));
+                let _ = h.set_device_minor(libc::minor(m.rdev()));
+                b.append_data(&mut h, &name, io::empty()).map_err(io(&path))?;
+            }
+        }
+    }
+    b.into_inner().and_then(|mut w| w.flush()).map_err(io(upper))?;
+    Ok(())
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut v = [0u8; 4];
+    // SAFETY: NUL-terminated path and attribute name; the value buffer is 4 bytes and its
+    // length is passed.
+    let n = unsafe {
+        libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), v.as_mut_ptr().cast(), v.len())
+    };
+    n == 1 && v[0] == b'y'
+}
+
+/// `commit`: a new image from `parent` plus a container's changes (its overlay upper
+/// directory) as one more layer, with Dockerfile-style `changes`, as `docker commit` does.
+pub fn commit(
+    store: &ImageStore,
+    parent: &ImageRecord,
+    upper: &Path,
+    tag: Option<&Reference>,
+    changes: &[String],
+    comment: Option<&str>,
+    author: Option<&str>,
+) -> Result<ImageRecord, ArchiveError> {
+    let mut pcfg = store.config(parent)?;
+    let mut run_config = pcfg.config.clone().unwrap_or_default();
+    for c in changes {
+        apply_change(&mut run_config, c)?;
+    }
+    let pmanifest = store.manifest(parent)?;
+    let _shared = store.lock_shared()?;
+    let mut st = Staged::default();
+    let result = (|| {
+        let work = store.tmp_dir("commit")?;
+        let tarp = work.join("layer.tar");
+        let r = File::create(&tarp)
+            .map_err(io_err(&tarp))
+            .and_then(|f| tar_upper(upper, io::BufWriter::new(f)))
+            .and_then(|_| {
+                let mut f = File::open(&tarp).map_err(io_err(&tarp))?;
+                Ok(store.blobs().write(&mut f, None).map_err(ImageError::from)?)
+            });
+        let _ = fs::remove_dir_all(&work);
+        let layer = r?;
+        if !store_has_image_blob(store, &layer) {
+            st.new_blobs.push(layer.clone());
+        }
+        let size = fs::metadata(store.blobs().blob_path(&layer)).map_err(io_at(&store.blobs().blob_path(&layer)))?.len();
+        let created = rfc3339_now();
+        pcfg.created = Some(created.clone());
+        pcfg.author = author.map(str::to_owned).or(pcfg.author);
+        pcfg.config = Some(run_config);
+        pcfg.rootfs.diff_ids.push(layer.clone());
+        pcfg.history.push(History {
+            created: Some(created),
+            created_by: Some("berth commit".into()),
+            comment: comment.map(str::to_owned),
+            empty_layer: false,
+        });
+        let cb = serde_json::to_vec(&pcfg).unwrap_or_default();
+        let cd = write_new(store, &cb)?;
+        st.new_blobs.push(cd.clone());
+        let mut layers = pmanifest.layers.clone();
+        layers.push(Descriptor::new(media::OCI_LAYER, layer, size));
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            config: Descriptor::new(media::OCI_CONFIG, cd, cb.len() as u64),
+            layers,
+            annotations: None,
+        };
+        let mb = serde_json::to_vec(&manifest).unwrap_or_default();
+        let md = write_new(store, &mb)?;
+        st.new_blobs.push(md.clone());
+        Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)
+    })();
+    finish(store, &st, result)
+}
+
 /// Applies one Dockerfile-style change to a config.
 pub fn apply_change(c: &mut ContainerConfig, change: &str) -> Result<(), ArchiveError> {
     let bad = |why: &str| ArchiveError::Change(change.to_owned(), why.to_owned());
