@@ -323,7 +323,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
     assert!(initrd.is_file(), "run scripts/build-agent first (scripts/test does)");
     // No --exec-opt: microVM isolation is the default.
-    let b = Berthd::start(&["--kernel", kernel.to_str().unwrap(), "--agent-initrd", initrd.to_str().unwrap()]);
+    let vm_args = ["--kernel", kernel.to_str().unwrap(), "--agent-initrd", initrd.to_str().unwrap()];
+    let mut b = Berthd::start(&vm_args);
     b.busybox();
     let f = b.docker(&["run", "--rm", "bb:1", "sh", "-c", "echo hello from a microVM; uname -r; exit 3"]);
     assert_eq!(f.status, 3, "{}\n{}\n{}", f.stdout, f.stderr, b.log());
@@ -333,6 +334,13 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     let lab_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_ne!(guest_kernel, lab_kernel.trim(), "the workload ran on berth's guest kernel, not the lab's");
     assert_eq!(b.ok(&["ps", "-aq"]), "");
+    // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
+    let id = b.ok(&["run", "-d", "bb:1", "sh", "-c", "sleep 8; exit 7"]).trim().to_owned();
+    b.kill9();
+    b.spawn(&vm_args);
+    assert_eq!(b.ok(&["inspect", "--format", "{{.State.Running}}", &id]).trim(), "true");
+    assert_eq!(b.ok(&["wait", &id]).trim(), "7");
+    b.ok(&["rm", &id]);
 }
 
 #[test]
