@@ -60,16 +60,17 @@ pub fn tar_of(entries: &[Entry]) -> Vec<u8> {
             }
             Entry::Whiteout(p) => {
                 let path = Path::new(p);
-                let wh = path
-                    .parent()
-                    .unwrap_or(Path::new(""))
-                    .join(format!(".wh.{}", path.file_name().unwrap().to_string_lossy()));
+                let wh = path.parent().unwrap_or(Path::new("")).join(format!(
+                    ".wh.{}",
+                    path.file_name().unwrap().to_string_lossy()
+                ));
                 let mut h = header(tar::EntryType::Regular, 0, 0o644);
                 b.append_data(&mut h, wh, &[][..]).unwrap();
             }
             Entry::Opaque(d) => {
                 let mut h = header(tar::EntryType::Regular, 0, 0o644);
-                b.append_data(&mut h, Path::new(d).join(".wh..wh..opq"), &[][..]).unwrap();
+                b.append_data(&mut h, Path::new(d).join(".wh..wh..opq"), &[][..])
+                    .unwrap();
             }
             Entry::RawFile(name, data) => {
                 let mut h = header(tar::EntryType::Regular, data.len() as u64, 0o644);
@@ -131,15 +132,27 @@ pub struct Layer {
 impl Layer {
     /// A gzip'd layer.
     pub fn gzip(tar: Vec<u8>) -> Layer {
-        Layer { media_type: media::OCI_LAYER_GZIP, blob: gzip(&tar), tar }
+        Layer {
+            media_type: media::OCI_LAYER_GZIP,
+            blob: gzip(&tar),
+            tar,
+        }
     }
     /// A zstd'd layer.
     pub fn zstd(tar: Vec<u8>) -> Layer {
-        Layer { media_type: media::OCI_LAYER_ZSTD, blob: zstd(&tar), tar }
+        Layer {
+            media_type: media::OCI_LAYER_ZSTD,
+            blob: zstd(&tar),
+            tar,
+        }
     }
     /// An uncompressed layer.
     pub fn plain(tar: Vec<u8>) -> Layer {
-        Layer { media_type: media::OCI_LAYER, blob: tar.clone(), tar }
+        Layer {
+            media_type: media::OCI_LAYER,
+            blob: tar.clone(),
+            tar,
+        }
     }
 }
 
@@ -187,7 +200,11 @@ fn write_image(dir: &Path, img: &TestImage) -> io::Result<Descriptor> {
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for l in &img.layers {
-        layers.push(Descriptor::new(l.media_type, put(dir, &l.blob)?, l.blob.len() as u64));
+        layers.push(Descriptor::new(
+            l.media_type,
+            put(dir, &l.blob)?,
+            l.blob.len() as u64,
+        ));
         diff_ids.push(Digest::of(&l.tar).to_string());
     }
     let config = serde_json::json!({
@@ -207,7 +224,11 @@ fn write_image(dir: &Path, img: &TestImage) -> io::Result<Descriptor> {
     };
     let mb = serde_json::to_vec(&m)?;
     let mut d = Descriptor::new(media::OCI_MANIFEST, put(dir, &mb)?, mb.len() as u64);
-    d.platform = Some(Platform { architecture: img.arch.into(), os: "linux".into(), variant: None });
+    d.platform = Some(Platform {
+        architecture: img.arch.into(),
+        os: "linux".into(),
+        variant: None,
+    });
     Ok(d)
 }
 
@@ -226,7 +247,10 @@ pub fn write_layout(dir: &Path, entries: Vec<(&str, Node)>) -> io::Result<Vec<Di
                 d
             }
             Node::Index(imgs) => {
-                let manifests = imgs.iter().map(|i| write_image(dir, i)).collect::<io::Result<Vec<_>>>()?;
+                let manifests = imgs
+                    .iter()
+                    .map(|i| write_image(dir, i))
+                    .collect::<io::Result<Vec<_>>>()?;
                 let idx = Index {
                     schema_version: 2,
                     media_type: Some(media::OCI_INDEX.into()),
@@ -239,7 +263,10 @@ pub fn write_layout(dir: &Path, entries: Vec<(&str, Node)>) -> io::Result<Vec<Di
         };
         out.push(desc.digest.clone());
         let mut a = BTreeMap::new();
-        a.insert("org.opencontainers.image.ref.name".to_owned(), tag.to_owned());
+        a.insert(
+            "org.opencontainers.image.ref.name".to_owned(),
+            tag.to_owned(),
+        );
         desc.annotations = Some(a);
         top.push(desc);
     }

@@ -74,7 +74,10 @@ impl Registry {
                     .stdout(Stdio::piped())
                     .spawn()?;
                 let mut line = Vec::new();
-                let mut out = child.stdout.take().ok_or_else(|| io::Error::other("no stdout"))?;
+                let mut out = child
+                    .stdout
+                    .take()
+                    .ok_or_else(|| io::Error::other("no stdout"))?;
                 let mut b = [0u8; 1];
                 while out.read(&mut b)? == 1 && b[0] != b'\n' {
                     line.push(b[0]);
@@ -112,7 +115,8 @@ impl Registry {
             match http_status(&r.host, "/v2/") {
                 Ok(200) | Ok(401) => return Ok(r),
                 _ if t0.elapsed() > Duration::from_secs(20) => {
-                    let log = std::fs::read_to_string(r.dir.path().join("registry.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(r.dir.path().join("registry.log"))
+                        .unwrap_or_default();
                     return Err(io::Error::other(format!("registry did not start: {log}")));
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),

@@ -20,15 +20,34 @@ impl Berthd {
     fn start(extra: &[&str]) -> Berthd {
         let dir = TempDir::new("berthd").unwrap();
         // Short: socket paths under it must fit in 108 bytes.
-        let exec_root = PathBuf::from(format!("/tmp/berth-e2e-{}-{}", std::process::id(), dir.path().file_name().unwrap().to_string_lossy().rsplit('-').next().unwrap()));
+        let exec_root = PathBuf::from(format!(
+            "/tmp/berth-e2e-{}-{}",
+            std::process::id(),
+            dir.path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .rsplit('-')
+                .next()
+                .unwrap()
+        ));
         // The socket lives in the exec root too: the lab's 9p-backed tree can't hold sockets.
-        let mut b = Berthd { child: None, sock: exec_root.join("berthd.sock"), dir, exec_root };
+        let mut b = Berthd {
+            child: None,
+            sock: exec_root.join("berthd.sock"),
+            dir,
+            exec_root,
+        };
         b.spawn(extra);
         b
     }
 
     fn spawn(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("berthd.log"))
+            .unwrap();
         let child = Command::new(built_binary("berthd"))
             .arg("-H")
             .arg(format!("unix://{}", self.sock.display()))
@@ -43,8 +62,15 @@ impl Berthd {
             .unwrap();
         self.child = Some(child);
         let t0 = Instant::now();
-        while raw(&self.sock, "GET /_ping HTTP/1.0\r\n\r\n").map(|(s, _)| s != 200).unwrap_or(true) {
-            assert!(t0.elapsed() < Duration::from_secs(20), "berthd did not start: {}", self.log());
+        while raw(&self.sock, "GET /_ping HTTP/1.0\r\n\r\n")
+            .map(|(s, _)| s != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "berthd did not start: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -70,12 +96,23 @@ impl Berthd {
     }
 
     fn docker(&self, args: &[&str]) -> Finished {
-        self.docker_cmd(args).stdin(Stdio::null()).output().unwrap().into()
+        self.docker_cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
     }
 
     fn ok(&self, args: &[&str]) -> String {
         let f = self.docker(args);
-        assert_eq!(f.status, 0, "docker {args:?}: {}\n{}\nberthd log:\n{}", f.stdout, f.stderr, self.log());
+        assert_eq!(
+            f.status,
+            0,
+            "docker {args:?}: {}\n{}\nberthd log:\n{}",
+            f.stdout,
+            f.stderr,
+            self.log()
+        );
         f.stdout
     }
 
@@ -84,7 +121,14 @@ impl Berthd {
         let root = self.dir.path().join("bbroot");
         busybox_rootfs(&root).unwrap();
         let tar = self.dir.path().join("bb.tar");
-        let out = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").output().unwrap();
+        let out = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .unwrap();
         assert!(out.status.success());
         let id = self.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
         assert!(id.trim().starts_with("sha256:"), "{id}");
@@ -97,7 +141,10 @@ impl Drop for Berthd {
         let _ = self.docker(&["rm", "-f", "web", "survivor", "longrun"]);
         self.kill9();
         // Any agent left over.
-        let _ = Command::new("pkill").arg("-f").arg(self.exec_root.to_string_lossy().as_ref()).status();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.exec_root.to_string_lossy().as_ref())
+            .status();
         let _ = std::fs::remove_dir_all(&self.exec_root);
     }
 }
@@ -111,37 +158,75 @@ fn raw(sock: &Path, req: &str) -> std::io::Result<(u16, String)> {
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
 #[test]
 fn docker_cli_version_import_images_run_and_exit_codes() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
-    let v = b.ok(&["version", "--format", "{{.Server.APIVersion}} {{.Server.Os}}"]);
+    let v = b.ok(&[
+        "version",
+        "--format",
+        "{{.Server.APIVersion}} {{.Server.Os}}",
+    ]);
     assert_eq!(v.trim(), "1.44 linux");
     b.busybox();
     let images = b.ok(&["images"]);
     assert!(images.contains("bb") && images.contains(" 1 "), "{images}");
-    assert_eq!(b.ok(&["run", "--rm", "bb:1", "echo", "hello from berth"]), "hello from berth\n");
+    assert_eq!(
+        b.ok(&["run", "--rm", "bb:1", "echo", "hello from berth"]),
+        "hello from berth\n"
+    );
     // The workload's exit status, Docker's 127 and 126.
-    assert_eq!(b.docker(&["run", "--rm", "bb:1", "sh", "-c", "exit 3"]).status, 3);
+    assert_eq!(
+        b.docker(&["run", "--rm", "bb:1", "sh", "-c", "exit 3"])
+            .status,
+        3
+    );
     let f = b.docker(&["run", "--rm", "bb:1", "/no/such/program"]);
     assert_eq!(f.status, 127, "{}", f.stderr);
     let f = b.docker(&["run", "--rm", "bb:1", "/not-executable"]);
     assert_eq!(f.status, 126, "{}", f.stderr);
     // Environment, working dir, user, hostname from the flags.
-    let out = b.ok(&["run", "--rm", "-e", "GREETING=hi", "-w", "/tmp", "-u", "www", "--hostname", "box", "bb:1", "sh", "-c", "echo $GREETING $(pwd) $(id -un) $(hostname)"]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "-e",
+        "GREETING=hi",
+        "-w",
+        "/tmp",
+        "-u",
+        "www",
+        "--hostname",
+        "box",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo $GREETING $(pwd) $(id -un) $(hostname)",
+    ]);
     assert_eq!(out, "hi /tmp www box\n");
     // A missing image: Docker's message and 125.
     let f = b.docker(&["run", "--rm", "127.0.0.1:1/nosuch/image:1"]);
     assert_eq!(f.status, 125, "{}", f.stderr);
-    assert!(f.stderr.contains("Unable to find image '127.0.0.1:1/nosuch/image:1' locally"), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("Unable to find image '127.0.0.1:1/nosuch/image:1' locally"),
+        "{}",
+        f.stderr
+    );
     // microVM isolation (the default) on a host whose KVM can't run it: a clear refusal.
     if !berth_hostcheck::check().can_run_microvms() {
         let f = b.docker(&["run", "--rm", "--isolation", "vm", "bb:1", "true"]);
         assert_eq!(f.status, 125);
-        assert!(f.stderr.contains("microVM") && f.stderr.contains("lab"), "{}", f.stderr);
+        assert!(
+            f.stderr.contains("microVM") && f.stderr.contains("lab"),
+            "{}",
+            f.stderr
+        );
     }
     assert_eq!(b.ok(&["ps", "-aq"]), "", "--rm removed every container");
 }
@@ -155,33 +240,68 @@ fn detached_containers_logs_follow_exec_inspect_and_stop() {
     assert_eq!(id.len(), 64);
     let ps = b.ok(&["ps"]);
     assert!(ps.contains("web") && ps.contains(&id[..12]), "{ps}");
-    let follow = b.docker_cmd(&["logs", "-f", "web"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let follow = b
+        .docker_cmd(&["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     assert_eq!(b.ok(&["exec", "web", "echo", "inside"]), "inside\n");
     let f = b.docker(&["exec", "web", "sh", "-c", "exit 4"]);
     assert_eq!(f.status, 4);
-    let running = b.ok(&["inspect", "--format", "{{.State.Running}} {{.Name}} {{.Config.Image}}", "web"]);
+    let running = b.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Name}} {{.Config.Image}}",
+        "web",
+    ]);
     assert_eq!(running.trim(), "true /web bb:1");
     let top = b.ok(&["top", "web"]);
     assert!(top.contains("sh -c"), "{top}");
     b.ok(&["stop", "web"]);
     let out = follow.wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stdout);
-    assert!(logs.contains("started") && logs.contains("stopping"), "logs -f: {logs}");
-    let state = b.ok(&["inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", "web"]);
+    assert!(
+        logs.contains("started") && logs.contains("stopping"),
+        "logs -f: {logs}"
+    );
+    let state = b.ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}} {{.State.ExitCode}}",
+        "web",
+    ]);
     assert_eq!(state.trim(), "exited 0");
     assert_eq!(b.ok(&["logs", "--tail", "1", "web"]), "stopping\n");
     let ts = b.ok(&["logs", "-t", "web"]);
     assert!(ts.starts_with("20") && ts.contains("Z started"), "{ts}");
-    assert!(b.ok(&["ps", "-a", "--filter", "status=exited"]).contains("web"));
+    assert!(b
+        .ok(&["ps", "-a", "--filter", "status=exited"])
+        .contains("web"));
     // commit: the container's changes (a new file, a deleted one) as a new image.
-    let img = b.ok(&["commit", "-c", "CMD [\"/bin/cat\", \"/made-here\"]", "web", "bb:committed"]);
+    let img = b.ok(&[
+        "commit",
+        "-c",
+        "CMD [\"/bin/cat\", \"/made-here\"]",
+        "web",
+        "bb:committed",
+    ]);
     assert!(img.trim().starts_with("sha256:"), "{img}");
     assert_eq!(b.ok(&["run", "--rm", "bb:committed"]), "by web\n");
-    assert_eq!(b.docker(&["run", "--rm", "bb:committed", "cat", "/not-executable"]).status, 1, "deleted in the container, gone in the image");
+    assert_eq!(
+        b.docker(&["run", "--rm", "bb:committed", "cat", "/not-executable"])
+            .status,
+        1,
+        "deleted in the container, gone in the image"
+    );
     b.ok(&["rm", "web"]);
     let f = b.docker(&["inspect", "web"]);
     assert_ne!(f.status, 0);
-    assert!(f.stderr.contains("No such object: web") || f.stderr.contains("No such container"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("No such object: web") || f.stderr.contains("No such container"),
+        "{}",
+        f.stderr
+    );
 }
 
 #[test]
@@ -241,7 +361,10 @@ fn pull_push_save_and_load_with_the_docker_cli() {
     b.ok(&["rmi", "bb:1"]);
     assert_eq!(b.ok(&["images", "-q"]), "");
     let out = b.ok(&["pull", &name]);
-    assert!(out.contains(&format!("Downloaded newer image for {name}")), "{out}");
+    assert!(
+        out.contains(&format!("Downloaded newer image for {name}")),
+        "{out}"
+    );
     assert_eq!(b.ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
     let tar = b.dir.path().join("saved.tar");
     b.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
@@ -255,7 +378,16 @@ fn pull_push_save_and_load_with_the_docker_cli() {
 fn containers_survive_a_sigkilled_berthd_and_report_their_exit_code() {
     let mut b = Berthd::start(&["--exec-opt", "isolation=process"]);
     b.busybox();
-    let id = b.ok(&["run", "-d", "--name", "survivor", "bb:1", "sh", "-c", "echo before; sleep 4; echo after; exit 7"]);
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "survivor",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo before; sleep 4; echo after; exit 7",
+    ]);
     let id = id.trim().to_owned();
     b.kill9();
     std::thread::sleep(Duration::from_millis(500));
@@ -265,7 +397,10 @@ fn containers_survive_a_sigkilled_berthd_and_report_their_exit_code() {
     let code = b.ok(&["wait", &id]);
     assert_eq!(code.trim(), "7");
     let logs = b.ok(&["logs", &id]);
-    assert_eq!(logs, "before\nafter\n", "the log kept growing while berthd was away");
+    assert_eq!(
+        logs, "before\nafter\n",
+        "the log kept growing while berthd was away"
+    );
     b.ok(&["rm", &id]);
 }
 
@@ -278,32 +413,114 @@ fn malformed_requests_get_4xx_never_a_crash() {
     };
     let get = |path: &str| raw(&b.sock, &format!("GET {path} HTTP/1.0\r\n\r\n")).unwrap();
     let cases: Vec<(&str, (u16, String), u16)> = vec![
-        ("malformed JSON", post("/v1.44/containers/create", "{\"Image\": "), 400),
-        ("not an object", post("/v1.44/containers/create", "[1,2]"), 400),
-        ("unknown field", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"Bogus":1}"#), 400),
-        ("wrong type", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":"true","HostConfig":{"Memory":"lots"}}"#), 400),
-        ("no image", post("/v1.44/containers/create", r#"{"Cmd":["true"]}"#), 400),
-        ("unknown image", post("/v1.44/containers/create", r#"{"Image":"nope:1","Cmd":["true"]}"#), 404),
-        ("bad name", post("/v1.44/containers/create?name=../../x", r#"{"Image":"bb:1","Cmd":["true"]}"#), 400),
-        ("bad isolation", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Isolation":"chroot"}}"#), 400),
-        ("unknown container", get("/v1.44/containers/0123456789ab/json"), 404),
-        ("path traversal id", get("/v1.44/containers/..%2f..%2fetc/json"), 404),
-        ("unknown image inspect", get("/v1.44/images/nope:1/json"), 404),
-        ("bad reference", post("/v1.44/images/create?fromImage=UPPER%20case", ""), 400),
+        (
+            "malformed JSON",
+            post("/v1.44/containers/create", "{\"Image\": "),
+            400,
+        ),
+        (
+            "not an object",
+            post("/v1.44/containers/create", "[1,2]"),
+            400,
+        ),
+        (
+            "unknown field",
+            post(
+                "/v1.44/containers/create",
+                r#"{"Image":"bb:1","Cmd":["true"],"Bogus":1}"#,
+            ),
+            400,
+        ),
+        (
+            "wrong type",
+            post(
+                "/v1.44/containers/create",
+                r#"{"Image":"bb:1","Cmd":"true","HostConfig":{"Memory":"lots"}}"#,
+            ),
+            400,
+        ),
+        (
+            "no image",
+            post("/v1.44/containers/create", r#"{"Cmd":["true"]}"#),
+            400,
+        ),
+        (
+            "unknown image",
+            post(
+                "/v1.44/containers/create",
+                r#"{"Image":"nope:1","Cmd":["true"]}"#,
+            ),
+            404,
+        ),
+        (
+            "bad name",
+            post(
+                "/v1.44/containers/create?name=../../x",
+                r#"{"Image":"bb:1","Cmd":["true"]}"#,
+            ),
+            400,
+        ),
+        (
+            "bad isolation",
+            post(
+                "/v1.44/containers/create",
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Isolation":"chroot"}}"#,
+            ),
+            400,
+        ),
+        (
+            "unknown container",
+            get("/v1.44/containers/0123456789ab/json"),
+            404,
+        ),
+        (
+            "path traversal id",
+            get("/v1.44/containers/..%2f..%2fetc/json"),
+            404,
+        ),
+        (
+            "unknown image inspect",
+            get("/v1.44/images/nope:1/json"),
+            404,
+        ),
+        (
+            "bad reference",
+            post("/v1.44/images/create?fromImage=UPPER%20case", ""),
+            400,
+        ),
         ("old API", get("/v1.12/version"), 400),
         ("unknown route", get("/v1.44/nothing/here"), 404),
-        ("bad signal", post("/v1.44/containers/0123456789ab/kill?signal=SIGNOPE", ""), 404),
+        (
+            "bad signal",
+            post("/v1.44/containers/0123456789ab/kill?signal=SIGNOPE", ""),
+            404,
+        ),
         ("unknown exec", get("/v1.44/exec/abc/json"), 404),
-        ("bind mounts", post("/v1.44/containers/create", r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Binds":["/:/host"]}}"#), 501),
+        (
+            "bind mounts",
+            post(
+                "/v1.44/containers/create",
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Binds":["/:/host"]}}"#,
+            ),
+            501,
+        ),
     ];
     for (what, (status, body), want) in cases {
         assert_eq!(status, want, "{what}: {body}");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
-        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {body}"));
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {body}"
+        );
     }
     // Still serving.
     assert_eq!(get("/_ping").0, 200);
-    assert_eq!(b.ok(&["ps", "-aq"]), "", "no half-made container left behind");
+    assert_eq!(
+        b.ok(&["ps", "-aq"]),
+        "",
+        "no half-made container left behind"
+    );
 }
 
 #[test]
@@ -312,33 +529,72 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         let exe = std::env::current_exe().unwrap();
         let out = Lab::new()
             .timeout(Duration::from_secs(600))
-            .run(&[exe.to_str().unwrap(), "--exact", "docker_run_rm_of_a_microvm_container_in_the_lab", "--nocapture", "--test-threads", "1"])
+            .run(&[
+                exe.to_str().unwrap(),
+                "--exact",
+                "docker_run_rm_of_a_microvm_container_in_the_lab",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .unwrap();
         eprintln!("{}\n{}", out.stdout, out.stderr);
-        assert_eq!(out.status, 0, "the microVM container test failed in the lab");
-        assert!(out.stdout.contains("test result: ok. 1 passed"), "the inner test did not run");
+        assert_eq!(
+            out.status, 0,
+            "the microVM container test failed in the lab"
+        );
+        assert!(
+            out.stdout.contains("test result: ok. 1 passed"),
+            "the inner test did not run"
+        );
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
     let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
-    assert!(initrd.is_file(), "run scripts/build-agent first (scripts/test does)");
+    assert!(
+        initrd.is_file(),
+        "run scripts/build-agent first (scripts/test does)"
+    );
     // No --exec-opt: microVM isolation is the default.
-    let vm_args = ["--kernel", kernel.to_str().unwrap(), "--agent-initrd", initrd.to_str().unwrap()];
+    let vm_args = [
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--agent-initrd",
+        initrd.to_str().unwrap(),
+    ];
     let mut b = Berthd::start(&vm_args);
     b.busybox();
-    let f = b.docker(&["run", "--rm", "bb:1", "sh", "-c", "echo hello from a microVM; uname -r; exit 3"]);
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo hello from a microVM; uname -r; exit 3",
+    ]);
     assert_eq!(f.status, 3, "{}\n{}\n{}", f.stdout, f.stderr, b.log());
     let mut lines = f.stdout.lines();
     assert_eq!(lines.next(), Some("hello from a microVM"));
     let guest_kernel = lines.next().unwrap_or_default().to_owned();
     let lab_kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
-    assert_ne!(guest_kernel, lab_kernel.trim(), "the workload ran on berth's guest kernel, not the lab's");
+    assert_ne!(
+        guest_kernel,
+        lab_kernel.trim(),
+        "the workload ran on berth's guest kernel, not the lab's"
+    );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
-    let id = b.ok(&["run", "-d", "bb:1", "sh", "-c", "sleep 8; exit 7"]).trim().to_owned();
+    let id = b
+        .ok(&["run", "-d", "bb:1", "sh", "-c", "sleep 8; exit 7"])
+        .trim()
+        .to_owned();
     b.kill9();
     b.spawn(&vm_args);
-    assert_eq!(b.ok(&["inspect", "--format", "{{.State.Running}}", &id]).trim(), "true");
+    assert_eq!(
+        b.ok(&["inspect", "--format", "{{.State.Running}}", &id])
+            .trim(),
+        "true"
+    );
     assert_eq!(b.ok(&["wait", &id]).trim(), "7");
     b.ok(&["rm", &id]);
 }
@@ -357,21 +613,67 @@ fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
             .unwrap()
             .into()
     };
-    let f = berth(&["run", "--rm", "-e", "A=1", "-w", "/tmp", "bb:1", "sh", "-c", "echo $A $(pwd); echo oops >&2; exit 9"]);
-    assert_eq!((f.status, f.stdout.as_str(), f.stderr.as_str()), (9, "1 /tmp\n", "oops\n"));
+    let f = berth(&[
+        "run",
+        "--rm",
+        "-e",
+        "A=1",
+        "-w",
+        "/tmp",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo $A $(pwd); echo oops >&2; exit 9",
+    ]);
+    assert_eq!(
+        (f.status, f.stdout.as_str(), f.stderr.as_str()),
+        (9, "1 /tmp\n", "oops\n")
+    );
     let envf = b.dir.path().join("env.list");
     std::fs::write(&envf, "# comment\nFROM_FILE=yes\n").unwrap();
-    let f = berth(&["run", "--rm", "--env-file", envf.to_str().unwrap(), "--entrypoint", "/bin/sh", "bb:1", "-c", "echo $FROM_FILE"]);
+    let f = berth(&[
+        "run",
+        "--rm",
+        "--env-file",
+        envf.to_str().unwrap(),
+        "--entrypoint",
+        "/bin/sh",
+        "bb:1",
+        "-c",
+        "echo $FROM_FILE",
+    ]);
     assert_eq!(f.stdout, "yes\n", "{}", f.stderr);
     assert_eq!(berth(&["run", "--rm", "bb:1", "/no/such"]).status, 127);
-    assert_eq!(berth(&["run", "--rm", "bb:1", "/not-executable"]).status, 126);
+    assert_eq!(
+        berth(&["run", "--rm", "bb:1", "/not-executable"]).status,
+        126
+    );
     let f = berth(&["run", "--rm", "127.0.0.1:1/nosuch:1"]);
     assert_eq!(f.status, 125);
-    assert!(f.stderr.contains("Unable to find image '127.0.0.1:1/nosuch:1' locally"), "{}", f.stderr);
+    assert!(
+        f.stderr
+            .contains("Unable to find image '127.0.0.1:1/nosuch:1' locally"),
+        "{}",
+        f.stderr
+    );
     // Limits reach the container's cgroup: a memory hog is killed (137).
-    let f = berth(&["run", "--rm", "-m", "16m", "--pids-limit", "50", "bb:1", "sh", "-c", "x=a; while true; do x=$x$x; done"]);
+    let f = berth(&[
+        "run",
+        "--rm",
+        "-m",
+        "16m",
+        "--pids-limit",
+        "50",
+        "bb:1",
+        "sh",
+        "-c",
+        "x=a; while true; do x=$x$x; done",
+    ]);
     assert_eq!(f.status, 137, "{}", f.stderr);
-    let id = berth(&["run", "-d", "--name", "longrun", "bb:1", "sleep", "100"]).stdout.trim().to_owned();
+    let id = berth(&["run", "-d", "--name", "longrun", "bb:1", "sleep", "100"])
+        .stdout
+        .trim()
+        .to_owned();
     assert_eq!(id.len(), 64);
     assert!(berth(&["ps"]).stdout.contains("longrun"));
     let f = berth(&["exec", "longrun", "sh", "-c", "echo in; exit 6"]);
@@ -382,7 +684,11 @@ fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
     assert_eq!(berth(&["rm", "longrun"]).status, 0);
     let f = berth(&["inspect", "nothing-here"]);
     assert_eq!(f.status, 1);
-    assert!(f.stderr.contains("No such object: nothing-here"), "{}", f.stderr);
+    assert!(
+        f.stderr.contains("No such object: nothing-here"),
+        "{}",
+        f.stderr
+    );
     assert!(berth(&["version"]).stdout.contains("API version: 1.44"));
     assert!(berth(&["images"]).stdout.contains("bb "));
 }
@@ -401,8 +707,20 @@ fn plain_tcp_is_refused_unless_forced() {
         .unwrap()
         .into();
     assert_eq!(f.status, 1);
-    assert!(f.stderr.contains("TLS for TCP listeners is not implemented") && f.stderr.contains("--allow-plain-tcp"), "{}", f.stderr);
-    let b = Berthd::start(&["-H", &tcp, "--allow-plain-tcp", "--exec-opt", "isolation=process"]);
+    assert!(
+        f.stderr
+            .contains("TLS for TCP listeners is not implemented")
+            && f.stderr.contains("--allow-plain-tcp"),
+        "{}",
+        f.stderr
+    );
+    let b = Berthd::start(&[
+        "-H",
+        &tcp,
+        "--allow-plain-tcp",
+        "--exec-opt",
+        "isolation=process",
+    ]);
     let v: Finished = Command::new("/usr/local/bin/docker")
         .args(["-H", &tcp, "version", "--format", "{{.Server.APIVersion}}"])
         .env("DOCKER_CONFIG", dir.path().join("docker-config"))
@@ -410,5 +728,8 @@ fn plain_tcp_is_refused_unless_forced() {
         .unwrap()
         .into();
     assert_eq!(v.stdout.trim(), "1.44", "{}", v.stderr);
-    assert!(b.log().contains("plain TCP without TLS"), "a loud warning in the log");
+    assert!(
+        b.log().contains("plain TCP without TLS"),
+        "a loud warning in the log"
+    );
 }

@@ -1,7 +1,10 @@
 //! The Docker Engine API (1.44, accepting 1.41 and up and unversioned paths): routing and
 //! the container and system endpoints. Images are in `images.rs`.
 
-use crate::daemon::{new_id, now_rfc3339, parse_signal, unix_of, Ctr, Daemon, ExecRec, Isolation, PendingAttach, Phase, Record, State};
+use crate::daemon::{
+    new_id, now_rfc3339, parse_signal, unix_of, Ctr, Daemon, ExecRec, Isolation, PendingAttach,
+    Phase, Record, State,
+};
 use crate::http::{channel_body, empty, frame, full, json, streamed, ApiError, Query, Resp};
 use berth_protocol::{Channel, Request as AReq, Response as ARes, StreamKind};
 use bytes::Bytes;
@@ -29,7 +32,15 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infa
         Err(e) if e.status == StatusCode::NOT_MODIFIED => empty(StatusCode::NOT_MODIFIED),
         Err(e) => e.into_resp(),
     };
-    crate::log("info", "request", &[("method", method.as_str()), ("path", &path), ("status", resp.status().as_str())]);
+    crate::log(
+        "info",
+        "request",
+        &[
+            ("method", method.as_str()),
+            ("path", &path),
+            ("status", resp.status().as_str()),
+        ],
+    );
     Ok(resp)
 }
 
@@ -78,7 +89,9 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError>
         (&Method::GET, ["containers", "json"]) => list(&d, &q),
         (&Method::POST, ["containers", "create"]) => create(&d, &q, body_json(req).await?),
         (&Method::POST, ["containers", "prune"]) => prune(&d).await,
-        (&Method::GET, ["containers", id, "json"]) => Ok(json(StatusCode::OK, &inspect(&d, &*d.find(id)?))),
+        (&Method::GET, ["containers", id, "json"]) => {
+            Ok(json(StatusCode::OK, &inspect(&d, &*d.find(id)?)))
+        }
         (&Method::POST, ["containers", id, "start"]) => start(&d, d.find(id)?).await,
         (&Method::POST, ["containers", id, "stop"]) => stop(&d, d.find(id)?, &q).await,
         (&Method::POST, ["containers", id, "restart"]) => {
@@ -99,21 +112,33 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError>
         (&Method::GET, ["containers", id, "stats"]) => stats(&d, d.find(id)?, &q).await,
         (&Method::POST, ["containers", id, "rename"]) => rename(&d, d.find(id)?, &q),
         (&Method::DELETE, ["containers", id]) => remove(&d, d.find(id)?, &q).await,
-        (&Method::POST, ["containers", id, "exec"]) => exec_create(&d, d.find(id)?, body_json(req).await?),
+        (&Method::POST, ["containers", id, "exec"]) => {
+            exec_create(&d, d.find(id)?, body_json(req).await?)
+        }
         (&Method::POST, ["exec", id, "start"]) => exec_start(&d, id, req).await,
         (&Method::POST, ["exec", id, "resize"]) => {
             let e = exec_get(&d, id)?;
             resize(&d, d.find(&e.container)?, Some(e.id), &q).await
         }
-        (&Method::GET, ["exec", id, "json"]) => Ok(json(StatusCode::OK, &exec_inspect(&exec_get(&d, id)?))),
-        (_, ["containers", _, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")]) => {
-            Err(ApiError::not_implemented(&format!("containers/{{id}}/{what}")))
+        (&Method::GET, ["exec", id, "json"]) => {
+            Ok(json(StatusCode::OK, &exec_inspect(&exec_get(&d, id)?)))
         }
-        (_, [what @ ("networks" | "volumes" | "build" | "swarm" | "services" | "nodes" | "secrets" | "configs" | "plugins" | "session" | "distribution" | "tasks" | "auth"), ..]) => {
-            Err(ApiError::not_implemented(what))
-        }
+        (
+            _,
+            ["containers", _, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")],
+        ) => Err(ApiError::not_implemented(&format!(
+            "containers/{{id}}/{what}"
+        ))),
+        (
+            _,
+            [what @ ("networks" | "volumes" | "build" | "swarm" | "services" | "nodes" | "secrets"
+            | "configs" | "plugins" | "session" | "distribution" | "tasks" | "auth"), ..],
+        ) => Err(ApiError::not_implemented(what)),
         (_, ["system", "df"]) => Err(ApiError::not_implemented("system df")),
-        _ => Err(ApiError::not_found(format!("page not found: {} {}", m, full_path))),
+        _ => Err(ApiError::not_found(format!(
+            "page not found: {} {}",
+            m, full_path
+        ))),
     }
 }
 
@@ -137,7 +162,11 @@ pub async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, A
 }
 
 fn ping(m: &Method) -> Resp {
-    let mut r = if m == Method::HEAD { empty(StatusCode::OK) } else { streamed("text/plain; charset=utf-8", full("OK")) };
+    let mut r = if m == Method::HEAD {
+        empty(StatusCode::OK)
+    } else {
+        streamed("text/plain; charset=utf-8", full("OK"))
+    };
     let h = r.headers_mut();
     for (k, v) in [
         ("API-Version", API_VERSION),
@@ -153,7 +182,10 @@ fn ping(m: &Method) -> Resp {
 }
 
 fn kernel_version() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_owned()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
 }
 
 fn version() -> Value {
@@ -198,7 +230,10 @@ fn events(d: &Daemon, q: &Query) -> Resp {
         loop {
             let wait = match until {
                 Some(u) => {
-                    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
                     if now >= u {
                         return;
                     }
@@ -225,10 +260,34 @@ fn events(d: &Daemon, q: &Query) -> Resp {
 }
 
 const CONFIG_FIELDS: &[&str] = &[
-    "Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts", "Tty",
-    "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes", "WorkingDir",
-    "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal", "StopTimeout", "Shell",
-    "HostConfig", "NetworkingConfig", "Platform",
+    "Hostname",
+    "Domainname",
+    "User",
+    "AttachStdin",
+    "AttachStdout",
+    "AttachStderr",
+    "ExposedPorts",
+    "Tty",
+    "OpenStdin",
+    "StdinOnce",
+    "Env",
+    "Cmd",
+    "Healthcheck",
+    "ArgsEscaped",
+    "Image",
+    "Volumes",
+    "WorkingDir",
+    "Entrypoint",
+    "NetworkDisabled",
+    "MacAddress",
+    "OnBuild",
+    "Labels",
+    "StopSignal",
+    "StopTimeout",
+    "Shell",
+    "HostConfig",
+    "NetworkingConfig",
+    "Platform",
 ];
 
 fn str_list(v: &Value, what: &str) -> Result<Option<Vec<String>>, ApiError> {
@@ -237,7 +296,11 @@ fn str_list(v: &Value, what: &str) -> Result<Option<Vec<String>>, ApiError> {
         Value::String(s) => Ok(Some(vec![s.clone()])),
         Value::Array(a) => a
             .iter()
-            .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| ApiError::bad(format!("{what} must be a list of strings"))))
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| ApiError::bad(format!("{what} must be a list of strings")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         _ => Err(ApiError::bad(format!("{what} must be a list of strings"))),
@@ -248,16 +311,41 @@ fn valid_name(n: &str) -> bool {
     let n = n.trim_start_matches('/');
     n.len() >= 2
         && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
 }
 
 fn random_name(d: &Daemon) -> String {
-    const A: &[&str] = &["brave", "calm", "eager", "gentle", "jolly", "keen", "lucid", "merry", "nimble", "proud", "quiet", "swift", "tender", "vivid", "witty", "zealous"];
-    const B: &[&str] = &["albattani", "babbage", "curie", "darwin", "euler", "fermat", "galileo", "hopper", "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak", "yalow"];
+    const A: &[&str] = &[
+        "brave", "calm", "eager", "gentle", "jolly", "keen", "lucid", "merry", "nimble", "proud",
+        "quiet", "swift", "tender", "vivid", "witty", "zealous",
+    ];
+    const B: &[&str] = &[
+        "albattani",
+        "babbage",
+        "curie",
+        "darwin",
+        "euler",
+        "fermat",
+        "galileo",
+        "hopper",
+        "lovelace",
+        "noether",
+        "pascal",
+        "ritchie",
+        "shannon",
+        "turing",
+        "wozniak",
+        "yalow",
+    ];
     loop {
         let id = new_id();
         let b = id.as_bytes();
-        let n = format!("{}_{}", A[(b[0] as usize) % A.len()], B[(b[1] as usize) % B.len()]);
+        let n = format!(
+            "{}_{}",
+            A[(b[0] as usize) % A.len()],
+            B[(b[1] as usize) % B.len()]
+        );
         if d.find(&n).is_err() {
             return n;
         }
@@ -266,14 +354,20 @@ fn random_name(d: &Daemon) -> String {
 
 /// `POST /containers/create`.
 fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
-    let obj = v.as_object().ok_or_else(|| ApiError::bad("the container config must be a JSON object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| ApiError::bad("the container config must be a JSON object"))?;
     if let Some(k) = obj.keys().find(|k| !CONFIG_FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad(format!("unknown field {k:?} in the container config")));
+        return Err(ApiError::bad(format!(
+            "unknown field {k:?} in the container config"
+        )));
     }
     let name = match q.get("name").filter(|n| !n.is_empty()) {
         Some(n) => {
             if !valid_name(n) {
-                return Err(ApiError::bad(format!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")));
+                return Err(ApiError::bad(format!(
+                    "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+                )));
             }
             let n = n.trim_start_matches('/').to_owned();
             if let Ok(c) = d.find(&n) {
@@ -288,10 +382,18 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         }
         None => random_name(d),
     };
-    let image = v["Image"].as_str().filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad("no image specified (the Image field is required)"))?;
-    let shown = image.parse::<berth_image::Reference>().map(|r| r.familiar()).unwrap_or_else(|_| image.to_owned());
+    let image = v["Image"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad("no image specified (the Image field is required)"))?;
+    let shown = image
+        .parse::<berth_image::Reference>()
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| image.to_owned());
     let img = d.images.resolve(image).map_err(|e| match e {
-        berth_image::ImageError::NotFound(_) => ApiError::not_found(format!("No such image: {shown}")),
+        berth_image::ImageError::NotFound(_) => {
+            ApiError::not_found(format!("No such image: {shown}"))
+        }
         other => other.into(),
     })?;
     let ic = d.images.runtime_config(&img)?;
@@ -300,21 +402,33 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         h @ Value::Object(_) => h.clone(),
         _ => return Err(ApiError::bad("HostConfig must be an object")),
     };
-    let isolation = match hc["Isolation"].as_str().unwrap_or("") {
-        "" | "default" => d.opts.default_isolation,
-        "process" => Isolation::Process,
-        "vm" | "hyperv" | "microvm" => Isolation::Vm,
-        other => return Err(ApiError::bad(format!("invalid isolation {other:?}: berth offers \"vm\" (the default) and \"process\""))),
-    };
+    let isolation =
+        match hc["Isolation"].as_str().unwrap_or("") {
+            "" | "default" => d.opts.default_isolation,
+            "process" => Isolation::Process,
+            "vm" | "hyperv" | "microvm" => Isolation::Vm,
+            other => return Err(ApiError::bad(format!(
+                "invalid isolation {other:?}: berth offers \"vm\" (the default) and \"process\""
+            ))),
+        };
     if isolation == Isolation::Vm {
         crate::vm_check()?;
     }
-    for (field, what) in [("Binds", "bind mounts"), ("Mounts", "mounts and volumes"), ("VolumesFrom", "volumes-from"), ("Links", "links"), ("Devices", "devices")] {
+    for (field, what) in [
+        ("Binds", "bind mounts"),
+        ("Mounts", "mounts and volumes"),
+        ("VolumesFrom", "volumes-from"),
+        ("Links", "links"),
+        ("Devices", "devices"),
+    ] {
         if hc[field].as_array().is_some_and(|a| !a.is_empty()) {
             return Err(ApiError::not_implemented(what));
         }
     }
-    if hc["PortBindings"].as_object().is_some_and(|o| !o.is_empty()) {
+    if hc["PortBindings"]
+        .as_object()
+        .is_some_and(|o| !o.is_empty())
+    {
         return Err(ApiError::not_implemented("publishing ports"));
     }
     if hc["Privileged"].as_bool() == Some(true) {
@@ -322,10 +436,20 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
     }
     match hc["NetworkMode"].as_str().unwrap_or("") {
         "" | "default" | "bridge" | "none" => {}
-        other => return Err(ApiError::not_implemented(&format!("network mode {other:?}"))),
+        other => {
+            return Err(ApiError::not_implemented(&format!(
+                "network mode {other:?}"
+            )))
+        }
     }
     let ep_given = !v["Entrypoint"].is_null();
-    let entrypoint = str_list(&v["Entrypoint"], "Entrypoint")?.unwrap_or_else(|| if ep_given { vec![] } else { ic.entrypoint.clone().unwrap_or_default() });
+    let entrypoint = str_list(&v["Entrypoint"], "Entrypoint")?.unwrap_or_else(|| {
+        if ep_given {
+            vec![]
+        } else {
+            ic.entrypoint.clone().unwrap_or_default()
+        }
+    });
     let cmd = match str_list(&v["Cmd"], "Cmd")? {
         Some(c) => c,
         None if ep_given => vec![],
@@ -342,12 +466,17 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         env.push(e);
     }
     if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+        env.insert(
+            0,
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        );
     }
     let int = |v: &Value, what: &str| -> Result<i64, ApiError> {
         match v {
             Value::Null => Ok(0),
-            Value::Number(n) => n.as_i64().ok_or_else(|| ApiError::bad(format!("{what} must be an integer"))),
+            Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| ApiError::bad(format!("{what} must be an integer"))),
             _ => Err(ApiError::bad(format!("{what} must be an integer"))),
         }
     };
@@ -358,10 +487,19 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         return Err(ApiError::bad("Minimum memory limit allowed is 6MB"));
     }
     if nano_cpus < 0 {
-        return Err(ApiError::bad("Range of CPUs is from 0.01 to the number of CPUs"));
+        return Err(ApiError::bad(
+            "Range of CPUs is from 0.01 to the number of CPUs",
+        ));
     }
     let id = new_id();
-    let labels = v["Labels"].as_object().map(|o| o.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned()))).collect()).unwrap_or_default();
+    let labels = v["Labels"]
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
     let rec = Record {
         id: id.clone(),
         name,
@@ -370,9 +508,23 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         image_id: img.id.to_string(),
         args,
         env,
-        cwd: v["WorkingDir"].as_str().filter(|s| !s.is_empty()).map(str::to_owned).or(ic.working_dir.clone()).unwrap_or_default(),
-        user: v["User"].as_str().filter(|s| !s.is_empty()).map(str::to_owned).or(ic.user.clone()).unwrap_or_default(),
-        hostname: v["Hostname"].as_str().filter(|s| !s.is_empty()).map(str::to_owned).unwrap_or_else(|| id[..12].to_owned()),
+        cwd: v["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or(ic.working_dir.clone())
+            .unwrap_or_default(),
+        user: v["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .or(ic.user.clone())
+            .unwrap_or_default(),
+        hostname: v["Hostname"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| id[..12].to_owned()),
         tty: v["Tty"].as_bool().unwrap_or(false),
         open_stdin: v["OpenStdin"].as_bool().unwrap_or(false),
         isolation,
@@ -380,24 +532,39 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         memory,
         nano_cpus,
         pids_limit,
-        stop_signal: v["StopSignal"].as_str().map(str::to_owned).or(ic.stop_signal.clone()).unwrap_or_else(|| "SIGTERM".into()),
+        stop_signal: v["StopSignal"]
+            .as_str()
+            .map(str::to_owned)
+            .or(ic.stop_signal.clone())
+            .unwrap_or_else(|| "SIGTERM".into()),
         stop_timeout: v["StopTimeout"].as_i64().unwrap_or(10),
         labels,
         config: v.clone(),
         host_config: hc,
-        state: State { status: "created".into(), ..Default::default() },
+        state: State {
+            status: "created".into(),
+            ..Default::default()
+        },
     };
     parse_signal(&rec.stop_signal)?;
     std::fs::create_dir_all(d.dir(&id)).map_err(|e| ApiError::internal(e.to_string()))?;
     d.save(&rec);
-    d.event("container", "create", &id, j!({"name": rec.name, "image": rec.image}));
+    d.event(
+        "container",
+        "create",
+        &id,
+        j!({"name": rec.name, "image": rec.image}),
+    );
     d.insert(rec);
     Ok(json(StatusCode::CREATED, &j!({"Id": id, "Warnings": []})))
 }
 
 fn status_line(r: &Record) -> String {
     let ago = |t: &str| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let s = (now - unix_of(t)).max(0);
         match s {
             0..=1 => "Less than a second".to_owned(),
@@ -409,7 +576,11 @@ fn status_line(r: &Record) -> String {
     };
     match r.state.status.as_str() {
         "running" => format!("Up {}", ago(&r.state.started_at)),
-        "exited" => format!("Exited ({}) {} ago", r.state.exit_code, ago(&r.state.finished_at)),
+        "exited" => format!(
+            "Exited ({}) {} ago",
+            r.state.exit_code,
+            ago(&r.state.finished_at)
+        ),
         "created" => "Created".into(),
         s => s.to_owned(),
     }
@@ -418,18 +589,30 @@ fn status_line(r: &Record) -> String {
 fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
     let all = q.flag("all", false);
     let filters: Value = match q.get("filters") {
-        Some(f) if !f.is_empty() => serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+        Some(f) if !f.is_empty() => {
+            serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
+        }
         _ => j!({}),
     };
     let fvals = |k: &str| -> Vec<String> {
         match &filters[k] {
-            Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect(),
+            Value::Array(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
             Value::Object(o) => o.keys().cloned().collect(),
             _ => vec![],
         }
     };
-    let (fstatus, fname, fid, flabel) = (fvals("status"), fvals("name"), fvals("id"), fvals("label"));
-    let mut recs: Vec<Record> = d.containers.lock().unwrap_or_else(|e| e.into_inner()).values().map(|c| c.record()).collect();
+    let (fstatus, fname, fid, flabel) =
+        (fvals("status"), fvals("name"), fvals("id"), fvals("label"));
+    let mut recs: Vec<Record> = d
+        .containers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|c| c.record())
+        .collect();
     recs.sort_by(|a, b| b.created.cmp(&a.created));
     let out: Vec<Value> = recs
         .into_iter()
@@ -456,7 +639,13 @@ fn inspect(d: &Daemon, c: &Ctr) -> Value {
     let r = c.record();
     let mut hc = r.host_config.clone();
     if let Some(o) = hc.as_object_mut() {
-        o.insert("Isolation".into(), j!(match r.isolation { Isolation::Vm => "vm", Isolation::Process => "process" }));
+        o.insert(
+            "Isolation".into(),
+            j!(match r.isolation {
+                Isolation::Vm => "vm",
+                Isolation::Process => "process",
+            }),
+        );
         o.entry("NetworkMode").or_insert(j!("none"));
     }
     j!({
@@ -485,8 +674,12 @@ fn inspect(d: &Daemon, c: &Ctr) -> Value {
     })
 }
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(e.to_string()))?
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
 }
 
 async fn start(d: &Arc<Daemon>, c: Arc<Ctr>) -> Result<Resp, ApiError> {
@@ -528,7 +721,10 @@ async fn stop(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError>
     let _op = c.op.lock().await;
     let rec = c.record();
     if !rec.state.running {
-        return Err(ApiError { status: StatusCode::NOT_MODIFIED, message: String::new() });
+        return Err(ApiError {
+            status: StatusCode::NOT_MODIFIED,
+            message: String::new(),
+        });
     }
     let t = q.int("t")?.unwrap_or(rec.stop_timeout).max(0);
     let sig = parse_signal(q.get("signal").unwrap_or(&rec.stop_signal))?;
@@ -547,7 +743,10 @@ async fn kill(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError>
     let rec = c.record();
     let sig = parse_signal(q.get("signal").unwrap_or("SIGKILL"))?;
     if !rec.state.running {
-        return Err(ApiError::conflict(format!("Container {} is not running", rec.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
     }
     let d2 = d.clone();
     blocking(move || d2.signal(&rec, sig, sig == libc::SIGKILL)).await?;
@@ -606,7 +805,11 @@ fn upgraded_resp(tty: bool) -> Resp {
     let h = r.headers_mut();
     h.insert("Connection", "Upgrade".parse().expect("static"));
     h.insert("Upgrade", "tcp".parse().expect("static"));
-    let ct = if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" };
+    let ct = if tty {
+        "application/vnd.docker.raw-stream"
+    } else {
+        "application/vnd.docker.multiplexed-stream"
+    };
     h.insert("Content-Type", ct.parse().expect("static"));
     r
 }
@@ -618,12 +821,34 @@ struct AgentStreams {
     input: Option<std::os::unix::net::UnixStream>,
 }
 
-fn open_streams(ep: &berth_protocol::client::Endpoint, id: &str, exec_id: Option<String>, tty: bool, stdin: bool, stdout: bool, stderr: bool) -> Result<AgentStreams, String> {
-    let open = |k: StreamKind| ep.open(Channel::Stdio { container: id.to_owned(), exec_id: exec_id.clone(), stream: k }).map_err(|e| e.to_string());
+fn open_streams(
+    ep: &berth_protocol::client::Endpoint,
+    id: &str,
+    exec_id: Option<String>,
+    tty: bool,
+    stdin: bool,
+    stdout: bool,
+    stderr: bool,
+) -> Result<AgentStreams, String> {
+    let open = |k: StreamKind| {
+        ep.open(Channel::Stdio {
+            container: id.to_owned(),
+            exec_id: exec_id.clone(),
+            stream: k,
+        })
+        .map_err(|e| e.to_string())
+    };
     if tty {
         let s = open(StreamKind::Pty)?;
-        let input = if stdin { Some(s.try_clone().map_err(|e| e.to_string())?) } else { None };
-        return Ok(AgentStreams { outs: vec![(1, s)], input });
+        let input = if stdin {
+            Some(s.try_clone().map_err(|e| e.to_string())?)
+        } else {
+            None
+        };
+        return Ok(AgentStreams {
+            outs: vec![(1, s)],
+            input,
+        });
     }
     let mut outs = Vec::new();
     if stdout {
@@ -632,7 +857,11 @@ fn open_streams(ep: &berth_protocol::client::Endpoint, id: &str, exec_id: Option
     if stderr {
         outs.push((2, open(StreamKind::Stderr)?));
     }
-    let input = if stdin { Some(open(StreamKind::Stdin)?) } else { None };
+    let input = if stdin {
+        Some(open(StreamKind::Stdin)?)
+    } else {
+        None
+    };
     Ok(AgentStreams { outs, input })
 }
 
@@ -644,7 +873,9 @@ async fn relay(up: hyper::upgrade::Upgraded, tty: bool, s: AgentStreams) {
     let mut tasks = Vec::new();
     for (kind, out) in s.outs {
         let _ = out.set_nonblocking(true);
-        let Ok(mut out) = tokio::net::UnixStream::from_std(out) else { continue };
+        let Ok(mut out) = tokio::net::UnixStream::from_std(out) else {
+            continue;
+        };
         let wr = wr.clone();
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
@@ -653,7 +884,11 @@ async fn relay(up: hyper::upgrade::Upgraded, tty: bool, s: AgentStreams) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => n,
                 };
-                let data = if tty { Bytes::copy_from_slice(&buf[..n]) } else { frame(kind, &buf[..n]) };
+                let data = if tty {
+                    Bytes::copy_from_slice(&buf[..n])
+                } else {
+                    frame(kind, &buf[..n])
+                };
                 if wr.lock().await.write_all(&data).await.is_err() {
                     break;
                 }
@@ -693,22 +928,43 @@ async fn relay(up: hyper::upgrade::Upgraded, tty: bool, s: AgentStreams) {
     in_task.abort();
 }
 
-fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
+fn attach(
+    d: &Arc<Daemon>,
+    c: Arc<Ctr>,
+    q: &Query,
+    mut req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     if !is_upgrade(&req) {
-        return Err(ApiError::bad("attach needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp)"));
+        return Err(ApiError::bad(
+            "attach needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp)",
+        ));
     }
     let rec = c.record();
-    let (stdin, stdout, stderr) = (q.flag("stdin", false) && rec.open_stdin, q.flag("stdout", false), q.flag("stderr", false));
+    let (stdin, stdout, stderr) = (
+        q.flag("stdin", false) && rec.open_stdin,
+        q.flag("stdout", false),
+        q.flag("stderr", false),
+    );
     let phase = *c.phase.borrow();
     let (ready_rx, ack_tx) = match phase {
         Phase::Created => {
             let (rtx, rrx) = tokio::sync::oneshot::channel();
             let (atx, arx) = tokio::sync::oneshot::channel();
-            c.pending.lock().unwrap_or_else(|e| e.into_inner()).push(PendingAttach { ready: rtx, ack: arx });
+            c.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(PendingAttach {
+                    ready: rtx,
+                    ack: arx,
+                });
             (Some(rrx), Some(atx))
         }
         Phase::Running => (None, None),
-        _ => return Err(ApiError::conflict("You cannot attach to a stopped container, start it first")),
+        _ => {
+            return Err(ApiError::conflict(
+                "You cannot attach to a stopped container, start it first",
+            ))
+        }
     };
     let on_up = hyper::upgrade::on(&mut req);
     let d = d.clone();
@@ -723,7 +979,10 @@ fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming>) -
         };
         let id = rec.id.clone();
         let tty = rec.tty;
-        let streams = tokio::task::spawn_blocking(move || open_streams(&ep, &id, None, tty, stdin, stdout, stderr)).await;
+        let streams = tokio::task::spawn_blocking(move || {
+            open_streams(&ep, &id, None, tty, stdin, stdout, stderr)
+        })
+        .await;
         if let Some(a) = ack_tx {
             let _ = a.send(());
         }
@@ -734,17 +993,37 @@ fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming>) -
     Ok(resp)
 }
 
-async fn resize(d: &Arc<Daemon>, c: Arc<Ctr>, exec_id: Option<String>, q: &Query) -> Result<Resp, ApiError> {
+async fn resize(
+    d: &Arc<Daemon>,
+    c: Arc<Ctr>,
+    exec_id: Option<String>,
+    q: &Query,
+) -> Result<Resp, ApiError> {
     let (h, w) = (q.int("h")?.unwrap_or(0), q.int("w")?.unwrap_or(0));
     if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
         return Err(ApiError::bad("invalid terminal size"));
     }
     let rec = c.record();
     if !rec.state.running {
-        return Err(ApiError::conflict(format!("Container {} is not running", rec.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
     }
     let d = d.clone();
-    blocking(move || d.call(&rec, &AReq::ResizeTty { id: rec.id.clone(), exec_id, rows: h as u16, cols: w as u16 }).map(|_| ())).await?;
+    blocking(move || {
+        d.call(
+            &rec,
+            &AReq::ResizeTty {
+                id: rec.id.clone(),
+                exec_id,
+                rows: h as u16,
+                cols: w as u16,
+            },
+        )
+        .map(|_| ())
+    })
+    .await?;
     Ok(empty(StatusCode::OK))
 }
 
@@ -760,7 +1039,10 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
     let until: f64 = q.get("until").and_then(|s| s.parse().ok()).unwrap_or(0.0);
     let tail: Option<usize> = match q.get("tail") {
         None | Some("all") | Some("") => None,
-        Some(t) => Some(t.parse().map_err(|_| ApiError::bad(format!("invalid tail: {t:?}")))?),
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| ApiError::bad(format!("invalid tail: {t:?}")))?,
+        ),
     };
     let path = d.log_path(&rec.id);
     let tty = rec.tty;
@@ -773,7 +1055,12 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
                 return None;
             }
             let time = v["time"].as_str().unwrap_or("");
-            let secs = unix_of(time) as f64 + time.get(20..29).and_then(|n| n.trim_end_matches('Z').parse::<f64>().ok()).map(|n| n / 1e9).unwrap_or(0.0);
+            let secs = unix_of(time) as f64
+                + time
+                    .get(20..29)
+                    .and_then(|n| n.trim_end_matches('Z').parse::<f64>().ok())
+                    .map(|n| n / 1e9)
+                    .unwrap_or(0.0);
             if secs < since || (until > 0.0 && secs > until) {
                 return None;
             }
@@ -781,7 +1068,11 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
             if timestamps {
                 text = format!("{time} {text}");
             }
-            Some(if tty { Bytes::from(text) } else { frame(if stream == "stderr" { 2 } else { 1 }, text.as_bytes()) })
+            Some(if tty {
+                Bytes::from(text)
+            } else {
+                frame(if stream == "stderr" { 2 } else { 1 }, text.as_bytes())
+            })
         };
         let mut file = tokio::fs::File::open(&path).await.ok();
         let mut buf = String::new();
@@ -830,32 +1121,52 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
             let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
         }
     });
-    Ok(streamed(if tty { "application/vnd.docker.raw-stream" } else { "application/vnd.docker.multiplexed-stream" }, body))
+    Ok(streamed(
+        if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        },
+        body,
+    ))
 }
 
 async fn top(d: &Arc<Daemon>, c: Arc<Ctr>) -> Result<Resp, ApiError> {
     let rec = c.record();
     if !rec.state.running {
-        return Err(ApiError::conflict(format!("Container {} is not running", rec.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
     }
     let (d2, r2) = (d.clone(), rec.clone());
-    let pids = match blocking(move || d2.call(&r2, &AReq::ListProcesses { id: r2.id.clone() })).await? {
-        ARes::Processes { pids } => pids,
-        other => return Err(ApiError::internal(format!("agent answered {other:?}"))),
-    };
+    let pids =
+        match blocking(move || d2.call(&r2, &AReq::ListProcesses { id: r2.id.clone() })).await? {
+            ARes::Processes { pids } => pids,
+            other => return Err(ApiError::internal(format!("agent answered {other:?}"))),
+        };
     let procs: Vec<Vec<String>> = pids
         .iter()
         .map(|p| {
             let cmd = match rec.isolation {
                 Isolation::Process => std::fs::read(format!("/proc/{p}/cmdline"))
-                    .map(|b| b.split(|c| *c == 0).filter(|s| !s.is_empty()).map(|s| String::from_utf8_lossy(s).into_owned()).collect::<Vec<_>>().join(" "))
+                    .map(|b| {
+                        b.split(|c| *c == 0)
+                            .filter(|s| !s.is_empty())
+                            .map(|s| String::from_utf8_lossy(s).into_owned())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
                     .unwrap_or_default(),
                 Isolation::Vm => String::new(),
             };
             vec![p.to_string(), cmd]
         })
         .collect();
-    Ok(json(StatusCode::OK, &j!({"Titles": ["PID", "CMD"], "Processes": procs})))
+    Ok(json(
+        StatusCode::OK,
+        &j!({"Titles": ["PID", "CMD"], "Processes": procs}),
+    ))
 }
 
 async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
@@ -863,7 +1174,9 @@ async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError
     let stream = q.flag("stream", true) && !q.flag("one-shot", false);
     let one = |d: Arc<Daemon>, rec: Record| async move {
         if !rec.state.running {
-            return Ok::<Value, ApiError>(j!({"read": now_rfc3339(), "id": rec.id, "name": format!("/{}", rec.name), "memory_stats": {}, "cpu_stats": {}, "precpu_stats": {}, "pids_stats": {}}));
+            return Ok::<Value, ApiError>(
+                j!({"read": now_rfc3339(), "id": rec.id, "name": format!("/{}", rec.name), "memory_stats": {}, "cpu_stats": {}, "precpu_stats": {}, "pids_stats": {}}),
+            );
         }
         let r2 = rec.clone();
         let s = match blocking(move || d.call(&r2, &AReq::Stats { id: r2.id.clone() })).await? {
@@ -890,7 +1203,9 @@ async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError
         loop {
             let rec = c.record();
             let running = rec.state.running;
-            let Ok(v) = one(d.clone(), rec).await else { return };
+            let Ok(v) = one(d.clone(), rec).await else {
+                return;
+            };
             if tx.send(Bytes::from(format!("{v}\n"))).is_err() || !running {
                 return;
             }
@@ -901,13 +1216,22 @@ async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError
 }
 
 fn rename(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
-    let n = q.get("name").unwrap_or("").trim_start_matches('/').to_owned();
+    let n = q
+        .get("name")
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_owned();
     if !valid_name(&n) {
-        return Err(ApiError::bad(format!("Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")));
+        return Err(ApiError::bad(format!(
+            "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        )));
     }
     if let Ok(o) = d.find(&n) {
         if o.record().name == n {
-            return Err(ApiError::conflict(format!("Conflict. The container name \"/{n}\" is already in use by container \"{}\"", o.id)));
+            return Err(ApiError::conflict(format!(
+                "Conflict. The container name \"/{n}\" is already in use by container \"{}\"",
+                o.id
+            )));
         }
     }
     let rec = {
@@ -941,24 +1265,42 @@ async fn remove(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiErro
 }
 
 async fn prune(d: &Arc<Daemon>) -> Result<Resp, ApiError> {
-    let victims: Vec<Arc<Ctr>> = d.containers.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|c| !c.record().state.running).cloned().collect();
+    let victims: Vec<Arc<Ctr>> = d
+        .containers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .filter(|c| !c.record().state.running)
+        .cloned()
+        .collect();
     let mut deleted = Vec::new();
     for c in victims {
         if d.remove_now(&c).is_ok() {
             deleted.push(c.id.clone());
         }
     }
-    Ok(json(StatusCode::OK, &j!({"ContainersDeleted": deleted, "SpaceReclaimed": 0})))
+    Ok(json(
+        StatusCode::OK,
+        &j!({"ContainersDeleted": deleted, "SpaceReclaimed": 0}),
+    ))
 }
 
 fn exec_get(d: &Daemon, id: &str) -> Result<ExecRec, ApiError> {
-    d.execs.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned().ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
+    d.execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("No such exec instance: {id}")))
 }
 
 fn exec_create(d: &Arc<Daemon>, c: Arc<Ctr>, v: Value) -> Result<Resp, ApiError> {
     let rec = c.record();
     if !rec.state.running {
-        return Err(ApiError::conflict(format!("Container {} is not running", rec.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
     }
     let cmd = str_list(&v["Cmd"], "Cmd")?.unwrap_or_default();
     if cmd.is_empty() {
@@ -974,13 +1316,22 @@ fn exec_create(d: &Arc<Daemon>, c: Arc<Ctr>, v: Value) -> Result<Resp, ApiError>
         stdout: v["AttachStdout"].as_bool().unwrap_or(false),
         stderr: v["AttachStderr"].as_bool().unwrap_or(false),
         env: str_list(&v["Env"], "Env")?.unwrap_or_default(),
-        cwd: v["WorkingDir"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
-        user: v["User"].as_str().filter(|s| !s.is_empty()).map(str::to_owned),
+        cwd: v["WorkingDir"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
+        user: v["User"]
+            .as_str()
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         running: false,
         exit_code: None,
         pid: 0,
     };
-    d.execs.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), e);
+    d.execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(id.clone(), e);
     Ok(json(StatusCode::CREATED, &j!({"Id": id})))
 }
 
@@ -992,19 +1343,33 @@ fn exec_inspect(e: &ExecRec) -> Value {
     })
 }
 
-async fn exec_start(d: &Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn exec_start(
+    d: &Arc<Daemon>,
+    id: &str,
+    mut req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let e = exec_get(d, id)?;
     let upgrade = is_upgrade(&req);
-    let on_up = if upgrade { Some(hyper::upgrade::on(&mut req)) } else { None };
+    let on_up = if upgrade {
+        Some(hyper::upgrade::on(&mut req))
+    } else {
+        None
+    };
     let v = body_json(req).await?;
     let detach = v["Detach"].as_bool().unwrap_or(false);
     let c = d.find(&e.container)?;
     let rec = c.record();
     if !rec.state.running {
-        return Err(ApiError::conflict(format!("Container {} is not running", rec.id)));
+        return Err(ApiError::conflict(format!(
+            "Container {} is not running",
+            rec.id
+        )));
     }
     if e.running || e.exit_code.is_some() {
-        return Err(ApiError::conflict(format!("Error: Exec command {} is already running", e.id)));
+        return Err(ApiError::conflict(format!(
+            "Error: Exec command {} is already running",
+            e.id
+        )));
     }
     if !detach && !upgrade {
         return Err(ApiError::bad("exec start needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp), or Detach"));
@@ -1015,20 +1380,41 @@ async fn exec_start(d: &Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> Re
         env.retain(|y| y.split('=').next() != Some(k));
         env.push(x.clone());
     }
-    let mut process = berth_container::spec::docker_default(e.cmd.clone()).process().clone().ok_or_else(|| ApiError::internal("no default process"))?;
+    let mut process = berth_container::spec::docker_default(e.cmd.clone())
+        .process()
+        .clone()
+        .ok_or_else(|| ApiError::internal("no default process"))?;
     process.set_env(Some(env));
     process.set_terminal(Some(e.tty));
-    process.set_cwd(std::path::PathBuf::from(e.cwd.clone().unwrap_or_else(|| if rec.cwd.is_empty() { "/".into() } else { rec.cwd.clone() })));
+    process.set_cwd(std::path::PathBuf::from(e.cwd.clone().unwrap_or_else(
+        || {
+            if rec.cwd.is_empty() {
+                "/".into()
+            } else {
+                rec.cwd.clone()
+            }
+        },
+    )));
     let user = e.user.clone().unwrap_or_else(|| rec.user.clone());
     if !user.is_empty() {
         let mut u = process.user().clone();
         u.set_username(Some(user));
         process.set_user(u);
     }
-    let spec = berth_protocol::ExecSpec { process, open_stdin: e.stdin };
+    let spec = berth_protocol::ExecSpec {
+        process,
+        open_stdin: e.stdin,
+    };
     let (d2, r2, e2) = (d.clone(), rec.clone(), e.clone());
     let pid = blocking(move || {
-        match d2.call(&r2, &AReq::Exec { id: r2.id.clone(), exec_id: e2.id.clone(), spec: Box::new(spec) })? {
+        match d2.call(
+            &r2,
+            &AReq::Exec {
+                id: r2.id.clone(),
+                exec_id: e2.id.clone(),
+                spec: Box::new(spec),
+            },
+        )? {
             ARes::Created { pid } => Ok(pid),
             ARes::Ok => Ok(0),
             other => Err(ApiError::internal(format!("agent answered {other:?}"))),
@@ -1038,26 +1424,67 @@ async fn exec_start(d: &Arc<Daemon>, id: &str, mut req: Request<Incoming>) -> Re
     // The agent creates the exec's process at StartExec; its output waits in the pipes
     // until the streams are connected right after.
     let (d2, r2, eid) = (d.clone(), rec.clone(), e.id.clone());
-    blocking(move || d2.call(&r2, &AReq::StartExec { id: r2.id.clone(), exec_id: eid }).map(|_| ())).await?;
+    blocking(move || {
+        d2.call(
+            &r2,
+            &AReq::StartExec {
+                id: r2.id.clone(),
+                exec_id: eid,
+            },
+        )
+        .map(|_| ())
+    })
+    .await?;
     let ep = d.endpoint(&rec);
     let (e3, ep2, cid) = (e.clone(), ep.clone(), rec.id.clone());
     let streams = if detach {
-        AgentStreams { outs: vec![], input: None }
+        AgentStreams {
+            outs: vec![],
+            input: None,
+        }
     } else {
-        blocking(move || open_streams(&ep2, &cid, Some(e3.id.clone()), e3.tty, e3.stdin, e3.stdout || e3.tty, e3.stderr).map_err(ApiError::internal)).await?
+        blocking(move || {
+            open_streams(
+                &ep2,
+                &cid,
+                Some(e3.id.clone()),
+                e3.tty,
+                e3.stdin,
+                e3.stdout || e3.tty,
+                e3.stderr,
+            )
+            .map_err(ApiError::internal)
+        })
+        .await?
     };
-    if let Some(x) = d.execs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&e.id) {
+    if let Some(x) = d
+        .execs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&e.id)
+    {
         x.running = true;
         x.pid = i64::from(pid);
     }
     // Record the exit code when it exits.
     let (d2, r2, eid) = (d.clone(), rec.clone(), e.id.clone());
     tokio::task::spawn_blocking(move || {
-        let code = match d2.call(&r2, &AReq::Wait { id: r2.id.clone(), exec_id: Some(eid.clone()) }) {
+        let code = match d2.call(
+            &r2,
+            &AReq::Wait {
+                id: r2.id.clone(),
+                exec_id: Some(eid.clone()),
+            },
+        ) {
             Ok(ARes::Exited { status }) => i64::from(status),
             _ => 255,
         };
-        if let Some(x) = d2.execs.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&eid) {
+        if let Some(x) = d2
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&eid)
+        {
             x.running = false;
             x.exit_code = Some(code);
         }

@@ -19,7 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const DEFAULT_SOCK: &str = "/run/berth/berth.sock";
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "berth: containers in microVMs, with Docker's commands")]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: containers in microVMs, with Docker's commands"
+)]
 struct Cli {
     /// Daemon socket (unix:///PATH).
     #[arg(short = 'H', long = "host", env = "BERTH_HOST", global = true)]
@@ -183,7 +187,10 @@ enum Cmd {
         containers: Vec<String>,
     },
     /// Create a new image from a container's changes.
-    Commit { container: String, repository: Option<String> },
+    Commit {
+        container: String,
+        repository: Option<String>,
+    },
     /// List images.
     Images {
         #[arg(short = 'q', long)]
@@ -261,27 +268,46 @@ fn full(b: Bytes) -> http_body_util::combinators::BoxBody<Bytes, std::io::Error>
 }
 
 impl Conn {
-    async fn send(&self, method: &str, path: &str, body: Option<Value>, raw: Option<Bytes>, upgrade: bool) -> Result<Resp, Fail> {
+    async fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        raw: Option<Bytes>,
+        upgrade: bool,
+    ) -> Result<Resp, Fail> {
         let s = tokio::net::UnixStream::connect(&self.sock)
             .await
-            .map_err(|e| daemon_err(format!("Cannot connect to the berth daemon at unix://{}: {e}. Is berthd running?", self.sock.display())))?;
+            .map_err(|e| {
+                daemon_err(format!(
+                    "Cannot connect to the berth daemon at unix://{}: {e}. Is berthd running?",
+                    self.sock.display()
+                ))
+            })?;
         let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
             .await
             .map_err(|e| daemon_err(e.to_string()))?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
         });
-        let mut b = Request::builder().method(method).uri(format!("http://berth/v1.44{path}")).header("Host", "berth");
+        let mut b = Request::builder()
+            .method(method)
+            .uri(format!("http://berth/v1.44{path}"))
+            .header("Host", "berth");
         if upgrade {
             b = b.header("Connection", "Upgrade").header("Upgrade", "tcp");
         }
         let req = match (body, raw) {
-            (Some(v), _) => b.header("Content-Type", "application/json").body(full(Bytes::from(v.to_string()))),
+            (Some(v), _) => b
+                .header("Content-Type", "application/json")
+                .body(full(Bytes::from(v.to_string()))),
             (None, Some(r)) => b.header("Content-Type", "application/x-tar").body(full(r)),
             (None, None) => b.body(full(Bytes::new())),
         }
         .map_err(|e| daemon_err(e.to_string()))?;
-        tx.send_request(req).await.map_err(|e| daemon_err(e.to_string()))
+        tx.send_request(req)
+            .await
+            .map_err(|e| daemon_err(e.to_string()))
     }
 
     /// A request whose reply is JSON (or empty); errors become Docker's "Error response
@@ -289,10 +315,18 @@ impl Conn {
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Fail> {
         let r = self.send(method, path, body, None, false).await?;
         let status = r.status();
-        let bytes = r.into_body().collect().await.map_err(|e| daemon_err(e.to_string()))?.to_bytes();
+        let bytes = r
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| daemon_err(e.to_string()))?
+            .to_bytes();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if !status.is_success() && status.as_u16() != 304 {
-            let m = v["message"].as_str().map(str::to_owned).unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            let m = v["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
             return Err(daemon_err(format!("Error response from daemon: {m}")));
         }
         Ok(v)
@@ -320,7 +354,9 @@ async fn progress(r: Resp) -> Result<(), Fail> {
         buf.extend_from_slice(d);
         while let Some(i) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=i).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else { continue };
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
             if let Some(e) = v["error"].as_str() {
                 err = Some(e.to_owned());
                 continue;
@@ -354,7 +390,9 @@ async fn progress(r: Resp) -> Result<(), Fail> {
         return Err(daemon_err(format!("Error response from daemon: {e}")));
     }
     if !status.is_success() {
-        return Err(daemon_err(format!("Error response from daemon: HTTP {status}")));
+        return Err(daemon_err(format!(
+            "Error response from daemon: HTTP {status}"
+        )));
     }
     Ok(())
 }
@@ -369,19 +407,37 @@ fn parse_memory(s: &str) -> Result<i64, Fail> {
     };
     num.parse::<f64>()
         .map(|n| (n * mul as f64) as i64)
-        .map_err(|_| Fail(format!("invalid argument \"{s}\" for \"-m, --memory\" flag: invalid size"), 125))
+        .map_err(|_| {
+            Fail(
+                format!("invalid argument \"{s}\" for \"-m, --memory\" flag: invalid size"),
+                125,
+            )
+        })
 }
 
 fn create_body(o: &CreateOpts) -> Result<Value, Fail> {
     let mut env = Vec::new();
     for f in &o.env_file {
-        let text = std::fs::read_to_string(f).map_err(|e| Fail(format!("open {}: {e}", f.display()), 125))?;
-        for l in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            env.push(if l.contains('=') { l.to_owned() } else { format!("{l}={}", std::env::var(l).unwrap_or_default()) });
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Fail(format!("open {}: {e}", f.display()), 125))?;
+        for l in text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            env.push(if l.contains('=') {
+                l.to_owned()
+            } else {
+                format!("{l}={}", std::env::var(l).unwrap_or_default())
+            });
         }
     }
     for e in &o.env {
-        env.push(if e.contains('=') { e.clone() } else { format!("{e}={}", std::env::var(e).unwrap_or_default()) });
+        env.push(if e.contains('=') {
+            e.clone()
+        } else {
+            format!("{e}={}", std::env::var(e).unwrap_or_default())
+        });
     }
     let mut hc = json!({"AutoRemove": o.rm, "NetworkMode": "default"});
     if let Some(m) = &o.memory {
@@ -406,7 +462,11 @@ fn create_body(o: &CreateOpts) -> Result<Value, Fail> {
     if let Some(e) = &o.entrypoint {
         v["Entrypoint"] = json!([e]);
     }
-    for (k, val) in [("WorkingDir", &o.workdir), ("User", &o.user), ("Hostname", &o.hostname)] {
+    for (k, val) in [
+        ("WorkingDir", &o.workdir),
+        ("User", &o.user),
+        ("Hostname", &o.hostname),
+    ] {
         if let Some(x) = val {
             v[k] = json!(x);
         }
@@ -450,7 +510,8 @@ fn term_size() -> Option<(u16, u16)> {
     // SAFETY: winsize is plain data; TIOCGWINSZ fills it for fd 1.
     let mut w: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: a valid out pointer for the ioctl.
-    (unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut w) } == 0 && w.ws_row > 0).then_some((w.ws_row, w.ws_col))
+    (unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut w) } == 0 && w.ws_row > 0)
+        .then_some((w.ws_row, w.ws_col))
 }
 
 /// Streams an upgraded attach/exec connection to this terminal: stdin up (then a
@@ -458,11 +519,21 @@ fn term_size() -> Option<(u16, u16)> {
 async fn stream(r: Resp, tty: bool, stdin: bool) -> Result<(), Fail> {
     if r.status().as_u16() != 101 {
         let status = r.status();
-        let b = r.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+        let b = r
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
         let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-        return Err(daemon_err(format!("Error response from daemon: {}", v["message"].as_str().unwrap_or(status.as_str()))));
+        return Err(daemon_err(format!(
+            "Error response from daemon: {}",
+            v["message"].as_str().unwrap_or(status.as_str())
+        )));
     }
-    let up = hyper::upgrade::on(r).await.map_err(|e| daemon_err(e.to_string()))?;
+    let up = hyper::upgrade::on(r)
+        .await
+        .map_err(|e| daemon_err(e.to_string()))?;
     let (mut rd, mut wr) = tokio::io::split(TokioIo::new(up));
     let input = tokio::spawn(async move {
         if stdin {
@@ -517,33 +588,68 @@ fn start_failure_code(m: &str) -> u8 {
 
 async fn run_cmd(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, Fail> {
     let body = create_body(&opts)?;
-    let q = opts.name.as_deref().map(|n| format!("?name={n}")).unwrap_or_default();
-    let created = match c.call("POST", &format!("/containers/create{q}"), Some(body.clone())).await {
+    let q = opts
+        .name
+        .as_deref()
+        .map(|n| format!("?name={n}"))
+        .unwrap_or_default();
+    let created = match c
+        .call(
+            "POST",
+            &format!("/containers/create{q}"),
+            Some(body.clone()),
+        )
+        .await
+    {
         Ok(v) => v,
         Err(Fail(m, _)) if m.contains("No such image") => {
             eprintln!("Unable to find image '{}' locally", full_name(&opts.image));
             pull(c, &opts.image).await?;
-            c.call("POST", &format!("/containers/create{q}"), Some(body)).await?
+            c.call("POST", &format!("/containers/create{q}"), Some(body))
+                .await?
         }
         Err(e) => return Err(e),
     };
     let id = created["Id"].as_str().unwrap_or_default().to_owned();
     if detach {
-        if let Err(Fail(m, _)) = c.call("POST", &format!("/containers/{id}/start"), None).await {
+        if let Err(Fail(m, _)) = c
+            .call("POST", &format!("/containers/{id}/start"), None)
+            .await
+        {
             return Err(Fail(m.clone(), start_failure_code(&m)));
         }
         println!("{id}");
         return Ok(0);
     }
     let attach = c
-        .send("POST", &format!("/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}", u8::from(opts.interactive)), None, None, true)
+        .send(
+            "POST",
+            &format!(
+                "/containers/{id}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+                u8::from(opts.interactive)
+            ),
+            None,
+            None,
+            true,
+        )
         .await?;
     let cond = if opts.rm { "removed" } else { "next-exit" };
-    let wait = c.send("POST", &format!("/containers/{id}/wait?condition={cond}"), None, None, false).await?;
+    let wait = c
+        .send(
+            "POST",
+            &format!("/containers/{id}/wait?condition={cond}"),
+            None,
+            None,
+            false,
+        )
+        .await?;
     let (tty, stdin) = (opts.tty, opts.interactive);
     let _raw = RawTerm::new(tty && stdin);
     let streaming = tokio::spawn(stream(attach, tty, stdin));
-    if let Err(Fail(m, _)) = c.call("POST", &format!("/containers/{id}/start"), None).await {
+    if let Err(Fail(m, _)) = c
+        .call("POST", &format!("/containers/{id}/start"), None)
+        .await
+    {
         drop(_raw);
         eprintln!("berth: {m}");
         if opts.rm {
@@ -553,10 +659,21 @@ async fn run_cmd(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, Fail> {
     }
     if tty {
         if let Some((h, w)) = term_size() {
-            let _ = c.call("POST", &format!("/containers/{id}/resize?h={h}&w={w}"), None).await;
+            let _ = c
+                .call(
+                    "POST",
+                    &format!("/containers/{id}/resize?h={h}&w={w}"),
+                    None,
+                )
+                .await;
         }
     }
-    let code = wait.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let code = wait
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let _ = streaming.await;
     let v: Value = serde_json::from_slice(&code).unwrap_or(Value::Null);
     Ok(v["StatusCode"].as_i64().unwrap_or(125).clamp(0, 255) as u8)
@@ -575,26 +692,55 @@ async fn pull(c: &Conn, image: &str) -> Result<(), Fail> {
         Some((n, t)) => (n.to_owned(), t.to_owned()),
         None => (image.to_owned(), "latest".to_owned()),
     };
-    let r = c.send("POST", &format!("/images/create?fromImage={}&tag={}", enc(&name), enc(&tag)), None, None, false).await?;
+    let r = c
+        .send(
+            "POST",
+            &format!("/images/create?fromImage={}&tag={}", enc(&name), enc(&tag)),
+            None,
+            None,
+            false,
+        )
+        .await?;
     progress(r).await
 }
 
 fn enc(s: &str) -> String {
     s.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
 fn table(rows: Vec<Vec<String>>) {
     let n = rows.iter().map(|r| r.len()).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n).map(|i| rows.iter().map(|r| r.get(i).map(|s| s.len()).unwrap_or(0)).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..n)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map(|s| s.len()).unwrap_or(0))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     for r in rows {
-        let line: Vec<String> = r.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i] + 3)).collect();
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i] + 3))
+            .collect();
         println!("{}", line.concat().trim_end());
     }
 }
 
-async fn each(c: &Conn, names: &[String], f: impl Fn(&str) -> (String, String)) -> Result<u8, Fail> {
+async fn each(
+    c: &Conn,
+    names: &[String],
+    f: impl Fn(&str) -> (String, String),
+) -> Result<u8, Fail> {
     let mut failed = false;
     for n in names {
         let (method, path) = f(n);
@@ -613,36 +759,103 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
     match cmd {
         Cmd::Run { detach, opts } => run_cmd(c, opts, detach).await,
         Cmd::Create { opts } => {
-            let q = opts.name.as_deref().map(|n| format!("?name={n}")).unwrap_or_default();
-            let v = c.call("POST", &format!("/containers/create{q}"), Some(create_body(&opts)?)).await?;
+            let q = opts
+                .name
+                .as_deref()
+                .map(|n| format!("?name={n}"))
+                .unwrap_or_default();
+            let v = c
+                .call(
+                    "POST",
+                    &format!("/containers/create{q}"),
+                    Some(create_body(&opts)?),
+                )
+                .await?;
             println!("{}", v["Id"].as_str().unwrap_or_default());
             Ok(0)
         }
         Cmd::Start { attach, containers } => {
             if attach && containers.len() == 1 {
                 let id = &containers[0];
-                let info = c.call("GET", &format!("/containers/{id}/json"), None).await?;
+                let info = c
+                    .call("GET", &format!("/containers/{id}/json"), None)
+                    .await?;
                 let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
-                let a = c.send("POST", &format!("/containers/{id}/attach?stream=1&stdout=1&stderr=1"), None, None, true).await?;
-                let w = c.send("POST", &format!("/containers/{id}/wait?condition=next-exit"), None, None, false).await?;
+                let a = c
+                    .send(
+                        "POST",
+                        &format!("/containers/{id}/attach?stream=1&stdout=1&stderr=1"),
+                        None,
+                        None,
+                        true,
+                    )
+                    .await?;
+                let w = c
+                    .send(
+                        "POST",
+                        &format!("/containers/{id}/wait?condition=next-exit"),
+                        None,
+                        None,
+                        false,
+                    )
+                    .await?;
                 let s = tokio::spawn(stream(a, tty, false));
-                c.call("POST", &format!("/containers/{id}/start"), None).await?;
-                let b = w.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                c.call("POST", &format!("/containers/{id}/start"), None)
+                    .await?;
+                let b = w
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
                 let _ = s.await;
                 let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
                 return Ok(v["StatusCode"].as_i64().unwrap_or(0).clamp(0, 255) as u8);
             }
-            each(c, &containers, |n| ("POST".into(), format!("/containers/{n}/start"))).await
+            each(c, &containers, |n| {
+                ("POST".into(), format!("/containers/{n}/start"))
+            })
+            .await
         }
         Cmd::Stop { time, containers } => {
             let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
-            each(c, &containers, |n| ("POST".into(), format!("/containers/{n}/stop{q}"))).await
+            each(c, &containers, |n| {
+                ("POST".into(), format!("/containers/{n}/stop{q}"))
+            })
+            .await
         }
-        Cmd::Kill { signal, containers } => each(c, &containers, |n| ("POST".into(), format!("/containers/{n}/kill?signal={signal}"))).await,
-        Cmd::Restart { containers } => each(c, &containers, |n| ("POST".into(), format!("/containers/{n}/restart"))).await,
-        Cmd::Rm { force, containers } => each(c, &containers, |n| ("DELETE".into(), format!("/containers/{n}?force={}", u8::from(force)))).await,
+        Cmd::Kill { signal, containers } => {
+            each(c, &containers, |n| {
+                (
+                    "POST".into(),
+                    format!("/containers/{n}/kill?signal={signal}"),
+                )
+            })
+            .await
+        }
+        Cmd::Restart { containers } => {
+            each(c, &containers, |n| {
+                ("POST".into(), format!("/containers/{n}/restart"))
+            })
+            .await
+        }
+        Cmd::Rm { force, containers } => {
+            each(c, &containers, |n| {
+                (
+                    "DELETE".into(),
+                    format!("/containers/{n}?force={}", u8::from(force)),
+                )
+            })
+            .await
+        }
         Cmd::Ps { all, quiet } => {
-            let v = c.call("GET", &format!("/containers/json?all={}", u8::from(all)), None).await?;
+            let v = c
+                .call(
+                    "GET",
+                    &format!("/containers/json?all={}", u8::from(all)),
+                    None,
+                )
+                .await?;
             let list = v.as_array().cloned().unwrap_or_default();
             if quiet {
                 for x in list {
@@ -650,7 +863,9 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                 }
                 return Ok(0);
             }
-            let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"].map(String::from).to_vec()];
+            let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"]
+                .map(String::from)
+                .to_vec()];
             for x in list {
                 let mut cmd = x["Command"].as_str().unwrap_or_default().to_owned();
                 if cmd.len() > 20 {
@@ -662,23 +877,47 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                     x["Image"].as_str().unwrap_or_default().to_owned(),
                     format!("\"{cmd}\""),
                     x["Status"].as_str().unwrap_or_default().to_owned(),
-                    x["Names"][0].as_str().unwrap_or_default().trim_start_matches('/').to_owned(),
+                    x["Names"][0]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_owned(),
                 ]);
             }
             table(rows);
             Ok(0)
         }
-        Cmd::Logs { follow, timestamps, tail, since, container } => {
-            let info = c.call("GET", &format!("/containers/{container}/json"), None).await?;
+        Cmd::Logs {
+            follow,
+            timestamps,
+            tail,
+            since,
+            container,
+        } => {
+            let info = c
+                .call("GET", &format!("/containers/{container}/json"), None)
+                .await?;
             let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
-            let mut q = format!("stdout=1&stderr=1&follow={}&timestamps={}", u8::from(follow), u8::from(timestamps));
+            let mut q = format!(
+                "stdout=1&stderr=1&follow={}&timestamps={}",
+                u8::from(follow),
+                u8::from(timestamps)
+            );
             if let Some(t) = tail {
                 q.push_str(&format!("&tail={t}"));
             }
             if let Some(s) = since {
                 q.push_str(&format!("&since={s}"));
             }
-            let r = c.send("GET", &format!("/containers/{container}/logs?{q}"), None, None, false).await?;
+            let r = c
+                .send(
+                    "GET",
+                    &format!("/containers/{container}/logs?{q}"),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
             let mut buf = Vec::new();
             read_body(r, |d| {
                 if tty {
@@ -703,7 +942,16 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             .await?;
             Ok(0)
         }
-        Cmd::Exec { interactive, tty, detach, env, workdir, user, container, command } => {
+        Cmd::Exec {
+            interactive,
+            tty,
+            detach,
+            env,
+            workdir,
+            user,
+            container,
+            command,
+        } => {
             let mut body = json!({"Cmd": command, "Tty": tty, "AttachStdin": interactive, "AttachStdout": !detach, "AttachStderr": !detach, "Env": env});
             if let Some(w) = workdir {
                 body["WorkingDir"] = json!(w);
@@ -711,9 +959,19 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             if let Some(u) = user {
                 body["User"] = json!(u);
             }
-            let v = c.call("POST", &format!("/containers/{container}/exec"), Some(body)).await?;
+            let v = c
+                .call("POST", &format!("/containers/{container}/exec"), Some(body))
+                .await?;
             let id = v["Id"].as_str().unwrap_or_default().to_owned();
-            let r = c.send("POST", &format!("/exec/{id}/start"), Some(json!({"Detach": detach, "Tty": tty})), None, !detach).await?;
+            let r = c
+                .send(
+                    "POST",
+                    &format!("/exec/{id}/start"),
+                    Some(json!({"Detach": detach, "Tty": tty})),
+                    None,
+                    !detach,
+                )
+                .await?;
             if detach {
                 return Ok(0);
             }
@@ -731,10 +989,23 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             Ok(0)
         }
         Cmd::Attach { container } => {
-            let info = c.call("GET", &format!("/containers/{container}/json"), None).await?;
+            let info = c
+                .call("GET", &format!("/containers/{container}/json"), None)
+                .await?;
             let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
             let stdin = info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
-            let r = c.send("POST", &format!("/containers/{container}/attach?stream=1&stdout=1&stderr=1&stdin={}", u8::from(stdin)), None, None, true).await?;
+            let r = c
+                .send(
+                    "POST",
+                    &format!(
+                        "/containers/{container}/attach?stream=1&stdout=1&stderr=1&stdin={}",
+                        u8::from(stdin)
+                    ),
+                    None,
+                    None,
+                    true,
+                )
+                .await?;
             let _raw = RawTerm::new(tty && stdin);
             stream(r, tty, stdin).await?;
             Ok(0)
@@ -758,52 +1029,107 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         }
         Cmd::Wait { containers } => {
             for n in containers {
-                let v = c.call("POST", &format!("/containers/{n}/wait"), None).await?;
+                let v = c
+                    .call("POST", &format!("/containers/{n}/wait"), None)
+                    .await?;
                 println!("{}", v["StatusCode"]);
             }
             Ok(0)
         }
         Cmd::Top { container } => {
-            let v = c.call("GET", &format!("/containers/{container}/top"), None).await?;
-            let mut rows = vec![v["Titles"].as_array().cloned().unwrap_or_default().iter().map(|t| t.as_str().unwrap_or_default().to_owned()).collect()];
+            let v = c
+                .call("GET", &format!("/containers/{container}/top"), None)
+                .await?;
+            let mut rows = vec![v["Titles"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|t| t.as_str().unwrap_or_default().to_owned())
+                .collect()];
             for p in v["Processes"].as_array().cloned().unwrap_or_default() {
-                rows.push(p.as_array().cloned().unwrap_or_default().iter().map(|t| t.as_str().unwrap_or_default().to_owned()).collect());
+                rows.push(
+                    p.as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|t| t.as_str().unwrap_or_default().to_owned())
+                        .collect(),
+                );
             }
             table(rows);
             Ok(0)
         }
         Cmd::Stats { containers } => {
-            let mut rows = vec![["CONTAINER", "MEM USAGE", "LIMIT", "PIDS"].map(String::from).to_vec()];
+            let mut rows = vec![["CONTAINER", "MEM USAGE", "LIMIT", "PIDS"]
+                .map(String::from)
+                .to_vec()];
             for n in containers {
-                let v = c.call("GET", &format!("/containers/{n}/stats?stream=0"), None).await?;
-                rows.push(vec![n, v["memory_stats"]["usage"].to_string(), v["memory_stats"]["limit"].to_string(), v["pids_stats"]["current"].to_string()]);
+                let v = c
+                    .call("GET", &format!("/containers/{n}/stats?stream=0"), None)
+                    .await?;
+                rows.push(vec![
+                    n,
+                    v["memory_stats"]["usage"].to_string(),
+                    v["memory_stats"]["limit"].to_string(),
+                    v["pids_stats"]["current"].to_string(),
+                ]);
             }
             table(rows);
             Ok(0)
         }
-        Cmd::Commit { container, repository } => {
-            let q = repository.map(|r| format!("&repo={}", enc(&r))).unwrap_or_default();
-            let v = c.call("POST", &format!("/commit?container={container}{q}"), None).await?;
+        Cmd::Commit {
+            container,
+            repository,
+        } => {
+            let q = repository
+                .map(|r| format!("&repo={}", enc(&r)))
+                .unwrap_or_default();
+            let v = c
+                .call("POST", &format!("/commit?container={container}{q}"), None)
+                .await?;
             println!("{}", v["Id"].as_str().unwrap_or_default());
             Ok(0)
         }
         Cmd::Images { quiet } => {
             let v = c.call("GET", "/images/json", None).await?;
             let list = v.as_array().cloned().unwrap_or_default();
-            let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE"].map(String::from).to_vec()];
+            let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
+                .map(String::from)
+                .to_vec()];
             for x in list {
-                let id = x["Id"].as_str().unwrap_or_default().trim_start_matches("sha256:").get(..12).unwrap_or_default().to_owned();
+                let id = x["Id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches("sha256:")
+                    .get(..12)
+                    .unwrap_or_default()
+                    .to_owned();
                 if quiet {
                     println!("{id}");
                     continue;
                 }
                 let size = format!("{:.1}MB", x["Size"].as_f64().unwrap_or(0.0) / 1e6);
-                let tags: Vec<String> = x["RepoTags"].as_array().cloned().unwrap_or_default().iter().filter_map(|t| t.as_str().map(str::to_owned)).collect();
+                let tags: Vec<String> = x["RepoTags"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect();
                 if tags.is_empty() {
-                    rows.push(vec!["<none>".into(), "<none>".into(), id.clone(), size.clone()]);
+                    rows.push(vec![
+                        "<none>".into(),
+                        "<none>".into(),
+                        id.clone(),
+                        size.clone(),
+                    ]);
                 }
                 for t in tags {
-                    let (r, tag) = t.rsplit_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())).unwrap_or((t.clone(), String::new()));
+                    let (r, tag) = t
+                        .rsplit_once(':')
+                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                        .unwrap_or((t.clone(), String::new()));
                     rows.push(vec![r, tag, id.clone(), size.clone()]);
                 }
             }
@@ -818,7 +1144,15 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                 Some((n, t)) => (n.to_owned(), t.to_owned()),
                 None => (image.clone(), "latest".to_owned()),
             };
-            let r = c.send("POST", &format!("/images/{name}/push?tag={}", enc(&tag)), None, None, false).await?;
+            let r = c
+                .send(
+                    "POST",
+                    &format!("/images/{name}/push?tag={}", enc(&tag)),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
             progress(r).await.map(|_| 0)
         }
         Cmd::Tag { source, target } => {
@@ -826,13 +1160,25 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                 Some((r, t)) => (r.to_owned(), t.to_owned()),
                 None => (target.clone(), "latest".to_owned()),
             };
-            c.call("POST", &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(&tag)), None).await?;
+            c.call(
+                "POST",
+                &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(&tag)),
+                None,
+            )
+            .await?;
             Ok(0)
         }
         Cmd::Rmi { force, images } => {
             let mut failed = false;
             for i in images {
-                match c.call("DELETE", &format!("/images/{i}?force={}", u8::from(force)), None).await {
+                match c
+                    .call(
+                        "DELETE",
+                        &format!("/images/{i}?force={}", u8::from(force)),
+                        None,
+                    )
+                    .await
+                {
                     Ok(v) => {
                         for x in v.as_array().cloned().unwrap_or_default() {
                             if let Some(u) = x["Untagged"].as_str() {
@@ -853,17 +1199,39 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         }
         Cmd::Save { output, images } => {
             if output.is_none() && std::io::stdout().is_terminal() {
-                return Err(Fail("cowardly refusing to save to a terminal. Use the -o flag or redirect".into(), 1));
+                return Err(Fail(
+                    "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+                    1,
+                ));
             }
             let q: Vec<String> = images.iter().map(|i| format!("names={}", enc(i))).collect();
-            let r = c.send("GET", &format!("/images/get?{}", q.join("&")), None, None, false).await?;
+            let r = c
+                .send(
+                    "GET",
+                    &format!("/images/get?{}", q.join("&")),
+                    None,
+                    None,
+                    false,
+                )
+                .await?;
             if !r.status().is_success() {
-                let b = r.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let b = r
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
                 let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                return Err(daemon_err(format!("Error response from daemon: {}", v["message"].as_str().unwrap_or(""))));
+                return Err(daemon_err(format!(
+                    "Error response from daemon: {}",
+                    v["message"].as_str().unwrap_or("")
+                )));
             }
             let mut sink: Box<dyn Write> = match &output {
-                Some(p) => Box::new(std::fs::File::create(p).map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?),
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?,
+                ),
                 None => Box::new(std::io::stdout()),
             };
             let mut werr = None;
@@ -880,20 +1248,35 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         }
         Cmd::Load { input } => {
             let data = match &input {
-                Some(p) => std::fs::read(p).map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?,
+                Some(p) => {
+                    std::fs::read(p).map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?
+                }
                 None => {
                     let mut v = Vec::new();
-                    tokio::io::stdin().read_to_end(&mut v).await.map_err(|e| Fail(e.to_string(), 1))?;
+                    tokio::io::stdin()
+                        .read_to_end(&mut v)
+                        .await
+                        .map_err(|e| Fail(e.to_string(), 1))?;
                     v
                 }
             };
-            let r = c.send("POST", "/images/load", None, Some(Bytes::from(data)), false).await?;
+            let r = c
+                .send("POST", "/images/load", None, Some(Bytes::from(data)), false)
+                .await?;
             progress(r).await.map(|_| 0)
         }
-        Cmd::Import { change, message, file, reference } => {
+        Cmd::Import {
+            change,
+            message,
+            file,
+            reference,
+        } => {
             let data = if file == "-" {
                 let mut v = Vec::new();
-                tokio::io::stdin().read_to_end(&mut v).await.map_err(|e| Fail(e.to_string(), 1))?;
+                tokio::io::stdin()
+                    .read_to_end(&mut v)
+                    .await
+                    .map_err(|e| Fail(e.to_string(), 1))?;
                 v
             } else {
                 std::fs::read(&file).map_err(|e| Fail(format!("{file}: {e}"), 1))?
@@ -912,12 +1295,28 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             if let Some(m) = message {
                 q.push_str(&format!("&message={}", enc(&m)));
             }
-            let r = c.send("POST", &format!("/images/create?{q}"), None, Some(Bytes::from(data)), false).await?;
+            let r = c
+                .send(
+                    "POST",
+                    &format!("/images/create?{q}"),
+                    None,
+                    Some(Bytes::from(data)),
+                    false,
+                )
+                .await?;
             let status = r.status();
-            let b = r.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+            let b = r
+                .into_body()
+                .collect()
+                .await
+                .map(|c| c.to_bytes())
+                .unwrap_or_default();
             let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
             if !status.is_success() {
-                return Err(daemon_err(format!("Error response from daemon: {}", v["message"].as_str().unwrap_or(""))));
+                return Err(daemon_err(format!(
+                    "Error response from daemon: {}",
+                    v["message"].as_str().unwrap_or("")
+                )));
             }
             println!("{}", v["status"].as_str().unwrap_or_default());
             Ok(0)
@@ -925,8 +1324,24 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Info => {
             let v = c.call("GET", "/info", None).await?;
             println!("Server:");
-            for k in ["Containers", "ContainersRunning", "ContainersStopped", "Images", "ServerVersion", "Isolation", "KernelVersion", "OperatingSystem", "NCPU", "DockerRootDir"] {
-                println!(" {k}: {}", v[k].as_str().map(str::to_owned).unwrap_or_else(|| v[k].to_string()));
+            for k in [
+                "Containers",
+                "ContainersRunning",
+                "ContainersStopped",
+                "Images",
+                "ServerVersion",
+                "Isolation",
+                "KernelVersion",
+                "OperatingSystem",
+                "NCPU",
+                "DockerRootDir",
+            ] {
+                println!(
+                    " {k}: {}",
+                    v[k].as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v[k].to_string())
+                );
             }
             for w in v["Warnings"].as_array().cloned().unwrap_or_default() {
                 println!("WARNING: {}", w.as_str().unwrap_or_default());
@@ -934,23 +1349,40 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             Ok(0)
         }
         Cmd::Version => {
-            println!("Client:\n Version: {}\n API version: 1.44", env!("CARGO_PKG_VERSION"));
+            println!(
+                "Client:\n Version: {}\n API version: 1.44",
+                env!("CARGO_PKG_VERSION")
+            );
             let v = c.call("GET", "/version", None).await?;
-            println!("Server: berth\n Version: {}\n API version: {} (minimum version {})", v["Version"].as_str().unwrap_or(""), v["ApiVersion"].as_str().unwrap_or(""), v["MinAPIVersion"].as_str().unwrap_or(""));
+            println!(
+                "Server: berth\n Version: {}\n API version: {} (minimum version {})",
+                v["Version"].as_str().unwrap_or(""),
+                v["ApiVersion"].as_str().unwrap_or(""),
+                v["MinAPIVersion"].as_str().unwrap_or("")
+            );
             Ok(0)
         }
-        Cmd::System { cmd: SystemCmd::Prune { force } } => {
+        Cmd::System {
+            cmd: SystemCmd::Prune { force },
+        } => {
             if !force {
                 eprintln!("WARNING! This will remove all stopped containers and dangling images. Pass -f to go ahead.");
                 return Ok(1);
             }
             let a = c.call("POST", "/containers/prune", None).await?;
-            for id in a["ContainersDeleted"].as_array().cloned().unwrap_or_default() {
+            for id in a["ContainersDeleted"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
                 println!("Deleted Container: {}", id.as_str().unwrap_or_default());
             }
             let b = c.call("POST", "/images/prune", None).await?;
             for x in b["ImagesDeleted"].as_array().cloned().unwrap_or_default() {
-                println!("Deleted Image: {}", x["Deleted"].as_str().unwrap_or_default());
+                println!(
+                    "Deleted Image: {}",
+                    x["Deleted"].as_str().unwrap_or_default()
+                );
             }
             println!("Total reclaimed space: {}B", b["SpaceReclaimed"]);
             Ok(0)
@@ -964,12 +1396,27 @@ fn ensure_daemon(sock: &PathBuf) -> Result<(), Fail> {
     if std::os::unix::net::UnixStream::connect(sock).is_ok() {
         return Ok(());
     }
-    let berthd = std::env::current_exe().ok().and_then(|p| p.parent().map(|d| d.join("berthd"))).filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("berthd"));
+    let berthd = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("berthd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("berthd"));
     let log_dir = PathBuf::from("/var/log");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log_dir.join("berthd.log")).ok();
-    eprintln!("berth: no daemon at {}; starting {} in the background (log: /var/log/berthd.log)", sock.display(), berthd.display());
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_dir.join("berthd.log"))
+        .ok();
+    eprintln!(
+        "berth: no daemon at {}; starting {} in the background (log: /var/log/berthd.log)",
+        sock.display(),
+        berthd.display()
+    );
     let mut cmd = std::process::Command::new(&berthd);
-    cmd.arg("-H").arg(format!("unix://{}", sock.display())).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    cmd.arg("-H")
+        .arg(format!("unix://{}", sock.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
     if let Some(l) = log {
         cmd.stderr(l);
     }
@@ -981,14 +1428,18 @@ fn ensure_daemon(sock: &PathBuf) -> Result<(), Fail> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| daemon_err(format!("starting {}: {e}", berthd.display())))?;
+    cmd.spawn()
+        .map_err(|e| daemon_err(format!("starting {}: {e}", berthd.display())))?;
     for _ in 0..200 {
         if std::os::unix::net::UnixStream::connect(sock).is_ok() {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(25));
     }
-    Err(daemon_err(format!("berthd did not come up at {} (see /var/log/berthd.log)", sock.display())))
+    Err(daemon_err(format!(
+        "berthd did not come up at {} (see /var/log/berthd.log)",
+        sock.display()
+    )))
 }
 
 fn main() -> ExitCode {
@@ -1010,7 +1461,10 @@ fn main() -> ExitCode {
             s
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("berth: {e}");

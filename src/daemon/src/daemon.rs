@@ -347,12 +347,18 @@ impl Daemon {
             return Ok(c.clone());
         }
         if !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<&Arc<Ctr>> = map.keys().filter(|k| k.starts_with(name)).filter_map(|k| map.get(k)).collect();
+            let hits: Vec<&Arc<Ctr>> = map
+                .keys()
+                .filter(|k| k.starts_with(name))
+                .filter_map(|k| map.get(k))
+                .collect();
             if hits.len() == 1 {
                 return Ok(hits[0].clone());
             }
             if hits.len() > 1 {
-                return Err(ApiError::bad(format!("multiple IDs found with provided prefix: {name}")));
+                return Err(ApiError::bad(format!(
+                    "multiple IDs found with provided prefix: {name}"
+                )));
             }
         }
         Err(ApiError::not_found(format!("No such container: {name}")))
@@ -384,14 +390,21 @@ impl Daemon {
         };
         for e in rd.flatten() {
             let p = e.path().join("config.v2.json");
-            let Some(rec) = std::fs::read(&p).ok().and_then(|b| serde_json::from_slice::<Record>(&b).ok()) else {
+            let Some(rec) = std::fs::read(&p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            else {
                 continue;
             };
             let running = rec.state.running;
             let c = self.insert(rec.clone());
             if !running {
                 let code = rec.state.exit_code;
-                c.phase.send_replace(if rec.state.status == "created" { Phase::Created } else { Phase::Exited(code) });
+                c.phase.send_replace(if rec.state.status == "created" {
+                    Phase::Created
+                } else {
+                    Phase::Exited(code)
+                });
                 continue;
             }
             let ep = self.endpoint(&rec);
@@ -401,7 +414,11 @@ impl Daemon {
                     self.monitor(c.clone());
                 }
                 Err(_) => {
-                    self.finish(&c, 255, "the container's agent was gone when berthd restarted");
+                    self.finish(
+                        &c,
+                        255,
+                        "the container's agent was gone when berthd restarted",
+                    );
                 }
             }
         }
@@ -422,7 +439,12 @@ impl Daemon {
             r.clone()
         };
         self.save(&rec);
-        self.event("container", "die", &rec.id, serde_json::json!({"exitCode": status.to_string(), "name": rec.name}));
+        self.event(
+            "container",
+            "die",
+            &rec.id,
+            serde_json::json!({"exitCode": status.to_string(), "name": rec.name}),
+        );
         c.phase.send_replace(Phase::Exited(status));
     }
 
@@ -435,7 +457,12 @@ impl Daemon {
             let ep = d.endpoint(&rec);
             let mut status = None;
             for _ in 0..3 {
-                match Client::connect(&ep).and_then(|mut cl| cl.call(&Request::Wait { id: rec.id.clone(), exec_id: None })) {
+                match Client::connect(&ep).and_then(|mut cl| {
+                    cl.call(&Request::Wait {
+                        id: rec.id.clone(),
+                        exec_id: None,
+                    })
+                }) {
                     Ok(Response::Exited { status: s }) => {
                         status = Some(i64::from(s));
                         break;
@@ -459,7 +486,10 @@ impl Daemon {
     fn release_agent(&self, rec: &Record) {
         let ep = self.endpoint(rec);
         if let Ok(mut cl) = Client::connect(&ep) {
-            let _ = cl.call(&Request::Delete { id: rec.id.clone(), force: true });
+            let _ = cl.call(&Request::Delete {
+                id: rec.id.clone(),
+                force: true,
+            });
             let _ = cl.call(&Request::Shutdown);
         }
         let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
@@ -468,12 +498,26 @@ impl Daemon {
     /// Removes a stopped container: its files, its record, its name.
     pub fn remove_now(&self, c: &Arc<Ctr>) -> Result<(), ApiError> {
         let rec = c.record();
-        self.containers.lock().unwrap_or_else(|e| e.into_inner()).remove(&rec.id);
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
         let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
         std::fs::remove_dir_all(self.dir(&rec.id))
-            .or_else(|e| if e.kind() == std::io::ErrorKind::NotFound { Ok(()) } else { Err(e) })
+            .or_else(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    Ok(())
+                } else {
+                    Err(e)
+                }
+            })
             .map_err(|e| ApiError::internal(format!("removing container {}: {e}", rec.id)))?;
-        self.event("container", "destroy", &rec.id, serde_json::json!({"name": rec.name}));
+        self.event(
+            "container",
+            "destroy",
+            &rec.id,
+            serde_json::json!({"name": rec.name}),
+        );
         c.phase.send_replace(Phase::Removed(rec.state.exit_code));
         Ok(())
     }
@@ -484,10 +528,13 @@ impl Daemon {
         use std::os::unix::process::CommandExt;
         let run = self.run_dir(&rec.id);
         let _ = std::fs::remove_dir_all(&run);
-        std::fs::create_dir_all(&run).map_err(|e| ApiError::internal(format!("{}: {e}", run.display())))?;
+        std::fs::create_dir_all(&run)
+            .map_err(|e| ApiError::internal(format!("{}: {e}", run.display())))?;
         let out = std::fs::File::create(self.dir(&rec.id).join("agent.log"))
             .map_err(|e| ApiError::internal(format!("agent log: {e}")))?;
-        let err = out.try_clone().map_err(|e| ApiError::internal(e.to_string()))?;
+        let err = out
+            .try_clone()
+            .map_err(|e| ApiError::internal(e.to_string()))?;
         let mut cmd = match rec.isolation {
             Isolation::Process => {
                 let mut c = std::process::Command::new(&self.opts.agent);
@@ -498,28 +545,49 @@ impl Daemon {
                 c
             }
             Isolation::Vm => {
-                let (Some(kernel), Some(initrd)) = (&self.opts.kernel, &self.opts.agent_initrd) else {
+                let (Some(kernel), Some(initrd)) = (&self.opts.kernel, &self.opts.agent_initrd)
+                else {
                     return Err(ApiError::internal(
                         "microVM containers need a guest kernel and the agent initramfs: start berthd with --kernel and --agent-initrd",
                     ));
                 };
-                let mem_mib = if rec.memory > 0 { (rec.memory >> 20).max(64) + 64 } else { 256 };
-                let vcpus = if rec.nano_cpus > 0 { ((rec.nano_cpus + 999_999_999) / 1_000_000_000).max(1) } else { 1 };
+                let mem_mib = if rec.memory > 0 {
+                    (rec.memory >> 20).max(64) + 64
+                } else {
+                    256
+                };
+                let vcpus = if rec.nano_cpus > 0 {
+                    ((rec.nano_cpus + 999_999_999) / 1_000_000_000).max(1)
+                } else {
+                    1
+                };
                 let mut c = std::process::Command::new(&self.opts.vmm);
-                c.arg("--kernel").arg(kernel)
-                    .arg("--initrd").arg(initrd)
-                    .arg("--memory").arg(mem_mib.to_string())
-                    .arg("--vcpus").arg(vcpus.to_string())
-                    .arg("--vsock").arg(format!("3,{}", run.join("vm.sock").display()))
-                    .arg("--control").arg(run.join("control.sock"))
-                    .arg("--console").arg(format!("file:{}", self.dir(&rec.id).join("console.log").display()));
+                c.arg("--kernel")
+                    .arg(kernel)
+                    .arg("--initrd")
+                    .arg(initrd)
+                    .arg("--memory")
+                    .arg(mem_mib.to_string())
+                    .arg("--vcpus")
+                    .arg(vcpus.to_string())
+                    .arg("--vsock")
+                    .arg(format!("3,{}", run.join("vm.sock").display()))
+                    .arg("--control")
+                    .arg(run.join("control.sock"))
+                    .arg("--console")
+                    .arg(format!(
+                        "file:{}",
+                        self.dir(&rec.id).join("console.log").display()
+                    ));
                 if let Some(d) = disk {
                     c.arg("--disk").arg(format!("{},ro", d.display()));
                 }
                 c
             }
         };
-        cmd.stdin(std::process::Stdio::null()).stdout(out).stderr(err);
+        cmd.stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err);
         // SAFETY: setsid is async-signal-safe; the child only calls it before exec.
         unsafe {
             cmd.pre_exec(|| {
@@ -539,12 +607,18 @@ impl Daemon {
 
     /// The OCI spec for a container's process.
     fn spec(&self, rec: &Record, layer: String) -> Result<ContainerSpec, ApiError> {
-        use oci_spec::runtime::{LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder};
+        use oci_spec::runtime::{
+            LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        };
         let mut oci = berth_container::spec::docker_default(rec.args.clone());
         oci.set_hostname(Some(rec.hostname.clone()));
         if let Some(p) = oci.process_mut() {
             p.set_env(Some(rec.env.clone()));
-            p.set_cwd(PathBuf::from(if rec.cwd.is_empty() { "/" } else { &rec.cwd }));
+            p.set_cwd(PathBuf::from(if rec.cwd.is_empty() {
+                "/"
+            } else {
+                &rec.cwd
+            }));
             p.set_terminal(Some(rec.tty));
             if !rec.user.is_empty() {
                 // Resolved in the image's passwd/group by the runtime (Docker's --user forms).
@@ -555,15 +629,31 @@ impl Daemon {
         }
         let mut res = LinuxResourcesBuilder::default();
         if rec.memory > 0 {
-            res = res.memory(LinuxMemoryBuilder::default().limit(rec.memory).build().map_err(|e| ApiError::bad(e.to_string()))?);
+            res = res.memory(
+                LinuxMemoryBuilder::default()
+                    .limit(rec.memory)
+                    .build()
+                    .map_err(|e| ApiError::bad(e.to_string()))?,
+            );
         }
         if rec.nano_cpus > 0 {
             let period = 100_000u64;
             let quota = (rec.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64;
-            res = res.cpu(LinuxCpuBuilder::default().period(period).quota(quota).build().map_err(|e| ApiError::bad(e.to_string()))?);
+            res = res.cpu(
+                LinuxCpuBuilder::default()
+                    .period(period)
+                    .quota(quota)
+                    .build()
+                    .map_err(|e| ApiError::bad(e.to_string()))?,
+            );
         }
         if rec.pids_limit > 0 {
-            res = res.pids(LinuxPidsBuilder::default().limit(rec.pids_limit).build().map_err(|e| ApiError::bad(e.to_string()))?);
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(rec.pids_limit)
+                    .build()
+                    .map_err(|e| ApiError::bad(e.to_string()))?,
+            );
         }
         let res = res.build().map_err(|e| ApiError::bad(e.to_string()))?;
         if let Some(l) = oci.linux_mut() {
@@ -573,7 +663,10 @@ impl Daemon {
             Isolation::Process => {
                 let rw = self.dir(&rec.id).join("rw");
                 std::fs::create_dir_all(&rw).map_err(|e| ApiError::internal(e.to_string()))?;
-                (Some(rw.display().to_string()), Some(self.log_path(&rec.id).display().to_string()))
+                (
+                    Some(rw.display().to_string()),
+                    Some(self.log_path(&rec.id).display().to_string()),
+                )
             }
             // In a microVM the writable layer is a tmpfs and the log lives in the guest;
             // berthd copies the output to the host log while it runs.
@@ -581,7 +674,10 @@ impl Daemon {
         };
         Ok(ContainerSpec {
             oci,
-            rootfs: RootfsSpec { layers: vec![layer], writable },
+            rootfs: RootfsSpec {
+                layers: vec![layer],
+                writable,
+            },
             open_stdin: rec.open_stdin,
             log_path,
         })
@@ -592,14 +688,20 @@ impl Daemon {
     pub fn start_blocking(self: &Arc<Self>, c: &Arc<Ctr>) -> Result<(), ApiError> {
         let rec = c.record();
         if rec.state.running {
-            return Err(ApiError { status: hyper::StatusCode::NOT_MODIFIED, message: String::new() });
+            return Err(ApiError {
+                status: hyper::StatusCode::NOT_MODIFIED,
+                message: String::new(),
+            });
         }
         let img = self.images.resolve(&rec.image_id)?;
         let (layer, disk) = match rec.isolation {
             Isolation::Process => (self.images.rootfs(&img)?.display().to_string(), None),
             Isolation::Vm => {
                 crate::vm_check()?;
-                (format!("/run/berth/image-{}", &rec.image_id[7..19]), Some(self.images.disk(&img)?))
+                (
+                    format!("/run/berth/image-{}", &rec.image_id[7..19]),
+                    Some(self.images.disk(&img)?),
+                )
             }
         };
         let spec = self.spec(&rec, layer.clone())?;
@@ -610,21 +712,38 @@ impl Daemon {
             let mut r = c.rec.lock().unwrap_or_else(|e| e.into_inner());
             r.state.error = msg.clone();
             r.state.exit_code = status;
-            r.state.status = if r.state.started_at.is_empty() { "created".into() } else { "exited".into() };
+            r.state.status = if r.state.started_at.is_empty() {
+                "created".into()
+            } else {
+                "exited".into()
+            };
             d.save(&r);
             msg
         };
-        let timeout = if rec.isolation == Isolation::Vm { Duration::from_secs(120) } else { Duration::from_secs(10) };
-        let mut cl = ep
-            .wait_ready(timeout)
-            .map_err(|e| ApiError::internal(fail(self, format!("the container's agent did not answer: {e}"), 255)))?;
+        let timeout = if rec.isolation == Isolation::Vm {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_secs(10)
+        };
+        let mut cl = ep.wait_ready(timeout).map_err(|e| {
+            ApiError::internal(fail(
+                self,
+                format!("the container's agent did not answer: {e}"),
+                255,
+            ))
+        })?;
         let call = |cl: &mut Client, req: &Request| -> Result<Response, ApiError> {
             match cl.call(req) {
                 Ok(Response::Error { kind, message }) => Err(match kind {
-                    ErrorKind::ExecNotFound | ErrorKind::ExecPermission | ErrorKind::InvalidArgument => ApiError::bad(message),
+                    ErrorKind::ExecNotFound
+                    | ErrorKind::ExecPermission
+                    | ErrorKind::InvalidArgument => ApiError::bad(message),
                     ErrorKind::NotFound => ApiError::not_found(message),
                     ErrorKind::Conflict | ErrorKind::AlreadyExists => ApiError::conflict(message),
-                    ErrorKind::NotImplemented => ApiError { status: hyper::StatusCode::NOT_IMPLEMENTED, message },
+                    ErrorKind::NotImplemented => ApiError {
+                        status: hyper::StatusCode::NOT_IMPLEMENTED,
+                        message,
+                    },
                     ErrorKind::Internal => ApiError::internal(message),
                 }),
                 Ok(r) => Ok(r),
@@ -633,18 +752,51 @@ impl Daemon {
         };
         if let Some(disk) = &disk {
             let _ = disk;
-            call(&mut cl, &Request::MountStorage { source: "/dev/vda".into(), fstype: "erofs".into(), target: layer.clone(), read_only: true })
-                .map_err(|e| ApiError { message: fail(self, e.message.clone(), 255), ..e })?;
+            call(
+                &mut cl,
+                &Request::MountStorage {
+                    source: "/dev/vda".into(),
+                    fstype: "erofs".into(),
+                    target: layer.clone(),
+                    read_only: true,
+                },
+            )
+            .map_err(|e| ApiError {
+                message: fail(self, e.message.clone(), 255),
+                ..e
+            })?;
         }
-        let pid = match call(&mut cl, &Request::Create { id: rec.id.clone(), spec: Box::new(spec) }) {
+        let pid = match call(
+            &mut cl,
+            &Request::Create {
+                id: rec.id.clone(),
+                spec: Box::new(spec),
+            },
+        ) {
             Ok(Response::Created { pid }) => pid,
-            Ok(other) => return Err(ApiError::internal(fail(self, format!("agent answered {other:?}"), 255))),
-            Err(e) => return Err(ApiError { message: fail(self, e.message.clone(), 255), ..e }),
+            Ok(other) => {
+                return Err(ApiError::internal(fail(
+                    self,
+                    format!("agent answered {other:?}"),
+                    255,
+                )))
+            }
+            Err(e) => {
+                return Err(ApiError {
+                    message: fail(self, e.message.clone(), 255),
+                    ..e
+                })
+            }
         };
         // The host-side log of a microVM, and attachers, connect now: before the first
         // byte of output.
-        let vm_log = if rec.isolation == Isolation::Vm { self.vm_log_streams(&rec) } else { Vec::new() };
-        let pending: Vec<PendingAttach> = std::mem::take(&mut *c.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let vm_log = if rec.isolation == Isolation::Vm {
+            self.vm_log_streams(&rec)
+        } else {
+            Vec::new()
+        };
+        let pending: Vec<PendingAttach> =
+            std::mem::take(&mut *c.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut acks = Vec::new();
         for p in pending {
             if p.ready.send(ep.clone()).is_ok() {
@@ -655,14 +807,19 @@ impl Daemon {
             let _ = a.blocking_recv();
         }
         if let Err(e) = call(&mut cl, &Request::Start { id: rec.id.clone() }) {
-            let status = if e.message.contains("executable file not found") || e.message.contains("no such file or directory") {
+            let status = if e.message.contains("executable file not found")
+                || e.message.contains("no such file or directory")
+            {
                 127
             } else if e.message.contains("permission denied") {
                 126
             } else {
                 128
             };
-            return Err(ApiError { message: fail(self, e.message.clone(), status), ..e });
+            return Err(ApiError {
+                message: fail(self, e.message.clone(), status),
+                ..e
+            });
         }
         let rec = {
             let mut r = c.rec.lock().unwrap_or_else(|e| e.into_inner());
@@ -679,7 +836,12 @@ impl Daemon {
         };
         self.save(&rec);
         c.phase.send_replace(Phase::Running);
-        self.event("container", "start", &rec.id, serde_json::json!({"name": rec.name}));
+        self.event(
+            "container",
+            "start",
+            &rec.id,
+            serde_json::json!({"name": rec.name}),
+        );
         self.vm_logger(&rec, vm_log);
         self.monitor(c.clone());
         Ok(())
@@ -691,31 +853,50 @@ impl Daemon {
         let kinds: &[(berth_protocol::StreamKind, &'static str)] = if rec.tty {
             &[(berth_protocol::StreamKind::Pty, "stdout")]
         } else {
-            &[(berth_protocol::StreamKind::Stdout, "stdout"), (berth_protocol::StreamKind::Stderr, "stderr")]
+            &[
+                (berth_protocol::StreamKind::Stdout, "stdout"),
+                (berth_protocol::StreamKind::Stderr, "stderr"),
+            ]
         };
         kinds
             .iter()
             .filter_map(|(kind, name)| {
-                ep.open(berth_protocol::Channel::Stdio { container: rec.id.clone(), exec_id: None, stream: *kind })
-                    .ok()
-                    .map(|s| (s, *name))
+                ep.open(berth_protocol::Channel::Stdio {
+                    container: rec.id.clone(),
+                    exec_id: None,
+                    stream: *kind,
+                })
+                .ok()
+                .map(|s| (s, *name))
             })
             .collect()
     }
 
     /// Copies a microVM container's output to the host log (Docker's json-file lines).
-    fn vm_logger(&self, rec: &Record, streams: Vec<(std::os::unix::net::UnixStream, &'static str)>) {
+    fn vm_logger(
+        &self,
+        rec: &Record,
+        streams: Vec<(std::os::unix::net::UnixStream, &'static str)>,
+    ) {
         let log = self.log_path(&rec.id);
         for (s, name) in streams {
             let log = log.clone();
             std::thread::spawn(move || {
                 use std::io::{BufRead, Write};
-                let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) else {
+                let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                else {
                     return;
                 };
                 let mut r = std::io::BufReader::new(s);
                 let mut line = Vec::new();
-                while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+                while r
+                    .read_until(b'\n', &mut line)
+                    .map(|n| n > 0)
+                    .unwrap_or(false)
+                {
                     let rec = serde_json::json!({"log": String::from_utf8_lossy(&line), "stream": name, "time": now_rfc3339()});
                     let _ = writeln!(f, "{rec}");
                     line.clear();
@@ -727,7 +908,14 @@ impl Daemon {
     /// Sends a signal to a running container.
     pub fn signal(&self, rec: &Record, sig: i32, all: bool) -> Result<(), ApiError> {
         let ep = self.endpoint(rec);
-        match Client::connect(&ep).and_then(|mut cl| cl.call(&Request::Signal { id: rec.id.clone(), exec_id: None, signal: sig, all })) {
+        match Client::connect(&ep).and_then(|mut cl| {
+            cl.call(&Request::Signal {
+                id: rec.id.clone(),
+                exec_id: None,
+                signal: sig,
+                all,
+            })
+        }) {
             Ok(Response::Ok) => Ok(()),
             Ok(Response::Error { message, .. }) => Err(ApiError::conflict(message)),
             Ok(other) => Err(ApiError::internal(format!("agent answered {other:?}"))),
@@ -739,13 +927,22 @@ impl Daemon {
     pub fn call(&self, rec: &Record, req: &Request) -> Result<Response, ApiError> {
         let ep = self.endpoint(rec);
         match Client::connect(&ep).and_then(|mut cl| cl.call(req)) {
-            Ok(Response::Error { kind: ErrorKind::NotFound, message }) => Err(ApiError::not_found(message)),
-            Ok(Response::Error { kind: ErrorKind::NotImplemented, message }) => {
-                Err(ApiError { status: hyper::StatusCode::NOT_IMPLEMENTED, message })
-            }
-            Ok(Response::Error { kind: ErrorKind::ExecNotFound | ErrorKind::ExecPermission | ErrorKind::InvalidArgument, message }) => {
-                Err(ApiError::bad(message))
-            }
+            Ok(Response::Error {
+                kind: ErrorKind::NotFound,
+                message,
+            }) => Err(ApiError::not_found(message)),
+            Ok(Response::Error {
+                kind: ErrorKind::NotImplemented,
+                message,
+            }) => Err(ApiError {
+                status: hyper::StatusCode::NOT_IMPLEMENTED,
+                message,
+            }),
+            Ok(Response::Error {
+                kind:
+                    ErrorKind::ExecNotFound | ErrorKind::ExecPermission | ErrorKind::InvalidArgument,
+                message,
+            }) => Err(ApiError::bad(message)),
             Ok(Response::Error { message, .. }) => Err(ApiError::conflict(message)),
             Ok(r) => Ok(r),
             Err(e) => Err(ApiError::internal(format!("agent: {e}"))),

@@ -26,19 +26,31 @@ pub struct ApiError {
 impl ApiError {
     /// 400.
     pub fn bad(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, message: m.into() }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: m.into(),
+        }
     }
     /// 404.
     pub fn not_found(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, message: m.into() }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: m.into(),
+        }
     }
     /// 409.
     pub fn conflict(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::CONFLICT, message: m.into() }
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: m.into(),
+        }
     }
     /// 500.
     pub fn internal(m: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: m.into() }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: m.into(),
+        }
     }
     /// 501: a Docker feature berth has not built.
     pub fn not_implemented(what: &str) -> ApiError {
@@ -81,8 +93,10 @@ pub fn empty(status: StatusCode) -> Resp {
 pub fn json(status: StatusCode, v: &impl serde::Serialize) -> Resp {
     let mut r = Response::new(full(serde_json::to_vec(v).unwrap_or_default()));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert("Content-Type", "application/json".parse().expect("static header"));
+    r.headers_mut().insert(
+        "Content-Type",
+        "application/json".parse().expect("static header"),
+    );
     r
 }
 
@@ -90,7 +104,9 @@ pub fn json(status: StatusCode, v: &impl serde::Serialize) -> Resp {
 pub fn channel_body() -> (mpsc::UnboundedSender<Bytes>, Body) {
     let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, io::Error>(Frame::data(b)), rx))
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, io::Error>(Frame::data(b)), rx))
     });
     (tx, StreamBody::new(stream).boxed())
 }
@@ -150,7 +166,9 @@ impl Query {
         let mut m: HashMap<String, Vec<String>> = HashMap::new();
         for part in q.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').unwrap_or((part, ""));
-            m.entry(percent_decode(k)).or_default().push(percent_decode(v));
+            m.entry(percent_decode(k))
+                .or_default()
+                .push(percent_decode(v));
         }
         Query(m)
     }
@@ -173,10 +191,9 @@ impl Query {
     pub fn int(&self, k: &str) -> Result<Option<i64>, ApiError> {
         match self.get(k) {
             None | Some("") => Ok(None),
-            Some(v) => v
-                .parse()
-                .map(Some)
-                .map_err(|_| ApiError::bad(format!("invalid value for {k}: {v:?} is not an integer"))),
+            Some(v) => v.parse().map(Some).map_err(|_| {
+                ApiError::bad(format!("invalid value for {k}: {v:?} is not an integer"))
+            }),
         }
     }
 }
@@ -211,7 +228,9 @@ mod tests {
 
     #[test]
     fn queries_decode_like_go() {
-        let q = Query::parse(Some("filters=%7B%22status%22%3A%5B%22exited%22%5D%7D&all=1&names=a&names=b+c"));
+        let q = Query::parse(Some(
+            "filters=%7B%22status%22%3A%5B%22exited%22%5D%7D&all=1&names=a&names=b+c",
+        ));
         assert_eq!(q.get("filters"), Some(r#"{"status":["exited"]}"#));
         assert!(q.flag("all", false) && !q.flag("size", false));
         assert_eq!(q.all("names"), ["a", "b c"]);
@@ -222,8 +241,14 @@ mod tests {
     #[test]
     fn frames_and_base64() {
         assert_eq!(&frame(2, b"hi")[..], &[2, 0, 0, 0, 0, 0, 0, 2, b'h', b'i']);
-        assert_eq!(base64_decode("eyJ1c2VybmFtZSI6ImEifQ==").unwrap(), br#"{"username":"a"}"#);
-        assert_eq!(base64_decode("eyJ1c2VybmFtZSI6ImEifQ").unwrap(), br#"{"username":"a"}"#);
+        assert_eq!(
+            base64_decode("eyJ1c2VybmFtZSI6ImEifQ==").unwrap(),
+            br#"{"username":"a"}"#
+        );
+        assert_eq!(
+            base64_decode("eyJ1c2VybmFtZSI6ImEifQ").unwrap(),
+            br#"{"username":"a"}"#
+        );
         assert!(base64_decode("***").is_none());
     }
 }

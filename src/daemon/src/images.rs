@@ -16,7 +16,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// Routes `/images/...` (names may contain slashes) and `/commit`.
-pub async fn route(d: Arc<Daemon>, req: Request<Incoming>, m: &Method, path: &str, q: Query) -> Result<Resp, ApiError> {
+pub async fn route(
+    d: Arc<Daemon>,
+    req: Request<Incoming>,
+    m: &Method,
+    path: &str,
+    q: Query,
+) -> Result<Resp, ApiError> {
     let _ = API_VERSION;
     if path == "/commit" && m == Method::POST {
         return commit(d, &q).await;
@@ -31,7 +37,9 @@ pub async fn route(d: Arc<Daemon>, req: Request<Incoming>, m: &Method, path: &st
         (&Method::GET, "search") => Err(ApiError::not_implemented("image search")),
         (&Method::DELETE, name) if !name.is_empty() => remove(&d, name, &q),
         (_, r) => {
-            let (name, what) = r.rsplit_once('/').ok_or_else(|| ApiError::not_found(format!("page not found: {m} {path}")))?;
+            let (name, what) = r
+                .rsplit_once('/')
+                .ok_or_else(|| ApiError::not_found(format!("page not found: {m} {path}")))?;
             match (m, what) {
                 (&Method::GET, "json") => inspect(&d, name),
                 (&Method::GET, "history") => history(&d, name),
@@ -47,7 +55,10 @@ pub async fn route(d: Arc<Daemon>, req: Request<Incoming>, m: &Method, path: &st
 fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
     d.images.resolve(name).map_err(|e| match e {
         berth_image::ImageError::NotFound(_) => {
-            let shown = name.parse::<Reference>().map(|r| r.familiar()).unwrap_or_else(|_| name.to_owned());
+            let shown = name
+                .parse::<Reference>()
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| name.to_owned());
             ApiError::not_found(format!("No such image: {shown}"))
         }
         other => other.into(),
@@ -60,7 +71,11 @@ fn summary(d: &Daemon, r: &ImageRecord) -> Result<Value, ApiError> {
     let repo_digests: Vec<String> = r
         .repo_digests
         .iter()
-        .map(|rd| rd.parse::<Reference>().map(|x| x.familiar()).unwrap_or_else(|_| rd.clone()))
+        .map(|rd| {
+            rd.parse::<Reference>()
+                .map(|x| x.familiar())
+                .unwrap_or_else(|_| rd.clone())
+        })
         .collect();
     Ok(j!({
         "Id": r.id.to_string(), "ParentId": "", "RepoTags": tags, "RepoDigests": repo_digests,
@@ -72,10 +87,19 @@ fn summary(d: &Daemon, r: &ImageRecord) -> Result<Value, ApiError> {
 
 fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
     let filters: Value = match q.get("filters") {
-        Some(f) if !f.is_empty() => serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+        Some(f) if !f.is_empty() => {
+            serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
+        }
         _ => j!({}),
     };
-    let dangling = filters["dangling"].as_object().map(|o| o.contains_key("true")).or_else(|| filters["dangling"].as_array().map(|a| a.iter().any(|v| v == "true")));
+    let dangling = filters["dangling"]
+        .as_object()
+        .map(|o| o.contains_key("true"))
+        .or_else(|| {
+            filters["dangling"]
+                .as_array()
+                .map(|a| a.iter().any(|v| v == "true"))
+        });
     let mut out = Vec::new();
     for r in d.images.records()? {
         let s = summary(d, &r)?;
@@ -92,14 +116,17 @@ fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
     let r = resolve(d, name)?;
     let s = summary(d, &r)?;
     let cfg: Value = serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
-    Ok(json(StatusCode::OK, &j!({
-        "Id": s["Id"], "RepoTags": s["RepoTags"], "RepoDigests": s["RepoDigests"], "Parent": "",
-        "Comment": cfg["history"][0]["comment"], "Created": cfg["created"], "DockerVersion": "",
-        "Author": cfg["author"], "Config": cfg["config"], "Architecture": cfg["architecture"], "Os": cfg["os"],
-        "Size": r.size, "VirtualSize": r.size, "RootFS": {"Type": "layers", "Layers": cfg["rootfs"]["diff_ids"]},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-        "GraphDriver": {"Name": "berth", "Data": {"RootFS": d.images.rootfs_path(&r.id), "RootDisk": d.images.disk_path(&r.id)}},
-    })))
+    Ok(json(
+        StatusCode::OK,
+        &j!({
+            "Id": s["Id"], "RepoTags": s["RepoTags"], "RepoDigests": s["RepoDigests"], "Parent": "",
+            "Comment": cfg["history"][0]["comment"], "Created": cfg["created"], "DockerVersion": "",
+            "Author": cfg["author"], "Config": cfg["config"], "Architecture": cfg["architecture"], "Os": cfg["os"],
+            "Size": r.size, "VirtualSize": r.size, "RootFS": {"Type": "layers", "Layers": cfg["rootfs"]["diff_ids"]},
+            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+            "GraphDriver": {"Name": "berth", "Data": {"RootFS": d.images.rootfs_path(&r.id), "RootDisk": d.images.disk_path(&r.id)}},
+        }),
+    ))
 }
 
 fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
@@ -110,7 +137,11 @@ fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
     let tags = d.images.tags_of(&r.id)?;
     let mut out = Vec::new();
     for (i, h) in cfg.history.iter().rev().enumerate() {
-        let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map(|l| l.size).unwrap_or(0)
+        };
         out.push(j!({
             "Id": if i == 0 { r.id.to_string() } else { "<missing>".into() },
             "Created": h.created.as_deref().map(unix_of).unwrap_or(0), "CreatedBy": h.created_by.clone().unwrap_or_default(),
@@ -122,17 +153,29 @@ fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
 
 fn tag(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
     let r = resolve(d, name)?;
-    let repo = q.get("repo").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad("repository name must have at least one component"))?;
+    let repo = q
+        .get("repo")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad("repository name must have at least one component"))?;
     let full = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(t) => format!("{repo}:{t}"),
         None => repo.to_owned(),
     };
-    let target: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    let target: Reference = full
+        .parse()
+        .map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
     if target.digest.is_some() {
-        return Err(ApiError::bad("refusing to create a tag with a digest reference"));
+        return Err(ApiError::bad(
+            "refusing to create a tag with a digest reference",
+        ));
     }
     d.images.tag(&target, &r.id)?;
-    d.event("image", "tag", &r.id.to_string(), j!({"name": target.familiar()}));
+    d.event(
+        "image",
+        "tag",
+        &r.id.to_string(),
+        j!({"name": target.familiar()}),
+    );
     Ok(empty(StatusCode::CREATED))
 }
 
@@ -149,7 +192,11 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
         .map(|c| c.id)
         .collect();
     let tags = d.images.tags_of(&r.id)?;
-    let by_tag = name.parse::<Reference>().ok().map(|x| x.familiar()).filter(|t| tags.contains(t));
+    let by_tag = name
+        .parse::<Reference>()
+        .ok()
+        .map(|x| x.familiar())
+        .filter(|t| tags.contains(t));
     let last = by_tag.is_none() || tags.len() <= 1;
     if let Some(u) = users.first().filter(|_| last && !force) {
         return Err(ApiError::conflict(format!(
@@ -171,7 +218,13 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
 }
 
 fn prune(d: &Daemon) -> Result<Resp, ApiError> {
-    let used: Vec<String> = d.containers.lock().unwrap_or_else(|e| e.into_inner()).values().map(|c| c.record().image_id).collect();
+    let used: Vec<String> = d
+        .containers
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|c| c.record().image_id)
+        .collect();
     let mut deleted = Vec::new();
     let mut space = 0u64;
     for r in d.images.records()? {
@@ -186,7 +239,10 @@ fn prune(d: &Daemon) -> Result<Resp, ApiError> {
             }
         }
     }
-    Ok(json(StatusCode::OK, &j!({"ImagesDeleted": deleted, "SpaceReclaimed": space})))
+    Ok(json(
+        StatusCode::OK,
+        &j!({"ImagesDeleted": deleted, "SpaceReclaimed": space}),
+    ))
 }
 
 /// Credentials from the X-Registry-Auth header (base64url JSON).
@@ -204,10 +260,21 @@ fn send(tx: &UnboundedSender<Bytes>, v: Value) {
 fn progress_line(p: Progress) -> Value {
     match p {
         Progress::Status { status } => j!({"status": status}),
-        Progress::Layer { digest, status, current, total } => {
-            let bar = if total > 0 && (status == "Downloading" || status == "Pushing" || status == "Extracting") {
+        Progress::Layer {
+            digest,
+            status,
+            current,
+            total,
+        } => {
+            let bar = if total > 0
+                && (status == "Downloading" || status == "Pushing" || status == "Extracting")
+            {
                 let w = (current.min(total) * 50 / total) as usize;
-                format!("[{}>{}] {current}/{total}", "=".repeat(w), " ".repeat(50 - w))
+                format!(
+                    "[{}>{}] {current}/{total}",
+                    "=".repeat(w),
+                    " ".repeat(50 - w)
+                )
             } else {
                 String::new()
             };
@@ -221,13 +288,19 @@ fn error_line(msg: &str) -> Value {
 }
 
 fn opts(d: &Daemon, creds: Option<(String, String)>) -> RegistryOptions {
-    RegistryOptions { insecure: d.opts.insecure_registries.clone(), credentials: creds, ..Default::default() }
+    RegistryOptions {
+        insecure: d.opts.insecure_registries.clone(),
+        credentials: creds,
+        ..Default::default()
+    }
 }
 
 async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp, ApiError> {
     if let Some(src) = q.get("fromSrc") {
         if src != "-" {
-            return Err(ApiError::not_implemented("importing from a URL (use fromSrc=- and send the tarball)"));
+            return Err(ApiError::not_implemented(
+                "importing from a URL (use fromSrc=- and send the tarball)",
+            ));
         }
         let repo = q.get("repo").filter(|s| !s.is_empty());
         let target = match repo {
@@ -236,7 +309,10 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
                     Some(t) => format!("{r}:{t}"),
                     None => r.to_owned(),
                 };
-                Some(full.parse::<Reference>().map_err(|e| ApiError::bad(e.to_string()))?)
+                Some(
+                    full.parse::<Reference>()
+                        .map_err(|e| ApiError::bad(e.to_string()))?,
+                )
             }
             None => None,
         };
@@ -245,22 +321,34 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         let tmp = body_to_file(&d, req).await?;
         let d2 = d.clone();
         let rec = tokio::task::spawn_blocking(move || {
-            let f = std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
-            archive::import(&d2.images, std::io::BufReader::new(f), target.as_ref(), &changes, message.as_deref())
-                .map_err(|e| ApiError::bad(e.to_string()))
+            let f =
+                std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
+            archive::import(
+                &d2.images,
+                std::io::BufReader::new(f),
+                target.as_ref(),
+                &changes,
+                message.as_deref(),
+            )
+            .map_err(|e| ApiError::bad(e.to_string()))
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
         d.event("image", "import", &rec.id.to_string(), j!({}));
         return Ok(json(StatusCode::OK, &j!({"status": rec.id.to_string()})));
     }
-    let image = q.get("fromImage").filter(|s| !s.is_empty()).ok_or_else(|| ApiError::bad("fromImage or fromSrc is required"))?;
+    let image = q
+        .get("fromImage")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ApiError::bad("fromImage or fromSrc is required"))?;
     let full = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(t) if t.starts_with("sha256:") => format!("{image}@{t}"),
         Some(t) => format!("{image}:{t}"),
         None => image.to_owned(),
     };
-    let r: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    let r: Reference = full
+        .parse()
+        .map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
     let creds = auth(&req);
     let (tx, body) = channel_body();
     let opts = opts(&d, creds);
@@ -284,12 +372,19 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
     Ok(streamed("application/json", body))
 }
 
-async fn push(d: Arc<Daemon>, name: &str, q: &Query, req: &Request<Incoming>) -> Result<Resp, ApiError> {
+async fn push(
+    d: Arc<Daemon>,
+    name: &str,
+    q: &Query,
+    req: &Request<Incoming>,
+) -> Result<Resp, ApiError> {
     let full = match q.get("tag").filter(|t| !t.is_empty()) {
         Some(t) => format!("{name}:{t}"),
         None => name.to_owned(),
     };
-    let target: Reference = full.parse().map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
+    let target: Reference = full
+        .parse()
+        .map_err(|e: berth_image::reference::ReferenceError| ApiError::bad(e.to_string()))?;
     resolve(&d, &full)?;
     let opts = opts(&d, auth(req));
     let (tx, body) = channel_body();
@@ -298,8 +393,15 @@ async fn push(d: Arc<Daemon>, name: &str, q: &Query, req: &Request<Incoming>) ->
         let cb = move |p: Progress| send(&tx2, progress_line(p));
         match registry::push(&d.images, &full, &target, &opts, &cb).await {
             Ok(digest) => {
-                let size = d.images.read_document(&digest).map(|b| b.len()).unwrap_or(0);
-                send(&tx, j!({"progressDetail": {}, "aux": {"Tag": target.tag.clone().unwrap_or_default(), "Digest": digest.to_string(), "Size": size}}));
+                let size = d
+                    .images
+                    .read_document(&digest)
+                    .map(|b| b.len())
+                    .unwrap_or(0);
+                send(
+                    &tx,
+                    j!({"progressDetail": {}, "aux": {"Tag": target.tag.clone().unwrap_or_default(), "Digest": digest.to_string(), "Size": size}}),
+                );
             }
             Err(e) => send(&tx, error_line(&e.to_string())),
         }
@@ -313,7 +415,9 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     let c = d.find(q.get("container").unwrap_or(""))?;
     let rec = c.record();
     if rec.isolation != crate::daemon::Isolation::Process {
-        return Err(ApiError::not_implemented("commit of a microVM container (its writable layer lives in the guest)"));
+        return Err(ApiError::not_implemented(
+            "commit of a microVM container (its writable layer lives in the guest)",
+        ));
     }
     let tag = match q.get("repo").filter(|s| !s.is_empty()) {
         Some(r) => {
@@ -321,25 +425,51 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
                 Some(t) => format!("{r}:{t}"),
                 None => r.to_owned(),
             };
-            Some(full.parse::<Reference>().map_err(|e| ApiError::bad(e.to_string()))?)
+            Some(
+                full.parse::<Reference>()
+                    .map_err(|e| ApiError::bad(e.to_string()))?,
+            )
         }
         None => None,
     };
-    let changes = q.all("changes").into_iter().flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>()).filter(|c| !c.trim().is_empty()).collect::<Vec<_>>();
-    let (comment, author) = (q.get("comment").map(str::to_owned), q.get("author").map(str::to_owned));
+    let changes = q
+        .all("changes")
+        .into_iter()
+        .flat_map(|c| c.lines().map(str::to_owned).collect::<Vec<_>>())
+        .filter(|c| !c.trim().is_empty())
+        .collect::<Vec<_>>();
+    let (comment, author) = (
+        q.get("comment").map(str::to_owned),
+        q.get("author").map(str::to_owned),
+    );
     let parent = resolve(&d, &rec.image_id)?;
     let upper = d.dir(&rec.id).join("rw/upper");
     let d2 = d.clone();
     let img = tokio::task::spawn_blocking(move || {
         if !upper.is_dir() {
-            return Err(ApiError::conflict("the container has no writable layer yet (it never started)"));
+            return Err(ApiError::conflict(
+                "the container has no writable layer yet (it never started)",
+            ));
         }
-        archive::commit(&d2.images, &parent, &upper, tag.as_ref(), &changes, comment.as_deref(), author.as_deref())
-            .map_err(|e| ApiError::bad(e.to_string()))
+        archive::commit(
+            &d2.images,
+            &parent,
+            &upper,
+            tag.as_ref(),
+            &changes,
+            comment.as_deref(),
+            author.as_deref(),
+        )
+        .map_err(|e| ApiError::bad(e.to_string()))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    d.event("container", "commit", &rec.id, j!({"imageID": img.id.to_string()}));
+    d.event(
+        "container",
+        "commit",
+        &rec.id,
+        j!({"imageID": img.id.to_string()}),
+    );
     Ok(json(StatusCode::CREATED, &j!({"Id": img.id.to_string()})))
 }
 
@@ -361,17 +491,25 @@ impl Drop for Tmp {
 
 async fn body_to_file(d: &Daemon, req: Request<Incoming>) -> Result<Tmp, ApiError> {
     let dir = d.opts.data_root.join("tmp");
-    tokio::fs::create_dir_all(&dir).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let tmp = Tmp(dir.join(format!("upload-{}", crate::daemon::new_id())));
-    let mut f = tokio::fs::File::create(tmp.path()).await.map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut f = tokio::fs::File::create(tmp.path())
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     let mut body = req.into_body();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| ApiError::bad(format!("reading the request body: {e}")))?;
         if let Some(data) = frame.data_ref() {
-            f.write_all(data).await.map_err(|e| ApiError::internal(e.to_string()))?;
+            f.write_all(data)
+                .await
+                .map_err(|e| ApiError::internal(e.to_string()))?;
         }
     }
-    f.flush().await.map_err(|e| ApiError::internal(e.to_string()))?;
+    f.flush()
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
     Ok(tmp)
 }
 
@@ -381,17 +519,24 @@ async fn load(d: Arc<Daemon>, req: Request<Incoming>, q: &Query) -> Result<Resp,
     let d2 = d.clone();
     let loaded = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
-        archive::load(&d2.images, std::io::BufReader::new(f)).map_err(|e| ApiError::bad(e.to_string()))
+        archive::load(&d2.images, std::io::BufReader::new(f))
+            .map_err(|e| ApiError::bad(e.to_string()))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let mut out = String::new();
     for (rec, tags) in loaded {
         if tags.is_empty() {
-            out.push_str(&format!("{}\n", j!({"stream": format!("Loaded image ID: {}\n", rec.id)})));
+            out.push_str(&format!(
+                "{}\n",
+                j!({"stream": format!("Loaded image ID: {}\n", rec.id)})
+            ));
         }
         for t in tags {
-            out.push_str(&format!("{}\n", j!({"stream": format!("Loaded image: {t}\n")})));
+            out.push_str(&format!(
+                "{}\n",
+                j!({"stream": format!("Loaded image: {t}\n")})
+            ));
         }
     }
     let _ = quiet;
@@ -411,14 +556,17 @@ async fn save(d: Arc<Daemon>, names: Vec<String>) -> Result<Resp, ApiError> {
     let (d2, p) = (d.clone(), tmp.path().to_owned());
     tokio::task::spawn_blocking(move || {
         let f = std::fs::File::create(&p).map_err(|e| ApiError::internal(e.to_string()))?;
-        archive::save(&d2.images, &names, std::io::BufWriter::new(f)).map_err(|e| ApiError::internal(e.to_string()))
+        archive::save(&d2.images, &names, std::io::BufWriter::new(f))
+            .map_err(|e| ApiError::internal(e.to_string()))
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let (tx, body) = channel_body();
     tokio::spawn(async move {
         use tokio::io::AsyncReadExt;
-        let Ok(mut f) = tokio::fs::File::open(tmp.path()).await else { return };
+        let Ok(mut f) = tokio::fs::File::open(tmp.path()).await else {
+            return;
+        };
         let mut buf = vec![0u8; 256 * 1024];
         loop {
             match f.read(&mut buf).await {
@@ -434,4 +582,3 @@ async fn save(d: Arc<Daemon>, names: Vec<String>) -> Result<Resp, ApiError> {
     });
     Ok(streamed("application/x-tar", body))
 }
-

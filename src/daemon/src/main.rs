@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "berthd", version, about = "the berth daemon (Docker Engine API 1.44)")]
+#[command(
+    name = "berthd",
+    version,
+    about = "the berth daemon (Docker Engine API 1.44)"
+)]
 struct Cli {
     /// Where to listen: unix:///PATH, or tcp://ADDR (plain TCP only with --allow-plain-tcp).
     #[arg(short = 'H', long = "host")]
@@ -93,18 +97,36 @@ fn main() -> std::process::ExitCode {
 
 fn run(mut cli: Cli) -> Result<(), String> {
     let file: serde_json::Value = match &cli.config_file {
-        Some(p) => serde_json::from_slice(&std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?)
-            .map_err(|e| format!("{}: {e}", p.display()))?,
+        Some(p) => {
+            serde_json::from_slice(&std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))?)
+                .map_err(|e| format!("{}: {e}", p.display()))?
+        }
         None => serde_json::json!({}),
     };
     if let Some(o) = file.as_object() {
-        const KNOWN: &[&str] = &["hosts", "data-root", "exec-root", "group", "insecure-registries", "exec-opts", "kernel", "agent-initrd"];
+        const KNOWN: &[&str] = &[
+            "hosts",
+            "data-root",
+            "exec-root",
+            "group",
+            "insecure-registries",
+            "exec-opts",
+            "kernel",
+            "agent-initrd",
+        ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
         }
     }
     let strs = |k: &str| -> Vec<String> {
-        file[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+        file[k]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     if cli.hosts.is_empty() {
         cli.hosts = strs("hosts");
@@ -115,7 +137,8 @@ fn run(mut cli: Cli) -> Result<(), String> {
     cli.insecure_registries.extend(strs("insecure-registries"));
     cli.exec_opts.extend(strs("exec-opts"));
     let path_of = |flag: Option<PathBuf>, key: &str, default: &str| -> PathBuf {
-        flag.or_else(|| file[key].as_str().map(PathBuf::from)).unwrap_or_else(|| PathBuf::from(default))
+        flag.or_else(|| file[key].as_str().map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(default))
     };
     let data_root = path_of(cli.data_root.take(), "data-root", "/var/lib/berth");
     let exec_root = path_of(cli.exec_root.take(), "exec-root", "/run/berth");
@@ -124,17 +147,28 @@ fn run(mut cli: Cli) -> Result<(), String> {
         match o.split_once('=') {
             Some(("isolation", "vm" | "microvm" | "hyperv")) => default_isolation = Isolation::Vm,
             Some(("isolation", "process")) => default_isolation = Isolation::Process,
-            _ => return Err(format!("--exec-opt {o:?}: berthd knows isolation=vm|process")),
+            _ => {
+                return Err(format!(
+                    "--exec-opt {o:?}: berthd knows isolation=vm|process"
+                ))
+            }
         }
     }
-    let here = std::env::current_exe().ok().and_then(|p| p.parent().map(|p| p.to_owned())).unwrap_or_default();
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|p| p.to_owned()))
+        .unwrap_or_default();
     let opts = Opts {
         data_root,
         exec_root,
         agent: cli.agent.unwrap_or_else(|| here.join("berth-agent")),
         vmm: cli.vmm.unwrap_or_else(|| here.join("berth-vmm")),
-        kernel: cli.kernel.or_else(|| file["kernel"].as_str().map(PathBuf::from)),
-        agent_initrd: cli.agent_initrd.or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
+        kernel: cli
+            .kernel
+            .or_else(|| file["kernel"].as_str().map(PathBuf::from)),
+        agent_initrd: cli
+            .agent_initrd
+            .or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
         default_isolation,
         insecure_registries: cli.insecure_registries,
     };
@@ -172,11 +206,15 @@ fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListe
     }
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-            return Err(format!("{}: another daemon is listening there", path.display()));
+            return Err(format!(
+                "{}: another daemon is listening there",
+                path.display()
+            ));
         }
         let _ = std::fs::remove_file(&path);
     }
-    let l = std::os::unix::net::UnixListener::bind(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let l = std::os::unix::net::UnixListener::bind(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     // rw for root and the group (if it exists), nobody else.
     let gid = std::ffi::CString::new(group).ok().and_then(|g| {
         // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer to static
@@ -188,7 +226,8 @@ fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListe
     if let Some(gid) = gid {
         let _ = std::os::unix::fs::chown(&path, Some(0), Some(gid));
     }
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660)).map_err(|e| format!("{}: {e}", path.display()))?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     l.set_nonblocking(true).map_err(|e| e.to_string())?;
     Ok(l)
 }
@@ -209,7 +248,10 @@ where
     use hyper_util::rt::TokioIo;
     tokio::spawn(async move {
         let svc = service_fn(move |req| api::handle(d.clone(), req));
-        let _ = http1::Builder::new().serve_connection(TokioIo::new(s), svc).with_upgrades().await;
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .with_upgrades()
+            .await;
     });
 }
 
@@ -239,8 +281,13 @@ async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> 
             }
         }
     }
-    log("info", "berthd is serving the Docker Engine API", &[("hosts", &hosts.join(",")), ("api", api::API_VERSION)]);
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(|e| e.to_string())?;
+    log(
+        "info",
+        "berthd is serving the Docker Engine API",
+        &[("hosts", &hosts.join(",")), ("api", api::API_VERSION)],
+    );
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}

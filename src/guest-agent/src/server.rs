@@ -345,10 +345,12 @@ impl Agent {
                     .parent()
                     .map(std::fs::create_dir_all)
                     .transpose()
-                    .and_then(|_| std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(p))
+                    .and_then(|_| {
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(p)
+                    })
                     .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
             ))),
             None => None,

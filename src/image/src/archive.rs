@@ -12,8 +12,8 @@ use crate::digest::{Digest, Hasher};
 use crate::images::{io_at, ImageError, ImageRecord, ImageStore, MAX_DOCUMENT};
 use crate::layer::{self, LayerError};
 use crate::media::{
-    self, ContainerConfig, Descriptor, Document, History, ImageConfig, Index, Manifest,
-    MediaError, RootFs,
+    self, ContainerConfig, Descriptor, Document, History, ImageConfig, Index, Manifest, MediaError,
+    RootFs,
 };
 use crate::reference::Reference;
 use std::collections::{BTreeMap, BTreeSet};
@@ -104,9 +104,15 @@ fn save_to(store: &ImageStore, names: &[String], sink: &mut dyn Sink) -> Result<
     let mut put_blob = |d: &Digest, sink: &mut dyn Sink| -> Result<(), ArchiveError> {
         if written.insert(d.clone()) {
             let p = store.blobs().blob_path(d);
-            let f = File::open(&p).map_err(io_at(&p)).map_err(ArchiveError::Image)?;
+            let f = File::open(&p)
+                .map_err(io_at(&p))
+                .map_err(ArchiveError::Image)?;
             let size = f.metadata().map_err(io_at(&p))?.len();
-            sink.put(&format!("blobs/sha256/{}", d.hex()), size, &mut io::BufReader::new(f))?;
+            sink.put(
+                &format!("blobs/sha256/{}", d.hex()),
+                size,
+                &mut io::BufReader::new(f),
+            )?;
         }
         Ok(())
     };
@@ -174,7 +180,10 @@ pub fn save(store: &ImageStore, names: &[String], w: impl Write) -> Result<(), A
 /// Writes images as an OCI image-layout directory (created; must be empty or absent).
 pub fn save_oci_dir(store: &ImageStore, names: &[String], dir: &Path) -> Result<(), ArchiveError> {
     if dir.exists() && fs::read_dir(dir).map_err(io_err(dir))?.next().is_some() {
-        return Err(ArchiveError::Invalid(format!("{} is not empty", dir.display())));
+        return Err(ArchiveError::Invalid(format!(
+            "{} is not empty",
+            dir.display()
+        )));
     }
     fs::create_dir_all(dir).map_err(io_err(dir))?;
     save_to(store, names, &mut DirSink(dir.to_owned()))
@@ -211,13 +220,21 @@ fn entry_name(p: &Path) -> Result<String, ArchiveError> {
 }
 
 impl Staged {
-    fn add(&mut self, store: &ImageStore, name: String, size: u64, r: &mut dyn Read) -> Result<(), ArchiveError> {
+    fn add(
+        &mut self,
+        store: &ImageStore,
+        name: String,
+        size: u64,
+        r: &mut dyn Read,
+    ) -> Result<(), ArchiveError> {
         if METADATA.contains(&name.as_str()) {
             if size > MAX_DOCUMENT {
                 return Err(ArchiveError::Invalid(format!("{name} is {size} bytes")));
             }
             let mut v = Vec::new();
-            r.take(MAX_DOCUMENT).read_to_end(&mut v).map_err(io_err(Path::new(&name)))?;
+            r.take(MAX_DOCUMENT)
+                .read_to_end(&mut v)
+                .map_err(io_err(Path::new(&name)))?;
             self.small.insert(name, v);
             return Ok(());
         }
@@ -249,7 +266,9 @@ impl Staged {
                 None => break,
             }
         }
-        Err(ArchiveError::Invalid(format!("{path} is named but not in the archive")))
+        Err(ArchiveError::Invalid(format!(
+            "{path} is named but not in the archive"
+        )))
     }
 }
 
@@ -263,26 +282,43 @@ fn store_has_image_blob(store: &ImageStore, d: &Digest) -> bool {
 
 /// Loads a `docker save` tarball (either form) or an OCI layout tarball. Returns the
 /// images loaded with their tags.
-pub fn load(store: &ImageStore, r: impl Read) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
+pub fn load(
+    store: &ImageStore,
+    r: impl Read,
+) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
     let _shared = store.lock_shared()?;
     let mut st = Staged::default();
     let result = (|| {
         let mut ar = tar::Archive::new(r);
-        let entries = ar.entries().map_err(|e| ArchiveError::Invalid(format!("not a tar archive: {e}")))?;
+        let entries = ar
+            .entries()
+            .map_err(|e| ArchiveError::Invalid(format!("not a tar archive: {e}")))?;
         for e in entries {
             let mut e = e.map_err(|e| ArchiveError::Invalid(format!("corrupt tar stream: {e}")))?;
-            let raw = e.path().map_err(|e| ArchiveError::Invalid(format!("bad entry name: {e}")))?.into_owned();
+            let raw = e
+                .path()
+                .map_err(|e| ArchiveError::Invalid(format!("bad entry name: {e}")))?
+                .into_owned();
             let name = entry_name(&raw)?;
-            let size = e.header().size().map_err(|e| ArchiveError::Invalid(format!("{name}: bad size: {e}")))?;
+            let size = e
+                .header()
+                .size()
+                .map_err(|e| ArchiveError::Invalid(format!("{name}: bad size: {e}")))?;
             match e.header().entry_type() {
-                tar::EntryType::Regular | tar::EntryType::Continuous => st.add(store, name, size, &mut e)?,
-                tar::EntryType::Directory | tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => {}
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    st.add(store, name, size, &mut e)?
+                }
+                tar::EntryType::Directory
+                | tar::EntryType::XGlobalHeader
+                | tar::EntryType::XHeader => {}
                 tar::EntryType::Symlink | tar::EntryType::Link => {
                     // Old `docker save` links duplicate layers to one copy.
                     let t = e
                         .link_name()
                         .map_err(|e| ArchiveError::Invalid(e.to_string()))?
-                        .ok_or_else(|| ArchiveError::Invalid(format!("{name}: link without a target")))?;
+                        .ok_or_else(|| {
+                            ArchiveError::Invalid(format!("{name}: link without a target"))
+                        })?;
                     let target = if e.header().entry_type() == tar::EntryType::Symlink {
                         Path::new(&name).parent().unwrap_or(Path::new("")).join(&*t)
                     } else {
@@ -294,7 +330,9 @@ pub fn load(store: &ImageStore, r: impl Read) -> Result<Vec<(ImageRecord, Vec<St
                     st.links.insert(name, target);
                 }
                 other => {
-                    return Err(ArchiveError::Invalid(format!("{name}: unexpected entry type {other:?}")))
+                    return Err(ArchiveError::Invalid(format!(
+                        "{name}: unexpected entry type {other:?}"
+                    )))
                 }
             }
         }
@@ -305,7 +343,11 @@ pub fn load(store: &ImageStore, r: impl Read) -> Result<Vec<(ImageRecord, Vec<St
 
 /// Loads an OCI image-layout directory. `name` tags images whose layout entry names
 /// only a tag.
-pub fn load_oci_dir(store: &ImageStore, dir: &Path, name: Option<&Reference>) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
+pub fn load_oci_dir(
+    store: &ImageStore,
+    dir: &Path,
+    name: Option<&Reference>,
+) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
     let _shared = store.lock_shared()?;
     let mut st = Staged::default();
     let result = (|| {
@@ -329,7 +371,11 @@ pub fn load_oci_dir(store: &ImageStore, dir: &Path, name: Option<&Reference>) ->
     finish(store, &st, result)
 }
 
-fn finish<T>(store: &ImageStore, st: &Staged, result: Result<T, ArchiveError>) -> Result<T, ArchiveError> {
+fn finish<T>(
+    store: &ImageStore,
+    st: &Staged,
+    result: Result<T, ArchiveError>,
+) -> Result<T, ArchiveError> {
     // Blobs this load added that no image ended up referencing (old-format metadata,
     // or everything, on failure) go again.
     let keep: BTreeSet<Digest> = store
@@ -359,15 +405,22 @@ fn normalise_link(p: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
-fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
+fn interpret(
+    store: &ImageStore,
+    st: &Staged,
+    name: Option<&Reference>,
+) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
     let mut out = Vec::new();
     if let Some(index) = st.small.get("index.json") {
         let idx: Index = serde_json::from_slice(index)
             .map_err(|e| ArchiveError::Invalid(format!("index.json: {e}")))?;
         for desc in &idx.manifests {
-            let (mut digest, mut mt, mut parent) = (desc.digest.clone(), desc.media_type.clone(), None);
+            let (mut digest, mut mt, mut parent) =
+                (desc.digest.clone(), desc.media_type.clone(), None);
             st.blob(&format!("blobs/sha256/{}", digest.hex()))?;
-            if let Document::Index(inner) = Document::parse(&store.read_document(&digest)?, Some(&mt))? {
+            if let Document::Index(inner) =
+                Document::parse(&store.read_document(&digest)?, Some(&mt))?
+            {
                 let e = inner.for_platform().ok_or_else(|| {
                     ArchiveError::Invalid(format!(
                         "no linux/amd64 image in index {digest} (it offers {})",
@@ -381,9 +434,18 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
             }
             let ann = desc.annotations.clone().unwrap_or_default();
             let tag = match (ann.get(NAME_ANNOTATION), ann.get(REF_ANNOTATION)) {
-                (Some(full), _) => Some(full.parse::<Reference>().map_err(|e| ArchiveError::Invalid(format!("image name {full:?}: {e}")))?),
-                (None, Some(r)) if r.contains('/') || r.contains(':') => r.parse::<Reference>().ok(),
-                (None, Some(t)) => name.map(|n| Reference { tag: Some(t.clone()), digest: None, ..n.clone() }),
+                (Some(full), _) => Some(
+                    full.parse::<Reference>()
+                        .map_err(|e| ArchiveError::Invalid(format!("image name {full:?}: {e}")))?,
+                ),
+                (None, Some(r)) if r.contains('/') || r.contains(':') => {
+                    r.parse::<Reference>().ok()
+                }
+                (None, Some(t)) => name.map(|n| Reference {
+                    tag: Some(t.clone()),
+                    digest: None,
+                    ..n.clone()
+                }),
                 (None, None) => name.cloned(),
             };
             out.push(stage_and_commit(store, &digest, &mt, parent, tag)?);
@@ -391,7 +453,9 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
         return Ok(merge(out));
     }
     let Some(m) = st.small.get("manifest.json") else {
-        return Err(ArchiveError::Invalid("neither index.json nor manifest.json found: not an image archive".into()));
+        return Err(ArchiveError::Invalid(
+            "neither index.json nor manifest.json found: not an image archive".into(),
+        ));
     };
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
@@ -401,10 +465,13 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
         repo_tags: Option<Vec<String>>,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> = serde_json::from_slice(m).map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
+    let entries: Vec<Entry> = serde_json::from_slice(m)
+        .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
     for e in entries {
         let config = st.blob(&e.config)?;
-        let config_size = fs::metadata(store.blobs().blob_path(&config)).map_err(io_at(&store.blobs().blob_path(&config)))?.len();
+        let config_size = fs::metadata(store.blobs().blob_path(&config))
+            .map_err(io_at(&store.blobs().blob_path(&config)))?
+            .len();
         let mut layers = Vec::new();
         for l in &e.layers {
             let d = st.blob(l)?;
@@ -422,11 +489,25 @@ fn interpret(store: &ImageStore, st: &Staged, name: Option<&Reference>) -> Resul
         let md = write_new(store, &bytes)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
-            out.push(stage_and_commit(store, &md, media::OCI_MANIFEST, None, None)?);
+            out.push(stage_and_commit(
+                store,
+                &md,
+                media::OCI_MANIFEST,
+                None,
+                None,
+            )?);
         }
         for t in tags {
-            let r = t.parse::<Reference>().map_err(|e| ArchiveError::Invalid(format!("tag {t:?}: {e}")))?;
-            out.push(stage_and_commit(store, &md, media::OCI_MANIFEST, None, Some(r))?);
+            let r = t
+                .parse::<Reference>()
+                .map_err(|e| ArchiveError::Invalid(format!("tag {t:?}: {e}")))?;
+            out.push(stage_and_commit(
+                store,
+                &md,
+                media::OCI_MANIFEST,
+                None,
+                Some(r),
+            )?);
         }
     }
     Ok(merge(out))
@@ -449,7 +530,10 @@ fn layer_type(store: &ImageStore, d: &Digest) -> Result<(&'static str, u64), Arc
 }
 
 fn write_new(store: &ImageStore, bytes: &[u8]) -> Result<Digest, ArchiveError> {
-    Ok(store.blobs().write(&mut &bytes[..], None).map_err(ImageError::from)?)
+    Ok(store
+        .blobs()
+        .write(&mut &bytes[..], None)
+        .map_err(ImageError::from)?)
 }
 
 fn merge(v: Vec<(ImageRecord, Vec<String>)>) -> Vec<(ImageRecord, Vec<String>)> {
@@ -473,11 +557,15 @@ fn stage_and_commit(
 ) -> Result<(ImageRecord, Vec<String>), ArchiveError> {
     let m = match Document::parse(&store.read_document(manifest)?, Some(media_type))? {
         Document::Manifest(m) => m,
-        Document::Index(_) => return Err(ArchiveError::Invalid(format!("{manifest}: nested index"))),
+        Document::Index(_) => {
+            return Err(ArchiveError::Invalid(format!("{manifest}: nested index")))
+        }
     };
     for d in std::iter::once(&m.config.digest).chain(m.layers.iter().map(|l| &l.digest)) {
         if !store.blobs().has(d) {
-            return Err(ArchiveError::Invalid(format!("blob {d} is named but not in the archive")));
+            return Err(ArchiveError::Invalid(format!(
+                "blob {d} is named but not in the archive"
+            )));
         }
     }
     let staged = ImageRecord {
@@ -512,7 +600,10 @@ pub fn import(
     let _shared = store.lock_shared()?;
     let mut st = Staged::default();
     let result = (|| {
-        let layer = store.blobs().write(&mut r, None).map_err(ImageError::from)?;
+        let layer = store
+            .blobs()
+            .write(&mut r, None)
+            .map_err(ImageError::from)?;
         if !store_has_image_blob(store, &layer) {
             st.new_blobs.push(layer.clone());
         }
@@ -522,7 +613,9 @@ pub fn import(
         let mut h = Hasher::default();
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let k = tar.read(&mut buf).map_err(|e| ArchiveError::Invalid(format!("reading the tarball: {e}")))?;
+            let k = tar
+                .read(&mut buf)
+                .map_err(|e| ArchiveError::Invalid(format!("reading the tarball: {e}")))?;
             if k == 0 {
                 break;
             }
@@ -542,7 +635,9 @@ pub fn import(
             history: vec![History {
                 created: Some(created),
                 created_by: Some("berth import".into()),
-                comment: message.map(str::to_owned).or(Some("Imported from tarball".into())),
+                comment: message
+                    .map(str::to_owned)
+                    .or(Some("Imported from tarball".into())),
                 empty_layer: false,
             }],
         };
@@ -574,7 +669,10 @@ fn tar_upper(upper: &Path, out: impl Write) -> Result<(), ArchiveError> {
     let mut stack = vec![PathBuf::new()];
     let io = |p: &Path| {
         let p = p.to_owned();
-        move |err: io::Error| ArchiveError::Io { path: p.display().to_string(), err }
+        move |err: io::Error| ArchiveError::Io {
+            path: p.display().to_string(),
+            err,
+        }
     };
     while let Some(rel) = stack.pop() {
         let dir = upper.join(&rel);
@@ -598,13 +696,15 @@ fn tar_upper(upper: &Path, out: impl Write) -> Result<(), ArchiveError> {
             } else if ft.is_dir() {
                 h.set_entry_type(tar::EntryType::Directory);
                 h.set_size(0);
-                b.append_data(&mut h, &name, io::empty()).map_err(io(&path))?;
+                b.append_data(&mut h, &name, io::empty())
+                    .map_err(io(&path))?;
                 if is_opaque(&path) {
                     let mut o = tar::Header::new_gnu();
                     o.set_entry_type(tar::EntryType::Regular);
                     o.set_size(0);
                     o.set_mode(0o644);
-                    b.append_data(&mut o, name.join(".wh..wh..opq"), io::empty()).map_err(io(&path))?;
+                    b.append_data(&mut o, name.join(".wh..wh..opq"), io::empty())
+                        .map_err(io(&path))?;
                 }
                 stack.push(name);
             } else if ft.is_symlink() {
@@ -631,11 +731,14 @@ fn tar_upper(upper: &Path, out: impl Write) -> Result<(), ArchiveError> {
                 h.set_size(0);
                 let _ = h.set_device_major(libc::major(m.rdev()));
                 let _ = h.set_device_minor(libc::minor(m.rdev()));
-                b.append_data(&mut h, &name, io::empty()).map_err(io(&path))?;
+                b.append_data(&mut h, &name, io::empty())
+                    .map_err(io(&path))?;
             }
         }
     }
-    b.into_inner().and_then(|mut w| w.flush()).map_err(io(upper))?;
+    b.into_inner()
+        .and_then(|mut w| w.flush())
+        .map_err(io(upper))?;
     Ok(())
 }
 
@@ -648,7 +751,12 @@ fn is_opaque(dir: &Path) -> bool {
     // SAFETY: NUL-terminated path and attribute name; the value buffer is 4 bytes and its
     // length is passed.
     let n = unsafe {
-        libc::lgetxattr(c.as_ptr(), c"trusted.overlay.opaque".as_ptr(), v.as_mut_ptr().cast(), v.len())
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            v.as_mut_ptr().cast(),
+            v.len(),
+        )
     };
     n == 1 && v[0] == b'y'
 }
@@ -680,14 +788,19 @@ pub fn commit(
             .and_then(|f| tar_upper(upper, io::BufWriter::new(f)))
             .and_then(|_| {
                 let mut f = File::open(&tarp).map_err(io_err(&tarp))?;
-                Ok(store.blobs().write(&mut f, None).map_err(ImageError::from)?)
+                Ok(store
+                    .blobs()
+                    .write(&mut f, None)
+                    .map_err(ImageError::from)?)
             });
         let _ = fs::remove_dir_all(&work);
         let layer = r?;
         if !store_has_image_blob(store, &layer) {
             st.new_blobs.push(layer.clone());
         }
-        let size = fs::metadata(store.blobs().blob_path(&layer)).map_err(io_at(&store.blobs().blob_path(&layer)))?.len();
+        let size = fs::metadata(store.blobs().blob_path(&layer))
+            .map_err(io_at(&store.blobs().blob_path(&layer)))?
+            .len();
         let created = rfc3339_now();
         pcfg.created = Some(created.clone());
         pcfg.author = author.map(str::to_owned).or(pcfg.author);
@@ -722,7 +835,10 @@ pub fn commit(
 /// Applies one Dockerfile-style change to a config.
 pub fn apply_change(c: &mut ContainerConfig, change: &str) -> Result<(), ArchiveError> {
     let bad = |why: &str| ArchiveError::Change(change.to_owned(), why.to_owned());
-    let (instr, rest) = change.trim().split_once(char::is_whitespace).ok_or_else(|| bad("expected INSTRUCTION ARGUMENTS"))?;
+    let (instr, rest) = change
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| bad("expected INSTRUCTION ARGUMENTS"))?;
     let rest = rest.trim();
     let words = |rest: &str| -> Result<Vec<String>, ArchiveError> {
         if rest.starts_with('[') {
@@ -733,7 +849,9 @@ pub fn apply_change(c: &mut ContainerConfig, change: &str) -> Result<(), Archive
     };
     let pairs = |rest: &str| -> Result<Vec<(String, String)>, ArchiveError> {
         if !rest.contains('=') {
-            let (k, v) = rest.split_once(char::is_whitespace).ok_or_else(|| bad("expected KEY=VALUE"))?;
+            let (k, v) = rest
+                .split_once(char::is_whitespace)
+                .ok_or_else(|| bad("expected KEY=VALUE"))?;
             return Ok(vec![(k.into(), v.trim().into())]);
         }
         rest.split_whitespace()
@@ -766,7 +884,11 @@ pub fn apply_change(c: &mut ContainerConfig, change: &str) -> Result<(), Archive
         "EXPOSE" => {
             let p = c.exposed_ports.get_or_insert_with(BTreeMap::new);
             for port in rest.split_whitespace() {
-                let full = if port.contains('/') { port.to_owned() } else { format!("{port}/tcp") };
+                let full = if port.contains('/') {
+                    port.to_owned()
+                } else {
+                    format!("{port}/tcp")
+                };
                 p.insert(full, serde_json::json!({}));
             }
         }
@@ -842,10 +964,16 @@ mod tests {
 
     #[test]
     fn archive_entry_names_are_checked() {
-        assert_eq!(entry_name(Path::new("./blobs/sha256/ab")).unwrap(), "blobs/sha256/ab");
+        assert_eq!(
+            entry_name(Path::new("./blobs/sha256/ab")).unwrap(),
+            "blobs/sha256/ab"
+        );
         assert!(entry_name(Path::new("/etc/passwd")).is_err());
         assert!(entry_name(Path::new("a/../../x")).is_err());
-        assert_eq!(normalise_link(Path::new("a/../b/layer.tar")).unwrap(), "b/layer.tar");
+        assert_eq!(
+            normalise_link(Path::new("a/../b/layer.tar")).unwrap(),
+            "b/layer.tar"
+        );
         assert!(normalise_link(Path::new("../../x")).is_none());
     }
 }

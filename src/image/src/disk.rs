@@ -34,7 +34,12 @@ pub enum DiskError {
     BadSize(u64),
 }
 
-fn run(tool: &'static str, package: &'static str, cmd: &mut Command, path: &Path) -> Result<(), DiskError> {
+fn run(
+    tool: &'static str,
+    package: &'static str,
+    cmd: &mut Command,
+    path: &Path,
+) -> Result<(), DiskError> {
     let out = cmd
         .output()
         .map_err(|err| DiskError::Spawn { tool, package, err })?;
@@ -73,7 +78,14 @@ pub fn build_scratch(out: &Path, size_mib: u64) -> Result<(), DiskError> {
         "mke2fs",
         "e2fsprogs",
         Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-E", "lazy_itable_init=1,lazy_journal_init=1"])
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-E",
+                "lazy_itable_init=1,lazy_journal_init=1",
+            ])
             .arg(out)
             .arg(format!("{size_mib}M")),
         out,

@@ -404,9 +404,8 @@ impl ImageStore {
         if let Ok(id) = name.parse::<Digest>() {
             return self.record(&id)?.ok_or_else(not_found);
         }
-        let is_hex = |s: &str| {
-            !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-        };
+        let is_hex =
+            |s: &str| !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
         if name.len() == 64 && is_hex(name) {
             if let Ok(id) = format!("sha256:{name}").parse::<Digest>() {
                 if let Some(r) = self.record(&id)? {
@@ -486,10 +485,13 @@ impl ImageStore {
             fs::create_dir(&tree).map_err(io_at(&tree))?;
             for (l, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
                 crate::media::layer_compression(&l.media_type)?;
-                let blob = self.blobs.open_blob(&l.digest).map_err(|_| ImageError::MissingBlob {
-                    image: rec.id.to_string(),
-                    digest: l.digest.clone(),
-                })?;
+                let blob =
+                    self.blobs
+                        .open_blob(&l.digest)
+                        .map_err(|_| ImageError::MissingBlob {
+                            image: rec.id.to_string(),
+                            digest: l.digest.clone(),
+                        })?;
                 layer::apply_verified(&tree, io::BufReader::with_capacity(1 << 20, blob), diff_id)?;
             }
             fs::rename(&tree, &dest).or_else(|e| {
@@ -559,13 +561,17 @@ impl ImageStore {
         })?;
         for u in &untag {
             out.push(Removed::Untagged(
-                u.parse::<Reference>().map(|r| r.familiar()).unwrap_or_else(|_| u.clone()),
+                u.parse::<Reference>()
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| u.clone()),
             ));
         }
         if untag.len() == tags.len() {
             for rd in &rec.repo_digests {
                 out.push(Removed::Untagged(
-                    rd.parse::<Reference>().map(|r| r.familiar()).unwrap_or_else(|_| rd.clone()),
+                    rd.parse::<Reference>()
+                        .map(|r| r.familiar())
+                        .unwrap_or_else(|_| rd.clone()),
                 ));
             }
             let p = self.record_path(&rec.id);

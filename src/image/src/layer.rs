@@ -426,7 +426,11 @@ mod tests {
         gz.write_all(&plain).unwrap();
         let r = apply(&d.join("root"), &gz.finish().unwrap()[..]).unwrap();
         assert_eq!(fs::read(d.join("root/f")).unwrap(), b"zipped");
-        assert_eq!(r.diff_id, Some(Digest::of(&plain)), "diff ID is the uncompressed tar's");
+        assert_eq!(
+            r.diff_id,
+            Some(Digest::of(&plain)),
+            "diff ID is the uncompressed tar's"
+        );
         assert!(apply_verified(&d.join("root"), &plain[..], &Digest::of(b"other")).is_err());
         fs::remove_dir_all(d).unwrap();
     }
@@ -435,7 +439,10 @@ mod tests {
     fn zstd_layers_are_read_and_corrupt_ones_refused() {
         let d = dir("zst");
         let plain = tar(&[("z", F, b"zstd'd", "")]);
-        let z = ruzstd::encoding::compress_to_vec(&plain[..], ruzstd::encoding::CompressionLevel::Fastest);
+        let z = ruzstd::encoding::compress_to_vec(
+            &plain[..],
+            ruzstd::encoding::CompressionLevel::Fastest,
+        );
         let r = apply_verified(&d.join("root"), &z[..], &Digest::of(&plain)).unwrap();
         assert_eq!(fs::read(d.join("root/z")).unwrap(), b"zstd'd");
         assert_eq!(r.entries, 1);
@@ -459,10 +466,18 @@ mod tests {
             assert!(apply(&root, &t[..]).is_err());
         }
         // A relative symlink climbing above the root, then a write through it: refused.
-        let e = apply(&root, &tar(&[("out", S, b"", "../../.."), ("out/escaped", F, b"x", "")])[..]).unwrap_err();
+        let e = apply(
+            &root,
+            &tar(&[("out", S, b"", "../../.."), ("out/escaped", F, b"x", "")])[..],
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("leads outside the root"), "{e}");
         // An absolute one resolves inside the root, as in a chroot.
-        apply(&root, &tar(&[("abs", S, b"", "/"), ("abs/escaped2", F, b"y", "")])[..]).unwrap();
+        apply(
+            &root,
+            &tar(&[("abs", S, b"", "/"), ("abs/escaped2", F, b"y", "")])[..],
+        )
+        .unwrap();
         assert!(!d.join("escaped").exists() && !Path::new("/escaped2").exists());
         assert_eq!(fs::read(root.join("escaped2")).unwrap(), b"y");
         // A symlink loop is an error, not a hang.

@@ -180,11 +180,17 @@ impl Document {
         if is_index {
             serde_json::from_slice(bytes)
                 .map(Document::Index)
-                .map_err(|err| MediaError::Invalid { what: "image index", err })
+                .map_err(|err| MediaError::Invalid {
+                    what: "image index",
+                    err,
+                })
         } else {
             serde_json::from_slice(bytes)
                 .map(Document::Manifest)
-                .map_err(|err| MediaError::Invalid { what: "image manifest", err })
+                .map_err(|err| MediaError::Invalid {
+                    what: "image manifest",
+                    err,
+                })
         }
     }
 }
@@ -338,7 +344,9 @@ mod tests {
         let m = format!(
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{D}","size":2}},"layers":[{{"mediaType":"{DOCKER_LAYER_GZIP}","digest":"{D}","size":3}}]}}"#
         );
-        assert!(matches!(Document::parse(m.as_bytes(), None).unwrap(), Document::Manifest(m) if m.layers.len() == 1));
+        assert!(
+            matches!(Document::parse(m.as_bytes(), None).unwrap(), Document::Manifest(m) if m.layers.len() == 1)
+        );
         // No mediaType field: the transport's content type decides, then the shape.
         let i = format!(
             r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":1,"platform":{{"architecture":"arm64","os":"linux"}}}},{{"mediaType":"{OCI_MANIFEST}","digest":"{D}","size":9,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
@@ -354,18 +362,26 @@ mod tests {
     fn schema1_and_unknown_types_are_refused() {
         let e = Document::parse(br#"{"schemaVersion":1,"name":"x"}"#, None).unwrap_err();
         assert!(e.to_string().contains("unsupported manifest type"), "{e}");
-        let e = Document::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None).unwrap_err();
+        let e =
+            Document::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None).unwrap_err();
         assert!(e.to_string().contains("text/plain"), "{e}");
         assert!(Document::parse(b"not json", None).is_err());
     }
 
     #[test]
     fn layer_compression_by_media_type() {
-        assert_eq!(layer_compression(DOCKER_LAYER_GZIP).unwrap(), Compression::Gzip);
-        assert_eq!(layer_compression(OCI_LAYER_ZSTD).unwrap(), Compression::Zstd);
+        assert_eq!(
+            layer_compression(DOCKER_LAYER_GZIP).unwrap(),
+            Compression::Gzip
+        );
+        assert_eq!(
+            layer_compression(OCI_LAYER_ZSTD).unwrap(),
+            Compression::Zstd
+        );
         assert_eq!(layer_compression(OCI_LAYER).unwrap(), Compression::None);
         assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip").unwrap(),
+            layer_compression("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
+                .unwrap(),
             Compression::Gzip
         );
         assert!(layer_compression("application/x-foo").is_err());

@@ -136,11 +136,18 @@ fn classify(host: &str, e: OciDistributionError) -> Cause {
         }
         E::AuthenticationFailure(m) => Cause::Unauthorized(m),
         E::RegistryError { envelope, .. } => {
-            let codes: Vec<String> = envelope.errors.iter().map(|e| format!("{:?}", e.code)).collect();
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|e| format!("{:?}", e.code))
+                .collect();
             let text = envelope.to_string();
             if codes.iter().any(|c| c.contains("Unknown")) {
                 Cause::NotFound
-            } else if codes.iter().any(|c| c.contains("Unauthorized") || c.contains("Denied")) {
+            } else if codes
+                .iter()
+                .any(|c| c.contains("Unauthorized") || c.contains("Denied"))
+            {
                 Cause::Unauthorized(text)
             } else {
                 Cause::Registry(text)
@@ -215,11 +222,9 @@ impl Remote {
                 r.repository.clone(),
                 d.to_string(),
             ),
-            (Some(t), None) => oci_client::Reference::with_tag(
-                r.registry.clone(),
-                r.repository.clone(),
-                t.clone(),
-            ),
+            (Some(t), None) => {
+                oci_client::Reference::with_tag(r.registry.clone(), r.repository.clone(), t.clone())
+            }
             (None, None) => oci_client::Reference::with_tag(
                 r.registry.clone(),
                 r.repository.clone(),
@@ -307,9 +312,20 @@ pub async fn pull(
     let err = |c: Cause| RegistryError::new(reference, c);
     let _shared = store.lock_shared().map_err(|e| err(e.into()))?;
     let remote = Remote::new(reference, opts)?;
-    remote.client.store_auth_if_needed(remote.reference.resolve_registry(), &remote.auth).await;
+    remote
+        .client
+        .store_auth_if_needed(remote.reference.resolve_registry(), &remote.auth)
+        .await;
     let mut new_blobs = Vec::new();
-    let r = pull_inner(store, reference, &remote, pull_opts, progress, &mut new_blobs).await;
+    let r = pull_inner(
+        store,
+        reference,
+        &remote,
+        pull_opts,
+        progress,
+        &mut new_blobs,
+    )
+    .await;
     if r.is_err() {
         // Leave nothing behind that no image references.
         let referenced: Vec<Digest> = store
@@ -352,14 +368,19 @@ async fn pull_inner(
         }
     };
     let Document::Manifest(manifest) = Document::parse(&manifest_bytes, None)? else {
-        return Err(Cause::Registry("an index entry points at another index".into()));
+        return Err(Cause::Registry(
+            "an index entry points at another index".into(),
+        ));
     };
     let config_bytes = remote.small_blob(&manifest.config).await?;
     let config = ImageConfig::parse(&config_bytes)?;
     if (!config.os.is_empty() && config.os != media::OS)
         || (!config.architecture.is_empty() && config.architecture != media::ARCH)
     {
-        return Err(Cause::Platform(format!("{}/{}", config.os, config.architecture)));
+        return Err(Cause::Platform(format!(
+            "{}/{}",
+            config.os, config.architecture
+        )));
     }
     for l in &manifest.layers {
         media::layer_compression(&l.media_type)?;
@@ -375,19 +396,29 @@ async fn pull_inner(
         status: format!("Pulling from {}", reference.familiar()),
     });
     let manifest_digest = Digest::of(&manifest_bytes);
-    let mut docs = vec![(manifest_bytes.clone(), manifest_digest.clone()), (config_bytes, manifest.config.digest.clone())];
+    let mut docs = vec![
+        (manifest_bytes.clone(), manifest_digest.clone()),
+        (config_bytes, manifest.config.digest.clone()),
+    ];
     if let Some(i) = &index {
         docs.push((i.clone(), top_digest.clone()));
     }
     for (bytes, d) in docs {
         if !store.blobs().has(&d) {
-            store.blobs().write(&mut &bytes[..], Some((&d, None))).map_err(ImageError::from)?;
+            store
+                .blobs()
+                .write(&mut &bytes[..], Some((&d, None)))
+                .map_err(ImageError::from)?;
             new_blobs.push(d);
         }
     }
     // Futures built up front (not in a stream closure): keeps the pull future `Send` for
     // callers that spawn it.
-    let futs: Vec<_> = manifest.layers.iter().map(|l| fetch_layer(store, remote, l, progress)).collect();
+    let futs: Vec<_> = manifest
+        .layers
+        .iter()
+        .map(|l| fetch_layer(store, remote, l, progress))
+        .collect();
     let fetched: Vec<Result<Option<Digest>, Cause>> = futures_util::stream::iter(futs)
         .buffer_unordered(remote.concurrency)
         .collect()
@@ -405,7 +436,11 @@ async fn pull_inner(
         "{}/{}@{}",
         reference.registry,
         reference.repository,
-        if index.is_some() { &top_digest } else { &manifest_digest }
+        if index.is_some() {
+            &top_digest
+        } else {
+            &manifest_digest
+        }
     );
     let tags: Vec<Reference> = reference.tag.iter().map(|_| reference.clone()).collect();
     let staged = ImageRecord {
@@ -434,7 +469,14 @@ async fn pull_inner(
         progress(layer_event(&l.digest, "Pull complete", l.size, l.size));
     }
     progress(Progress::Status {
-        status: format!("Digest: {}", if index.is_some() { top_digest } else { manifest_digest }),
+        status: format!(
+            "Digest: {}",
+            if index.is_some() {
+                top_digest
+            } else {
+                manifest_digest
+            }
+        ),
     });
     Ok(rec)
 }
@@ -460,7 +502,10 @@ async fn fetch_layer(
         progress(layer_event(d, "Already exists", l.size, l.size));
         return Ok(None);
     }
-    let partial: PathBuf = store.root().join("ingest").join(format!("{}.partial", d.hex()));
+    let partial: PathBuf = store
+        .root()
+        .join("ingest")
+        .join(format!("{}.partial", d.hex()));
     // One downloader per blob across processes; a second one waits, then finds it done.
     let _lock = {
         let p = partial.with_extension("lock");
@@ -491,7 +536,11 @@ async fn fetch_layer(
         // Resume: hash what a killed pull left, then ask for the rest.
         hash_prefix(&mut f, have, &mut hasher).map_err(io)?;
         progress(Progress::Status {
-            status: format!("{}: resuming download at {have} of {} bytes", short(d), l.size),
+            status: format!(
+                "{}: resuming download at {have} of {} bytes",
+                short(d),
+                l.size
+            ),
         });
     }
     progress(layer_event(d, "Downloading", have, l.size));
@@ -514,7 +563,11 @@ async fn fetch_layer(
     f.seek(std::io::SeekFrom::Start(have)).map_err(io)?;
     let mut last_report = have;
     let result: Result<(), Cause> = async {
-        while let Some(chunk) = stream.try_next().await.map_err(|e| Cause::Registry(format!("downloading {d}: {e}")))? {
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| Cause::Registry(format!("downloading {d}: {e}")))?
+        {
             if have + chunk.len() as u64 > l.size {
                 return Err(Cause::Verification(d.clone()));
             }
@@ -589,11 +642,18 @@ pub async fn push(
     let remote = Remote::new(target, opts)?;
     remote
         .client
-        .auth(&remote.reference, &remote.auth, oci_client::RegistryOperation::Push)
+        .auth(
+            &remote.reference,
+            &remote.auth,
+            oci_client::RegistryOperation::Push,
+        )
         .await
         .map_err(|e| err(classify(&remote.host, e)))?;
     progress(Progress::Status {
-        status: format!("The push refers to repository [{}/{}]", target.registry, target.repository),
+        status: format!(
+            "The push refers to repository [{}/{}]",
+            target.registry, target.repository
+        ),
     });
     // Repositories on the same registry that already hold this image's blobs.
     let mount_from: Vec<oci_client::Reference> = rec
@@ -606,7 +666,10 @@ pub async fn push(
     let remote = Arc::new(remote);
     let mut blobs: Vec<media::Descriptor> = manifest.layers.clone();
     blobs.push(manifest.config.clone());
-    let futs: Vec<_> = blobs.iter().map(|b| push_blob(store, &remote, b, &mount_from, opts, progress)).collect();
+    let futs: Vec<_> = blobs
+        .iter()
+        .map(|b| push_blob(store, &remote, b, &mount_from, opts, progress))
+        .collect();
     let results: Vec<Result<(), Cause>> = futures_util::stream::iter(futs)
         .buffer_unordered(3)
         .collect()
@@ -614,11 +677,15 @@ pub async fn push(
     for r in results {
         r.map_err(err)?;
     }
-    let bytes = store.read_document(&rec.manifest).map_err(|e| err(e.into()))?;
-    let ct = rec
-        .manifest_media_type
-        .parse()
-        .map_err(|_| err(Cause::Registry(format!("bad media type {}", rec.manifest_media_type))))?;
+    let bytes = store
+        .read_document(&rec.manifest)
+        .map_err(|e| err(e.into()))?;
+    let ct = rec.manifest_media_type.parse().map_err(|_| {
+        err(Cause::Registry(format!(
+            "bad media type {}",
+            rec.manifest_media_type
+        )))
+    })?;
     remote
         .client
         .push_manifest_raw(&remote.reference, bytes.clone(), ct)
@@ -626,7 +693,10 @@ pub async fn push(
         .map_err(|e| err(classify(&remote.host, e)))?;
     let digest = Digest::of(&bytes);
     let mut rd = rec.clone();
-    rd.repo_digests = vec![format!("{}/{}@{digest}", target.registry, target.repository)];
+    rd.repo_digests = vec![format!(
+        "{}/{}@{digest}",
+        target.registry, target.repository
+    )];
     store.put_record(rd).map_err(|e| err(e.into()))?;
     progress(Progress::Status {
         status: format!(
@@ -658,7 +728,12 @@ async fn push_blob(
         return Ok(());
     }
     for src in mount_from {
-        if remote.client.mount_blob(&remote.reference, src, &ds).await.is_ok() {
+        if remote
+            .client
+            .mount_blob(&remote.reference, src, &ds)
+            .await
+            .is_ok()
+        {
             progress(layer_event(d, "Mounted from", b.size, b.size));
             return Ok(());
         }
@@ -675,7 +750,10 @@ async fn push_blob(
         let mut buf = vec![0u8; chunk];
         let mut n = 0;
         while n < chunk {
-            let k = f.read(&mut buf[n..]).await.map_err(OciDistributionError::IoError)?;
+            let k = f
+                .read(&mut buf[n..])
+                .await
+                .map_err(OciDistributionError::IoError)?;
             if k == 0 {
                 break;
             }
@@ -699,7 +777,12 @@ async fn push_blob(
         .push_blob_stream(&remote.reference, counted, &ds, Some(total))
         .await
         .map_err(|e| classify(&remote.host, e))?;
-    progress(layer_event(d, "Pushed", sent.load(std::sync::atomic::Ordering::Relaxed), total));
+    progress(layer_event(
+        d,
+        "Pushed",
+        sent.load(std::sync::atomic::Ordering::Relaxed),
+        total,
+    ));
     Ok(())
 }
 
@@ -725,7 +808,10 @@ mod tests {
     fn content_is_checked_for_size_then_digest() {
         let d = Digest::of(b"abc");
         assert!(check(b"abc", &d, 3).is_ok());
-        assert!(matches!(check(b"ab", &d, 3), Err(Cause::Truncated { got: 2, .. })));
+        assert!(matches!(
+            check(b"ab", &d, 3),
+            Err(Cause::Truncated { got: 2, .. })
+        ));
         assert!(matches!(check(b"abd", &d, 3), Err(Cause::Verification(_))));
     }
 }

@@ -32,6 +32,9 @@ mod tests {
     fn dates_and_nanoseconds() {
         assert_eq!(rfc3339(0, None), "1970-01-01T00:00:00Z");
         assert_eq!(rfc3339(951_782_400, None), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_795_000_000, Some(5)), "2026-11-18T11:06:40.000000005Z");
+        assert_eq!(
+            rfc3339(1_795_000_000, Some(5)),
+            "2026-11-18T11:06:40.000000005Z"
+        );
     }
 }

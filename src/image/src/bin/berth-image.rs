@@ -166,7 +166,12 @@ fn printer(quiet: bool) -> impl Fn(Progress) + Send + Sync {
         }
         let line = match p {
             Progress::Status { status } => status,
-            Progress::Layer { digest, status, current, total } => {
+            Progress::Layer {
+                digest,
+                status,
+                current,
+                total,
+            } => {
                 if (status == "Downloading" || status == "Pushing") && current > 0 && !tty {
                     return;
                 }
@@ -185,13 +190,25 @@ fn printer(quiet: bool) -> impl Fn(Progress) + Send + Sync {
 fn run(cli: Cli) -> Result<(), String> {
     let store = ImageStore::open(&cli.root).map_err(|e| e.to_string())?;
     match cli.cmd {
-        Cmd::Pull { remote, no_unpack, max_concurrent_downloads, quiet, image } => {
+        Cmd::Pull {
+            remote,
+            no_unpack,
+            max_concurrent_downloads,
+            quiet,
+            image,
+        } => {
             let r = parse_ref(&image)?;
             let mut opts = remote.options()?;
             opts.max_concurrent_downloads = max_concurrent_downloads;
             let before = store.resolve(&image).ok();
             let rec = runtime()?
-                .block_on(registry::pull(&store, &r, &opts, PullOptions { unpack: !no_unpack }, &printer(quiet)))
+                .block_on(registry::pull(
+                    &store,
+                    &r,
+                    &opts,
+                    PullOptions { unpack: !no_unpack },
+                    &printer(quiet),
+                ))
                 .map_err(|e| e.to_string())?;
             if quiet {
                 println!("{}", rec.id);
@@ -201,7 +218,12 @@ fn run(cli: Cli) -> Result<(), String> {
                 println!("Status: Downloaded newer image for {}", r.familiar());
             }
         }
-        Cmd::Push { remote, chunk_size, image, target } => {
+        Cmd::Push {
+            remote,
+            chunk_size,
+            image,
+            target,
+        } => {
             let t = parse_ref(target.as_deref().unwrap_or(&image))?;
             let mut opts = remote.options()?;
             opts.upload_chunk = chunk_size;
@@ -212,7 +234,10 @@ fn run(cli: Cli) -> Result<(), String> {
         Cmd::Images { quiet } => {
             let tags = store.tags().map_err(|e| e.to_string())?;
             if !quiet {
-                println!("{:<40} {:<20} {:<14} {:>10}", "REPOSITORY", "TAG", "IMAGE ID", "SIZE");
+                println!(
+                    "{:<40} {:<20} {:<14} {:>10}",
+                    "REPOSITORY", "TAG", "IMAGE ID", "SIZE"
+                );
             }
             for rec in store.records().map_err(|e| e.to_string())? {
                 if quiet {
@@ -226,12 +251,20 @@ fn run(cli: Cli) -> Result<(), String> {
                     .collect();
                 let size = format!("{:.1}MB", rec.size as f64 / 1e6);
                 if mine.is_empty() {
-                    println!("{:<40} {:<20} {:<14} {size:>10}", "<none>", "<none>", &rec.id.hex()[..12]);
+                    println!(
+                        "{:<40} {:<20} {:<14} {size:>10}",
+                        "<none>",
+                        "<none>",
+                        &rec.id.hex()[..12]
+                    );
                 }
                 for t in mine {
                     let f = t.familiar();
                     let (repo, tag) = f.rsplit_once(':').unwrap_or((&f, ""));
-                    println!("{repo:<40} {tag:<20} {:<14} {size:>10}", &rec.id.hex()[..12]);
+                    println!(
+                        "{repo:<40} {tag:<20} {:<14} {size:>10}",
+                        &rec.id.hex()[..12]
+                    );
                 }
             }
         }
@@ -255,7 +288,9 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Tag { source, target } => {
             let rec = store.resolve(&source).map_err(|e| e.to_string())?;
-            store.tag(&parse_ref(&target)?, &rec.id).map_err(|e| e.to_string())?;
+            store
+                .tag(&parse_ref(&target)?, &rec.id)
+                .map_err(|e| e.to_string())?;
         }
         Cmd::Rmi { force, images } => {
             let mut failed = None;
@@ -264,8 +299,12 @@ fn run(cli: Cli) -> Result<(), String> {
                     Ok(done) => {
                         for d in done {
                             match d {
-                                berth_image::images::Removed::Untagged(t) => println!("Untagged: {t}"),
-                                berth_image::images::Removed::Deleted(d) => println!("Deleted: {d}"),
+                                berth_image::images::Removed::Untagged(t) => {
+                                    println!("Untagged: {t}")
+                                }
+                                berth_image::images::Removed::Deleted(d) => {
+                                    println!("Deleted: {d}")
+                                }
                             }
                         }
                     }
@@ -279,15 +318,26 @@ fn run(cli: Cli) -> Result<(), String> {
                 return Err(f);
             }
         }
-        Cmd::Save { output, oci_dir, images } => match (output, oci_dir) {
-            (_, Some(dir)) => archive::save_oci_dir(&store, &images, &dir).map_err(|e| e.to_string())?,
+        Cmd::Save {
+            output,
+            oci_dir,
+            images,
+        } => match (output, oci_dir) {
+            (_, Some(dir)) => {
+                archive::save_oci_dir(&store, &images, &dir).map_err(|e| e.to_string())?
+            }
             (Some(out), None) => {
                 // Written aside and renamed, so a failed save leaves no half file.
                 let tmp = out.with_extension("berth-partial");
                 let r = std::fs::File::create(&tmp)
                     .map_err(|e| format!("{}: {e}", tmp.display()))
-                    .and_then(|f| archive::save(&store, &images, std::io::BufWriter::new(f)).map_err(|e| e.to_string()))
-                    .and_then(|_| std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display())));
+                    .and_then(|f| {
+                        archive::save(&store, &images, std::io::BufWriter::new(f))
+                            .map_err(|e| e.to_string())
+                    })
+                    .and_then(|_| {
+                        std::fs::rename(&tmp, &out).map_err(|e| format!("{}: {e}", out.display()))
+                    });
                 if r.is_err() {
                     let _ = std::fs::remove_file(&tmp);
                 }
@@ -295,17 +345,26 @@ fn run(cli: Cli) -> Result<(), String> {
             }
             (None, None) => {
                 if std::io::stdout().is_terminal() {
-                    return Err("cowardly refusing to save to a terminal. Use the -o flag or redirect".into());
+                    return Err(
+                        "cowardly refusing to save to a terminal. Use the -o flag or redirect"
+                            .into(),
+                    );
                 }
-                archive::save(&store, &images, std::io::stdout().lock()).map_err(|e| e.to_string())?;
+                archive::save(&store, &images, std::io::stdout().lock())
+                    .map_err(|e| e.to_string())?;
             }
         },
-        Cmd::Load { input, oci_dir, name } => {
+        Cmd::Load {
+            input,
+            oci_dir,
+            name,
+        } => {
             let name = name.as_deref().map(parse_ref).transpose()?;
             let loaded = match (input, oci_dir) {
                 (_, Some(dir)) => archive::load_oci_dir(&store, &dir, name.as_ref()),
                 (Some(f), None) => {
-                    let file = std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
+                    let file =
+                        std::fs::File::open(&f).map_err(|e| format!("{}: {e}", f.display()))?;
                     archive::load(&store, std::io::BufReader::new(file))
                 }
                 (None, None) => archive::load(&store, std::io::stdin().lock()),
@@ -320,20 +379,40 @@ fn run(cli: Cli) -> Result<(), String> {
                 }
             }
         }
-        Cmd::Import { change, message, file, reference } => {
+        Cmd::Import {
+            change,
+            message,
+            file,
+            reference,
+        } => {
             let r = reference.as_deref().map(parse_ref).transpose()?;
             let rec = if file == "-" {
-                archive::import(&store, std::io::stdin().lock(), r.as_ref(), &change, message.as_deref())
+                archive::import(
+                    &store,
+                    std::io::stdin().lock(),
+                    r.as_ref(),
+                    &change,
+                    message.as_deref(),
+                )
             } else {
                 let f = std::fs::File::open(&file).map_err(|e| format!("{file}: {e}"))?;
-                archive::import(&store, std::io::BufReader::new(f), r.as_ref(), &change, message.as_deref())
+                archive::import(
+                    &store,
+                    std::io::BufReader::new(f),
+                    r.as_ref(),
+                    &change,
+                    message.as_deref(),
+                )
             }
             .map_err(|e| e.to_string())?;
             println!("{}", rec.id);
         }
         Cmd::Rootfs { image } => {
             let rec = store.resolve(&image).map_err(|e| e.to_string())?;
-            println!("{}", store.rootfs(&rec).map_err(|e| e.to_string())?.display());
+            println!(
+                "{}",
+                store.rootfs(&rec).map_err(|e| e.to_string())?.display()
+            );
         }
         Cmd::Disk { image } => {
             let rec = store.resolve(&image).map_err(|e| e.to_string())?;
