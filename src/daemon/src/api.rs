@@ -402,15 +402,16 @@ fn create(d: &Arc<Daemon>, q: &Query, v: Value) -> Result<Resp, ApiError> {
         h @ Value::Object(_) => h.clone(),
         _ => return Err(ApiError::bad("HostConfig must be an object")),
     };
-    let isolation =
-        match hc["Isolation"].as_str().unwrap_or("") {
-            "" | "default" => d.opts.default_isolation,
-            "process" => Isolation::Process,
-            "vm" | "hyperv" | "microvm" => Isolation::Vm,
-            other => return Err(ApiError::bad(format!(
+    let isolation = match hc["Isolation"].as_str().unwrap_or("") {
+        "" | "default" => d.opts.default_isolation,
+        "process" => Isolation::Process,
+        "vm" | "hyperv" | "microvm" => Isolation::Vm,
+        other => {
+            return Err(ApiError::bad(format!(
                 "invalid isolation {other:?}: berth offers \"vm\" (the default) and \"process\""
-            ))),
-        };
+            )))
+        }
+    };
     if isolation == Isolation::Vm {
         crate::vm_check()?;
     }
