@@ -314,22 +314,7 @@ impl Conn {
     /// from daemon: ...".
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, Fail> {
         let r = self.send(method, path, body, None, false).await?;
-        let status = r.status();
-        let bytes = r
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| daemon_err(e.to_string()))?
-            .to_bytes();
-        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        if !status.is_success() && status.as_u16() != 304 {
-            let m = v["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(daemon_err(format!("Error response from daemon: {m}")));
-        }
-        Ok(v)
+        json_reply(r).await
     }
 }
 
@@ -342,6 +327,38 @@ async fn read_body(r: Resp, mut each: impl FnMut(&[u8])) -> Result<(), Fail> {
         }
     }
     Ok(())
+}
+
+/// A JSON (or empty) reply; an error status becomes the daemon's message.
+async fn json_reply(r: Resp) -> Result<Value, Fail> {
+    let status = r.status();
+    if !status.is_success() && status.as_u16() != 304 {
+        return Err(error_of(r).await);
+    }
+    let bytes = r
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| daemon_err(e.to_string()))?
+        .to_bytes();
+    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+/// The daemon's error reply as Docker prints it: "Error response from daemon: ...".
+async fn error_of(r: Resp) -> Fail {
+    let status = r.status();
+    let b = r
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+    let m = v["message"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("HTTP {status}: {}", String::from_utf8_lossy(&b)));
+    daemon_err(format!("Error response from daemon: {m}"))
 }
 
 /// Prints a JSON-lines progress stream (pull, push, load); the first error fails.
@@ -518,18 +535,7 @@ fn term_size() -> Option<(u16, u16)> {
 /// half-close), stdout/stderr down (demultiplexed unless a TTY).
 async fn stream(r: Resp, tty: bool, stdin: bool) -> Result<(), Fail> {
     if r.status().as_u16() != 101 {
-        let status = r.status();
-        let b = r
-            .into_body()
-            .collect()
-            .await
-            .map(|c| c.to_bytes())
-            .unwrap_or_default();
-        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-        return Err(daemon_err(format!(
-            "Error response from daemon: {}",
-            v["message"].as_str().unwrap_or(status.as_str())
-        )));
+        return Err(error_of(r).await);
     }
     let up = hyper::upgrade::on(r)
         .await
@@ -1215,17 +1221,7 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                 )
                 .await?;
             if !r.status().is_success() {
-                let b = r
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-                return Err(daemon_err(format!(
-                    "Error response from daemon: {}",
-                    v["message"].as_str().unwrap_or("")
-                )));
+                return Err(error_of(r).await);
             }
             let mut sink: Box<dyn Write> = match &output {
                 Some(p) => Box::new(
@@ -1304,20 +1300,7 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
                     false,
                 )
                 .await?;
-            let status = r.status();
-            let b = r
-                .into_body()
-                .collect()
-                .await
-                .map(|c| c.to_bytes())
-                .unwrap_or_default();
-            let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-            if !status.is_success() {
-                return Err(daemon_err(format!(
-                    "Error response from daemon: {}",
-                    v["message"].as_str().unwrap_or("")
-                )));
-            }
+            let v = json_reply(r).await?;
             println!("{}", v["status"].as_str().unwrap_or_default());
             Ok(0)
         }

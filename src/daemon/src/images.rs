@@ -52,6 +52,20 @@ pub async fn route(
     }
 }
 
+/// The `repo` and `tag` query parameters as one reference (None without a repo).
+fn repo_tag(q: &Query) -> Result<Option<Reference>, ApiError> {
+    let Some(r) = q.get("repo").filter(|s| !s.is_empty()) else {
+        return Ok(None);
+    };
+    let full = match q.get("tag").filter(|t| !t.is_empty()) {
+        Some(t) => format!("{r}:{t}"),
+        None => r.to_owned(),
+    };
+    full.parse::<Reference>()
+        .map(Some)
+        .map_err(|e| ApiError::bad(e.to_string()))
+}
+
 fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
     d.images.resolve(name).map_err(|e| match e {
         berth_image::ImageError::NotFound(_) => {
@@ -302,20 +316,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
                 "importing from a URL (use fromSrc=- and send the tarball)",
             ));
         }
-        let repo = q.get("repo").filter(|s| !s.is_empty());
-        let target = match repo {
-            Some(r) => {
-                let full = match q.get("tag").filter(|t| !t.is_empty()) {
-                    Some(t) => format!("{r}:{t}"),
-                    None => r.to_owned(),
-                };
-                Some(
-                    full.parse::<Reference>()
-                        .map_err(|e| ApiError::bad(e.to_string()))?,
-                )
-            }
-            None => None,
-        };
+        let target = repo_tag(&q)?;
         let changes = q.all("changes");
         let message = q.get("message").map(str::to_owned);
         let tmp = body_to_file(&d, req).await?;
@@ -419,19 +420,7 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
             "commit of a microVM container (its writable layer lives in the guest)",
         ));
     }
-    let tag = match q.get("repo").filter(|s| !s.is_empty()) {
-        Some(r) => {
-            let full = match q.get("tag").filter(|t| !t.is_empty()) {
-                Some(t) => format!("{r}:{t}"),
-                None => r.to_owned(),
-            };
-            Some(
-                full.parse::<Reference>()
-                    .map_err(|e| ApiError::bad(e.to_string()))?,
-            )
-        }
-        None => None,
-    };
+    let tag = repo_tag(q)?;
     let changes = q
         .all("changes")
         .into_iter()

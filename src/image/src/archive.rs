@@ -641,22 +641,40 @@ pub fn import(
                 empty_layer: false,
             }],
         };
-        let cb = serde_json::to_vec(&cfg).unwrap_or_default();
-        let cd = write_new(store, &cb)?;
-        st.new_blobs.push(cd.clone());
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.into()),
-            config: Descriptor::new(media::OCI_CONFIG, cd, cb.len() as u64),
-            layers: vec![Descriptor::new(mt, layer, size)],
-            annotations: None,
-        };
-        let mb = serde_json::to_vec(&manifest).unwrap_or_default();
-        let md = write_new(store, &mb)?;
-        st.new_blobs.push(md.clone());
-        Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)
+        new_image(
+            store,
+            &mut st,
+            &cfg,
+            vec![Descriptor::new(mt, layer, size)],
+            tag,
+        )
     })();
     finish(store, &st, result)
+}
+
+/// Writes a new image's config and OCI manifest (recorded in `st` as new blobs), unpacks
+/// it, and records and tags it.
+fn new_image(
+    store: &ImageStore,
+    st: &mut Staged,
+    config: &ImageConfig,
+    layers: Vec<Descriptor>,
+    tag: Option<&Reference>,
+) -> Result<ImageRecord, ArchiveError> {
+    let cb = serde_json::to_vec(config).unwrap_or_default();
+    let cd = write_new(store, &cb)?;
+    st.new_blobs.push(cd.clone());
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(media::OCI_MANIFEST.into()),
+        config: Descriptor::new(media::OCI_CONFIG, cd, cb.len() as u64),
+        layers,
+        annotations: None,
+    };
+    let mb = serde_json::to_vec(&manifest).unwrap_or_default();
+    let md = write_new(store, &mb)?;
+    st.new_blobs.push(md.clone());
+    Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)
 }
 
 /// Tars a container's overlay upper directory as an image layer: overlay whiteouts
@@ -812,22 +830,9 @@ pub fn commit(
             comment: comment.map(str::to_owned),
             empty_layer: false,
         });
-        let cb = serde_json::to_vec(&pcfg).unwrap_or_default();
-        let cd = write_new(store, &cb)?;
-        st.new_blobs.push(cd.clone());
         let mut layers = pmanifest.layers.clone();
         layers.push(Descriptor::new(media::OCI_LAYER, layer, size));
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.into()),
-            config: Descriptor::new(media::OCI_CONFIG, cd, cb.len() as u64),
-            layers,
-            annotations: None,
-        };
-        let mb = serde_json::to_vec(&manifest).unwrap_or_default();
-        let md = write_new(store, &mb)?;
-        st.new_blobs.push(md.clone());
-        Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)
+        new_image(store, &mut st, &pcfg, layers, tag)
     })();
     finish(store, &st, result)
 }
