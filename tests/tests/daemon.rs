@@ -87,7 +87,7 @@ impl Berthd {
     }
 
     fn docker_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("/usr/local/bin/docker");
+        let mut c = Command::new(docker_bin());
         c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .env_remove("DOCKER_CONTEXT")
@@ -146,6 +146,15 @@ impl Drop for Berthd {
             .arg(self.exec_root.to_string_lossy().as_ref())
             .status();
         let _ = std::fs::remove_dir_all(&self.exec_root);
+    }
+}
+
+/// The docker CLI: the preinstalled one (28.x) if present, else Debian's.
+fn docker_bin() -> &'static str {
+    if Path::new("/usr/local/bin/docker").is_file() {
+        "/usr/local/bin/docker"
+    } else {
+        "docker"
     }
 }
 
@@ -313,7 +322,7 @@ fn run_interactive_through_a_pty() {
 import os, pty, sys, time, select
 pid, fd = pty.fork()
 if pid == 0:
-    os.execv(sys.argv[1], sys.argv[1:])
+    os.execvp(sys.argv[1], sys.argv[1:])
 out = b""
 sent = False
 deadline = time.time() + 30
@@ -337,7 +346,7 @@ sys.exit(os.waitstatus_to_exitcode(status))
     let f: Finished = Command::new("/usr/bin/python3")
         .arg("-c")
         .arg(script)
-        .arg("/usr/local/bin/docker")
+        .arg(docker_bin())
         .args(["run", "-it", "--rm", "bb:1", "sh"])
         .env("DOCKER_HOST", format!("unix://{}", b.sock.display()))
         .env("DOCKER_CONFIG", b.dir.path().join("docker-config"))
@@ -721,7 +730,7 @@ fn plain_tcp_is_refused_unless_forced() {
         "--exec-opt",
         "isolation=process",
     ]);
-    let v: Finished = Command::new("/usr/local/bin/docker")
+    let v: Finished = Command::new(docker_bin())
         .args(["-H", &tcp, "version", "--format", "{{.Server.APIVersion}}"])
         .env("DOCKER_CONFIG", dir.path().join("docker-config"))
         .output()

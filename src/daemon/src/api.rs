@@ -867,7 +867,14 @@ fn open_streams(
 }
 
 /// Copies between an upgraded connection and the agent's streams until the outputs end.
-async fn relay(up: hyper::upgrade::Upgraded, tty: bool, s: AgentStreams) {
+/// `done`, when given, is awaited before the connection closes (an exec's exit code is
+/// recorded by then, as the docker CLI reads it once right after the stream ends).
+async fn relay(
+    up: hyper::upgrade::Upgraded,
+    tty: bool,
+    s: AgentStreams,
+    done: Option<tokio::task::JoinHandle<()>>,
+) {
     let io = TokioIo::new(up);
     let (mut rd, wr) = tokio::io::split(io);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
@@ -924,6 +931,9 @@ async fn relay(up: hyper::upgrade::Upgraded, tty: bool, s: AgentStreams) {
     });
     for t in tasks {
         let _ = t.await;
+    }
+    if let Some(d) = done {
+        let _ = d.await;
     }
     let _ = wr.lock().await.shutdown().await;
     in_task.abort();
@@ -989,7 +999,7 @@ fn attach(
         }
         let Ok(Ok(streams)) = streams else { return };
         let Ok(up) = on_up.await else { return };
-        relay(up, tty, streams).await;
+        relay(up, tty, streams, None).await;
     });
     Ok(resp)
 }
@@ -1095,8 +1105,14 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Result<Resp, ApiError> {
             return;
         }
         let mut rx = c.phase.subscribe();
+        let mut grace = false;
         loop {
             let ended = !matches!(*rx.borrow_and_update(), Phase::Running | Phase::Created);
+            if ended && !grace {
+                // The agent's log writer may be a moment behind the exit: one last look.
+                grace = true;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
             if file.is_none() {
                 file = tokio::fs::File::open(&path).await.ok();
             }
@@ -1469,7 +1485,7 @@ async fn exec_start(
     }
     // Record the exit code when it exits.
     let (d2, r2, eid) = (d.clone(), rec.clone(), e.id.clone());
-    tokio::task::spawn_blocking(move || {
+    let waiter = tokio::task::spawn_blocking(move || {
         let code = match d2.call(
             &r2,
             &AReq::Wait {
@@ -1497,7 +1513,7 @@ async fn exec_start(
     if let Some(on_up) = on_up {
         tokio::spawn(async move {
             if let Ok(up) = on_up.await {
-                relay(up, tty, streams).await;
+                relay(up, tty, streams, Some(waiter)).await;
             }
         });
     }
