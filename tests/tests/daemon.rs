@@ -536,18 +536,27 @@ fn malformed_requests_get_4xx_never_a_crash() {
 fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     if std::env::var_os("BERTH_IN_LAB").is_none() {
         let exe = std::env::current_exe().unwrap();
-        let out = Lab::new()
-            .timeout(Duration::from_secs(600))
-            .run(&[
-                exe.to_str().unwrap(),
-                "--exact",
-                "docker_run_rm_of_a_microvm_container_in_the_lab",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .unwrap();
+        let run = || {
+            Lab::new()
+                .timeout(Duration::from_secs(600))
+                .run(&[
+                    exe.to_str().unwrap(),
+                    "--exact",
+                    "docker_run_rm_of_a_microvm_container_in_the_lab",
+                    "--nocapture",
+                    "--test-threads",
+                    "1",
+                ])
+                .unwrap()
+        };
+        let mut out = run();
         eprintln!("{}\n{}", out.stdout, out.stderr);
+        if out.status != 0 && format!("{}{}", out.stdout, out.stderr).contains("triple fault") {
+            // A guest crash under the lab's emulated SVM (see tests/tests/vmm.rs): once more.
+            eprintln!("KNOWN FLAKE: a guest triple-faulted in the lab; retrying once");
+            out = run();
+            eprintln!("{}\n{}", out.stdout, out.stderr);
+        }
         assert_eq!(
             out.status, 0,
             "the microVM container test failed in the lab"
@@ -581,7 +590,26 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         "-c",
         "echo hello from a microVM; uname -r; exit 3",
     ]);
-    assert_eq!(f.status, 3, "{}\n{}\n{}", f.stdout, f.stderr, b.log());
+    let consoles = || {
+        let mut all = String::new();
+        for e in std::fs::read_dir(b.dir.path().join("data/containers"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            all.push_str(&std::fs::read_to_string(e.path().join("agent.log")).unwrap_or_default());
+        }
+        all
+    };
+    assert_eq!(
+        f.status,
+        3,
+        "{}\n{}\n{}\n{}",
+        f.stdout,
+        f.stderr,
+        b.log(),
+        consoles()
+    );
     let mut lines = f.stdout.lines();
     assert_eq!(lines.next(), Some("hello from a microVM"));
     let guest_kernel = lines.next().unwrap_or_default().to_owned();

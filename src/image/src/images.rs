@@ -240,11 +240,14 @@ impl ImageStore {
         for e in fs::read_dir(&tmp).map_err(io_at(&tmp))?.flatten() {
             remove_any(&e.path()).map_err(io_at(&e.path()))?;
         }
-        let ingest = self.root.join("ingest");
-        for e in fs::read_dir(&ingest).map_err(io_at(&ingest))?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with("tmp-") || (partials && name.ends_with(".partial")) {
-                let _ = fs::remove_file(e.path());
+        self.blobs.clean_leftovers();
+        if partials {
+            let ingest = self.root.join("ingest");
+            for e in fs::read_dir(&ingest).map_err(io_at(&ingest))?.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.ends_with(".partial") || name.ends_with(".lock") {
+                    let _ = fs::remove_file(e.path());
+                }
             }
         }
         Ok(())

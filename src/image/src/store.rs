@@ -51,24 +51,28 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating) a store under `root`, removing leftovers of interrupted writes.
+    /// Opens (creating) a store under `root`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         for d in ["blobs/sha256", "ingest"] {
             let p = root.join(d);
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
-        let s = Store {
+        Ok(Store {
             root: root.to_owned(),
-        };
-        // Partial writes are never trusted; a later version resumes them by digest.
-        if let Ok(entries) = fs::read_dir(s.root.join("ingest")) {
+        })
+    }
+
+    /// Removes leftovers of interrupted writes (`ingest/tmp-*`), which are never trusted.
+    /// Only safe while no other process writes to the store (the image store calls it
+    /// under its exclusive lock).
+    pub fn clean_leftovers(&self) {
+        if let Ok(entries) = fs::read_dir(self.root.join("ingest")) {
             for e in entries.flatten() {
                 if e.file_name().to_string_lossy().starts_with("tmp-") {
                     let _ = fs::remove_file(e.path());
                 }
             }
         }
-        Ok(s)
     }
 
     /// Where a blob lives.
@@ -212,10 +216,13 @@ mod tests {
     }
 
     #[test]
-    fn leftovers_of_a_killed_write_are_cleaned_on_open() {
+    fn leftovers_of_a_killed_write_are_kept_until_cleaned() {
         let (_, dir) = store("crash");
         fs::write(dir.join("ingest/tmp-1-1"), b"half a blob").unwrap();
-        Store::open(&dir).unwrap();
+        // Opening never touches them: another process may be writing.
+        let s = Store::open(&dir).unwrap();
+        assert!(dir.join("ingest/tmp-1-1").exists());
+        s.clean_leftovers();
         assert!(!dir.join("ingest/tmp-1-1").exists());
         fs::remove_dir_all(dir).unwrap();
     }
