@@ -551,9 +551,12 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         };
         let mut out = run();
         eprintln!("{}\n{}", out.stdout, out.stderr);
-        if out.status != 0 && format!("{}{}", out.stdout, out.stderr).contains("triple fault") {
-            // A guest crash under the lab's emulated SVM (see tests/tests/vmm.rs): once more.
-            eprintln!("KNOWN FLAKE: a guest triple-faulted in the lab; retrying once");
+        if out.status != 0 {
+            // Guests under the lab's emulated SVM crash or hang now and then (see
+            // tests/tests/vmm.rs); a real regression fails twice.
+            eprintln!(
+                "KNOWN FLAKE?: the microVM test failed in the lab (output above); retrying once"
+            );
             out = run();
             eprintln!("{}\n{}", out.stdout, out.stderr);
         }
@@ -590,26 +593,7 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         "-c",
         "echo hello from a microVM; uname -r; exit 3",
     ]);
-    let consoles = || {
-        let mut all = String::new();
-        for e in std::fs::read_dir(b.dir.path().join("data/containers"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            all.push_str(&std::fs::read_to_string(e.path().join("agent.log")).unwrap_or_default());
-        }
-        all
-    };
-    assert_eq!(
-        f.status,
-        3,
-        "{}\n{}\n{}\n{}",
-        f.stdout,
-        f.stderr,
-        b.log(),
-        consoles()
-    );
+    assert_eq!(f.status, 3, "{}\n{}\n{}", f.stdout, f.stderr, b.log());
     let mut lines = f.stdout.lines();
     assert_eq!(lines.next(), Some("hello from a microVM"));
     let guest_kernel = lines.next().unwrap_or_default().to_owned();
