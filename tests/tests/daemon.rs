@@ -86,8 +86,10 @@ impl Berthd {
         }
     }
 
+    /// A docker command, bounded (a hang becomes a failure with 137, not a stuck test).
     fn docker_cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(docker_bin());
+        let mut c = Command::new("timeout");
+        c.args(["-s", "KILL", "150", docker_bin()]);
         c.env("DOCKER_HOST", format!("unix://{}", self.sock.display()))
             .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
             .env_remove("DOCKER_CONTEXT")
@@ -538,7 +540,7 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         let exe = std::env::current_exe().unwrap();
         let run = || {
             Lab::new()
-                .timeout(Duration::from_secs(600))
+                .timeout(Duration::from_secs(360))
                 .run(&[
                     exe.to_str().unwrap(),
                     "--exact",
