@@ -211,12 +211,7 @@ pub fn new_id() -> String {
 }
 
 /// Now, RFC 3339 with nanoseconds.
-pub fn now_rfc3339() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    berth_protocol::time::rfc3339(d.as_secs() as i64, Some(d.subsec_nanos()))
-}
+pub use berth_protocol::time::now_rfc3339;
 
 /// Seconds since the epoch of an RFC 3339 time (0 if unparsable).
 pub fn unix_of(t: &str) -> i64 {
@@ -750,8 +745,7 @@ impl Daemon {
                 Err(e) => Err(ApiError::internal(format!("agent: {e}"))),
             }
         };
-        if let Some(disk) = &disk {
-            let _ = disk;
+        if disk.is_some() {
             call(
                 &mut cl,
                 &Request::MountStorage {
@@ -897,8 +891,7 @@ impl Daemon {
                     .map(|n| n > 0)
                     .unwrap_or(false)
                 {
-                    let rec = serde_json::json!({"log": String::from_utf8_lossy(&line), "stream": name, "time": now_rfc3339()});
-                    let _ = writeln!(f, "{rec}");
+                    let _ = writeln!(f, "{}", berth_protocol::time::json_log_line(&line, name));
                     line.clear();
                 }
             });

@@ -1,6 +1,5 @@
 //! The image endpoints of the Docker Engine API, over the berth-image store.
 
-use crate::api::API_VERSION;
 use crate::daemon::{unix_of, Daemon};
 use crate::http::{base64_decode, channel_body, empty, json, streamed, ApiError, Query, Resp};
 use berth_image::archive;
@@ -23,7 +22,6 @@ pub async fn route(
     path: &str,
     q: Query,
 ) -> Result<Resp, ApiError> {
-    let _ = API_VERSION;
     if path == "/commit" && m == Method::POST {
         return commit(d, &q).await;
     }
@@ -31,7 +29,7 @@ pub async fn route(
     match (m, rest) {
         (&Method::GET, "json") => list(&d, &q),
         (&Method::POST, "create") => create(d, req, q).await,
-        (&Method::POST, "load") => load(d, req, &q).await,
+        (&Method::POST, "load") => load(d, req).await,
         (&Method::GET, "get") => save(d, q.all("names")).await,
         (&Method::POST, "prune") => prune(&d),
         (&Method::GET, "search") => Err(ApiError::not_implemented("image search")),
@@ -502,8 +500,9 @@ async fn body_to_file(d: &Daemon, req: Request<Incoming>) -> Result<Tmp, ApiErro
     Ok(tmp)
 }
 
-async fn load(d: Arc<Daemon>, req: Request<Incoming>, q: &Query) -> Result<Resp, ApiError> {
-    let quiet = q.flag("quiet", false);
+/// `POST /images/load` (there is no per-layer progress to silence, so `quiet` changes
+/// nothing).
+async fn load(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let tmp = body_to_file(&d, req).await?;
     let d2 = d.clone();
     let loaded = tokio::task::spawn_blocking(move || {
@@ -528,7 +527,6 @@ async fn load(d: Arc<Daemon>, req: Request<Incoming>, q: &Query) -> Result<Resp,
             ));
         }
     }
-    let _ = quiet;
     Ok(streamed("application/json", crate::http::full(out)))
 }
 

@@ -56,14 +56,6 @@ impl Fanout {
     }
 }
 
-/// The time as Docker's logs write it (RFC 3339 with nanoseconds, UTC).
-fn log_time() -> String {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    berth_protocol::time::rfc3339(d.as_secs() as i64, Some(d.subsec_nanos()))
-}
-
 /// Copies `src` to the log (one json-file line per output line) and to the fanout's
 /// connections until EOF (or EIO: a terminal whose last process exited).
 fn spawn_tee(mut src: File, stream: &'static str, log: Arc<Mutex<File>>, fan: Arc<Fanout>) {
@@ -71,11 +63,7 @@ fn spawn_tee(mut src: File, stream: &'static str, log: Arc<Mutex<File>>, fan: Ar
         let mut buf = vec![0u8; 16384];
         let mut line: Vec<u8> = Vec::new();
         let write_line = |line: &[u8]| {
-            let rec = serde_json::json!({
-                "log": String::from_utf8_lossy(line),
-                "stream": stream,
-                "time": log_time(),
-            });
+            let rec = berth_protocol::time::json_log_line(line, stream);
             let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
             let _ = writeln!(f, "{rec}");
         };

@@ -248,11 +248,18 @@ impl Staged {
             .blobs()
             .write(&mut r, expected.as_ref().map(|d| (d, Some(size))))
             .map_err(|e| ArchiveError::Invalid(format!("{name}: {e}")))?;
-        if !existed && !self.new_blobs.contains(&d) && !store_has_image_blob(store, &d) {
-            self.new_blobs.push(d.clone());
+        if !existed {
+            self.added(d.clone());
         }
         self.blobs.insert(name, d);
         Ok(())
+    }
+
+    /// Notes a blob this operation wrote (a no-op for one already noted).
+    fn added(&mut self, d: Digest) {
+        if !self.new_blobs.contains(&d) {
+            self.new_blobs.push(d);
+        }
     }
 
     fn blob(&self, path: &str) -> Result<Digest, ArchiveError> {
@@ -270,14 +277,6 @@ impl Staged {
             "{path} is named but not in the archive"
         )))
     }
-}
-
-fn store_has_image_blob(store: &ImageStore, d: &Digest) -> bool {
-    store
-        .records()
-        .unwrap_or_default()
-        .iter()
-        .any(|r| store.referenced_by(r).unwrap_or_default().contains(d))
 }
 
 /// Loads a `docker save` tarball (either form) or an OCI layout tarball. Returns the
@@ -377,16 +376,9 @@ fn finish<T>(
     result: Result<T, ArchiveError>,
 ) -> Result<T, ArchiveError> {
     // Blobs this load added that no image ended up referencing (old-format metadata,
-    // or everything, on failure) go again.
-    let keep: BTreeSet<Digest> = store
-        .records()
-        .unwrap_or_default()
-        .iter()
-        .flat_map(|r| store.referenced_by(r).unwrap_or_default())
-        .collect();
-    for d in st.new_blobs.iter().filter(|d| !keep.contains(d)) {
-        let _ = store.blobs().remove(d);
-    }
+    // or everything, on failure) go again. One that was already there and is still
+    // referenced stays.
+    store.discard_unreferenced(&st.new_blobs);
     result
 }
 
@@ -604,9 +596,7 @@ pub fn import(
             .blobs()
             .write(&mut r, None)
             .map_err(ImageError::from)?;
-        if !store_has_image_blob(store, &layer) {
-            st.new_blobs.push(layer.clone());
-        }
+        st.added(layer.clone());
         let p = store.blobs().blob_path(&layer);
         let (mt, size) = layer_type(store, &layer)?;
         let mut tar = layer::decompress(File::open(&p).map_err(io_at(&p))?)?;
@@ -663,7 +653,7 @@ fn new_image(
 ) -> Result<ImageRecord, ArchiveError> {
     let cb = serde_json::to_vec(config).unwrap_or_default();
     let cd = write_new(store, &cb)?;
-    st.new_blobs.push(cd.clone());
+    st.added(cd.clone());
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media::OCI_MANIFEST.into()),
@@ -673,7 +663,7 @@ fn new_image(
     };
     let mb = serde_json::to_vec(&manifest).unwrap_or_default();
     let md = write_new(store, &mb)?;
-    st.new_blobs.push(md.clone());
+    st.added(md.clone());
     Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)
 }
 
@@ -813,9 +803,7 @@ pub fn commit(
             });
         let _ = fs::remove_dir_all(&work);
         let layer = r?;
-        if !store_has_image_blob(store, &layer) {
-            st.new_blobs.push(layer.clone());
-        }
+        st.added(layer.clone());
         let size = fs::metadata(store.blobs().blob_path(&layer))
             .map_err(io_at(&store.blobs().blob_path(&layer)))?
             .len();

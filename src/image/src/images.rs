@@ -432,13 +432,13 @@ impl ImageStore {
         }
         let prefix = name.strip_prefix("sha256:").unwrap_or(name);
         if is_hex(prefix) {
-            let hits: Vec<ImageRecord> = self
+            let mut hits: Vec<ImageRecord> = self
                 .records()?
                 .into_iter()
                 .filter(|r| r.id.hex().starts_with(prefix))
                 .collect();
             if hits.len() == 1 {
-                return Ok(hits.into_iter().next().unwrap_or_else(|| unreachable!()));
+                return Ok(hits.remove(0));
             }
         }
         Err(not_found())
@@ -452,6 +452,24 @@ impl ImageStore {
             out.extend(self.manifest(rec)?.layers.into_iter().map(|l| l.digest));
         }
         Ok(out)
+    }
+
+    /// Every blob some image needs.
+    pub fn referenced_blobs(&self) -> Result<BTreeSet<Digest>, ImageError> {
+        let mut keep = BTreeSet::new();
+        for rec in self.records()? {
+            keep.extend(self.referenced_by(&rec)?);
+        }
+        Ok(keep)
+    }
+
+    /// Removes those of `blobs` that no image references: what a failed or partly
+    /// used pull, load or import added.
+    pub fn discard_unreferenced(&self, blobs: &[Digest]) {
+        let keep = self.referenced_blobs().unwrap_or_default();
+        for d in blobs.iter().filter(|d| !keep.contains(d)) {
+            let _ = self.blobs.remove(d);
+        }
     }
 
     /// Where an image's unpacked root filesystem lives (built or not).
@@ -593,14 +611,10 @@ impl ImageStore {
     }
 
     fn gc_locked(&self) -> Result<GcReport, ImageError> {
-        let mut keep = BTreeSet::new();
-        let mut ids = BTreeSet::new();
-        for rec in self.records()? {
-            keep.extend(self.referenced_by(&rec)?);
-            ids.insert(rec.id.hex().to_owned());
-        }
-        // Tags pointing at images that are gone (a crash between the two writes).
+        let keep = self.referenced_blobs()?;
         let live: BTreeSet<Digest> = self.records()?.into_iter().map(|r| r.id).collect();
+        let ids: BTreeSet<String> = live.iter().map(|d| d.hex().to_owned()).collect();
+        // Tags pointing at images that are gone (a crash between the two writes).
         self.update_tags(|t| t.retain(|_, d| live.contains(d)))?;
         let mut rep = GcReport::default();
         let dir = self.root.join("blobs/sha256");

@@ -328,15 +328,7 @@ pub async fn pull(
     .await;
     if r.is_err() {
         // Leave nothing behind that no image references.
-        let referenced: Vec<Digest> = store
-            .records()
-            .unwrap_or_default()
-            .iter()
-            .flat_map(|rec| store.referenced_by(rec).unwrap_or_default())
-            .collect();
-        for d in new_blobs.iter().filter(|d| !referenced.contains(d)) {
-            let _ = store.blobs().remove(d);
-        }
+        store.discard_unreferenced(&new_blobs);
     }
     r.map_err(err)
 }

@@ -1,5 +1,5 @@
-//! Timestamps as Docker writes them (RFC 3339, UTC), shared by the agent (log lines), the
-//! image store (configs) and the daemon, without a date crate.
+//! Timestamps as Docker writes them (RFC 3339, UTC) and its json-file log lines, shared
+//! by the agent, the image store (configs) and the daemon, without a date crate.
 
 /// Seconds since the epoch (and optionally nanoseconds) as RFC 3339 UTC:
 /// `2026-11-27T21:00:00Z`, or `2026-11-27T21:00:00.123456789Z` with nanoseconds.
@@ -22,6 +22,24 @@ pub fn rfc3339(secs: i64, nanos: Option<u32>) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Now, RFC 3339 with nanoseconds (as Docker stamps log lines).
+pub fn now_rfc3339() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(d.as_secs() as i64, Some(d.subsec_nanos()))
+}
+
+/// One line of Docker's json-file log: `{"log":..,"stream":..,"time":..}` (no newline).
+pub fn json_log_line(line: &[u8], stream: &str) -> String {
+    serde_json::json!({
+        "log": String::from_utf8_lossy(line),
+        "stream": stream,
+        "time": now_rfc3339(),
+    })
+    .to_string()
 }
 
 #[cfg(test)]
