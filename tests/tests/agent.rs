@@ -467,7 +467,8 @@ fn scenarios(a: &Agent) {
             r,
             Response::Error {
                 kind,
-                message: msg.into()
+                message: msg.into(),
+                exit_status: Some(status),
             }
         );
         assert_eq!(
@@ -505,7 +506,7 @@ fn scenarios(a: &Agent) {
         })
         .unwrap();
     assert!(
-        matches!(&r, Response::Error { kind: ErrorKind::InvalidArgument, message } if message.contains("/nonexistent-layer")),
+        matches!(&r, Response::Error { kind: ErrorKind::InvalidArgument, message, .. } if message.contains("/nonexistent-layer")),
         "{r:?}"
     );
     let r = c

@@ -2,13 +2,11 @@
 //! API (1.44) on a Unix socket; every container is a microVM (berth-vmm plus the guest
 //! agent) unless it asks for process isolation. See docs/daemon.md.
 
-mod api;
-mod daemon;
-mod http;
-mod images;
-
+use berthd::daemon::{Daemon, Opts};
+use berthd::log;
+use berthd::router;
+use berthd::sandbox::Isolation;
 use clap::Parser;
-use daemon::{Daemon, Isolation, Opts};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -56,31 +54,6 @@ struct Cli {
     /// Listen on plain TCP without TLS (anyone who can reach it is root on this host).
     #[arg(long)]
     allow_plain_tcp: bool,
-}
-
-/// One structured log line (JSON) on stderr.
-pub fn log(level: &str, msg: &str, fields: &[(&str, &str)]) {
-    let mut m = serde_json::Map::new();
-    m.insert("time".into(), daemon::now_rfc3339().into());
-    m.insert("level".into(), level.into());
-    m.insert("msg".into(), msg.into());
-    for (k, v) in fields {
-        m.insert((*k).into(), (*v).into());
-    }
-    eprintln!("{}", serde_json::Value::Object(m));
-}
-
-/// Whether microVMs can run here; if not, the clear explanation naming the lab.
-pub fn vm_check() -> Result<(), http::ApiError> {
-    let k = berth_hostcheck::check();
-    if k.can_run_microvms() {
-        Ok(())
-    } else {
-        Err(http::ApiError::bad(format!(
-            "cannot create a microVM container on this host: {k}. berth never falls back to weaker isolation on its own: {}",
-            berth_hostcheck::LAB_HINT
-        )))
-    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -142,11 +115,14 @@ fn run(mut cli: Cli) -> Result<(), String> {
     };
     let data_root = path_of(cli.data_root.take(), "data-root", "/var/lib/berth");
     let exec_root = path_of(cli.exec_root.take(), "exec-root", "/run/berth");
-    let mut default_isolation = Isolation::Vm;
+    let mut default_isolation = Isolation::default();
     for o in &cli.exec_opts {
         match o.split_once('=') {
-            Some(("isolation", "vm" | "microvm" | "hyperv")) => default_isolation = Isolation::Vm,
-            Some(("isolation", "process")) => default_isolation = Isolation::Process,
+            Some(("isolation", v)) => {
+                default_isolation = v
+                    .parse()
+                    .map_err(|e: berthd::errors::Error| format!("--exec-opt {o:?}: {e}"))?
+            }
             _ => {
                 return Err(format!(
                     "--exec-opt {o:?}: berthd knows isolation=vm|process"
@@ -247,7 +223,7 @@ where
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
     tokio::spawn(async move {
-        let svc = service_fn(move |req| api::handle(d.clone(), req));
+        let svc = service_fn(move |req| router::handle(d.clone(), req));
         let _ = http1::Builder::new()
             .serve_connection(TokioIo::new(s), svc)
             .with_upgrades()
@@ -284,7 +260,7 @@ async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> 
     log(
         "info",
         "berthd is serving the Docker Engine API",
-        &[("hosts", &hosts.join(",")), ("api", api::API_VERSION)],
+        &[("hosts", &hosts.join(",")), ("api", router::API_VERSION)],
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;

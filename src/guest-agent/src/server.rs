@@ -1,5 +1,6 @@
 //! The agent's protocol server: one thread per connection.
 
+use crate::output::{Fanout, Tee};
 use berth_container::{reaper, spec, Config, Container, Streams};
 use berth_protocol::{
     read_frame, write_frame, Channel, ErrorKind, Hello, HelloOk, Request, Response, Stats,
@@ -23,71 +24,8 @@ struct Attach {
     pty: Option<OwnedFd>,
     out_fan: Option<Arc<Fanout>>,
     err_fan: Option<Arc<Fanout>>,
-}
-
-/// One output stream copied to a log file and to every connection attached to it.
-#[derive(Default)]
-struct Fanout {
-    subs: Mutex<(Vec<UnixStream>, bool)>,
-}
-
-impl Fanout {
-    /// Adds a connection; one added after the stream ended is closed at once.
-    fn subscribe(&self, conn: UnixStream) {
-        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        if g.1 {
-            let _ = conn.shutdown(std::net::Shutdown::Write);
-        } else {
-            g.0.push(conn);
-        }
-    }
-
-    fn send(&self, data: &[u8]) {
-        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.retain_mut(|c| c.write_all(data).is_ok());
-    }
-
-    fn end(&self) {
-        let mut g = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        g.1 = true;
-        for c in g.0.drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Write);
-        }
-    }
-}
-
-/// Copies `src` to the log (one json-file line per output line) and to the fanout's
-/// connections until EOF (or EIO: a terminal whose last process exited).
-fn spawn_tee(mut src: File, stream: &'static str, log: Arc<Mutex<File>>, fan: Arc<Fanout>) {
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 16384];
-        let mut line: Vec<u8> = Vec::new();
-        let write_line = |line: &[u8]| {
-            let rec = berth_protocol::time::json_log_line(line, stream);
-            let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = writeln!(f, "{rec}");
-        };
-        loop {
-            let n = match src.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            fan.send(&buf[..n]);
-            for &b in &buf[..n] {
-                line.push(b);
-                if b == b'\n' || line.len() >= 16384 {
-                    write_line(&line);
-                    line.clear();
-                }
-            }
-        }
-        if !line.is_empty() {
-            write_line(&line);
-        }
-        fan.end();
-    });
+    /// The copies of a logging process's output, until its exit waits for them.
+    tees: Vec<Tee>,
 }
 
 impl Attach {
@@ -164,10 +102,15 @@ pub struct Agent {
 
 type Reply = Response;
 
+/// How long an exit waits for the process's output to drain after the process is gone
+/// (only a leftover child holding the stream open makes it wait that long).
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn err(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Response::Error {
         kind,
         message: message.into(),
+        exit_status: None,
     }
 }
 
@@ -184,7 +127,11 @@ fn runtime_err(e: berth_container::Error) -> Reply {
         }
         _ => ErrorKind::Internal,
     };
-    err(kind, e.to_string())
+    Response::Error {
+        kind,
+        message: e.to_string(),
+        exit_status: e.exit_status(),
+    }
 }
 
 fn valid_id(id: &str) -> bool {
@@ -354,17 +301,23 @@ impl Agent {
             // The agent owns the output from now on: logged, and fanned out to attachers.
             if let Some(out) = attach.stdout.take() {
                 let fan = Arc::new(Fanout::default());
-                spawn_tee(out, "stdout", log.clone(), fan.clone());
+                attach
+                    .tees
+                    .push(Tee::spawn(out, "stdout", log.clone(), fan.clone()));
                 attach.out_fan = Some(fan);
             }
             if let Some(e) = attach.stderr.take() {
                 let fan = Arc::new(Fanout::default());
-                spawn_tee(e, "stderr", log.clone(), fan.clone());
+                attach
+                    .tees
+                    .push(Tee::spawn(e, "stderr", log.clone(), fan.clone()));
                 attach.err_fan = Some(fan);
             }
             if let Some(m) = attach.pty.as_ref().and_then(|m| m.try_clone().ok()) {
                 let fan = Arc::new(Fanout::default());
-                spawn_tee(File::from(m), "stdout", log, fan.clone());
+                attach
+                    .tees
+                    .push(Tee::spawn(File::from(m), "stdout", log, fan.clone()));
                 attach.out_fan = Some(fan);
             }
         }
@@ -402,20 +355,26 @@ impl Agent {
             .ok_or_else(|| err(ErrorKind::Conflict, format!("container {id} was deleted")))?;
         let exit = e.main.exit.clone();
         let pid = c.pid;
-        match c.start() {
-            Ok(()) => {
-                std::thread::spawn(move || exit.set(reaper::wait(pid)));
-                Ok(Response::Ok)
-            }
-            Err(er) => {
-                let status = er.exit_status();
-                std::thread::spawn(move || {
-                    let s = reaper::wait(pid);
-                    exit.set(status.unwrap_or(s));
-                });
-                Err(runtime_err(er))
-            }
-        }
+        // The exit is reported once the output is drained: in the log and handed to every
+        // attacher (the agent may be told to shut down right after).
+        let tees = std::mem::take(
+            &mut e
+                .main
+                .attach
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tees,
+        );
+        let (status, reply) = match c.start() {
+            Ok(()) => (None, Ok(Response::Ok)),
+            Err(er) => (er.exit_status(), Err(runtime_err(er))),
+        };
+        std::thread::spawn(move || {
+            let s = reaper::wait(pid);
+            Tee::drained(tees, DRAIN_LIMIT);
+            exit.set(status.unwrap_or(s));
+        });
+        reply
     }
 
     fn exec(

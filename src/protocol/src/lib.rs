@@ -325,6 +325,10 @@ pub enum Response {
         kind: ErrorKind,
         /// One line for the user, naming the problem.
         message: String,
+        /// For a process that could not be started: the status Docker reports for it
+        /// (127 not found, 126 not executable).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_status: Option<i32>,
     },
 }
 

@@ -1,6 +1,6 @@
 //! The microVM's configuration: a JSON file, command-line flags, or both (flags win).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// Errors in the configuration.
@@ -40,7 +40,7 @@ fn invalid(field: &str, why: impl Into<String>) -> ConfigError {
 }
 
 /// A block device.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct DiskConfig {
     /// Host file backing the disk.
@@ -51,7 +51,7 @@ pub struct DiskConfig {
 }
 
 /// A network interface backed by a tap device.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct NetConfig {
     /// Name of an existing tap device on the host.
@@ -62,7 +62,7 @@ pub struct NetConfig {
 }
 
 /// The vsock device (Firecracker's hybrid vsock over a Unix socket).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VsockConfig {
     /// The guest's context ID (3 or more).
@@ -101,7 +101,7 @@ impl std::str::FromStr for Console {
 }
 
 /// The whole configuration of one microVM.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct VmConfig {
     /// Number of vCPUs (1..=32).

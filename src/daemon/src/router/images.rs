@@ -1,6 +1,7 @@
 //! The image endpoints of the Docker Engine API, over the berth-image store.
 
 use crate::daemon::{unix_of, Daemon};
+use crate::models::docker;
 use crate::http::{base64_decode, channel_body, empty, json, streamed, ApiError, Query, Resp};
 use berth_image::archive;
 use berth_image::registry::{self, Progress, PullOptions, RegistryOptions};
@@ -14,8 +15,15 @@ use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
 
-/// Routes `/images/...` (names may contain slashes) and `/commit`.
-pub async fn route(
+/// Routes `/images/...` (names may contain slashes) and `/commit`; None if no route
+/// matches.
+pub async fn route(d: Arc<Daemon>, call: super::Call) -> Option<Result<Resp, ApiError>> {
+    let super::Call { method, seg, q, req } = call;
+    let path = format!("/{}", seg.join("/"));
+    Some(route_images(d, req, &method, &path, q).await)
+}
+
+async fn route_images(
     d: Arc<Daemon>,
     req: Request<Incoming>,
     m: &Method,
@@ -77,9 +85,8 @@ fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
     })
 }
 
-fn summary(d: &Daemon, r: &ImageRecord) -> Result<Value, ApiError> {
+fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError> {
     let cfg = d.images.config(r)?;
-    let tags = d.images.tags_of(&r.id)?;
     let repo_digests: Vec<String> = r
         .repo_digests
         .iter()
@@ -89,34 +96,54 @@ fn summary(d: &Daemon, r: &ImageRecord) -> Result<Value, ApiError> {
                 .unwrap_or_else(|_| rd.clone())
         })
         .collect();
-    Ok(j!({
-        "Id": r.id.to_string(), "ParentId": "", "RepoTags": tags, "RepoDigests": repo_digests,
-        "Created": cfg.created.as_deref().map(unix_of).unwrap_or(0), "Size": r.size, "SharedSize": -1,
-        "VirtualSize": r.size, "Labels": cfg.config.as_ref().and_then(|c| c.labels.clone()).unwrap_or_default(),
-        "Containers": -1,
-    }))
+    Ok(docker::ImageSummary {
+        id: r.id.to_string(),
+        parent_id: String::new(),
+        repo_tags: d.images.tags_of(&r.id)?,
+        repo_digests,
+        created: cfg.created.as_deref().map(unix_of).unwrap_or(0),
+        size: r.size as i64,
+        shared_size: -1,
+        virtual_size: Some(r.size as i64),
+        labels: cfg
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+        containers: -1,
+    })
+}
+
+/// Docker's image filters, `{"k": ["v"]}` or the older `{"k": {"v": true}}`.
+fn filter_values(q: &Query, key: &str) -> Result<Vec<String>, ApiError> {
+    let filters: std::collections::HashMap<String, serde_json::Value> = match q.get("filters") {
+        Some(f) if !f.is_empty() => serde_json::from_str(f)
+            .map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+        _ => Default::default(),
+    };
+    if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
+        return Err(
+            crate::errors::Error::NotImplemented(format!("the {k:?} filter of image list")).into(),
+        );
+    }
+    Ok(match filters.get(key) {
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect(),
+        Some(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+        _ => vec![],
+    })
 }
 
 fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
-    let filters: Value = match q.get("filters") {
-        Some(f) if !f.is_empty() => {
-            serde_json::from_str(f).map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?
-        }
-        _ => j!({}),
-    };
-    let dangling = filters["dangling"]
-        .as_object()
-        .map(|o| o.contains_key("true"))
-        .or_else(|| {
-            filters["dangling"]
-                .as_array()
-                .map(|a| a.iter().any(|v| v == "true"))
-        });
+    let dangling = filter_values(q, "dangling")?.iter().any(|v| v == "true");
     let mut out = Vec::new();
     for r in d.images.records()? {
         let s = summary(d, &r)?;
-        let untagged = s["RepoTags"].as_array().is_none_or(|a| a.is_empty());
-        if dangling == Some(true) && !untagged {
+        if dangling && !s.repo_tags.is_empty() {
             continue;
         }
         out.push(s);
@@ -124,20 +151,72 @@ fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
     Ok(json(StatusCode::OK, &out))
 }
 
+/// The parts of an OCI image config that inspect shows.
+#[derive(serde::Deserialize, Default)]
+struct ImageDoc {
+    #[serde(default)]
+    created: Option<String>,
+    #[serde(default)]
+    author: Option<String>,
+    #[serde(default)]
+    architecture: Option<String>,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    config: Option<docker::ContainerConfig>,
+    #[serde(default)]
+    rootfs: Option<ImageDocRootfs>,
+    #[serde(default)]
+    history: Vec<ImageDocHistory>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ImageDocRootfs {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ImageDocHistory {
+    #[serde(default)]
+    comment: Option<String>,
+}
+
 fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
     let r = resolve(d, name)?;
     let s = summary(d, &r)?;
-    let cfg: Value = serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
+    let doc: ImageDoc = serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
     Ok(json(
         StatusCode::OK,
-        &j!({
-            "Id": s["Id"], "RepoTags": s["RepoTags"], "RepoDigests": s["RepoDigests"], "Parent": "",
-            "Comment": cfg["history"][0]["comment"], "Created": cfg["created"], "DockerVersion": "",
-            "Author": cfg["author"], "Config": cfg["config"], "Architecture": cfg["architecture"], "Os": cfg["os"],
-            "Size": r.size, "VirtualSize": r.size, "RootFS": {"Type": "layers", "Layers": cfg["rootfs"]["diff_ids"]},
-            "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-            "GraphDriver": {"Name": "berth", "Data": {"RootFS": d.images.rootfs_path(&r.id), "RootDisk": d.images.disk_path(&r.id)}},
-        }),
+        &docker::ImageInspect {
+            id: Some(s.id),
+            repo_tags: Some(s.repo_tags),
+            repo_digests: Some(s.repo_digests),
+            parent: Some(String::new()),
+            comment: doc.history.first().and_then(|h| h.comment.clone()),
+            created: doc.created,
+            docker_version: Some(String::new()),
+            author: doc.author,
+            config: doc.config,
+            architecture: doc.architecture,
+            os: doc.os,
+            size: Some(r.size as i64),
+            virtual_size: Some(r.size as i64),
+            root_fs: Some(docker::ImageInspectRootFs {
+                typ: "layers".into(),
+                layers: doc.rootfs.map(|f| f.diff_ids),
+            }),
+            graph_driver: Some(docker::GraphDriverData {
+                name: "berth".into(),
+                data: [
+                    ("RootFS".to_owned(), d.images.rootfs_path(&r.id).display().to_string()),
+                    ("RootDisk".to_owned(), d.images.disk_path(&r.id).display().to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            }),
+            ..Default::default()
+        },
     ))
 }
 
@@ -154,11 +233,18 @@ fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
         } else {
             layers.next().map(|l| l.size).unwrap_or(0)
         };
-        out.push(j!({
-            "Id": if i == 0 { r.id.to_string() } else { "<missing>".into() },
-            "Created": h.created.as_deref().map(unix_of).unwrap_or(0), "CreatedBy": h.created_by.clone().unwrap_or_default(),
-            "Tags": if i == 0 { tags.clone() } else { vec![] }, "Size": size, "Comment": h.comment.clone().unwrap_or_default(),
-        }));
+        out.push(docker::HistoryResponseItem {
+            id: if i == 0 {
+                r.id.to_string()
+            } else {
+                "<missing>".into()
+            },
+            created: h.created.as_deref().map(unix_of).unwrap_or(0),
+            created_by: h.created_by.clone().unwrap_or_default(),
+            tags: if i == 0 { tags.clone() } else { vec![] },
+            size: size as i64,
+            comment: h.comment.clone().unwrap_or_default(),
+        });
     }
     Ok(json(StatusCode::OK, &out))
 }
@@ -186,7 +272,7 @@ fn tag(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
         "image",
         "tag",
         &r.id.to_string(),
-        j!({"name": target.familiar()}),
+        &[("name", target.familiar())],
     );
     Ok(empty(StatusCode::CREATED))
 }
@@ -225,7 +311,7 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
             berth_image::images::Removed::Deleted(id) => j!({"Deleted": id.to_string()}),
         })
         .collect();
-    d.event("image", "delete", &r.id.to_string(), j!({"name": name}));
+    d.event("image", "delete", &r.id.to_string(), &[("name", name.to_string())]);
     Ok(json(StatusCode::OK, &out))
 }
 
@@ -333,7 +419,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-        d.event("image", "import", &rec.id.to_string(), j!({}));
+        d.event("image", "import", &rec.id.to_string(), &[]);
         return Ok(json(StatusCode::OK, &j!({"status": rec.id.to_string()})));
     }
     let image = q
@@ -363,7 +449,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
                     format!("Status: Downloaded newer image for {}", r.familiar())
                 };
                 send(&tx, j!({"status": s}));
-                d.event("image", "pull", &r.familiar(), j!({}));
+                d.event("image", "pull", &r.familiar(), &[]);
             }
             Err(e) => send(&tx, error_line(&e.to_string())),
         }
@@ -413,11 +499,11 @@ async fn push(
 async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     let c = d.find(q.get("container").unwrap_or(""))?;
     let rec = c.record();
-    if rec.isolation != crate::daemon::Isolation::Process {
+    let Some(upper) = d.sandbox(&rec).writable_layer(&d.dir(&rec.id)) else {
         return Err(ApiError::not_implemented(
             "commit of a microVM container (its writable layer lives in the guest)",
         ));
-    }
+    };
     let tag = repo_tag(q)?;
     let changes = q
         .all("changes")
@@ -430,7 +516,6 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
         q.get("author").map(str::to_owned),
     );
     let parent = resolve(&d, &rec.image_id)?;
-    let upper = d.dir(&rec.id).join("rw/upper");
     let d2 = d.clone();
     let img = tokio::task::spawn_blocking(move || {
         if !upper.is_dir() {
@@ -451,12 +536,7 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    d.event(
-        "container",
-        "commit",
-        &rec.id,
-        j!({"imageID": img.id.to_string()}),
-    );
+    d.event("container", "commit", &rec.id, &[("imageID", img.id.to_string())]);
     Ok(json(StatusCode::CREATED, &j!({"Id": img.id.to_string()})))
 }
 

@@ -1,0 +1,241 @@
+//! `create`: a container record from a typed create body and the image's defaults.
+
+use super::{new_id, now_rfc3339, parse_signal, Daemon, Record};
+use crate::errors::{Error, Result};
+use crate::models::{refuse_unapplied, CreateBody};
+use crate::state::State;
+use std::sync::Arc;
+
+/// Docker's container name rule.
+pub fn valid_name(n: &str) -> bool {
+    let n = n.trim_start_matches('/');
+    n.len() >= 2
+        && n.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+}
+
+/// The error for a bad name.
+pub fn invalid_name(n: &str) -> Error {
+    Error::InvalidParameter(format!(
+        "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+    ))
+}
+
+fn merge_env(into: &mut Vec<String>, more: &[String]) {
+    for e in more {
+        let k = e.split('=').next().unwrap_or("");
+        into.retain(|x| x.split('=').next() != Some(k));
+        into.push(e.clone());
+    }
+}
+
+impl Daemon {
+    fn random_name(&self) -> String {
+        const A: &[&str] = &[
+            "brave", "calm", "eager", "gentle", "jolly", "keen", "lucid", "merry", "nimble",
+            "proud", "quiet", "swift", "tender", "vivid", "witty", "zealous",
+        ];
+        const B: &[&str] = &[
+            "albattani", "babbage", "curie", "darwin", "euler", "fermat", "galileo", "hopper",
+            "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak", "yalow",
+        ];
+        loop {
+            let id = new_id();
+            let b = id.as_bytes();
+            let n = format!(
+                "{}_{}",
+                A[(b[0] as usize) % A.len()],
+                B[(b[1] as usize) % B.len()]
+            );
+            if self.find(&n).is_err() {
+                return n;
+            }
+        }
+    }
+
+    /// Checks that `n` is a valid name nobody else has.
+    pub fn check_name(&self, n: &str) -> Result<String> {
+        if !valid_name(n) {
+            return Err(invalid_name(n));
+        }
+        let n = n.trim_start_matches('/').to_owned();
+        if let Ok(c) = self.find(&n) {
+            if c.record().name == n {
+                return Err(Error::Conflict(format!(
+                    "Conflict. The container name \"/{n}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
+                    c.id
+                )));
+            }
+        }
+        Ok(n)
+    }
+
+    /// `POST /containers/create`: validates everything first, so that a refused body
+    /// leaves nothing behind; returns the new ID.
+    pub fn create(self: &Arc<Self>, name: Option<&str>, body: CreateBody) -> Result<String> {
+        refuse_unapplied(&body)?;
+        let name = match name.filter(|n| !n.is_empty()) {
+            Some(n) => self.check_name(n)?,
+            None => self.random_name(),
+        };
+        let mut config = body.config;
+        let host_config = body.host_config.unwrap_or_default();
+        let image = config
+            .image
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                Error::InvalidParameter("no image specified (the Image field is required)".into())
+            })?;
+        let shown = image
+            .parse::<berth_image::Reference>()
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| image.clone());
+        let img = self.images.resolve(&image).map_err(|e| match e {
+            berth_image::ImageError::NotFound(_) => {
+                Error::NotFound(format!("No such image: {shown}"))
+            }
+            other => other.into(),
+        })?;
+        let ic = self.images.runtime_config(&img)?;
+        let isolation = crate::sandbox::choose(
+            host_config.isolation.as_deref().unwrap_or(""),
+            self.sandboxes.default,
+        )?;
+        self.sandboxes.get(isolation).check_host()?;
+        let hc = &host_config.base;
+
+        let entrypoint = match &config.entrypoint {
+            Some(e) => e.clone(),
+            None => ic.entrypoint.clone().unwrap_or_default(),
+        };
+        let cmd = match &config.cmd {
+            Some(c) => c.clone(),
+            None if config.entrypoint.is_some() => vec![],
+            None => ic.cmd.clone().unwrap_or_default(),
+        };
+        let entrypoint: Vec<String> = if entrypoint == [""] { vec![] } else { entrypoint };
+        let args: Vec<String> = entrypoint.into_iter().chain(cmd.clone()).collect();
+        if args.is_empty() {
+            return Err(Error::InvalidParameter("No command specified".into()));
+        }
+        let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
+        merge_env(&mut env, config.env.as_deref().unwrap_or(&[]));
+        if !env.iter().any(|e| e.starts_with("PATH=")) {
+            env.insert(
+                0,
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            );
+        }
+        let memory = hc.memory.unwrap_or(0);
+        let nano_cpus = hc.nano_cpus.unwrap_or(0);
+        let pids_limit = hc.pids_limit.unwrap_or(0).max(0);
+        if memory < 0 || (memory > 0 && memory < 6 << 20) {
+            return Err(Error::InvalidParameter(
+                "Minimum memory limit allowed is 6MB".into(),
+            ));
+        }
+        if nano_cpus < 0 {
+            return Err(Error::InvalidParameter(
+                "Range of CPUs is from 0.01 to the number of CPUs".into(),
+            ));
+        }
+        let stop_signal = config
+            .stop_signal
+            .clone()
+            .or(ic.stop_signal.clone())
+            .unwrap_or_else(|| "SIGTERM".into());
+        parse_signal(&stop_signal)?;
+        let stop_timeout = config.stop_timeout.unwrap_or(10);
+        if stop_timeout < -1 {
+            return Err(Error::InvalidParameter(format!(
+                "invalid StopTimeout {stop_timeout}"
+            )));
+        }
+        let console_size = match hc.console_size.as_deref() {
+            Some([r, c]) if *r > 0 && *c > 0 => Some((
+                u16::try_from(*r).map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
+                u16::try_from(*c).map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
+            )),
+            Some([_, _]) | None => None,
+            Some(_) => {
+                return Err(Error::InvalidParameter(
+                    "ConsoleSize must be [height, width]".into(),
+                ))
+            }
+        };
+        let id = new_id();
+        let labels = config
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let cwd = config
+            .working_dir
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or(ic.working_dir.clone())
+            .unwrap_or_default();
+        let user = config
+            .user
+            .clone()
+            .filter(|s| !s.is_empty())
+            .or(ic.user.clone())
+            .unwrap_or_default();
+        let hostname = config
+            .hostname
+            .clone()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| id[..12].to_owned());
+        // What inspect shows is what applies: the image's defaults filled in.
+        config.env = Some(env.clone());
+        config.cmd = Some(cmd);
+        config.working_dir = Some(cwd.clone());
+        config.user = Some(user.clone());
+        config.hostname = Some(hostname.clone());
+        config.stop_signal = Some(stop_signal.clone());
+        config.image = Some(image.clone());
+        let rec = Record {
+            id: id.clone(),
+            name,
+            created: now_rfc3339(),
+            image,
+            image_id: img.id.to_string(),
+            args,
+            env,
+            cwd,
+            user,
+            hostname,
+            tty: config.tty.unwrap_or(false),
+            open_stdin: config.open_stdin.unwrap_or(false),
+            console_size,
+            isolation,
+            auto_remove: hc.auto_remove.unwrap_or(false),
+            memory,
+            nano_cpus,
+            pids_limit,
+            stop_signal,
+            stop_timeout,
+            labels,
+            config,
+            host_config,
+            state: State::default(),
+        };
+        let dir = self.dir(&id);
+        std::fs::create_dir_all(&dir).map_err(Error::io(format!("{}", dir.display())))?;
+        if let Err(e) = self.save(&rec) {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.event(
+            "container",
+            "create",
+            &id,
+            &[("name", rec.name.clone()), ("image", rec.image.clone())],
+        );
+        self.insert(rec);
+        Ok(id)
+    }
+}

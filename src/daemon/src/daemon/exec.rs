@@ -1,0 +1,132 @@
+//! `exec`: create, start and inspect processes run in a running container.
+
+use super::{new_id, Daemon, ExecRec};
+use crate::errors::{Error, Result};
+use crate::models::ExecBody;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+impl Daemon {
+    /// An exec by ID.
+    pub fn exec_get(&self, id: &str) -> Result<ExecRec> {
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::NotFound(format!("No such exec instance: {id}")))
+    }
+
+    /// Changes an exec's record.
+    pub fn exec_update(&self, id: &str, f: impl FnOnce(&mut ExecRec)) {
+        if let Some(x) = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(id)
+        {
+            f(x);
+        }
+    }
+
+    /// `POST /containers/{id}/exec`: a new exec (not started).
+    pub fn exec_create(&self, container: &str, b: ExecBody) -> Result<String> {
+        let c = self.find(container)?;
+        let rec = self.running(&c)?;
+        if b.privileged == Some(true) {
+            return Err(Error::NotImplemented(
+                "Privileged (privileged exec)".into(),
+            ));
+        }
+        if b.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
+            return Err(Error::NotImplemented("DetachKeys (detach keys)".into()));
+        }
+        let cmd = b.cmd.unwrap_or_default();
+        if cmd.is_empty() {
+            return Err(Error::InvalidParameter("No exec command specified".into()));
+        }
+        let id = new_id();
+        let e = ExecRec {
+            id: id.clone(),
+            container: rec.id.clone(),
+            cmd,
+            tty: b.tty.unwrap_or(false),
+            stdin: b.attach_stdin.unwrap_or(false),
+            stdout: b.attach_stdout.unwrap_or(false),
+            stderr: b.attach_stderr.unwrap_or(false),
+            env: b.env.unwrap_or_default(),
+            cwd: b.working_dir.filter(|s| !s.is_empty()),
+            user: b.user.filter(|s| !s.is_empty()),
+            running: false,
+            exit_code: None,
+            pid: 0,
+        };
+        self.execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), e);
+        Ok(id)
+    }
+
+    /// Starts an exec at the container's agent (blocking); its PID. Its output waits in
+    /// the agent's pipes until the streams are connected.
+    pub fn exec_start(self: &Arc<Self>, e: &ExecRec) -> Result<i32> {
+        let c = self.find(&e.container)?;
+        let rec = self.running(&c)?;
+        if e.running || e.exit_code.is_some() {
+            return Err(Error::Conflict(format!(
+                "Error: Exec command {} is already running",
+                e.id
+            )));
+        }
+        let mut env = rec.env.clone();
+        for x in &e.env {
+            let k = x.split('=').next().unwrap_or("");
+            env.retain(|y| y.split('=').next() != Some(k));
+            env.push(x.clone());
+        }
+        let mut process = berth_container::spec::docker_default(e.cmd.clone())
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Sandbox("no default process".into()))?;
+        process.set_env(Some(env));
+        process.set_terminal(Some(e.tty));
+        process.set_cwd(PathBuf::from(e.cwd.clone().unwrap_or_else(|| {
+            if rec.cwd.is_empty() {
+                "/".into()
+            } else {
+                rec.cwd.clone()
+            }
+        })));
+        let user = e.user.clone().unwrap_or_else(|| rec.user.clone());
+        if !user.is_empty() {
+            let mut u = process.user().clone();
+            u.set_username(Some(user));
+            process.set_user(u);
+        }
+        let pid = self.agent(&rec).exec(
+            &e.id,
+            berth_protocol::ExecSpec {
+                process,
+                open_stdin: e.stdin,
+            },
+        )?;
+        self.exec_update(&e.id, |x| {
+            x.running = true;
+            x.pid = i64::from(pid);
+        });
+        Ok(pid)
+    }
+
+    /// Waits (blocking) for an exec to exit and records its status.
+    pub fn exec_wait(&self, e: &ExecRec) {
+        let code = self
+            .find(&e.container)
+            .and_then(|c| self.agent(&c.record()).wait(Some(e.id.clone())))
+            .unwrap_or(255);
+        self.exec_update(&e.id, |x| {
+            x.running = false;
+            x.exit_code = Some(code);
+        });
+    }
+}

@@ -1,0 +1,503 @@
+//! The daemon core: containers (records on disk, one sandbox per container), images (the
+//! berth-image store), execs and events. One file per verb or object:
+//! `create`, `start` (and the supervisor that watches a running container), `stop`,
+//! `remove`, `exec`, `adopt` (re-adoption after a restart), `inspect`, `logs`.
+//!
+//! Every container gets its own agent, detached from berthd, in a sandbox
+//! ([`crate::sandbox`]). So containers keep running when berthd stops or crashes, and a
+//! restarted berthd reads the records back and reconnects to each agent.
+//!
+//! The core returns [`crate::errors::Error`]; it never builds HTTP replies.
+
+pub mod adopt;
+pub mod create;
+pub mod exec;
+pub mod inspect;
+pub mod logs;
+pub mod remove;
+pub mod start;
+pub mod stop;
+
+use crate::errors::{Error, Result};
+use crate::models::{docker, HostConfig};
+use crate::sandbox::{AgentRef, Isolation, Sandbox, Sandboxes};
+use crate::state::State;
+use berth_image::ImageStore;
+use berth_protocol::client::Endpoint;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+use tokio::sync::{broadcast, oneshot, watch};
+
+pub use berth_protocol::time::now_rfc3339;
+
+/// Paths and defaults.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Persistent state.
+    pub data_root: PathBuf,
+    /// Runtime state (sockets).
+    pub exec_root: PathBuf,
+    /// The agent binary.
+    pub agent: PathBuf,
+    /// The monitor binary.
+    pub vmm: PathBuf,
+    /// Guest kernel for microVMs.
+    pub kernel: Option<PathBuf>,
+    /// The agent's initramfs for microVMs.
+    pub agent_initrd: Option<PathBuf>,
+    /// Isolation when a container doesn't ask.
+    pub default_isolation: Isolation,
+    /// Registries reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+}
+
+/// A container's lifecycle, as waiters see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Created, never started (or starting).
+    Created,
+    /// Running.
+    Running,
+    /// Exited with a status.
+    Exited(i64),
+    /// Removed (after exiting with a status).
+    Removed(i64),
+}
+
+/// What berthd keeps of a container, in `<data-root>/containers/<id>/config.v2.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Record {
+    /// 64 hex digits.
+    pub id: String,
+    /// Without the leading '/'.
+    pub name: String,
+    /// RFC 3339.
+    pub created: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image ID.
+    pub image_id: String,
+    /// The program and its arguments.
+    pub args: Vec<String>,
+    /// Environment.
+    pub env: Vec<String>,
+    /// Working directory.
+    pub cwd: String,
+    /// User.
+    pub user: String,
+    /// Hostname.
+    pub hostname: String,
+    /// A TTY.
+    pub tty: bool,
+    /// Keep stdin open.
+    pub open_stdin: bool,
+    /// The terminal's initial size (rows, columns), if given.
+    #[serde(default)]
+    pub console_size: Option<(u16, u16)>,
+    /// How it is isolated.
+    pub isolation: Isolation,
+    /// Remove when it exits.
+    pub auto_remove: bool,
+    /// Memory limit, bytes (0: none).
+    pub memory: i64,
+    /// CPUs in 1e-9 units (0: none).
+    pub nano_cpus: i64,
+    /// Pids limit (0: none).
+    pub pids_limit: i64,
+    /// Stop signal name or number.
+    pub stop_signal: String,
+    /// Seconds between the stop signal and SIGKILL.
+    pub stop_timeout: i64,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Config as created, with the image's defaults applied (for inspect).
+    pub config: docker::ContainerConfig,
+    /// The HostConfig as created (for inspect).
+    pub host_config: HostConfig,
+    /// Where it is in its life.
+    pub state: State,
+}
+
+/// A waiter for a container's start, so that attachers see output from the first byte.
+pub struct PendingAttach {
+    /// Told the agent once the container exists there.
+    pub ready: oneshot::Sender<AgentRef>,
+    /// Answers once its streams are connected.
+    pub ack: oneshot::Receiver<()>,
+}
+
+/// Counts a container's output relays (attached clients) still copying, so that its exit
+/// is reported only after they have the last byte.
+#[derive(Default)]
+pub struct Relays {
+    n: Mutex<usize>,
+    cv: Condvar,
+}
+
+/// One relay, counted while it lives.
+pub struct RelayGuard(Arc<Ctr>);
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.relays.n.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+        self.0.relays.cv.notify_all();
+    }
+}
+
+/// One container.
+pub struct Ctr {
+    /// ID.
+    pub id: String,
+    /// The record.
+    pub rec: Mutex<Record>,
+    /// Phase changes.
+    pub phase: watch::Sender<Phase>,
+    /// Attachers waiting for the start.
+    pub pending: Mutex<Vec<PendingAttach>>,
+    /// Serialises start, stop and remove.
+    pub op: tokio::sync::Mutex<()>,
+    /// Attached output relays.
+    pub relays: Relays,
+}
+
+impl Ctr {
+    /// A copy of the record.
+    pub fn record(&self) -> Record {
+        self.rec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Counts one more output relay until the guard drops.
+    pub fn relay(self: &Arc<Self>) -> RelayGuard {
+        *self.relays.n.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        RelayGuard(self.clone())
+    }
+
+    /// Waits until no relay is copying, for at most `t`.
+    pub fn relays_done(&self, t: Duration) {
+        let g = self.relays.n.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self
+            .relays
+            .cv
+            .wait_timeout_while(g, t, |n| *n > 0)
+            .map(|_| ());
+    }
+}
+
+/// An exec.
+#[derive(Debug, Clone)]
+pub struct ExecRec {
+    /// Exec ID.
+    pub id: String,
+    /// Container ID.
+    pub container: String,
+    /// Command.
+    pub cmd: Vec<String>,
+    /// TTY.
+    pub tty: bool,
+    /// stdin attached.
+    pub stdin: bool,
+    /// stdout attached.
+    pub stdout: bool,
+    /// stderr attached.
+    pub stderr: bool,
+    /// Env.
+    pub env: Vec<String>,
+    /// Working dir.
+    pub cwd: Option<String>,
+    /// User.
+    pub user: Option<String>,
+    /// Running.
+    pub running: bool,
+    /// Exit code, once exited.
+    pub exit_code: Option<i64>,
+    /// PID.
+    pub pid: i64,
+}
+
+/// The daemon.
+pub struct Daemon {
+    /// Options.
+    pub opts: Opts,
+    /// Images.
+    pub images: Arc<ImageStore>,
+    /// The isolation backends.
+    pub sandboxes: Sandboxes,
+    /// Containers by ID.
+    pub containers: Mutex<BTreeMap<String, Arc<Ctr>>>,
+    /// Execs by ID.
+    pub execs: Mutex<HashMap<String, ExecRec>>,
+    /// Events (`/events`).
+    pub events: broadcast::Sender<docker::EventMessage>,
+}
+
+/// A random 64-hex ID.
+pub fn new_id() -> String {
+    let mut b = [0u8; 32];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Seconds since the epoch of an RFC 3339 time (0 if unparsable).
+pub fn unix_of(t: &str) -> i64 {
+    let p = |a: usize, b: usize| t.get(a..b).and_then(|s| s.parse::<i64>().ok());
+    let (Some(y), Some(m), Some(d), Some(h), Some(mi), Some(s)) =
+        (p(0, 4), p(5, 7), p(8, 10), p(11, 13), p(14, 16), p(17, 19))
+    else {
+        return 0;
+    };
+    let (y2, m2) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    days * 86400 + h * 3600 + mi * 60 + s
+}
+
+fn signal_number(s: &str) -> Option<i32> {
+    let n = s.trim().trim_start_matches("SIG").to_ascii_uppercase();
+    if let Ok(v) = n.parse::<i32>() {
+        return (1..=64).contains(&v).then_some(v);
+    }
+    Some(match n.as_str() {
+        "HUP" => libc::SIGHUP,
+        "INT" => libc::SIGINT,
+        "QUIT" => libc::SIGQUIT,
+        "KILL" => libc::SIGKILL,
+        "USR1" => libc::SIGUSR1,
+        "USR2" => libc::SIGUSR2,
+        "TERM" => libc::SIGTERM,
+        "CONT" => libc::SIGCONT,
+        "STOP" => libc::SIGSTOP,
+        "WINCH" => libc::SIGWINCH,
+        "ALRM" => libc::SIGALRM,
+        "PIPE" => libc::SIGPIPE,
+        _ => return None,
+    })
+}
+
+/// Parses a signal (`SIGTERM`, `TERM`, `15`).
+pub fn parse_signal(s: &str) -> Result<i32> {
+    signal_number(s).ok_or_else(|| Error::InvalidParameter(format!("Invalid signal: {s}")))
+}
+
+impl Daemon {
+    /// Opens the data root with the real sandboxes and re-adopts every container found
+    /// there.
+    pub fn open(opts: Opts) -> std::result::Result<Arc<Daemon>, String> {
+        let images = Arc::new(
+            ImageStore::open(&opts.data_root.join("image")).map_err(|e| e.to_string())?,
+        );
+        let sandboxes = Sandboxes::new(&opts, &images);
+        Daemon::with_sandboxes(opts, images, sandboxes)
+    }
+
+    /// Opens the data root with the given sandboxes.
+    pub fn with_sandboxes(
+        opts: Opts,
+        images: Arc<ImageStore>,
+        sandboxes: Sandboxes,
+    ) -> std::result::Result<Arc<Daemon>, String> {
+        for d in [opts.data_root.join("containers"), opts.exec_root.join("c")] {
+            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let (events, _) = broadcast::channel(256);
+        let d = Arc::new(Daemon {
+            opts,
+            images,
+            sandboxes,
+            containers: Mutex::new(BTreeMap::new()),
+            execs: Mutex::new(HashMap::new()),
+            events,
+        });
+        d.adopt();
+        Ok(d)
+    }
+
+    /// A container's sandbox backend.
+    pub fn sandbox(&self, rec: &Record) -> &Arc<dyn Sandbox> {
+        self.sandboxes.get(rec.isolation)
+    }
+
+    /// A container's persistent directory.
+    pub fn dir(&self, id: &str) -> PathBuf {
+        self.opts.data_root.join("containers").join(id)
+    }
+
+    /// A container's runtime directory (sockets, agent state). Short (the ID's first 12
+    /// digits) so that socket paths stay within the 108 bytes Unix sockets allow.
+    pub fn run_dir(&self, id: &str) -> PathBuf {
+        self.opts.exec_root.join("c").join(&id[..12.min(id.len())])
+    }
+
+    /// The log file.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir(id).join(format!("{id}-json.log"))
+    }
+
+    /// How to reach a container's agent.
+    pub fn endpoint(&self, rec: &Record) -> Endpoint {
+        self.sandbox(rec).endpoint(&self.run_dir(&rec.id))
+    }
+
+    /// A container's agent.
+    pub fn agent(&self, rec: &Record) -> AgentRef {
+        AgentRef {
+            endpoint: self.endpoint(rec),
+            id: rec.id.clone(),
+        }
+    }
+
+    /// Writes a record atomically: aside, synced, then renamed over the old one.
+    pub fn save(&self, rec: &Record) -> Result<()> {
+        use std::io::Write;
+        let p = self.dir(&rec.id).join("config.v2.json");
+        let tmp = p.with_extension("tmp");
+        let what = || format!("saving container {}", rec.id);
+        let body = serde_json::to_vec_pretty(rec)
+            .map_err(|e| Error::Io {
+                what: what(),
+                err: std::io::Error::other(e),
+            })?;
+        let mut f = std::fs::File::create(&tmp).map_err(Error::io(what()))?;
+        f.write_all(&body)
+            .and_then(|_| f.sync_all())
+            .map_err(Error::io(what()))?;
+        std::fs::rename(&tmp, &p).map_err(Error::io(what()))
+    }
+
+    /// Changes a container's record through `f` and saves it; the record in memory
+    /// changes only if the save succeeds.
+    pub fn update<T>(&self, c: &Ctr, f: impl FnOnce(&mut Record) -> Result<T>) -> Result<T> {
+        let mut g = c.rec.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = g.clone();
+        let out = f(&mut next)?;
+        self.save(&next)?;
+        *g = next;
+        Ok(out)
+    }
+
+    /// Publishes an event.
+    pub fn event(&self, kind: &str, action: &str, id: &str, attrs: &[(&str, String)]) {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = self.events.send(docker::EventMessage {
+            typ: Some(match kind {
+                "image" => docker::EventMessageTypeEnum::IMAGE,
+                _ => docker::EventMessageTypeEnum::CONTAINER,
+            }),
+            action: Some(action.to_owned()),
+            actor: Some(docker::EventActor {
+                id: Some(id.to_owned()),
+                attributes: Some(
+                    attrs
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect(),
+                ),
+            }),
+            scope: Some(docker::EventMessageScopeEnum::LOCAL),
+            time: Some(t.as_secs() as i64),
+            time_nano: Some(t.as_nanos() as i64),
+        });
+    }
+
+    /// Finds a container by full ID, name, or unique ID prefix.
+    pub fn find(&self, name: &str) -> Result<Arc<Ctr>> {
+        let map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get(name) {
+            return Ok(c.clone());
+        }
+        let n = name.trim_start_matches('/');
+        if let Some(c) = map.values().find(|c| c.record().name == n) {
+            return Ok(c.clone());
+        }
+        if !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let hits: Vec<&Arc<Ctr>> = map
+                .keys()
+                .filter(|k| k.starts_with(name))
+                .filter_map(|k| map.get(k))
+                .collect();
+            if hits.len() == 1 {
+                return Ok(hits[0].clone());
+            }
+            if hits.len() > 1 {
+                return Err(Error::InvalidParameter(format!(
+                    "multiple IDs found with provided prefix: {name}"
+                )));
+            }
+        }
+        Err(Error::NotFound(format!("No such container: {name}")))
+    }
+
+    /// Every container's record.
+    pub fn records(&self) -> Vec<Record> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.record())
+            .collect()
+    }
+
+    /// Registers a container.
+    pub fn insert(&self, rec: Record) -> Arc<Ctr> {
+        let phase = match &rec.state {
+            State::Created { .. } => Phase::Created,
+            State::Running { .. } => Phase::Running,
+            State::Exited { exit_code, .. } => Phase::Exited(*exit_code),
+        };
+        let (phase, _) = watch::channel(phase);
+        let c = Arc::new(Ctr {
+            id: rec.id.clone(),
+            rec: Mutex::new(rec),
+            phase,
+            pending: Mutex::new(Vec::new()),
+            op: tokio::sync::Mutex::new(()),
+            relays: Relays::default(),
+        });
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(c.id.clone(), c.clone());
+        c
+    }
+
+    /// A running container, or a conflict naming it.
+    pub fn running(&self, c: &Ctr) -> Result<Record> {
+        let rec = c.record();
+        if rec.state.running() {
+            Ok(rec)
+        } else {
+            Err(Error::Conflict(format!(
+                "Container {} is not running",
+                rec.id
+            )))
+        }
+    }
+}
+
+/// Logs a failure that nobody waits for (a background task's), as a JSON line.
+pub fn log_failure(what: &str, e: &Error) {
+    crate::log("error", what, &[("error", &e.to_string())]);
+}
+
+/// Runs blocking core work off the async runtime.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Sandbox(format!("a worker failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests;

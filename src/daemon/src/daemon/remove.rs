@@ -1,0 +1,90 @@
+//! `rm`, `prune` and `rename`.
+
+use super::create::invalid_name;
+use super::stop::{exited, wait_phase};
+use super::{blocking, Ctr, Daemon, Phase};
+use crate::errors::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+impl Daemon {
+    /// Removes a container; a running one only with `force` (killed first).
+    pub async fn remove(self: &Arc<Self>, c: Arc<Ctr>, force: bool) -> Result<()> {
+        let _op = c.op.lock().await;
+        let rec = c.record();
+        if rec.state.running() {
+            if !force {
+                return Err(Error::Conflict(format!(
+                    "You cannot remove a running container {}. Stop the container before attempting removal or force remove",
+                    rec.id
+                )));
+            }
+            let agent = self.agent(&rec);
+            let _ = blocking(move || agent.signal(libc::SIGKILL, true)).await;
+            if !wait_phase(&c, Duration::from_secs(10), exited).await {
+                // The agent does not answer: take the sandbox down so that nothing
+                // outlives the container's record.
+                self.agent(&rec).release();
+            }
+        }
+        if matches!(*c.phase.borrow(), Phase::Removed(_)) {
+            return Ok(());
+        }
+        self.remove_now(&c)
+    }
+
+    /// Removes a stopped container: its files, its record, its name.
+    pub fn remove_now(&self, c: &Arc<Ctr>) -> Result<()> {
+        let rec = c.record();
+        let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+        match std::fs::remove_dir_all(self.dir(&rec.id)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io(format!("removing container {}", rec.id))(e)),
+        }
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
+        self.event("container", "destroy", &rec.id, &[("name", rec.name.clone())]);
+        c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
+        Ok(())
+    }
+
+    /// Removes every stopped container; their IDs.
+    pub fn prune(&self) -> Vec<String> {
+        let victims: Vec<Arc<Ctr>> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|c| !c.record().state.running())
+            .cloned()
+            .collect();
+        victims
+            .into_iter()
+            .filter(|c| self.remove_now(c).is_ok())
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
+    /// Renames a container.
+    pub fn rename(&self, c: &Ctr, name: &str) -> Result<()> {
+        let n = name.trim_start_matches('/').to_owned();
+        if !super::create::valid_name(&n) {
+            return Err(invalid_name(&n));
+        }
+        if let Ok(o) = self.find(&n) {
+            if o.record().name == n {
+                return Err(Error::Conflict(format!(
+                    "Conflict. The container name \"/{n}\" is already in use by container \"{}\"",
+                    o.id
+                )));
+            }
+        }
+        self.update(c, |r| {
+            r.name = n;
+            Ok(())
+        })
+    }
+}

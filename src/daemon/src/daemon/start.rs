@@ -1,0 +1,211 @@
+//! `start`, and the supervisor that watches a running container until it exits.
+
+use super::{now_rfc3339, Ctr, Daemon, PendingAttach, Phase, Record};
+use crate::errors::{Error, Result};
+use crate::sandbox::{answer, SandboxSpec};
+use berth_protocol::{ContainerSpec, Request, Response};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an exit waits for attached clients and the host log to receive the last of
+/// the output (only a stuck client makes it wait that long).
+const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+
+impl Daemon {
+    /// The OCI spec for a container's process.
+    fn spec(&self, rec: &Record, booted: &crate::sandbox::Booted) -> Result<ContainerSpec> {
+        use oci_spec::runtime::{
+            LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
+        };
+        let bad = |e: oci_spec::OciSpecError| Error::InvalidParameter(e.to_string());
+        let mut oci = berth_container::spec::docker_default(rec.args.clone());
+        oci.set_hostname(Some(rec.hostname.clone()));
+        if let Some(p) = oci.process_mut() {
+            p.set_env(Some(rec.env.clone()));
+            p.set_cwd(PathBuf::from(if rec.cwd.is_empty() {
+                "/"
+            } else {
+                &rec.cwd
+            }));
+            p.set_terminal(Some(rec.tty));
+            if !rec.user.is_empty() {
+                // Resolved in the image's passwd/group by the runtime (Docker's --user forms).
+                let mut u = p.user().clone();
+                u.set_username(Some(rec.user.clone()));
+                p.set_user(u);
+            }
+        }
+        let mut res = LinuxResourcesBuilder::default();
+        if rec.memory > 0 {
+            res = res.memory(
+                LinuxMemoryBuilder::default()
+                    .limit(rec.memory)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        if rec.nano_cpus > 0 {
+            let period = 100_000u64;
+            let quota = (rec.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64;
+            res = res.cpu(
+                LinuxCpuBuilder::default()
+                    .period(period)
+                    .quota(quota)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        if rec.pids_limit > 0 {
+            res = res.pids(
+                LinuxPidsBuilder::default()
+                    .limit(rec.pids_limit)
+                    .build()
+                    .map_err(bad)?,
+            );
+        }
+        if let Some(l) = oci.linux_mut() {
+            l.set_resources(Some(res.build().map_err(bad)?));
+        }
+        Ok(ContainerSpec {
+            oci,
+            rootfs: booted.rootfs.clone(),
+            open_stdin: rec.open_stdin,
+            log_path: Some(booted.agent_log.clone()),
+        })
+    }
+
+    /// Starts a container (blocking: call from a blocking task). Attachers waiting for
+    /// the start connect between the agent's create and start, so they see every byte.
+    /// A failure is recorded in the state, with the sandbox released.
+    pub fn start(self: &Arc<Self>, c: &Arc<Ctr>) -> Result<()> {
+        let rec = c.record();
+        rec.state.can_start()?;
+        match self.start_in_sandbox(c, &rec) {
+            Ok(pid) => {
+                self.update(c, |r| r.state.started(i64::from(pid), now_rfc3339()))?;
+                c.phase.send_replace(Phase::Running);
+                self.event("container", "start", &rec.id, &[("name", rec.name.clone())]);
+                Ok(())
+            }
+            Err(e) => {
+                self.agent(&rec).release();
+                let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+                let (status, msg) = (e.exit_status(), e.to_string());
+                if let Err(se) = self.update(c, |r| {
+                    r.state.start_failed(status, msg, now_rfc3339());
+                    Ok(())
+                }) {
+                    super::log_failure("recording a failed start", &se);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn start_in_sandbox(self: &Arc<Self>, c: &Arc<Ctr>, rec: &Record) -> Result<i32> {
+        let run = self.run_dir(&rec.id);
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).map_err(Error::io(format!("{}", run.display())))?;
+        let sandbox = self.sandbox(rec);
+        let mut booted = sandbox.boot(&SandboxSpec {
+            id: rec.id.clone(),
+            dir: self.dir(&rec.id),
+            run_dir: run,
+            log_path: self.log_path(&rec.id),
+            image_id: rec.image_id.clone(),
+            memory: rec.memory,
+            nano_cpus: rec.nano_cpus,
+        })?;
+        let spec = self.spec(rec, &booted)?;
+        let pid = match answer(booted.client.call(&Request::Create {
+            id: rec.id.clone(),
+            spec: Box::new(spec),
+        }))? {
+            Response::Created { pid } => pid,
+            other => {
+                return Err(Error::Sandbox(format!(
+                    "the container's agent answered {other:?}"
+                )))
+            }
+        };
+        let agent = self.agent(rec);
+        if let (true, Some((rows, cols))) = (rec.tty, rec.console_size) {
+            agent.resize(None, rows, cols)?;
+        }
+        // The host-side log of a microVM, and attachers, connect now: before the first
+        // byte of output.
+        let copier = if sandbox.copies_logs() {
+            Some(super::logs::copy_to_host_log(&agent, rec, self.log_path(&rec.id))?)
+        } else {
+            None
+        };
+        let pending: Vec<PendingAttach> =
+            std::mem::take(&mut *c.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut acks = Vec::new();
+        for p in pending {
+            if p.ready.send(self.agent(rec)).is_ok() {
+                acks.push(p.ack);
+            }
+        }
+        for a in acks {
+            let _ = a.blocking_recv();
+        }
+        answer(booted.client.call(&Request::Start { id: rec.id.clone() }))?;
+        self.supervise(c.clone(), copier);
+        Ok(pid)
+    }
+
+    /// Watches a running container from a thread: when its process exits (the agent
+    /// answers only once the output is drained), waits for the host log and the attached
+    /// clients to have the last byte, records the status, lets the sandbox go, and
+    /// removes the container if it asked for that.
+    pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>, copier: Option<super::logs::Copier>) {
+        let d = self.clone();
+        std::thread::spawn(move || {
+            let rec = c.record();
+            let agent = d.agent(&rec);
+            let mut status = None;
+            for _ in 0..3 {
+                match agent.wait(None) {
+                    Ok(s) => {
+                        status = Some(s);
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+            if let Some(copier) = copier {
+                copier.finish(DRAIN_LIMIT);
+            }
+            c.relays_done(DRAIN_LIMIT);
+            let (status, err) = match status {
+                Some(s) => (s, ""),
+                None => (255, "lost contact with the container's agent"),
+            };
+            d.finish(&c, status, err);
+            agent.release();
+            let _ = std::fs::remove_dir_all(d.run_dir(&rec.id));
+            if rec.auto_remove {
+                if let Err(e) = d.remove_now(&c) {
+                    super::log_failure("removing an --rm container", &e);
+                }
+            }
+        });
+    }
+
+    /// Records an exit.
+    pub fn finish(&self, c: &Arc<Ctr>, status: i64, error: &str) {
+        let name = c.record().name;
+        if let Err(e) = self.update(c, |r| r.state.exited(status, error.into(), now_rfc3339())) {
+            super::log_failure("recording an exit", &e);
+        }
+        self.event(
+            "container",
+            "die",
+            &c.id,
+            &[("exitCode", status.to_string()), ("name", name)],
+        );
+        c.phase.send_replace(Phase::Exited(status));
+    }
+}

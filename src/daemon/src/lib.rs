@@ -1,0 +1,24 @@
+//! berthd, the berth daemon, as a library: the Docker Engine API routers (`router`), the
+//! daemon core (`daemon`), its one error type (`errors`), typed Docker models (`models`),
+//! the container state machine (`state`) and the isolation backends (`sandbox`).
+//! See docs/daemon.md for the shape and where new things go.
+
+pub mod daemon;
+pub mod errors;
+pub mod http;
+pub mod models;
+pub mod router;
+pub mod sandbox;
+pub mod state;
+
+/// One structured log line (JSON) on stderr.
+pub fn log(level: &str, msg: &str, fields: &[(&str, &str)]) {
+    let mut m = serde_json::Map::new();
+    m.insert("time".into(), daemon::now_rfc3339().into());
+    m.insert("level".into(), level.into());
+    m.insert("msg".into(), msg.into());
+    for (k, v) in fields {
+        m.insert((*k).into(), (*v).into());
+    }
+    eprintln!("{}", serde_json::Value::Object(m));
+}

@@ -1,0 +1,322 @@
+//! Typed Docker Engine API models (v1.44). The object models come from `bollard-stubs`
+//! (generated from Docker's v1.44 swagger); berth adds the request bodies the swagger
+//! leaves implicit, and [`HostConfig`]'s `Isolation`, where berth accepts `vm`.
+//!
+//! Unknown request fields are ignored, as dockerd ignores them. A known field berth does
+//! not apply is refused by [`refuse_unapplied`], naming it: never accepted and dropped.
+
+pub use bollard_stubs::models as docker;
+use crate::errors::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// `HostConfig`, with `Isolation` as a plain string (`vm`, `process`, `default`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostConfig {
+    /// Docker's fields.
+    #[serde(flatten)]
+    pub base: docker::HostConfig,
+    /// vm (berth's default), process, default, or "".
+    #[serde(rename = "Isolation", default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+}
+
+/// The body of `POST /containers/create`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CreateBody {
+    /// The container's configuration.
+    #[serde(flatten)]
+    pub config: docker::ContainerConfig,
+    /// Host-dependent configuration.
+    #[serde(rename = "HostConfig", default)]
+    pub host_config: Option<HostConfig>,
+    /// Networks to connect to.
+    #[serde(rename = "NetworkingConfig", default)]
+    pub networking_config: Option<docker::NetworkingConfig>,
+}
+
+/// The body of `POST /containers/{id}/exec`.
+pub type ExecBody = docker::ExecConfig;
+/// The body of `POST /exec/{id}/start`.
+pub type ExecStartBody = docker::ExecStartConfig;
+
+/// `GET /containers/{id}/json`: Docker's inspect object with berth's [`HostConfig`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ContainerInspect {
+    /// Docker's fields (its `HostConfig` left empty).
+    #[serde(flatten)]
+    pub base: docker::ContainerInspectResponse,
+    /// The host configuration, with berth's isolation name.
+    #[serde(rename = "HostConfig")]
+    pub host_config: HostConfig,
+}
+
+/// `GET /containers/{id}/stats`: the parts of Docker's stats object berth measures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ContainerStats {
+    /// When it was read (RFC 3339).
+    pub read: String,
+    /// Container ID.
+    pub id: String,
+    /// "/name".
+    pub name: String,
+    /// Memory.
+    pub memory_stats: MemoryStats,
+    /// CPU now.
+    pub cpu_stats: CpuStats,
+    /// CPU at the previous read.
+    pub precpu_stats: CpuStats,
+    /// Processes.
+    pub pids_stats: PidsStats,
+}
+
+/// Memory usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryStats {
+    /// Bytes in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u64>,
+    /// The limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// CPU usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuStats {
+    /// Totals.
+    pub cpu_usage: CpuUsage,
+    /// CPUs online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online_cpus: Option<u32>,
+}
+
+/// CPU time used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CpuUsage {
+    /// Nanoseconds.
+    pub total_usage: u64,
+}
+
+/// Process count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PidsStats {
+    /// Processes now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+}
+
+/// `{"Id": ..., "Warnings": [...]}` (container create).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CreateResponse {
+    /// The new ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Warnings.
+    #[serde(rename = "Warnings")]
+    pub warnings: Vec<String>,
+}
+
+fn set<T: Default + PartialEq>(v: &Option<T>) -> bool {
+    v.as_ref().is_some_and(|x| *x != T::default())
+}
+
+fn non_empty<T>(v: &Option<Vec<T>>) -> bool {
+    v.as_ref().is_some_and(|x| !x.is_empty())
+}
+
+fn non_empty_map<K, V>(v: &Option<std::collections::HashMap<K, V>>) -> bool {
+    v.as_ref().is_some_and(|x| !x.is_empty())
+}
+
+fn not_in(v: &Option<String>, ok: &[&str]) -> bool {
+    v.as_ref().is_some_and(|s| !ok.contains(&s.as_str()))
+}
+
+/// Refuses every field of a create body that berth does not apply yet, naming the first
+/// one (501). Defaults, as the docker CLI sends them, pass.
+pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
+    let c = &b.config;
+    let default_hc = HostConfig::default();
+    let h = &b.host_config.as_ref().unwrap_or(&default_hc).base;
+    let swappiness_set = h.memory_swappiness.is_some_and(|s| s != -1);
+    let healthcheck = c.healthcheck.as_ref().is_some_and(|hc| {
+        hc.test
+            .as_ref()
+            .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
+    });
+    let restart = h.restart_policy.as_ref().is_some_and(|r| {
+        !matches!(
+            r.name,
+            None | Some(docker::RestartPolicyNameEnum::EMPTY)
+                | Some(docker::RestartPolicyNameEnum::NO)
+        )
+    });
+    let log = h.log_config.as_ref().is_some_and(|l| {
+        not_in(&l.typ, &["", "json-file"]) || non_empty_map(&l.config)
+    });
+    let cgroupns = h.cgroupns_mode.as_ref().is_some_and(|m| {
+        !matches!(
+            m,
+            docker::HostConfigCgroupnsModeEnum::EMPTY
+                | docker::HostConfigCgroupnsModeEnum::PRIVATE
+        )
+    });
+    let networks = b
+        .networking_config
+        .as_ref()
+        .and_then(|n| n.endpoints_config.as_ref())
+        .is_some_and(|eps| {
+            eps.iter().any(|(name, e)| {
+                !matches!(name.as_str(), "default" | "bridge" | "none")
+                    || non_empty(&e.aliases)
+                    || non_empty(&e.links)
+                    || e.ipam_config.is_some()
+                    || set(&e.ip_address)
+                    || set(&e.mac_address)
+            })
+        });
+    let refused: &[(bool, &str)] = &[
+        (set(&c.domainname), "Domainname"),
+        (healthcheck, "Healthcheck (healthchecks)"),
+        (non_empty_map(&c.volumes), "Volumes (volumes)"),
+        (set(&c.mac_address), "MacAddress"),
+        (networks, "NetworkingConfig (user-defined networks)"),
+        (set(&h.cpu_shares), "HostConfig.CpuShares"),
+        (set(&h.cgroup_parent), "HostConfig.CgroupParent"),
+        (set(&h.blkio_weight), "HostConfig.BlkioWeight"),
+        (non_empty(&h.blkio_weight_device), "HostConfig.BlkioWeightDevice"),
+        (non_empty(&h.blkio_device_read_bps), "HostConfig.BlkioDeviceReadBps"),
+        (non_empty(&h.blkio_device_write_bps), "HostConfig.BlkioDeviceWriteBps"),
+        (non_empty(&h.blkio_device_read_iops), "HostConfig.BlkioDeviceReadIOps"),
+        (non_empty(&h.blkio_device_write_iops), "HostConfig.BlkioDeviceWriteIOps"),
+        (set(&h.cpu_period), "HostConfig.CpuPeriod"),
+        (set(&h.cpu_quota), "HostConfig.CpuQuota"),
+        (set(&h.cpu_realtime_period), "HostConfig.CpuRealtimePeriod"),
+        (set(&h.cpu_realtime_runtime), "HostConfig.CpuRealtimeRuntime"),
+        (set(&h.cpuset_cpus), "HostConfig.CpusetCpus"),
+        (set(&h.cpuset_mems), "HostConfig.CpusetMems"),
+        (non_empty(&h.devices), "HostConfig.Devices (devices)"),
+        (non_empty(&h.device_cgroup_rules), "HostConfig.DeviceCgroupRules"),
+        (non_empty(&h.device_requests), "HostConfig.DeviceRequests"),
+        (set(&h.kernel_memory_tcp), "HostConfig.KernelMemoryTCP"),
+        (set(&h.memory_reservation), "HostConfig.MemoryReservation"),
+        (set(&h.memory_swap), "HostConfig.MemorySwap"),
+        (swappiness_set, "HostConfig.MemorySwappiness"),
+        (set(&h.oom_kill_disable), "HostConfig.OomKillDisable"),
+        (set(&h.init), "HostConfig.Init (--init)"),
+        (non_empty(&h.ulimits), "HostConfig.Ulimits"),
+        (set(&h.cpu_count), "HostConfig.CpuCount"),
+        (set(&h.cpu_percent), "HostConfig.CpuPercent"),
+        (set(&h.io_maximum_iops), "HostConfig.IOMaximumIOps"),
+        (set(&h.io_maximum_bandwidth), "HostConfig.IOMaximumBandwidth"),
+        (non_empty(&h.binds), "HostConfig.Binds (bind mounts)"),
+        (log, "HostConfig.LogConfig (log drivers and --log-opt)"),
+        (
+            not_in(&h.network_mode, &["", "default", "bridge", "none"]),
+            "HostConfig.NetworkMode (this network mode)",
+        ),
+        (
+            h.port_bindings.as_ref().is_some_and(|p| !p.is_empty()),
+            "HostConfig.PortBindings (publishing ports)",
+        ),
+        (restart, "HostConfig.RestartPolicy (restart policies)"),
+        (set(&h.volume_driver), "HostConfig.VolumeDriver"),
+        (non_empty(&h.volumes_from), "HostConfig.VolumesFrom (volumes-from)"),
+        (non_empty(&h.mounts), "HostConfig.Mounts (mounts and volumes)"),
+        (non_empty_map(&h.annotations), "HostConfig.Annotations"),
+        (non_empty(&h.cap_add), "HostConfig.CapAdd (--cap-add)"),
+        (non_empty(&h.cap_drop), "HostConfig.CapDrop (--cap-drop)"),
+        (cgroupns, "HostConfig.CgroupnsMode"),
+        (non_empty(&h.dns), "HostConfig.Dns"),
+        (non_empty(&h.dns_options), "HostConfig.DnsOptions"),
+        (non_empty(&h.dns_search), "HostConfig.DnsSearch"),
+        (non_empty(&h.extra_hosts), "HostConfig.ExtraHosts (--add-host)"),
+        (non_empty(&h.group_add), "HostConfig.GroupAdd (--group-add)"),
+        (
+            not_in(&h.ipc_mode, &["", "private"]),
+            "HostConfig.IpcMode (this IPC mode)",
+        ),
+        (set(&h.cgroup), "HostConfig.Cgroup"),
+        (non_empty(&h.links), "HostConfig.Links (links)"),
+        (set(&h.oom_score_adj), "HostConfig.OomScoreAdj"),
+        (set(&h.pid_mode), "HostConfig.PidMode (--pid)"),
+        (set(&h.privileged), "HostConfig.Privileged (privileged containers)"),
+        (set(&h.publish_all_ports), "HostConfig.PublishAllPorts (-P)"),
+        (set(&h.readonly_rootfs), "HostConfig.ReadonlyRootfs (--read-only)"),
+        (non_empty(&h.security_opt), "HostConfig.SecurityOpt (--security-opt)"),
+        (non_empty_map(&h.storage_opt), "HostConfig.StorageOpt"),
+        (non_empty_map(&h.tmpfs), "HostConfig.Tmpfs (--tmpfs)"),
+        (set(&h.uts_mode), "HostConfig.UTSMode"),
+        (set(&h.userns_mode), "HostConfig.UsernsMode"),
+        (set(&h.shm_size), "HostConfig.ShmSize (--shm-size)"),
+        (non_empty_map(&h.sysctls), "HostConfig.Sysctls"),
+        (
+            not_in(&h.runtime, &["", "berth", "runc"]),
+            "HostConfig.Runtime (other runtimes)",
+        ),
+        (h.masked_paths.is_some(), "HostConfig.MaskedPaths"),
+        (h.readonly_paths.is_some(), "HostConfig.ReadonlyPaths"),
+    ];
+    match refused.iter().find(|(hit, _)| *hit) {
+        Some((_, what)) => Err(Error::NotImplemented(what.to_string())),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What docker CLI 28 sends for `docker run --rm bb:1 true` (captured).
+    const DOCKER_RUN: &str = r#"{"AttachStderr": true, "AttachStdin": false, "AttachStdout": true, "Cmd": ["true"], "Domainname": "", "Entrypoint": null, "Env": null, "HostConfig": {"AutoRemove": true, "Binds": null, "BlkioDeviceReadBps": [], "BlkioDeviceReadIOps": [], "BlkioDeviceWriteBps": [], "BlkioDeviceWriteIOps": [], "BlkioWeight": 0, "BlkioWeightDevice": [], "CapAdd": null, "CapDrop": null, "Cgroup": "", "CgroupParent": "", "CgroupnsMode": "", "ConsoleSize": [0, 0], "ContainerIDFile": "", "CpuCount": 0, "CpuPercent": 0, "CpuPeriod": 0, "CpuQuota": 0, "CpuRealtimePeriod": 0, "CpuRealtimeRuntime": 0, "CpuShares": 0, "CpusetCpus": "", "CpusetMems": "", "DeviceCgroupRules": null, "DeviceRequests": null, "Devices": [], "Dns": [], "DnsOptions": [], "DnsSearch": [], "ExtraHosts": null, "GroupAdd": null, "IOMaximumBandwidth": 0, "IOMaximumIOps": 0, "IpcMode": "", "Isolation": "", "Links": null, "LogConfig": {"Config": {}, "Type": ""}, "MaskedPaths": null, "Memory": 0, "MemoryReservation": 0, "MemorySwap": 0, "MemorySwappiness": -1, "NanoCpus": 0, "NetworkMode": "default", "OomKillDisable": false, "OomScoreAdj": 0, "PidMode": "", "PidsLimit": 0, "PortBindings": {}, "Privileged": false, "PublishAllPorts": false, "ReadonlyPaths": null, "ReadonlyRootfs": false, "RestartPolicy": {"MaximumRetryCount": 0, "Name": "no"}, "SecurityOpt": null, "ShmSize": 0, "UTSMode": "", "Ulimits": [], "UsernsMode": "", "VolumeDriver": "", "VolumesFrom": null}, "Hostname": "", "Image": "bb:1", "Labels": {}, "NetworkingConfig": {"EndpointsConfig": {"default": {"Aliases": null, "DNSNames": null, "DriverOpts": null, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "GwPriority": 0, "IPAMConfig": null, "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "Links": null, "MacAddress": "", "NetworkID": ""}}}, "OnBuild": null, "OpenStdin": false, "StdinOnce": false, "Tty": false, "User": "", "Volumes": {}, "WorkingDir": ""}"#;
+
+    fn body(s: &str) -> CreateBody {
+        serde_json::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn the_docker_clis_defaults_pass_and_unknown_fields_are_ignored() {
+        let b = body(DOCKER_RUN);
+        assert_eq!(b.config.image.as_deref(), Some("bb:1"));
+        assert_eq!(b.host_config.as_ref().unwrap().base.auto_remove, Some(true));
+        refuse_unapplied(&b).unwrap();
+        // A field from a newer API version, at the top level and in HostConfig.
+        let b = body(r#"{"Image":"x","Runtime":"io.containerd.runc.v2","HostConfig":{"Whatever":1,"Isolation":"vm"}}"#);
+        assert_eq!(b.host_config.unwrap().isolation.as_deref(), Some("vm"));
+    }
+
+    #[test]
+    fn known_fields_berth_does_not_apply_are_refused_by_name() {
+        for (field, json) in [
+            ("ReadonlyRootfs", r#"{"ReadonlyRootfs":true}"#),
+            ("CapDrop", r#"{"CapDrop":["ALL"]}"#),
+            ("SecurityOpt", r#"{"SecurityOpt":["seccomp=unconfined"]}"#),
+            ("Tmpfs", r#"{"Tmpfs":{"/t":""}}"#),
+            ("RestartPolicy", r#"{"RestartPolicy":{"Name":"always"}}"#),
+            ("LogConfig", r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m"}}}"#),
+            ("PortBindings", r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#),
+            ("Binds", r#"{"Binds":["/:/host"]}"#),
+            ("Init", r#"{"Init":true}"#),
+            ("PidMode", r#"{"PidMode":"host"}"#),
+            ("NetworkMode", r#"{"NetworkMode":"host"}"#),
+        ] {
+            let b = body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#));
+            match refuse_unapplied(&b) {
+                Err(Error::NotImplemented(m)) => assert!(m.contains(field), "{field}: {m}"),
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+        let b = body(r#"{"Image":"x","Healthcheck":{"Test":["CMD","true"]}}"#);
+        assert!(matches!(refuse_unapplied(&b), Err(Error::NotImplemented(m)) if m.contains("Healthcheck")));
+        let b = body(r#"{"Image":"x","Healthcheck":{"Test":["NONE"]}}"#);
+        refuse_unapplied(&b).unwrap();
+    }
+
+    #[test]
+    fn wrong_types_are_errors() {
+        assert!(serde_json::from_str::<CreateBody>(
+            r#"{"Image":"x","HostConfig":{"Memory":"lots"}}"#
+        )
+        .is_err());
+    }
+}

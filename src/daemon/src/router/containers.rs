@@ -1,0 +1,336 @@
+//! `/containers/...`.
+
+use super::{body, streams, Call, Reply};
+use crate::daemon::inspect::ListFilter;
+use crate::daemon::{blocking, unix_of, Ctr, Daemon, Phase};
+use crate::errors::Error;
+use crate::http::{channel_body, empty, frame, json, streamed, ApiError, Query};
+use crate::models::{docker, CreateBody, CreateResponse, ExecBody};
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// Routes `/containers/...`; None if no route matches.
+pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
+    let Call { method, seg, q, req } = call;
+    let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
+    let find = |id: &str| d.find(id).map_err(ApiError::from);
+    Some(match (&method, &seg[1..]) {
+        (&Method::GET, ["json"]) => list(d, &q),
+        (&Method::POST, ["create"]) => match body::<CreateBody>(req).await {
+            Ok(b) => create(d, &q, b).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, ["prune"]) => Ok(json(
+            StatusCode::OK,
+            &docker::ContainerPruneResponse {
+                containers_deleted: Some(d.prune()),
+                space_reclaimed: Some(0),
+            },
+        )),
+        (&Method::GET, [id, "json"]) => {
+            find(id).map(|c| json(StatusCode::OK, &d.inspect(&c)))
+        }
+        (&Method::POST, [id, "start"]) => match find(id) {
+            Ok(c) => done(d.start_async(c).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, [id, "stop"]) => match (find(id), q.int("t")) {
+            (Ok(c), Ok(t)) => done(d.stop(c, t, q.get("signal")).await),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        (&Method::POST, [id, "restart"]) => match (find(id), q.int("t")) {
+            (Ok(c), Ok(t)) => done(d.restart(c, t).await),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        (&Method::POST, [id, "kill"]) => match find(id) {
+            Ok(c) => done(d.kill(c, q.get("signal")).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, [id, "wait"]) => find(id).and_then(|c| wait(c, &q)),
+        (&Method::POST, [id, "attach"]) => {
+            find(id).and_then(|c| streams::attach(d, c, &q, req))
+        }
+        (&Method::POST, [id, "resize"]) => match find(id) {
+            Ok(c) => streams::resize(d, c, None, &q).await,
+            Err(e) => Err(e),
+        },
+        (&Method::GET, [id, "logs"]) => find(id).and_then(|c| logs(d, c, &q)),
+        (&Method::GET, [id, "top"]) => match find(id) {
+            Ok(c) => {
+                let d2 = d.clone();
+                blocking(move || d2.top(&c))
+                    .await
+                    .map(|t| json(StatusCode::OK, &t))
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        },
+        (&Method::GET, [id, "stats"]) => match find(id) {
+            Ok(c) => stats(d, c, &q).await,
+            Err(e) => Err(e),
+        },
+        (&Method::POST, [id, "rename"]) => find(id).and_then(|c| {
+            d.rename(&c, q.get("name").unwrap_or(""))
+                .map(|_| empty(StatusCode::NO_CONTENT))
+                .map_err(ApiError::from)
+        }),
+        (&Method::DELETE, [id]) => match find(id) {
+            Ok(c) => done(d.remove(c, q.flag("force", false)).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, [id, "exec"]) => match body::<ExecBody>(req).await {
+            Ok(b) => d
+                .exec_create(id, b)
+                .map(|id| json(StatusCode::CREATED, &docker::IdResponse { id }))
+                .map_err(ApiError::from),
+            Err(e) => Err(e),
+        },
+        (
+            _,
+            [_, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")],
+        ) => Err(Error::NotImplemented(format!("containers/{{id}}/{what}")).into()),
+        _ => return None,
+    })
+}
+
+fn done(r: crate::errors::Result<()>) -> Reply {
+    r.map(|_| empty(StatusCode::NO_CONTENT))
+        .map_err(ApiError::from)
+}
+
+fn list(d: &Daemon, q: &Query) -> Reply {
+    let filters: std::collections::HashMap<String, serde_json::Value> = match q.get("filters") {
+        Some(f) if !f.is_empty() => serde_json::from_str(f)
+            .map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+        _ => Default::default(),
+    };
+    // Filters come as {"k": ["v"]} or the older {"k": {"v": true}}.
+    let vals = |k: &str| -> Vec<String> {
+        match filters.get(k) {
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            Some(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
+            _ => vec![],
+        }
+    };
+    if let Some(k) = filters
+        .keys()
+        .find(|k| !matches!(k.as_str(), "status" | "name" | "id" | "label"))
+    {
+        return Err(Error::NotImplemented(format!("the {k:?} filter of container list")).into());
+    }
+    let f = ListFilter {
+        all: q.flag("all", false),
+        limit: q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize),
+        status: vals("status"),
+        name: vals("name"),
+        id: vals("id"),
+        label: vals("label"),
+    };
+    Ok(json(StatusCode::OK, &d.list(&f)))
+}
+
+async fn create(d: &Arc<Daemon>, q: &Query, b: CreateBody) -> Reply {
+    let d2 = d.clone();
+    let name = q.get("name").map(str::to_owned);
+    let id = blocking(move || d2.create(name.as_deref(), b)).await?;
+    Ok(json(
+        StatusCode::CREATED,
+        &CreateResponse {
+            id,
+            warnings: vec![],
+        },
+    ))
+}
+
+fn wait(c: Arc<Ctr>, q: &Query) -> Reply {
+    let cond = q.get("condition").unwrap_or("not-running").to_owned();
+    if !matches!(cond.as_str(), "not-running" | "next-exit" | "removed" | "") {
+        return Err(ApiError::bad(format!("invalid condition: {cond:?}")));
+    }
+    let (tx, body) = channel_body();
+    let mut rx = c.phase.subscribe();
+    tokio::spawn(async move {
+        let first = *rx.borrow_and_update();
+        let mut code = match first {
+            Phase::Exited(s) | Phase::Removed(s) => Some(s),
+            _ => None,
+        };
+        let done = |p: Phase, fresh: bool| match (cond.as_str(), p) {
+            ("removed", Phase::Removed(_)) => true,
+            ("removed", _) => false,
+            ("next-exit", Phase::Exited(_) | Phase::Removed(_)) => fresh,
+            (_, Phase::Exited(_) | Phase::Removed(_)) => true,
+            _ => false,
+        };
+        if !done(first, false) {
+            loop {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+                let p = *rx.borrow_and_update();
+                if let Phase::Exited(s) | Phase::Removed(s) = p {
+                    code = Some(s);
+                }
+                if done(p, true) {
+                    break;
+                }
+            }
+        }
+        let body = docker::ContainerWaitResponse {
+            status_code: code.unwrap_or(0),
+            error: None,
+        };
+        let mut line = serde_json::to_vec(&body).unwrap_or_default();
+        line.push(b'\n');
+        let _ = tx.send(Bytes::from(line));
+    });
+    Ok(streamed("application/json", body))
+}
+
+/// One json-file log record.
+#[derive(serde::Deserialize)]
+struct LogLine {
+    log: String,
+    #[serde(default)]
+    stream: String,
+    #[serde(default)]
+    time: String,
+}
+
+fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
+    let rec = c.record();
+    let (want_out, want_err) = (q.flag("stdout", false), q.flag("stderr", false));
+    if !want_out && !want_err {
+        return Err(ApiError::bad("You must choose at least one stream"));
+    }
+    let follow = q.flag("follow", false);
+    let timestamps = q.flag("timestamps", false);
+    let since: f64 = q.get("since").and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let until: f64 = q.get("until").and_then(|s| s.parse().ok()).unwrap_or(0.0);
+    let tail: Option<usize> = match q.get("tail") {
+        None | Some("all") | Some("") => None,
+        Some(t) => Some(
+            t.parse()
+                .map_err(|_| ApiError::bad(format!("invalid tail: {t:?}")))?,
+        ),
+    };
+    let path = d.log_path(&rec.id);
+    let tty = rec.tty;
+    let (tx, body) = channel_body();
+    tokio::spawn(async move {
+        let emit = |line: &str| -> Option<Bytes> {
+            let v: LogLine = serde_json::from_str(line).ok()?;
+            let stderr = v.stream == "stderr";
+            if (!stderr && !want_out) || (stderr && !want_err) {
+                return None;
+            }
+            let secs = unix_of(&v.time) as f64
+                + v.time
+                    .get(20..29)
+                    .and_then(|n| n.trim_end_matches('Z').parse::<f64>().ok())
+                    .map(|n| n / 1e9)
+                    .unwrap_or(0.0);
+            if secs < since || (until > 0.0 && secs > until) {
+                return None;
+            }
+            let text = if timestamps {
+                format!("{} {}", v.time, v.log)
+            } else {
+                v.log
+            };
+            Some(if tty {
+                Bytes::from(text)
+            } else {
+                frame(if stderr { 2 } else { 1 }, text.as_bytes())
+            })
+        };
+        let mut file = tokio::fs::File::open(&path).await.ok();
+        let mut buf = String::new();
+        if let Some(f) = file.as_mut() {
+            let _ = f.read_to_string(&mut buf).await;
+        }
+        let complete = buf.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let mut carry = buf[complete..].to_owned();
+        let lines: Vec<&str> = buf[..complete].lines().collect();
+        let start = tail.map(|t| lines.len().saturating_sub(t)).unwrap_or(0);
+        for l in &lines[start..] {
+            if let Some(b) = emit(l) {
+                if tx.send(b).is_err() {
+                    return;
+                }
+            }
+        }
+        if !follow {
+            return;
+        }
+        let mut rx = c.phase.subscribe();
+        loop {
+            // The exit is reported only once the log has the last line: after it, one
+            // last read finds everything.
+            let ended = !matches!(*rx.borrow_and_update(), Phase::Running | Phase::Created);
+            if file.is_none() {
+                file = tokio::fs::File::open(&path).await.ok();
+            }
+            let mut more = String::new();
+            if let Some(f) = file.as_mut() {
+                let _ = f.read_to_string(&mut more).await;
+            }
+            carry.push_str(&more);
+            while let Some(i) = carry.find('\n') {
+                let l: String = carry.drain(..=i).collect();
+                if let Some(b) = emit(l.trim_end_matches('\n')) {
+                    if tx.send(b).is_err() {
+                        return;
+                    }
+                }
+            }
+            if (ended && more.is_empty()) || tx.is_closed() {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;
+        }
+    });
+    Ok(streamed(
+        if tty {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        },
+        body,
+    ))
+}
+
+async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
+    let stream = q.flag("stream", true) && !q.flag("one-shot", false);
+    let sample = |d: Arc<Daemon>, c: Arc<Ctr>| async move {
+        let rec = c.record();
+        blocking(move || d.stats(&rec)).await
+    };
+    if !stream {
+        let s = sample(d.clone(), c).await?;
+        return Ok(json(StatusCode::OK, &s));
+    }
+    let (tx, body) = channel_body();
+    let d = d.clone();
+    tokio::spawn(async move {
+        loop {
+            let running = c.record().state.running();
+            let Ok(s) = sample(d.clone(), c.clone()).await else {
+                return;
+            };
+            let mut line = serde_json::to_vec(&s).unwrap_or_default();
+            line.push(b'\n');
+            if tx.send(Bytes::from(line)).is_err() || !running {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    Ok(streamed("application/json", body))
+}

@@ -1,0 +1,179 @@
+//! The Docker Engine API (1.44, accepting 1.41 and up and unversioned paths): one router
+//! per Docker object, in the spirit of moby's `api/server/router/<object>`. A router
+//! parses the request into typed models, calls the daemon core, and writes the typed
+//! reply; [`status_of`] is the one mapping from the core's errors to HTTP statuses.
+//!
+//! Where things go: a new endpoint goes in its object's router (or a new router, listed
+//! in [`route`]); a new HostConfig field is applied in `daemon/create.rs` and
+//! `daemon/start.rs`, and until it is, refused in `models::refuse_unapplied`.
+
+pub mod containers;
+pub mod exec;
+pub mod images;
+pub mod notbuilt;
+pub mod streams;
+pub mod system;
+
+use crate::daemon::Daemon;
+use crate::errors::Error;
+use crate::http::{empty, ApiError, Query, Resp};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::{Method, Request, StatusCode};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+/// The API version berthd speaks.
+pub const API_VERSION: &str = "1.44";
+/// The oldest it accepts.
+pub const MIN_API_VERSION: &str = "1.41";
+
+/// The HTTP status for each class of core error.
+pub fn status_of(e: &Error) -> StatusCode {
+    match e {
+        Error::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Conflict(_) => StatusCode::CONFLICT,
+        Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::NotModified => StatusCode::NOT_MODIFIED,
+        Error::Start { user_error, .. } => {
+            if *user_error {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+        Error::Image(i) => {
+            use berth_image::ImageError as E;
+            match i {
+                E::NotFound(_) => StatusCode::NOT_FOUND,
+                E::Conflict(_) => StatusCode::CONFLICT,
+                E::Reference(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+        Error::Sandbox(_) | Error::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        ApiError {
+            status: status_of(&e),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// A router's result.
+pub type Reply = Result<Resp, ApiError>;
+
+/// Serves one request.
+pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let resp = match route(d, req).await {
+        Ok(r) => r,
+        Err(e) if e.status == StatusCode::NOT_MODIFIED => empty(StatusCode::NOT_MODIFIED),
+        Err(e) => e.into_resp(),
+    };
+    crate::log(
+        "info",
+        "request",
+        &[
+            ("method", method.as_str()),
+            ("path", &path),
+            ("status", resp.status().as_str()),
+        ],
+    );
+    Ok(resp)
+}
+
+/// Splits `/v1.44/containers/json` into the version and the rest.
+fn version_of(path: &str) -> (Option<(u32, u32)>, &str) {
+    let Some(rest) = path.strip_prefix("/v") else {
+        return (None, path);
+    };
+    let (v, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let Some((maj, min)) = v.split_once('.') else {
+        return (None, path);
+    };
+    match (maj.parse::<u32>(), min.parse::<u32>()) {
+        (Ok(a), Ok(b)) => (Some((a, b)), if tail.is_empty() { "/" } else { tail }),
+        _ => (None, path),
+    }
+}
+
+/// One request, parsed for the routers.
+pub struct Call {
+    /// The method.
+    pub method: Method,
+    /// Path segments after the version.
+    pub seg: Vec<String>,
+    /// The query.
+    pub q: Query,
+    /// The request (body, upgrade).
+    pub req: Request<Incoming>,
+}
+
+async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
+    let full_path = req.uri().path().to_owned();
+    let (ver, path) = version_of(&full_path);
+    if let Some((a, b)) = ver {
+        if (a, b) < (1, 41) {
+            return Err(ApiError::bad(format!(
+                "client version {a}.{b} is too old. Minimum supported API version is {MIN_API_VERSION}, please upgrade your client to a newer version"
+            )));
+        }
+        if (a, b) > (1, 44) {
+            return Err(ApiError::bad(format!(
+                "client version {a}.{b} is too new. Maximum supported API version is {API_VERSION}"
+            )));
+        }
+    }
+    let call = Call {
+        method: req.method().clone(),
+        seg: path
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        q: Query::parse(req.uri().query()),
+        req,
+    };
+    let method = call.method.clone();
+    let first = call.seg.first().cloned().unwrap_or_default();
+    let r = match first.as_str() {
+        "containers" => containers::route(&d, call).await,
+        "exec" => exec::route(&d, call).await,
+        "images" | "commit" => images::route(d.clone(), call).await,
+        "_ping" | "version" | "info" | "events" | "system" => system::route(&d, call).await,
+        _ => notbuilt::route(call),
+    };
+    r.unwrap_or_else(|| {
+        Err(ApiError::not_found(format!(
+            "page not found: {method} {full_path}"
+        )))
+    })
+}
+
+/// Reads a typed JSON body (at most 4 MiB); malformed JSON or a wrong type is a 400
+/// naming the problem; an empty body is the type's default.
+pub async fn body<T: serde::de::DeserializeOwned + Default>(
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let b = body_bytes(req, 4 << 20).await?;
+    if b.iter().all(|c| c.is_ascii_whitespace()) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(&b).map_err(|e| ApiError::bad(format!("invalid JSON: {e}")))
+}
+
+/// Reads a whole body, refusing more than `limit` bytes.
+pub async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    http_body_util::Limited::new(req.into_body(), limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| ApiError::bad(format!("reading the request body: {e}")))
+}

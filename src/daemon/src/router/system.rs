@@ -1,0 +1,233 @@
+//! `/_ping`, `/version`, `/info`, `/events`, `/system/...`.
+
+use super::{Call, Reply, API_VERSION, MIN_API_VERSION};
+use crate::daemon::Daemon;
+use crate::errors::Error;
+use crate::http::{channel_body, empty, full, json, streamed, Resp};
+use crate::models::docker;
+use bytes::Bytes;
+use hyper::{Method, StatusCode};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Routes the system endpoints; None if no route matches.
+pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
+    let seg: Vec<&str> = call.seg.iter().map(String::as_str).collect();
+    Some(match (&call.method, seg.as_slice()) {
+        (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(&call.method)),
+        (&Method::GET, ["version"]) => Ok(json(StatusCode::OK, &version())),
+        (&Method::GET, ["info"]) => Ok(json(StatusCode::OK, &info(d))),
+        (&Method::GET, ["events"]) => match call.q.int("until") {
+            Ok(until) => Ok(events(d, until)),
+            Err(e) => Err(e),
+        },
+        (_, ["system", "df"]) => Err(Error::NotImplemented("system df".into()).into()),
+        _ => return None,
+    })
+}
+
+fn ping(m: &Method) -> Resp {
+    let mut r = if m == Method::HEAD {
+        empty(StatusCode::OK)
+    } else {
+        streamed("text/plain; charset=utf-8", full("OK"))
+    };
+    let h = r.headers_mut();
+    for (k, v) in [
+        ("API-Version", API_VERSION),
+        ("Builder-Version", "1"),
+        ("Docker-Experimental", "false"),
+        ("Ostype", "linux"),
+        ("Cache-Control", "no-cache, no-store, must-revalidate"),
+        ("Pragma", "no-cache"),
+    ] {
+        h.insert(k, v.parse().expect("static header"));
+    }
+    r
+}
+
+fn kernel_version() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `GET /version` (Docker's SystemVersion; the generated model can't hold the
+/// component details the docker CLI prints, so it is declared here).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Version {
+    platform: Platform,
+    components: Vec<Component>,
+    version: String,
+    api_version: String,
+    #[serde(rename = "MinAPIVersion")]
+    min_api_version: String,
+    git_commit: String,
+    go_version: String,
+    os: String,
+    arch: String,
+    kernel_version: String,
+    build_time: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Platform {
+    name: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Component {
+    name: String,
+    version: String,
+    details: ComponentDetails,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ComponentDetails {
+    api_version: String,
+    #[serde(rename = "MinAPIVersion")]
+    min_api_version: String,
+    os: String,
+    arch: String,
+    kernel_version: String,
+    experimental: String,
+}
+
+fn version() -> Version {
+    let v = env!("CARGO_PKG_VERSION").to_owned();
+    Version {
+        platform: Platform {
+            name: "berth".into(),
+        },
+        components: vec![Component {
+            name: "Engine".into(),
+            version: v.clone(),
+            details: ComponentDetails {
+                api_version: API_VERSION.into(),
+                min_api_version: MIN_API_VERSION.into(),
+                os: "linux".into(),
+                arch: "amd64".into(),
+                kernel_version: kernel_version(),
+                experimental: "false".into(),
+            },
+        }],
+        version: v,
+        api_version: API_VERSION.into(),
+        min_api_version: MIN_API_VERSION.into(),
+        git_commit: "berth".into(),
+        go_version: "n/a (Rust)".into(),
+        os: "linux".into(),
+        arch: "amd64".into(),
+        kernel_version: kernel_version(),
+        build_time: String::new(),
+    }
+}
+
+/// `GET /info`: Docker's SystemInfo with berth's isolation name.
+#[derive(Serialize)]
+struct Info {
+    #[serde(flatten)]
+    base: docker::SystemInfo,
+    #[serde(rename = "Isolation")]
+    isolation: &'static str,
+}
+
+fn info(d: &Daemon) -> Info {
+    let recs = d.records();
+    let running = recs.iter().filter(|r| r.state.running()).count() as i64;
+    let kvm = berth_hostcheck::check();
+    Info {
+        base: docker::SystemInfo {
+            id: Some("berth".into()),
+            containers: Some(recs.len() as i64),
+            containers_running: Some(running),
+            containers_paused: Some(0),
+            containers_stopped: Some(recs.len() as i64 - running),
+            images: Some(d.images.records().map(|r| r.len() as i64).unwrap_or(0)),
+            driver: Some("berth-overlay".into()),
+            docker_root_dir: Some(d.opts.data_root.display().to_string()),
+            operating_system: Some("berth".into()),
+            os_type: Some("linux".into()),
+            architecture: Some("x86_64".into()),
+            kernel_version: Some(kernel_version()),
+            ncpu: Some(
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as i64)
+                    .unwrap_or(1),
+            ),
+            mem_total: Some(0),
+            name: Some("berth".into()),
+            server_version: Some(env!("CARGO_PKG_VERSION").into()),
+            default_runtime: Some("berth".into()),
+            runtimes: Some(
+                [(
+                    "berth".to_owned(),
+                    docker::Runtime {
+                        path: Some(d.opts.agent.display().to_string()),
+                        ..Default::default()
+                    },
+                )]
+                .into_iter()
+                .collect(),
+            ),
+            security_options: Some(vec!["name=seccomp,profile=builtin".into()]),
+            cgroup_driver: Some(docker::SystemInfoCgroupDriverEnum::CGROUPFS),
+            logging_driver: Some("json-file".into()),
+            warnings: Some(if kvm.can_run_microvms() {
+                vec![]
+            } else {
+                vec![format!("microVM isolation is unavailable: {kvm}")]
+            }),
+            registry_config: Some(docker::RegistryServiceConfig {
+                insecure_registry_cidrs: Some(vec!["127.0.0.0/8".into()]),
+                index_configs: Some(Default::default()),
+                mirrors: Some(vec![]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        isolation: d.sandboxes.default.as_str(),
+    }
+}
+
+fn events(d: &Daemon, until: Option<i64>) -> Resp {
+    let (tx, body) = channel_body();
+    let mut rx = d.events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let wait = match until {
+                Some(u) => {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs() as i64)
+                        .unwrap_or(0);
+                    if now >= u {
+                        return;
+                    }
+                    Duration::from_secs((u - now) as u64)
+                }
+                None => Duration::from_secs(3600),
+            };
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Ok(ev)) => {
+                    let mut line = serde_json::to_vec(&ev).unwrap_or_default();
+                    line.push(b'\n');
+                    if tx.send(Bytes::from(line)).is_err() {
+                        return;
+                    }
+                }
+                Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
+                Ok(Err(_)) => return,
+                Err(_) if until.is_some() => return,
+                Err(_) => continue,
+            }
+        }
+    });
+    streamed("application/json", body)
+}

@@ -1,0 +1,368 @@
+//! The one sandbox interface: where a container's agent runs and how berthd reaches it.
+//!
+//! Two backends: [`vm::VmSandbox`] (a berth-vmm microVM whose guest agent listens on
+//! vsock) and [`process::ProcessSandbox`] (berth-agent on the host, over a Unix socket).
+//! Every difference between the isolation modes lives in a backend; the rest of berthd
+//! only calls this trait. The agent protocol is the same in both, so the calls on a
+//! running container (signal, stats, top, exec, wait) are provided here once.
+//!
+//! A new backend (a containerd shim, say) implements [`Sandbox`] and is registered in
+//! [`Sandboxes::new`].
+
+pub mod process;
+pub mod vm;
+
+#[cfg(test)]
+pub mod fake;
+
+use crate::errors::{Error, Result};
+use berth_protocol::client::{Client, Endpoint};
+use berth_protocol::{Channel, ExecSpec, Request, Response, RootfsSpec, Stats, StreamKind};
+use serde::{Deserialize, Serialize};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How a container is isolated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Isolation {
+    /// Its own microVM (berth-vmm and the guest agent).
+    Vm,
+    /// Namespaces and cgroups on the host (the agent on the host).
+    Process,
+}
+
+impl Default for Isolation {
+    /// A microVM: berth's default.
+    fn default() -> Isolation {
+        Isolation::Vm
+    }
+}
+
+impl std::str::FromStr for Isolation {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Isolation> {
+        match s {
+            "process" => Ok(Isolation::Process),
+            "vm" | "hyperv" | "microvm" => Ok(Isolation::Vm),
+            other => Err(Error::InvalidParameter(format!(
+                "invalid isolation {other:?}: berth offers \"vm\" (the default) and \"process\""
+            ))),
+        }
+    }
+}
+
+/// Docker's `--isolation` value: "" and "default" are `default`.
+pub fn choose(s: &str, default: Isolation) -> Result<Isolation> {
+    match s {
+        "" | "default" => Ok(default),
+        s => s.parse(),
+    }
+}
+
+impl Isolation {
+
+    /// The name inspect and info show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Vm => "vm",
+            Isolation::Process => "process",
+        }
+    }
+}
+
+/// What a sandbox needs to boot for one container.
+#[derive(Debug, Clone)]
+pub struct SandboxSpec {
+    /// The container's ID.
+    pub id: String,
+    /// Its persistent directory (record, logs).
+    pub dir: PathBuf,
+    /// Its runtime directory (sockets); short, for the 108-byte socket path limit.
+    pub run_dir: PathBuf,
+    /// The host json-file log.
+    pub log_path: PathBuf,
+    /// The image's ID.
+    pub image_id: String,
+    /// Memory limit in bytes (0: none).
+    pub memory: i64,
+    /// CPUs in 1e-9 units (0: none).
+    pub nano_cpus: i64,
+}
+
+/// A booted sandbox, ready for the container to be created in it.
+pub struct Booted {
+    /// The container's root as the agent sees it.
+    pub rootfs: RootfsSpec,
+    /// Where the agent writes the json-file log.
+    pub agent_log: String,
+    /// A control connection to the agent.
+    pub client: Client,
+}
+
+/// One isolation backend.
+pub trait Sandbox: Send + Sync {
+    /// Which mode this is.
+    fn isolation(&self) -> Isolation;
+
+    /// Refuses, with the reason, when this host can't run this kind of sandbox.
+    fn check_host(&self) -> Result<()>;
+
+    /// Starts the container's agent detached from berthd (its own session, so it outlives
+    /// berthd), waits until it answers, and prepares the image for it. On failure it
+    /// says why at once (the agent's or monitor's own reason) and leaves nothing running.
+    fn boot(&self, spec: &SandboxSpec) -> Result<Booted>;
+
+    /// How to reach the agent of the container whose runtime directory is `run_dir`.
+    fn endpoint(&self, run_dir: &std::path::Path) -> Endpoint;
+
+    /// Whether berthd keeps the host log itself, from the container's output streams
+    /// (the agent's own log is out of reach, inside a guest).
+    fn copies_logs(&self) -> bool;
+
+    /// The command line of a process, by the PID the agent reported, if this host can
+    /// see it.
+    fn command_of(&self, pid: i32) -> String;
+
+    /// The directory holding the container's writable layer on the host, if it has one
+    /// there (for commit).
+    fn writable_layer(&self, dir: &std::path::Path) -> Option<PathBuf>;
+}
+
+/// The backends, by isolation mode.
+#[derive(Clone)]
+pub struct Sandboxes {
+    vm: Arc<dyn Sandbox>,
+    process: Arc<dyn Sandbox>,
+    /// The mode a container gets when it doesn't ask.
+    pub default: Isolation,
+}
+
+impl Sandboxes {
+    /// The real backends.
+    pub fn new(opts: &crate::daemon::Opts, images: &Arc<berth_image::ImageStore>) -> Sandboxes {
+        Sandboxes {
+            vm: Arc::new(vm::VmSandbox::new(opts, images.clone())),
+            process: Arc::new(process::ProcessSandbox::new(opts, images.clone())),
+            default: opts.default_isolation,
+        }
+    }
+
+    /// Any backends (tests).
+    pub fn with(
+        vm: Arc<dyn Sandbox>,
+        process: Arc<dyn Sandbox>,
+        default: Isolation,
+    ) -> Sandboxes {
+        Sandboxes {
+            vm,
+            process,
+            default,
+        }
+    }
+
+    /// The backend for a mode.
+    pub fn get(&self, i: Isolation) -> &Arc<dyn Sandbox> {
+        match i {
+            Isolation::Vm => &self.vm,
+            Isolation::Process => &self.process,
+        }
+    }
+}
+
+/// A running container's agent, reached through its sandbox's endpoint.
+pub struct AgentRef {
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// The container's ID.
+    pub id: String,
+}
+
+/// Maps an agent's answer: its errors keep their class and exit status.
+pub fn answer(r: std::result::Result<Response, berth_protocol::client::ClientError>) -> Result<Response> {
+    match r? {
+        Response::Error {
+            kind,
+            message,
+            exit_status,
+        } => Err(Error::from_agent(kind, message, exit_status)),
+        r => Ok(r),
+    }
+}
+
+fn unexpected(r: Response) -> Error {
+    Error::Sandbox(format!("the container's agent answered {r:?}"))
+}
+
+impl AgentRef {
+    /// One request on a fresh control connection.
+    pub fn call(&self, req: &Request) -> Result<Response> {
+        answer(Client::connect(&self.endpoint).and_then(|mut c| c.call(req)))
+    }
+
+    /// Whether the agent answers within `t` (re-adoption after a berthd restart).
+    pub fn alive(&self, t: Duration) -> bool {
+        self.endpoint.wait_ready(t).is_ok()
+    }
+
+    /// Signals the container's process, or all its processes.
+    pub fn signal(&self, signal: i32, all: bool) -> Result<()> {
+        match self.call(&Request::Signal {
+            id: self.id.clone(),
+            exec_id: None,
+            signal,
+            all,
+        }) {
+            Ok(_) => Ok(()),
+            Err(Error::InvalidParameter(m)) => Err(Error::InvalidParameter(m)),
+            Err(e) => Err(Error::Conflict(e.to_string())),
+        }
+    }
+
+    /// Waits (blocking) for the container's process or an exec to exit: its status, once
+    /// its output is drained.
+    pub fn wait(&self, exec_id: Option<String>) -> Result<i64> {
+        match self.call(&Request::Wait {
+            id: self.id.clone(),
+            exec_id,
+        })? {
+            Response::Exited { status } => Ok(i64::from(status)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Resource usage.
+    pub fn stats(&self) -> Result<Stats> {
+        match self.call(&Request::Stats {
+            id: self.id.clone(),
+        })? {
+            Response::Stats(s) => Ok(s),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// The container's PIDs, as the agent sees them.
+    pub fn pids(&self) -> Result<Vec<i32>> {
+        match self.call(&Request::ListProcesses {
+            id: self.id.clone(),
+        })? {
+            Response::Processes { pids } => Ok(pids),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Creates and starts an exec; its PID.
+    pub fn exec(&self, exec_id: &str, spec: ExecSpec) -> Result<i32> {
+        self.call(&Request::Exec {
+            id: self.id.clone(),
+            exec_id: exec_id.to_owned(),
+            spec: Box::new(spec),
+        })?;
+        match self.call(&Request::StartExec {
+            id: self.id.clone(),
+            exec_id: exec_id.to_owned(),
+        })? {
+            Response::Created { pid } => Ok(pid),
+            _ => Ok(0),
+        }
+    }
+
+    /// Resizes the terminal of the container's process or an exec.
+    pub fn resize(&self, exec_id: Option<String>, rows: u16, cols: u16) -> Result<()> {
+        self.call(&Request::ResizeTty {
+            id: self.id.clone(),
+            exec_id,
+            rows,
+            cols,
+        })
+        .map(|_| ())
+    }
+
+    /// Opens one stream of the container's process or an exec.
+    pub fn open(&self, exec_id: Option<String>, stream: StreamKind) -> Result<UnixStream> {
+        self.endpoint
+            .open(Channel::Stdio {
+                container: self.id.clone(),
+                exec_id,
+                stream,
+            })
+            .map_err(Error::from)
+    }
+
+    /// Deletes the container at its agent and shuts the agent down (a microVM powers
+    /// off). Best effort: the agent may be gone already.
+    pub fn release(&self) {
+        if let Ok(mut cl) = Client::connect(&self.endpoint) {
+            let _ = cl.call(&Request::Delete {
+                id: self.id.clone(),
+                force: true,
+            });
+            let _ = cl.call(&Request::Shutdown);
+        }
+    }
+}
+
+/// Starts `cmd` detached from berthd (its own session, so it outlives berthd), with its
+/// output in `log`; then waits until `endpoint` answers, up to `timeout`. If the process
+/// exits first, the error carries the last lines it wrote, at once.
+pub fn spawn_detached(
+    mut cmd: std::process::Command,
+    log: &std::path::Path,
+    endpoint: &Endpoint,
+    timeout: Duration,
+    what: &str,
+) -> Result<Client> {
+    use std::os::unix::process::CommandExt;
+    let out = std::fs::File::create(log).map_err(Error::io(format!("{}", log.display())))?;
+    let err = out.try_clone().map_err(Error::io("the agent's log"))?;
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err);
+    // SAFETY: setsid is async-signal-safe; the child only calls it before exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| Error::Sandbox(format!("starting the {what}: {e}")))?;
+    let deadline = std::time::Instant::now() + timeout;
+    let result = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            break Err(Error::Sandbox(format!(
+                "the {what} exited ({status}) before it answered: {}",
+                if tail.is_empty() {
+                    "it wrote nothing".to_owned()
+                } else {
+                    tail.join(" / ")
+                }
+            )));
+        }
+        match Client::connect(endpoint) {
+            Ok(c) => break Ok(c),
+            Err(e) if std::time::Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(Error::Sandbox(format!(
+                    "the {what} did not answer within {}s: {e}",
+                    timeout.as_secs()
+                )));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    };
+    if result.is_ok() {
+        // Reap it if it exits while berthd runs; after a restart init does.
+        std::thread::spawn(move || {
+            let _ = child.wait();
+        });
+    }
+    result
+}

@@ -1,0 +1,144 @@
+//! microVM isolation: one berth-vmm per container, configured by a `vm.json` (berth-vmm's
+//! own [`VmConfig`], serialised), with the guest kernel, the agent's initramfs, the
+//! image's erofs root disk (`/dev/vda`, read-only) and hybrid vsock. The guest agent
+//! mounts the disk and runs the workload on an overlay with a tmpfs upper layer; it keeps
+//! the json-file log inside the guest, and berthd copies the output to the host log.
+
+use super::{answer, spawn_detached, Booted, Isolation, Sandbox, SandboxSpec};
+use crate::errors::{Error, Result};
+use berth_image::ImageStore;
+use berth_protocol::client::Endpoint;
+use berth_protocol::{Request, RootfsSpec};
+use berth_vmm::config::{DiskConfig, VmConfig, VsockConfig};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The guest's vsock context ID (each microVM has its own socket, so one CID does).
+const GUEST_CID: u32 = 3;
+
+/// The microVM backend.
+pub struct VmSandbox {
+    vmm: PathBuf,
+    kernel: Option<PathBuf>,
+    agent_initrd: Option<PathBuf>,
+    images: Arc<ImageStore>,
+}
+
+impl VmSandbox {
+    /// A backend starting `opts.vmm`.
+    pub fn new(opts: &crate::daemon::Opts, images: Arc<ImageStore>) -> VmSandbox {
+        VmSandbox {
+            vmm: opts.vmm.clone(),
+            kernel: opts.kernel.clone(),
+            agent_initrd: opts.agent_initrd.clone(),
+            images,
+        }
+    }
+
+    /// The monitor's configuration for one container.
+    pub fn config(&self, spec: &SandboxSpec, disk: PathBuf) -> Result<VmConfig> {
+        let (Some(kernel), Some(initrd)) = (&self.kernel, &self.agent_initrd) else {
+            return Err(Error::Sandbox(
+                "microVM containers need a guest kernel and the agent initramfs: start berthd with --kernel and --agent-initrd".into(),
+            ));
+        };
+        Ok(VmConfig {
+            // The guest needs room for its kernel and agent besides the workload's limit.
+            memory_mib: if spec.memory > 0 {
+                ((spec.memory >> 20).max(64) + 64) as u64
+            } else {
+                256
+            },
+            vcpus: if spec.nano_cpus > 0 {
+                ((spec.nano_cpus + 999_999_999) / 1_000_000_000).clamp(1, 32) as u8
+            } else {
+                1
+            },
+            kernel: kernel.clone(),
+            initrd: Some(initrd.clone()),
+            disks: vec![DiskConfig {
+                path: disk,
+                read_only: true,
+            }],
+            vsock: Some(VsockConfig {
+                cid: GUEST_CID,
+                uds: spec.run_dir.join("vm.sock"),
+            }),
+            control_socket: Some(spec.run_dir.join("control.sock")),
+            console: format!("file:{}", spec.dir.join("console.log").display()),
+            ..VmConfig::default()
+        })
+    }
+}
+
+impl Sandbox for VmSandbox {
+    fn isolation(&self) -> Isolation {
+        Isolation::Vm
+    }
+
+    fn check_host(&self) -> Result<()> {
+        let k = berth_hostcheck::check();
+        if k.can_run_microvms() {
+            Ok(())
+        } else {
+            Err(Error::InvalidParameter(format!(
+                "cannot create a microVM container on this host: {k}. berth never falls back to weaker isolation on its own: {}",
+                berth_hostcheck::LAB_HINT
+            )))
+        }
+    }
+
+    fn boot(&self, spec: &SandboxSpec) -> Result<Booted> {
+        self.check_host()?;
+        let image = self.images.resolve(&spec.image_id)?;
+        let disk = self.images.disk(&image)?;
+        let config = self.config(spec, disk)?;
+        let config_path = spec.run_dir.join("vm.json");
+        std::fs::write(
+            &config_path,
+            serde_json::to_vec_pretty(&config).map_err(|e| Error::Sandbox(e.to_string()))?,
+        )
+        .map_err(Error::io(format!("{}", config_path.display())))?;
+        let mut cmd = std::process::Command::new(&self.vmm);
+        cmd.arg("--config").arg(&config_path);
+        let mut client = spawn_detached(
+            cmd,
+            &spec.dir.join("agent.log"),
+            &self.endpoint(&spec.run_dir),
+            Duration::from_secs(120),
+            "microVM",
+        )?;
+        let layer = format!("/run/berth/image-{}", &image.id.hex()[..12]);
+        answer(client.call(&Request::MountStorage {
+            source: "/dev/vda".into(),
+            fstype: "erofs".into(),
+            target: layer.clone(),
+            read_only: true,
+        }))?;
+        Ok(Booted {
+            rootfs: RootfsSpec {
+                layers: vec![layer],
+                writable: None,
+            },
+            agent_log: format!("/run/berth/{}.log", spec.id),
+            client,
+        })
+    }
+
+    fn endpoint(&self, run_dir: &Path) -> Endpoint {
+        Endpoint::Vsock(run_dir.join("vm.sock"), berth_protocol::AGENT_VSOCK_PORT)
+    }
+
+    fn copies_logs(&self) -> bool {
+        true
+    }
+
+    fn command_of(&self, _pid: i32) -> String {
+        String::new()
+    }
+
+    fn writable_layer(&self, _dir: &Path) -> Option<PathBuf> {
+        None
+    }
+}
