@@ -415,6 +415,36 @@ fn containers_survive_a_sigkilled_berthd_and_report_their_exit_code() {
     b.ok(&["rm", &id]);
 }
 
+/// Bytes `seq 1 200000` prints.
+const SEQ_BYTES: usize = 1_288_895;
+
+#[test]
+fn every_byte_a_workload_writes_reaches_attach_and_logs() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    // A workload that writes and exits at once: attach gets the last byte before the exit
+    // status, every time.
+    for i in 0..10 {
+        let out = b.ok(&["run", "--rm", "bb:1", "seq", "1", "200000"]);
+        assert_eq!(
+            out.len(),
+            SEQ_BYTES,
+            "run {i}: the tail of the output was lost"
+        );
+        assert!(out.ends_with("199999\n200000\n"));
+    }
+    // The log has every line once the container is reported exited.
+    let id = b.ok(&["run", "-d", "bb:1", "seq", "1", "200000"]);
+    let id = id.trim();
+    assert_eq!(b.ok(&["wait", id]).trim(), "0");
+    assert_eq!(
+        b.ok(&["logs", id]).len(),
+        SEQ_BYTES,
+        "docker logs lost the tail"
+    );
+    b.ok(&["rm", id]);
+}
+
 #[test]
 fn malformed_requests_get_4xx_never_a_crash() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
@@ -435,12 +465,12 @@ fn malformed_requests_get_4xx_never_a_crash() {
             400,
         ),
         (
-            "unknown field",
+            "a known field berth does not apply",
             post(
                 "/v1.44/containers/create",
-                r#"{"Image":"bb:1","Cmd":["true"],"Bogus":1}"#,
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"ReadonlyRootfs":true}}"#,
             ),
-            400,
+            501,
         ),
         (
             "wrong type",
@@ -525,6 +555,17 @@ fn malformed_requests_get_4xx_never_a_crash() {
             "{what}: {body}"
         );
     }
+    // Unknown fields are ignored, as dockerd ignores them (SDKs send newer API fields).
+    let (status, body) = post(
+        "/v1.44/containers/create",
+        r#"{"Image":"bb:1","Cmd":["true"],"Runtime":"io.containerd.runc.v2","HostConfig":{"Bogus":1}}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    b.ok(&["rm", &id]);
     // Still serving.
     assert_eq!(get("/_ping").0, 200);
     assert_eq!(
@@ -606,9 +647,36 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         "the workload ran on berth's guest kernel, not the lab's"
     );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
+    // Every byte of a microVM workload's output reaches attach and the host log.
+    for i in 0..2 {
+        let out = b.ok(&["run", "--rm", "bb:1", "seq", "1", "200000"]);
+        assert_eq!(
+            out.len(),
+            SEQ_BYTES,
+            "run {i}: the tail of the output was lost"
+        );
+    }
+    let id = b
+        .ok(&["run", "-d", "bb:1", "seq", "1", "200000"])
+        .trim()
+        .to_owned();
+    assert_eq!(b.ok(&["wait", &id]).trim(), "0");
+    assert_eq!(
+        b.ok(&["logs", &id]).len(),
+        SEQ_BYTES,
+        "docker logs lost the tail"
+    );
+    b.ok(&["rm", &id]);
     // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
     let id = b
-        .ok(&["run", "-d", "bb:1", "sh", "-c", "sleep 8; exit 7"])
+        .ok(&[
+            "run",
+            "-d",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo before; sleep 8; echo after; exit 7",
+        ])
         .trim()
         .to_owned();
     b.kill9();
@@ -619,6 +687,11 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         "true"
     );
     assert_eq!(b.ok(&["wait", &id]).trim(), "7");
+    assert_eq!(
+        b.ok(&["logs", &id]),
+        "before\nafter\n",
+        "the restarted berthd caught up on the microVM's log"
+    );
     b.ok(&["rm", &id]);
 }
 

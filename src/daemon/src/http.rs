@@ -198,6 +198,44 @@ impl Query {
     }
 }
 
+/// One filter's values as Docker sends them: `["v"]`, or the older `{"v": true}`.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum FilterValues {
+    List(Vec<String>),
+    Set(HashMap<String, bool>),
+}
+
+impl Query {
+    /// Docker's `filters` parameter, by key; a key not in `known` is refused by name.
+    pub fn filters(
+        &self,
+        what: &str,
+        known: &[&str],
+    ) -> Result<HashMap<String, Vec<String>>, ApiError> {
+        let raw: HashMap<String, FilterValues> = match self.get("filters") {
+            Some(f) if !f.is_empty() => serde_json::from_str(f)
+                .map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
+            _ => HashMap::new(),
+        };
+        if let Some(k) = raw.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::not_implemented(&format!(
+                "the {k:?} filter of {what}"
+            )));
+        }
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| {
+                let vals = match v {
+                    FilterValues::List(l) => l,
+                    FilterValues::Set(m) => m.into_keys().collect(),
+                };
+                (k, vals)
+            })
+            .collect())
+    }
+}
+
 /// Decodes standard or URL-safe base64 (with or without padding).
 pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::new();
@@ -236,6 +274,16 @@ mod tests {
         assert_eq!(q.all("names"), ["a", "b c"]);
         assert!(Query::parse(Some("t=x")).int("t").is_err());
         assert_eq!(percent_decode("100%"), "100%");
+        let q = Query::parse(Some(
+            "filters=%7B%22status%22%3A%5B%22exited%22%5D%2C%22label%22%3A%7B%22a%3Db%22%3Atrue%7D%7D",
+        ));
+        let f = q.filters("container list", &["status", "label"]).unwrap();
+        assert_eq!(f["status"], ["exited"]);
+        assert_eq!(f["label"], ["a=b"]);
+        assert_eq!(
+            q.filters("container list", &["status"]).unwrap_err().status,
+            StatusCode::NOT_IMPLEMENTED
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! Unknown request fields are ignored, as dockerd ignores them. A known field berth does
 //! not apply is refused by [`refuse_unapplied`], naming it: never accepted and dropped.
 
-pub use bollard_stubs::models as docker;
 use crate::errors::{Error, Result};
+pub use bollard_stubs::models as docker;
 use serde::{Deserialize, Serialize};
 
 /// `HostConfig`, with `Isolation` as a plain string (`vm`, `process`, `default`).
@@ -105,6 +105,113 @@ pub struct PidsStats {
     pub current: Option<u64>,
 }
 
+/// One line of Docker's progress stream (pull, push, import, load): its JSONMessage.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct JsonMessage {
+    /// What is happening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The layer it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A progress bar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Bytes done and to do.
+    #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
+    pub progress_detail: Option<ProgressDetail>,
+    /// Output text (load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The failure, as a line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The failure, as an object.
+    #[serde(rename = "errorDetail", skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<ErrorDetail>,
+    /// The result of a push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux: Option<PushResult>,
+}
+
+impl JsonMessage {
+    /// A status line.
+    pub fn status(s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            status: Some(s.into()),
+            ..Default::default()
+        }
+    }
+
+    /// An error line.
+    pub fn error(msg: &str) -> JsonMessage {
+        JsonMessage {
+            error: Some(msg.to_owned()),
+            error_detail: Some(ErrorDetail {
+                message: msg.to_owned(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An output line.
+    pub fn stream(s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            stream: Some(s.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Progress of one layer.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProgressDetail {
+    /// Bytes done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    /// Bytes in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// An error in a progress stream.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ErrorDetail {
+    /// One line.
+    pub message: String,
+}
+
+/// What a push pushed.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PushResult {
+    /// The tag.
+    pub tag: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The manifest's size.
+    pub size: usize,
+}
+
+/// The `X-Registry-Auth` header's JSON.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthConfig {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Password or token.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// `{"Id": ...}` (exec create, commit). The generated `IdResponse` spells it "ID".
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IdResponse {
+    /// The new ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+}
+
 /// `{"Id": ..., "Warnings": [...]}` (container create).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CreateResponse {
@@ -151,14 +258,14 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
                 | Some(docker::RestartPolicyNameEnum::NO)
         )
     });
-    let log = h.log_config.as_ref().is_some_and(|l| {
-        not_in(&l.typ, &["", "json-file"]) || non_empty_map(&l.config)
-    });
+    let log = h
+        .log_config
+        .as_ref()
+        .is_some_and(|l| not_in(&l.typ, &["", "json-file"]) || non_empty_map(&l.config));
     let cgroupns = h.cgroupns_mode.as_ref().is_some_and(|m| {
         !matches!(
             m,
-            docker::HostConfigCgroupnsModeEnum::EMPTY
-                | docker::HostConfigCgroupnsModeEnum::PRIVATE
+            docker::HostConfigCgroupnsModeEnum::EMPTY | docker::HostConfigCgroupnsModeEnum::PRIVATE
         )
     });
     let networks = b
@@ -184,19 +291,40 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (set(&h.cpu_shares), "HostConfig.CpuShares"),
         (set(&h.cgroup_parent), "HostConfig.CgroupParent"),
         (set(&h.blkio_weight), "HostConfig.BlkioWeight"),
-        (non_empty(&h.blkio_weight_device), "HostConfig.BlkioWeightDevice"),
-        (non_empty(&h.blkio_device_read_bps), "HostConfig.BlkioDeviceReadBps"),
-        (non_empty(&h.blkio_device_write_bps), "HostConfig.BlkioDeviceWriteBps"),
-        (non_empty(&h.blkio_device_read_iops), "HostConfig.BlkioDeviceReadIOps"),
-        (non_empty(&h.blkio_device_write_iops), "HostConfig.BlkioDeviceWriteIOps"),
+        (
+            non_empty(&h.blkio_weight_device),
+            "HostConfig.BlkioWeightDevice",
+        ),
+        (
+            non_empty(&h.blkio_device_read_bps),
+            "HostConfig.BlkioDeviceReadBps",
+        ),
+        (
+            non_empty(&h.blkio_device_write_bps),
+            "HostConfig.BlkioDeviceWriteBps",
+        ),
+        (
+            non_empty(&h.blkio_device_read_iops),
+            "HostConfig.BlkioDeviceReadIOps",
+        ),
+        (
+            non_empty(&h.blkio_device_write_iops),
+            "HostConfig.BlkioDeviceWriteIOps",
+        ),
         (set(&h.cpu_period), "HostConfig.CpuPeriod"),
         (set(&h.cpu_quota), "HostConfig.CpuQuota"),
         (set(&h.cpu_realtime_period), "HostConfig.CpuRealtimePeriod"),
-        (set(&h.cpu_realtime_runtime), "HostConfig.CpuRealtimeRuntime"),
+        (
+            set(&h.cpu_realtime_runtime),
+            "HostConfig.CpuRealtimeRuntime",
+        ),
         (set(&h.cpuset_cpus), "HostConfig.CpusetCpus"),
         (set(&h.cpuset_mems), "HostConfig.CpusetMems"),
         (non_empty(&h.devices), "HostConfig.Devices (devices)"),
-        (non_empty(&h.device_cgroup_rules), "HostConfig.DeviceCgroupRules"),
+        (
+            non_empty(&h.device_cgroup_rules),
+            "HostConfig.DeviceCgroupRules",
+        ),
         (non_empty(&h.device_requests), "HostConfig.DeviceRequests"),
         (set(&h.kernel_memory_tcp), "HostConfig.KernelMemoryTCP"),
         (set(&h.memory_reservation), "HostConfig.MemoryReservation"),
@@ -208,7 +336,10 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (set(&h.cpu_count), "HostConfig.CpuCount"),
         (set(&h.cpu_percent), "HostConfig.CpuPercent"),
         (set(&h.io_maximum_iops), "HostConfig.IOMaximumIOps"),
-        (set(&h.io_maximum_bandwidth), "HostConfig.IOMaximumBandwidth"),
+        (
+            set(&h.io_maximum_bandwidth),
+            "HostConfig.IOMaximumBandwidth",
+        ),
         (non_empty(&h.binds), "HostConfig.Binds (bind mounts)"),
         (log, "HostConfig.LogConfig (log drivers and --log-opt)"),
         (
@@ -221,8 +352,14 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         ),
         (restart, "HostConfig.RestartPolicy (restart policies)"),
         (set(&h.volume_driver), "HostConfig.VolumeDriver"),
-        (non_empty(&h.volumes_from), "HostConfig.VolumesFrom (volumes-from)"),
-        (non_empty(&h.mounts), "HostConfig.Mounts (mounts and volumes)"),
+        (
+            non_empty(&h.volumes_from),
+            "HostConfig.VolumesFrom (volumes-from)",
+        ),
+        (
+            non_empty(&h.mounts),
+            "HostConfig.Mounts (mounts and volumes)",
+        ),
         (non_empty_map(&h.annotations), "HostConfig.Annotations"),
         (non_empty(&h.cap_add), "HostConfig.CapAdd (--cap-add)"),
         (non_empty(&h.cap_drop), "HostConfig.CapDrop (--cap-drop)"),
@@ -230,7 +367,10 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (non_empty(&h.dns), "HostConfig.Dns"),
         (non_empty(&h.dns_options), "HostConfig.DnsOptions"),
         (non_empty(&h.dns_search), "HostConfig.DnsSearch"),
-        (non_empty(&h.extra_hosts), "HostConfig.ExtraHosts (--add-host)"),
+        (
+            non_empty(&h.extra_hosts),
+            "HostConfig.ExtraHosts (--add-host)",
+        ),
         (non_empty(&h.group_add), "HostConfig.GroupAdd (--group-add)"),
         (
             not_in(&h.ipc_mode, &["", "private"]),
@@ -240,10 +380,19 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (non_empty(&h.links), "HostConfig.Links (links)"),
         (set(&h.oom_score_adj), "HostConfig.OomScoreAdj"),
         (set(&h.pid_mode), "HostConfig.PidMode (--pid)"),
-        (set(&h.privileged), "HostConfig.Privileged (privileged containers)"),
+        (
+            set(&h.privileged),
+            "HostConfig.Privileged (privileged containers)",
+        ),
         (set(&h.publish_all_ports), "HostConfig.PublishAllPorts (-P)"),
-        (set(&h.readonly_rootfs), "HostConfig.ReadonlyRootfs (--read-only)"),
-        (non_empty(&h.security_opt), "HostConfig.SecurityOpt (--security-opt)"),
+        (
+            set(&h.readonly_rootfs),
+            "HostConfig.ReadonlyRootfs (--read-only)",
+        ),
+        (
+            non_empty(&h.security_opt),
+            "HostConfig.SecurityOpt (--security-opt)",
+        ),
         (non_empty_map(&h.storage_opt), "HostConfig.StorageOpt"),
         (non_empty_map(&h.tmpfs), "HostConfig.Tmpfs (--tmpfs)"),
         (set(&h.uts_mode), "HostConfig.UTSMode"),
@@ -281,7 +430,9 @@ mod tests {
         assert_eq!(b.host_config.as_ref().unwrap().base.auto_remove, Some(true));
         refuse_unapplied(&b).unwrap();
         // A field from a newer API version, at the top level and in HostConfig.
-        let b = body(r#"{"Image":"x","Runtime":"io.containerd.runc.v2","HostConfig":{"Whatever":1,"Isolation":"vm"}}"#);
+        let b = body(
+            r#"{"Image":"x","Runtime":"io.containerd.runc.v2","HostConfig":{"Whatever":1,"Isolation":"vm"}}"#,
+        );
         assert_eq!(b.host_config.unwrap().isolation.as_deref(), Some("vm"));
     }
 
@@ -293,8 +444,14 @@ mod tests {
             ("SecurityOpt", r#"{"SecurityOpt":["seccomp=unconfined"]}"#),
             ("Tmpfs", r#"{"Tmpfs":{"/t":""}}"#),
             ("RestartPolicy", r#"{"RestartPolicy":{"Name":"always"}}"#),
-            ("LogConfig", r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m"}}}"#),
-            ("PortBindings", r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#),
+            (
+                "LogConfig",
+                r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m"}}}"#,
+            ),
+            (
+                "PortBindings",
+                r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#,
+            ),
             ("Binds", r#"{"Binds":["/:/host"]}"#),
             ("Init", r#"{"Init":true}"#),
             ("PidMode", r#"{"PidMode":"host"}"#),
@@ -307,7 +464,9 @@ mod tests {
             }
         }
         let b = body(r#"{"Image":"x","Healthcheck":{"Test":["CMD","true"]}}"#);
-        assert!(matches!(refuse_unapplied(&b), Err(Error::NotImplemented(m)) if m.contains("Healthcheck")));
+        assert!(
+            matches!(refuse_unapplied(&b), Err(Error::NotImplemented(m)) if m.contains("Healthcheck"))
+        );
         let b = body(r#"{"Image":"x","Healthcheck":{"Test":["NONE"]}}"#);
         refuse_unapplied(&b).unwrap();
     }

@@ -126,14 +126,12 @@ impl State {
     pub fn start_failed(&mut self, exit_code: i64, error: String, now: String) {
         *self = match self {
             State::Created { .. } => State::Created { error, exit_code },
-            State::Running { started_at, .. } | State::Exited { started_at, .. } => {
-                State::Exited {
-                    exit_code,
-                    error,
-                    started_at: std::mem::take(started_at),
-                    finished_at: now,
-                }
-            }
+            State::Running { started_at, .. } | State::Exited { started_at, .. } => State::Exited {
+                exit_code,
+                error,
+                started_at: std::mem::take(started_at),
+                finished_at: now,
+            },
         };
     }
 
@@ -166,13 +164,19 @@ mod tests {
         assert_eq!((s.status(), s.running(), s.pid()), ("created", false, 0));
         s.started(42, "t1".into()).unwrap();
         assert_eq!((s.status(), s.pid(), s.started_at()), ("running", 42, "t1"));
-        assert!(matches!(s.started(43, "t2".into()), Err(Error::NotModified)));
+        assert!(matches!(
+            s.started(43, "t2".into()),
+            Err(Error::NotModified)
+        ));
         s.exited(3, String::new(), "t3".into()).unwrap();
         assert_eq!(
             (s.status(), s.exit_code(), s.started_at(), s.finished_at()),
             ("exited", 3, "t1", "t3")
         );
-        assert!(s.exited(4, String::new(), "t4".into()).is_err(), "exits once");
+        assert!(
+            s.exited(4, String::new(), "t4".into()).is_err(),
+            "exits once"
+        );
         assert_eq!(s.exit_code(), 3);
         s.started(44, "t5".into()).unwrap();
         assert_eq!(s.exit_code(), 0);
@@ -182,11 +186,17 @@ mod tests {
     fn a_failed_start_keeps_the_state_it_had_and_says_why() {
         let mut s = State::default();
         s.start_failed(127, "not found".into(), "t1".into());
-        assert_eq!((s.status(), s.exit_code(), s.error()), ("created", 127, "not found"));
+        assert_eq!(
+            (s.status(), s.exit_code(), s.error()),
+            ("created", 127, "not found")
+        );
         s.started(1, "t2".into()).unwrap();
         s.exited(0, String::new(), "t3".into()).unwrap();
         s.start_failed(126, "denied".into(), "t4".into());
-        assert_eq!((s.status(), s.exit_code(), s.error(), s.started_at()), ("exited", 126, "denied", "t2"));
+        assert_eq!(
+            (s.status(), s.exit_code(), s.error(), s.started_at()),
+            ("exited", 126, "denied", "t2")
+        );
     }
 
     #[test]

@@ -9,21 +9,22 @@
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Chunks queued for one attacher before it counts as stuck and is cut off (at most
-/// 16 KiB each).
-const QUEUE_CHUNKS: usize = 256;
+/// Bytes queued for one attacher before it counts as stuck and is cut off.
+const QUEUE_BYTES: usize = 8 << 20;
 /// How long one write to an attacher may block before it is cut off.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest line written to the log as one record (Docker splits at 16 KiB too).
 const MAX_LINE: usize = 16384;
 
 struct Sub {
-    tx: SyncSender<Arc<[u8]>>,
+    tx: Sender<Arc<[u8]>>,
+    queued: Arc<AtomicUsize>,
     conn: UnixStream,
     writer: JoinHandle<()>,
 }
@@ -38,6 +39,8 @@ struct FanState {
 #[derive(Default)]
 pub struct Fanout {
     state: Mutex<FanState>,
+    /// Bytes read from the stream plus bytes written to attachers: the copy's progress.
+    progress: Arc<AtomicU64>,
 }
 
 impl Fanout {
@@ -53,34 +56,41 @@ impl Fanout {
             return;
         };
         let _ = out.set_write_timeout(Some(WRITE_TIMEOUT));
-        let (tx, rx) = sync_channel::<Arc<[u8]>>(QUEUE_CHUNKS);
+        let (tx, rx) = channel::<Arc<[u8]>>();
+        let progress = self.progress.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
         let writer = std::thread::spawn(move || {
             while let Ok(chunk) = rx.recv() {
                 if out.write_all(&chunk).is_err() {
                     return;
                 }
+                q.fetch_sub(chunk.len(), Ordering::Relaxed);
+                progress.fetch_add(chunk.len() as u64, Ordering::Relaxed);
             }
             let _ = out.shutdown(std::net::Shutdown::Write);
         });
         drop(conn);
         g.subs.push(Sub {
             tx,
+            queued,
             conn: keep,
             writer,
         });
     }
 
-    /// Queues `data` for every attacher; one whose queue is full is cut off.
+    /// Queues `data` for every attacher; one that has fallen [`QUEUE_BYTES`] behind is
+    /// cut off.
     pub fn send(&self, data: &[u8]) {
         let chunk: Arc<[u8]> = Arc::from(data);
         let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        g.subs.retain(|s| match s.tx.try_send(chunk.clone()) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => {
+        g.subs.retain(|s| {
+            if s.queued.load(Ordering::Relaxed) + chunk.len() > QUEUE_BYTES {
                 let _ = s.conn.shutdown(std::net::Shutdown::Both);
-                false
+                return false;
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            s.queued.fetch_add(chunk.len(), Ordering::Relaxed);
+            s.tx.send(chunk.clone()).is_ok()
         });
     }
 
@@ -100,7 +110,10 @@ impl Fanout {
 }
 
 /// The copy of one output stream to the log and the fanout.
-pub struct Tee(JoinHandle<()>);
+pub struct Tee {
+    thread: JoinHandle<()>,
+    progress: Arc<AtomicU64>,
+}
 
 impl Tee {
     /// Copies `src` until EOF (or EIO: a terminal whose last process exited) to `log`, one
@@ -111,7 +124,9 @@ impl Tee {
         log: Arc<Mutex<File>>,
         fan: Arc<Fanout>,
     ) -> Tee {
-        Tee(std::thread::spawn(move || {
+        let progress = fan.progress.clone();
+        let read = progress.clone();
+        let thread = std::thread::spawn(move || {
             let mut buf = vec![0u8; MAX_LINE];
             let mut line: Vec<u8> = Vec::new();
             let mut records: Vec<u8> = Vec::new();
@@ -128,6 +143,7 @@ impl Tee {
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(_) => break,
                 };
+                read.fetch_add(n as u64, Ordering::Relaxed);
                 fan.send(&buf[..n]);
                 for &b in &buf[..n] {
                     line.push(b);
@@ -148,20 +164,31 @@ impl Tee {
                 let _ = f.write_all(&records);
             }
             fan.end();
-        }))
+        });
+        Tee { thread, progress }
     }
 
-    /// Waits until every tee has copied its stream to the end, for at most `limit` (a
-    /// process that left a child holding the stream open must not hold the exit forever).
-    pub fn drained(tees: Vec<Tee>, limit: Duration) {
-        let deadline = Instant::now() + limit;
+    /// Waits until every tee has copied its stream to the end, while the copies make
+    /// progress; gives up after `idle` without any (a process that left a child holding
+    /// the stream open, or a stuck attacher, must not hold the exit forever; a slow copy
+    /// that is still moving, as under emulation, must not be cut short).
+    pub fn drained(tees: Vec<Tee>, idle: Duration) {
+        let total =
+            |ts: &[Tee]| -> u64 { ts.iter().map(|t| t.progress.load(Ordering::Relaxed)).sum() };
+        let mut seen = total(&tees);
+        let mut since = Instant::now();
+        while tees.iter().any(|t| !t.thread.is_finished()) {
+            let now = total(&tees);
+            if now != seen {
+                seen = now;
+                since = Instant::now();
+            } else if since.elapsed() >= idle {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
         for t in tees {
-            while !t.0.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if t.0.is_finished() {
-                let _ = t.0.join();
-            }
+            let _ = t.thread.join();
         }
     }
 }
@@ -209,7 +236,11 @@ mod tests {
         let text = std::fs::read_to_string(&logp).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 50_001);
-        assert!(lines[49_999].contains("\"log\":\"49999\\n\""), "{}", lines[49_999]);
+        assert!(
+            lines[49_999].contains("\"log\":\"49999\\n\""),
+            "{}",
+            lines[49_999]
+        );
         assert!(lines[50_000].contains("no newline at the end"));
         assert_eq!(reader.join().unwrap(), want);
         let _ = std::fs::remove_dir_all(&dir);

@@ -85,6 +85,8 @@ struct Proc {
 
 struct Entry {
     container: Mutex<Option<Container>>,
+    /// The json-file log the agent writes, if it logs.
+    log_path: Option<PathBuf>,
     main: Proc,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
@@ -102,9 +104,9 @@ pub struct Agent {
 
 type Reply = Response;
 
-/// How long an exit waits for the process's output to drain after the process is gone
-/// (only a leftover child holding the stream open makes it wait that long).
-const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long an exit waits for the process's output to drain once the copy stops making
+/// progress (a leftover child holding the stream open, or a stuck attacher).
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn err(kind: ErrorKind, message: impl Into<String>) -> Reply {
     Response::Error {
@@ -325,6 +327,7 @@ impl Agent {
             id,
             Arc::new(Entry {
                 container: Mutex::new(Some(c)),
+                log_path: spec.log_path.as_ref().map(PathBuf::from),
                 main: Proc {
                     pid,
                     attach: Mutex::new(attach),
@@ -357,21 +360,15 @@ impl Agent {
         let pid = c.pid;
         // The exit is reported once the output is drained: in the log and handed to every
         // attacher (the agent may be told to shut down right after).
-        let tees = std::mem::take(
-            &mut e
-                .main
-                .attach
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .tees,
-        );
+        let tees =
+            std::mem::take(&mut e.main.attach.lock().unwrap_or_else(|p| p.into_inner()).tees);
         let (status, reply) = match c.start() {
             Ok(()) => (None, Ok(Response::Ok)),
             Err(er) => (er.exit_status(), Err(runtime_err(er))),
         };
         std::thread::spawn(move || {
             let s = reaper::wait(pid);
-            Tee::drained(tees, DRAIN_LIMIT);
+            Tee::drained(tees, DRAIN_IDLE);
             exit.set(status.unwrap_or(s));
         });
         reply
@@ -665,6 +662,58 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Serves a log channel: the log from `offset`, followed until the container's
+    /// output ended (its exit is known only once the output is drained into the log).
+    fn follow_log(&self, mut conn: UnixStream, container: &str, offset: u64) {
+        use std::io::{Seek, SeekFrom};
+        let e = match self.get(container) {
+            Ok(e) => e,
+            Err(r) => return fail_stream(&mut conn, r),
+        };
+        let Some(path) = e.log_path.clone() else {
+            return fail_stream(
+                &mut conn,
+                err(
+                    ErrorKind::Conflict,
+                    format!("container {container} keeps no log"),
+                ),
+            );
+        };
+        let mut f = match File::open(&path) {
+            Ok(f) => f,
+            Err(er) => {
+                return fail_stream(
+                    &mut conn,
+                    err(ErrorKind::Internal, format!("{}: {er}", path.display())),
+                )
+            }
+        };
+        if f.seek(SeekFrom::Start(offset)).is_err() || write_frame(&mut conn, &hello_ok()).is_err()
+        {
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Read the exit first: once it is known the log is complete, so a read after
+            // it that finds nothing means the end.
+            let ended = e.main.exit.get().is_some();
+            match f.read(&mut buf) {
+                Ok(0) if ended => break,
+                Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                Ok(n) => {
+                    if conn.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = conn.shutdown(std::net::Shutdown::Write);
+    }
+}
+
 enum ProcRef {
     Main,
     Exec(Arc<Proc>),
@@ -778,6 +827,7 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
             exec_id,
             stream,
         } => agent.stream(conn, &container, &exec_id, stream),
+        Channel::Log { container, offset } => agent.follow_log(conn, &container, offset),
         Channel::CopyIn { .. } | Channel::CopyOut { .. } => {
             let _ = write_frame(
                 &mut conn,

@@ -6,6 +6,8 @@
 //! - [`Channel::Control`]: requests and responses, one at a time, in order;
 //! - [`Channel::Stdio`]: after the agent's [`HelloOk`], raw bytes of one process stream
 //!   (stdin: host → agent, half-close for EOF; stdout/stderr/pty: agent → host);
+//! - [`Channel::Log`]: after the agent's [`HelloOk`], the container's json-file log from a
+//!   byte offset, followed until the container's output has ended, then EOF;
 //! - [`Channel::CopyIn`] / [`Channel::CopyOut`]: raw tar bytes into or out of a path.
 
 pub mod client;
@@ -117,6 +119,15 @@ pub enum Channel {
         exec_id: Option<String>,
         /// Which stream.
         stream: StreamKind,
+    },
+    /// The container's json-file log (as the agent writes it) from byte `offset`, followed
+    /// until the container's process exited and its output is drained; then EOF. A host
+    /// that keeps a copy of the log resumes it from the copy's length.
+    Log {
+        /// Container ID.
+        container: String,
+        /// Where to start, in bytes.
+        offset: u64,
     },
     /// A tar stream to unpack at `path` inside the container.
     CopyIn {

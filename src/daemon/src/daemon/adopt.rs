@@ -21,7 +21,10 @@ impl Daemon {
                     crate::log(
                         "warn",
                         "skipping an unreadable container record",
-                        &[("path", &p.display().to_string()), ("error", &err.to_string())],
+                        &[
+                            ("path", &p.display().to_string()),
+                            ("error", &err.to_string()),
+                        ],
                     );
                     continue;
                 }
@@ -32,8 +35,22 @@ impl Daemon {
             if !running {
                 continue;
             }
-            if self.agent(&rec).alive(Duration::from_millis(1500)) {
-                self.supervise(c, None);
+            let agent = self.agent(&rec);
+            if agent.alive(Duration::from_millis(1500)) {
+                // The host copy of a microVM's log catches up on what it printed while
+                // berthd was away, and follows it again.
+                let copier = if self.sandbox(&rec).copies_logs() {
+                    match super::logs::copy_to_host_log(&agent, self.log_path(&rec.id)) {
+                        Ok(c) => Some(c),
+                        Err(e) => {
+                            super::log_failure("following a re-adopted container's log", &e);
+                            None
+                        }
+                    }
+                } else {
+                    None
+                };
+                self.supervise(c, copier);
             } else {
                 self.finish(
                     &c,

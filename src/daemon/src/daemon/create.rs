@@ -37,8 +37,22 @@ impl Daemon {
             "proud", "quiet", "swift", "tender", "vivid", "witty", "zealous",
         ];
         const B: &[&str] = &[
-            "albattani", "babbage", "curie", "darwin", "euler", "fermat", "galileo", "hopper",
-            "lovelace", "noether", "pascal", "ritchie", "shannon", "turing", "wozniak", "yalow",
+            "albattani",
+            "babbage",
+            "curie",
+            "darwin",
+            "euler",
+            "fermat",
+            "galileo",
+            "hopper",
+            "lovelace",
+            "noether",
+            "pascal",
+            "ritchie",
+            "shannon",
+            "turing",
+            "wozniak",
+            "yalow",
         ];
         loop {
             let id = new_id();
@@ -115,7 +129,11 @@ impl Daemon {
             None if config.entrypoint.is_some() => vec![],
             None => ic.cmd.clone().unwrap_or_default(),
         };
-        let entrypoint: Vec<String> = if entrypoint == [""] { vec![] } else { entrypoint };
+        let entrypoint: Vec<String> = if entrypoint == [""] {
+            vec![]
+        } else {
+            entrypoint
+        };
         let args: Vec<String> = entrypoint.into_iter().chain(cmd.clone()).collect();
         if args.is_empty() {
             return Err(Error::InvalidParameter("No command specified".into()));
@@ -155,8 +173,10 @@ impl Daemon {
         }
         let console_size = match hc.console_size.as_deref() {
             Some([r, c]) if *r > 0 && *c > 0 => Some((
-                u16::try_from(*r).map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
-                u16::try_from(*c).map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
+                u16::try_from(*r)
+                    .map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
+                u16::try_from(*c)
+                    .map_err(|_| Error::InvalidParameter("ConsoleSize out of range".into()))?,
             )),
             Some([_, _]) | None => None,
             Some(_) => {

@@ -34,9 +34,7 @@ impl Daemon {
         let c = self.find(container)?;
         let rec = self.running(&c)?;
         if b.privileged == Some(true) {
-            return Err(Error::NotImplemented(
-                "Privileged (privileged exec)".into(),
-            ));
+            return Err(Error::NotImplemented("Privileged (privileged exec)".into()));
         }
         if b.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
             return Err(Error::NotImplemented("DetachKeys (detach keys)".into()));

@@ -2,7 +2,9 @@
 
 use super::{now_rfc3339, unix_of, Ctr, Daemon, Record};
 use crate::errors::{Error, Result};
-use crate::models::{docker, ContainerInspect, ContainerStats, CpuStats, CpuUsage, MemoryStats, PidsStats};
+use crate::models::{
+    docker, ContainerInspect, ContainerStats, CpuStats, CpuUsage, MemoryStats, PidsStats,
+};
 
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 

@@ -1,75 +1,68 @@
-//! Container logs: Docker's json-file lines in `<id>-json.log`. In process isolation the
-//! agent writes them on the host; for a microVM the agent writes them in the guest and
-//! berthd keeps the host copy from the container's output streams ([`copy_to_host_log`]).
+//! Container logs: Docker's json-file lines in `<id>-json.log`. The agent owns the log in
+//! both modes: in process isolation it writes it on the host; for a microVM it writes it
+//! in the guest and berthd keeps a byte-for-byte host copy ([`copy_to_host_log`]).
 
-use super::Record;
-use crate::errors::Result;
+use crate::errors::{Error, Result};
 use crate::sandbox::AgentRef;
-use berth_protocol::StreamKind;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The threads copying a microVM container's output into the host log.
-pub struct Copier(Vec<JoinHandle<()>>);
+pub struct Copier {
+    threads: Vec<JoinHandle<()>>,
+    copied: Arc<AtomicU64>,
+}
 
 impl Copier {
-    /// Waits until every stream reached its end (all output is in the log), for at most
-    /// `limit`.
-    pub fn finish(self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        for t in self.0 {
-            while !t.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if t.is_finished() {
-                let _ = t.join();
-            }
-        }
+    /// Waits until every stream reached its end (all output is in the log), while the
+    /// copy makes progress (see [`super::wait_while_progressing`]).
+    pub fn finish(self, idle: Duration) {
+        super::wait_while_progressing(
+            || self.threads.iter().any(|t| !t.is_finished()),
+            &self.copied,
+            idle,
+        );
     }
 }
 
-/// Connects to the container's output streams (before it starts, so nothing is missed)
-/// and copies them into `log` as json-file lines.
-pub fn copy_to_host_log(agent: &AgentRef, rec: &Record, log: PathBuf) -> Result<Copier> {
-    let kinds: &[(StreamKind, &'static str)] = if rec.tty {
-        &[(StreamKind::Pty, "stdout")]
-    } else {
-        &[(StreamKind::Stdout, "stdout"), (StreamKind::Stderr, "stderr")]
-    };
-    let mut threads = Vec::new();
-    for (kind, name) in kinds {
-        let s = agent.open(None, *kind)?;
-        let (log, name) = (log.clone(), *name);
-        threads.push(std::thread::spawn(move || {
-            use std::io::{BufRead, Write};
-            let Ok(f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-            else {
-                return;
-            };
-            let mut f = std::io::BufWriter::new(f);
-            let mut r = std::io::BufReader::new(s);
-            let mut line = Vec::new();
-            while r
-                .read_until(b'\n', &mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                // One write per record: the other stream's copier appends to the same file.
-                let mut rec = berth_protocol::time::json_log_line(&line, name).into_bytes();
-                rec.push(b'\n');
-                let _ = f.write_all(&rec);
-                line.clear();
-                // Readers of the log see each line once nothing more is waiting.
-                if r.buffer().is_empty() {
-                    let _ = f.flush();
+/// Follows the agent's own log of the container from where the host copy ends (so a
+/// restarted berthd catches up on what the container printed meanwhile) and appends it to
+/// `log`, byte for byte: the host log is a copy of the guest's.
+pub fn copy_to_host_log(agent: &AgentRef, log: PathBuf) -> Result<Copier> {
+    use std::io::{Read, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(Error::io(format!("{}", log.display())))?;
+    let offset = f
+        .metadata()
+        .map_err(Error::io(format!("{}", log.display())))?
+        .len();
+    let mut s = agent.log(offset)?;
+    let copied = Arc::new(AtomicU64::new(0));
+    let progress = copied.clone();
+    let thread = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if f.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                    progress.fetch_add(n as u64, Ordering::Relaxed);
                 }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
             }
-            let _ = f.flush();
-        }));
-    }
-    Ok(Copier(threads))
+        }
+    });
+    Ok(Copier {
+        threads: vec![thread],
+        copied,
+    })
 }

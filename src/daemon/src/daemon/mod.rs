@@ -27,7 +27,7 @@ use berth_protocol::client::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch};
 
@@ -134,17 +134,24 @@ pub struct PendingAttach {
 #[derive(Default)]
 pub struct Relays {
     n: Mutex<usize>,
-    cv: Condvar,
+    /// Bytes the relays copied so far (their progress).
+    pub copied: std::sync::atomic::AtomicU64,
 }
 
 /// One relay, counted while it lives.
 pub struct RelayGuard(Arc<Ctr>);
 
+impl RelayGuard {
+    /// The container, for counting progress.
+    pub fn progress(&self) -> Arc<Ctr> {
+        self.0.clone()
+    }
+}
+
 impl Drop for RelayGuard {
     fn drop(&mut self) {
         let mut n = self.0.relays.n.lock().unwrap_or_else(|e| e.into_inner());
         *n = n.saturating_sub(1);
-        self.0.relays.cv.notify_all();
     }
 }
 
@@ -176,14 +183,14 @@ impl Ctr {
         RelayGuard(self.clone())
     }
 
-    /// Waits until no relay is copying, for at most `t`.
-    pub fn relays_done(&self, t: Duration) {
-        let g = self.relays.n.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = self
-            .relays
-            .cv
-            .wait_timeout_while(g, t, |n| *n > 0)
-            .map(|_| ());
+    /// Waits until no relay is copying, while they make progress (see
+    /// [`wait_while_progressing`]).
+    pub fn relays_done(&self, idle: Duration) {
+        wait_while_progressing(
+            || *self.relays.n.lock().unwrap_or_else(|e| e.into_inner()) > 0,
+            &self.relays.copied,
+            idle,
+        );
     }
 }
 
@@ -292,9 +299,8 @@ impl Daemon {
     /// Opens the data root with the real sandboxes and re-adopts every container found
     /// there.
     pub fn open(opts: Opts) -> std::result::Result<Arc<Daemon>, String> {
-        let images = Arc::new(
-            ImageStore::open(&opts.data_root.join("image")).map_err(|e| e.to_string())?,
-        );
+        let images =
+            Arc::new(ImageStore::open(&opts.data_root.join("image")).map_err(|e| e.to_string())?);
         let sandboxes = Sandboxes::new(&opts, &images);
         Daemon::with_sandboxes(opts, images, sandboxes)
     }
@@ -361,11 +367,10 @@ impl Daemon {
         let p = self.dir(&rec.id).join("config.v2.json");
         let tmp = p.with_extension("tmp");
         let what = || format!("saving container {}", rec.id);
-        let body = serde_json::to_vec_pretty(rec)
-            .map_err(|e| Error::Io {
-                what: what(),
-                err: std::io::Error::other(e),
-            })?;
+        let body = serde_json::to_vec_pretty(rec).map_err(|e| Error::Io {
+            what: what(),
+            err: std::io::Error::other(e),
+        })?;
         let mut f = std::fs::File::create(&tmp).map_err(Error::io(what()))?;
         f.write_all(&body)
             .and_then(|_| f.sync_all())
@@ -482,6 +487,29 @@ impl Daemon {
                 rec.id
             )))
         }
+    }
+}
+
+/// Waits while `busy()` holds and `progress` keeps moving; gives up once it has not moved
+/// for `idle` (a stuck client or guest must not hold an exit forever, but a slow one that
+/// is still copying, as under emulation, must not be cut short).
+pub fn wait_while_progressing(
+    busy: impl Fn() -> bool,
+    progress: &std::sync::atomic::AtomicU64,
+    idle: Duration,
+) {
+    use std::sync::atomic::Ordering;
+    let mut seen = progress.load(Ordering::Relaxed);
+    let mut since = std::time::Instant::now();
+    while busy() {
+        let now = progress.load(Ordering::Relaxed);
+        if now != seen {
+            seen = now;
+            since = std::time::Instant::now();
+        } else if since.elapsed() >= idle {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

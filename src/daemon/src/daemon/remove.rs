@@ -46,7 +46,12 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&rec.id);
-        self.event("container", "destroy", &rec.id, &[("name", rec.name.clone())]);
+        self.event(
+            "container",
+            "destroy",
+            &rec.id,
+            &[("name", rec.name.clone())],
+        );
         c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
         Ok(())
     }

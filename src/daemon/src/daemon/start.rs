@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// How long an exit waits for attached clients and the host log to receive the last of
-/// the output (only a stuck client makes it wait that long).
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
+/// the output once their copying stops making progress (a stuck client or guest).
+const DRAIN_IDLE: Duration = Duration::from_secs(10);
 
 impl Daemon {
     /// The OCI spec for a container's process.
@@ -136,7 +136,10 @@ impl Daemon {
         // The host-side log of a microVM, and attachers, connect now: before the first
         // byte of output.
         let copier = if sandbox.copies_logs() {
-            Some(super::logs::copy_to_host_log(&agent, rec, self.log_path(&rec.id))?)
+            Some(super::logs::copy_to_host_log(
+                &agent,
+                self.log_path(&rec.id),
+            )?)
         } else {
             None
         };
@@ -176,9 +179,9 @@ impl Daemon {
                 }
             }
             if let Some(copier) = copier {
-                copier.finish(DRAIN_LIMIT);
+                copier.finish(DRAIN_IDLE);
             }
-            c.relays_done(DRAIN_LIMIT);
+            c.relays_done(DRAIN_IDLE);
             let (status, err) = match status {
                 Some(s) => (s, ""),
                 None => (255, "lost contact with the container's agent"),

@@ -14,10 +14,7 @@ struct World {
 
 impl World {
     fn new(name: &str) -> World {
-        let root = std::env::temp_dir().join(format!(
-            "berthd-unit-{name}-{}",
-            std::process::id()
-        ));
+        let root = std::env::temp_dir().join(format!("berthd-unit-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root).unwrap();
         World {
@@ -99,7 +96,10 @@ fn start_run_exit_is_recorded_and_persisted() {
     assert_eq!(*c.phase.borrow(), Phase::Running);
     assert_eq!(c.record().state.pid(), 4242);
     assert_eq!(on_disk(&d, &c.id).state.status(), "running");
-    assert!(matches!(d.start(&c), Err(Error::NotModified)), "304 when running");
+    assert!(
+        matches!(d.start(&c), Err(Error::NotModified)),
+        "304 when running"
+    );
     w.fake.container(&c.id).exit(3);
     eventually("the exit is recorded", || {
         *c.phase.borrow() == Phase::Exited(3)
@@ -191,7 +191,10 @@ fn stop_signals_then_waits_for_the_exit() {
         .build()
         .unwrap();
     rt.block_on(d.stop(c.clone(), Some(5), None)).unwrap();
-    assert_eq!(*w.fake.container(&c.id).signals.lock().unwrap(), [libc::SIGTERM]);
+    assert_eq!(
+        *w.fake.container(&c.id).signals.lock().unwrap(),
+        [libc::SIGTERM]
+    );
     assert_eq!(c.record().state.exit_code(), 128 + libc::SIGTERM as i64);
     assert!(matches!(
         rt.block_on(d.stop(c.clone(), Some(5), None)),
@@ -205,12 +208,12 @@ fn stop_signals_then_waits_for_the_exit() {
 fn a_record_that_cannot_be_saved_is_an_error_and_changes_nothing() {
     let w = World::new("save");
     let d = w.daemon();
-    let c = container(&d, "x");
+    let c = container(&d, "xx");
     std::fs::remove_dir_all(d.dir(&c.id)).unwrap();
-    let e = d.rename(&c, "y").unwrap_err();
+    let e = d.rename(&c, "yy").unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert_eq!(status_of(&e), StatusCode::INTERNAL_SERVER_ERROR);
-    assert_eq!(c.record().name, "x", "the record in memory is unchanged");
+    assert_eq!(c.record().name, "xx", "the record in memory is unchanged");
 }
 
 #[test]

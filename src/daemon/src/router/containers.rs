@@ -5,7 +5,7 @@ use crate::daemon::inspect::ListFilter;
 use crate::daemon::{blocking, unix_of, Ctr, Daemon, Phase};
 use crate::errors::Error;
 use crate::http::{channel_body, empty, frame, json, streamed, ApiError, Query};
-use crate::models::{docker, CreateBody, CreateResponse, ExecBody};
+use crate::models::{docker, CreateBody, CreateResponse, ExecBody, IdResponse};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::sync::Arc;
@@ -14,7 +14,12 @@ use tokio::io::AsyncReadExt;
 
 /// Routes `/containers/...`; None if no route matches.
 pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
-    let Call { method, seg, q, req } = call;
+    let Call {
+        method,
+        seg,
+        q,
+        req,
+    } = call;
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     let find = |id: &str| d.find(id).map_err(ApiError::from);
     Some(match (&method, &seg[1..]) {
@@ -30,9 +35,7 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
                 space_reclaimed: Some(0),
             },
         )),
-        (&Method::GET, [id, "json"]) => {
-            find(id).map(|c| json(StatusCode::OK, &d.inspect(&c)))
-        }
+        (&Method::GET, [id, "json"]) => find(id).map(|c| json(StatusCode::OK, &d.inspect(&c))),
         (&Method::POST, [id, "start"]) => match find(id) {
             Ok(c) => done(d.start_async(c).await),
             Err(e) => Err(e),
@@ -50,9 +53,7 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
             Err(e) => Err(e),
         },
         (&Method::POST, [id, "wait"]) => find(id).and_then(|c| wait(c, &q)),
-        (&Method::POST, [id, "attach"]) => {
-            find(id).and_then(|c| streams::attach(d, c, &q, req))
-        }
+        (&Method::POST, [id, "attach"]) => find(id).and_then(|c| streams::attach(d, c, &q, req)),
         (&Method::POST, [id, "resize"]) => match find(id) {
             Ok(c) => streams::resize(d, c, None, &q).await,
             Err(e) => Err(e),
@@ -84,14 +85,13 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
         (&Method::POST, [id, "exec"]) => match body::<ExecBody>(req).await {
             Ok(b) => d
                 .exec_create(id, b)
-                .map(|id| json(StatusCode::CREATED, &docker::IdResponse { id }))
+                .map(|id| json(StatusCode::CREATED, &IdResponse { id }))
                 .map_err(ApiError::from),
             Err(e) => Err(e),
         },
-        (
-            _,
-            [_, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")],
-        ) => Err(Error::NotImplemented(format!("containers/{{id}}/{what}")).into()),
+        (_, [_, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")]) => {
+            Err(Error::NotImplemented(format!("containers/{{id}}/{what}")).into())
+        }
         _ => return None,
     })
 }
@@ -102,28 +102,8 @@ fn done(r: crate::errors::Result<()>) -> Reply {
 }
 
 fn list(d: &Daemon, q: &Query) -> Reply {
-    let filters: std::collections::HashMap<String, serde_json::Value> = match q.get("filters") {
-        Some(f) if !f.is_empty() => serde_json::from_str(f)
-            .map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
-        _ => Default::default(),
-    };
-    // Filters come as {"k": ["v"]} or the older {"k": {"v": true}}.
-    let vals = |k: &str| -> Vec<String> {
-        match filters.get(k) {
-            Some(serde_json::Value::Array(a)) => a
-                .iter()
-                .filter_map(|x| x.as_str().map(str::to_owned))
-                .collect(),
-            Some(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
-            _ => vec![],
-        }
-    };
-    if let Some(k) = filters
-        .keys()
-        .find(|k| !matches!(k.as_str(), "status" | "name" | "id" | "label"))
-    {
-        return Err(Error::NotImplemented(format!("the {k:?} filter of container list")).into());
-    }
+    let mut filters = q.filters("container list", &["status", "name", "id", "label"])?;
+    let mut vals = |k: &str| filters.remove(k).unwrap_or_default();
     let f = ListFilter {
         all: q.flag("all", false),
         limit: q.int("limit")?.filter(|l| *l > 0).map(|l| l as usize),

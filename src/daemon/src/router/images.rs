@@ -1,8 +1,8 @@
 //! The image endpoints of the Docker Engine API, over the berth-image store.
 
 use crate::daemon::{unix_of, Daemon};
-use crate::models::docker;
 use crate::http::{base64_decode, channel_body, empty, json, streamed, ApiError, Query, Resp};
+use crate::models::{docker, JsonMessage, ProgressDetail, PushResult};
 use berth_image::archive;
 use berth_image::registry::{self, Progress, PullOptions, RegistryOptions};
 use berth_image::{ImageRecord, Reference};
@@ -10,7 +10,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
-use serde_json::{json as j, Value};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::UnboundedSender;
@@ -18,7 +17,12 @@ use tokio::sync::mpsc::UnboundedSender;
 /// Routes `/images/...` (names may contain slashes) and `/commit`; None if no route
 /// matches.
 pub async fn route(d: Arc<Daemon>, call: super::Call) -> Option<Result<Resp, ApiError>> {
-    let super::Call { method, seg, q, req } = call;
+    let super::Call {
+        method,
+        seg,
+        q,
+        req,
+    } = call;
     let path = format!("/{}", seg.join("/"));
     Some(route_images(d, req, &method, &path, q).await)
 }
@@ -116,30 +120,11 @@ fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError
     })
 }
 
-/// Docker's image filters, `{"k": ["v"]}` or the older `{"k": {"v": true}}`.
-fn filter_values(q: &Query, key: &str) -> Result<Vec<String>, ApiError> {
-    let filters: std::collections::HashMap<String, serde_json::Value> = match q.get("filters") {
-        Some(f) if !f.is_empty() => serde_json::from_str(f)
-            .map_err(|e| ApiError::bad(format!("invalid filters: {e}")))?,
-        _ => Default::default(),
-    };
-    if let Some(k) = filters.keys().find(|k| k.as_str() != "dangling") {
-        return Err(
-            crate::errors::Error::NotImplemented(format!("the {k:?} filter of image list")).into(),
-        );
-    }
-    Ok(match filters.get(key) {
-        Some(serde_json::Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_owned))
-            .collect(),
-        Some(serde_json::Value::Object(o)) => o.keys().cloned().collect(),
-        _ => vec![],
-    })
-}
-
 fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
-    let dangling = filter_values(q, "dangling")?.iter().any(|v| v == "true");
+    let dangling = q
+        .filters("image list", &["dangling"])?
+        .get("dangling")
+        .is_some_and(|v| v.iter().any(|v| v == "true"));
     let mut out = Vec::new();
     for r in d.images.records()? {
         let s = summary(d, &r)?;
@@ -209,8 +194,14 @@ fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
             graph_driver: Some(docker::GraphDriverData {
                 name: "berth".into(),
                 data: [
-                    ("RootFS".to_owned(), d.images.rootfs_path(&r.id).display().to_string()),
-                    ("RootDisk".to_owned(), d.images.disk_path(&r.id).display().to_string()),
+                    (
+                        "RootFS".to_owned(),
+                        d.images.rootfs_path(&r.id).display().to_string(),
+                    ),
+                    (
+                        "RootDisk".to_owned(),
+                        d.images.disk_path(&r.id).display().to_string(),
+                    ),
                 ]
                 .into_iter()
                 .collect(),
@@ -304,14 +295,25 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
         )));
     }
     let done = d.images.remove(name, force)?;
-    let out: Vec<Value> = done
+    let out: Vec<docker::ImageDeleteResponseItem> = done
         .into_iter()
         .map(|x| match x {
-            berth_image::images::Removed::Untagged(t) => j!({"Untagged": t}),
-            berth_image::images::Removed::Deleted(id) => j!({"Deleted": id.to_string()}),
+            berth_image::images::Removed::Untagged(t) => docker::ImageDeleteResponseItem {
+                untagged: Some(t),
+                deleted: None,
+            },
+            berth_image::images::Removed::Deleted(id) => docker::ImageDeleteResponseItem {
+                untagged: None,
+                deleted: Some(id.to_string()),
+            },
         })
         .collect();
-    d.event("image", "delete", &r.id.to_string(), &[("name", name.to_string())]);
+    d.event(
+        "image",
+        "delete",
+        &r.id.to_string(),
+        &[("name", name.to_string())],
+    );
     Ok(json(StatusCode::OK, &out))
 }
 
@@ -331,7 +333,10 @@ fn prune(d: &Daemon) -> Result<Resp, ApiError> {
                 space += r.size;
                 for x in done {
                     if let berth_image::images::Removed::Deleted(id) = x {
-                        deleted.push(j!({"Deleted": id.to_string()}));
+                        deleted.push(docker::ImageDeleteResponseItem {
+                            untagged: None,
+                            deleted: Some(id.to_string()),
+                        });
                     }
                 }
             }
@@ -339,25 +344,33 @@ fn prune(d: &Daemon) -> Result<Resp, ApiError> {
     }
     Ok(json(
         StatusCode::OK,
-        &j!({"ImagesDeleted": deleted, "SpaceReclaimed": space}),
+        &docker::ImagePruneResponse {
+            images_deleted: Some(deleted),
+            space_reclaimed: Some(space as i64),
+        },
     ))
+}
+
+fn line(m: &JsonMessage) -> String {
+    format!("{}\n", serde_json::to_string(m).unwrap_or_default())
 }
 
 /// Credentials from the X-Registry-Auth header (base64url JSON).
 fn auth(req: &Request<Incoming>) -> Option<(String, String)> {
     let h = req.headers().get("X-Registry-Auth")?.to_str().ok()?;
-    let v: Value = serde_json::from_slice(&base64_decode(h)?).ok()?;
-    let (u, p) = (v["username"].as_str()?, v["password"].as_str()?);
-    (!u.is_empty()).then(|| (u.to_owned(), p.to_owned()))
+    let a: crate::models::AuthConfig = serde_json::from_slice(&base64_decode(h)?).ok()?;
+    (!a.username.is_empty()).then_some((a.username, a.password))
 }
 
-fn send(tx: &UnboundedSender<Bytes>, v: Value) {
-    let _ = tx.send(Bytes::from(format!("{v}\n")));
+fn send(tx: &UnboundedSender<Bytes>, m: JsonMessage) {
+    let mut line = serde_json::to_vec(&m).unwrap_or_default();
+    line.push(b'\n');
+    let _ = tx.send(Bytes::from(line));
 }
 
-fn progress_line(p: Progress) -> Value {
+fn progress_line(p: Progress) -> JsonMessage {
     match p {
-        Progress::Status { status } => j!({"status": status}),
+        Progress::Status { status } => JsonMessage::status(status),
         Progress::Layer {
             digest,
             status,
@@ -376,13 +389,22 @@ fn progress_line(p: Progress) -> Value {
             } else {
                 String::new()
             };
-            j!({"status": status, "progressDetail": {"current": current, "total": total}, "progress": bar, "id": registry::short(&digest)})
+            JsonMessage {
+                status: Some(status.to_string()),
+                id: Some(registry::short(&digest).to_string()),
+                progress: Some(bar),
+                progress_detail: Some(ProgressDetail {
+                    current: Some(current),
+                    total: Some(total),
+                }),
+                ..Default::default()
+            }
         }
     }
 }
 
-fn error_line(msg: &str) -> Value {
-    j!({"errorDetail": {"message": msg}, "error": msg})
+fn error_line(msg: &str) -> JsonMessage {
+    JsonMessage::error(msg)
 }
 
 fn opts(d: &Daemon, creds: Option<(String, String)>) -> RegistryOptions {
@@ -420,7 +442,10 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
         d.event("image", "import", &rec.id.to_string(), &[]);
-        return Ok(json(StatusCode::OK, &j!({"status": rec.id.to_string()})));
+        return Ok(json(
+            StatusCode::OK,
+            &JsonMessage::status(rec.id.to_string()),
+        ));
     }
     let image = q
         .get("fromImage")
@@ -448,7 +473,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
                 } else {
                     format!("Status: Downloaded newer image for {}", r.familiar())
                 };
-                send(&tx, j!({"status": s}));
+                send(&tx, JsonMessage::status(s));
                 d.event("image", "pull", &r.familiar(), &[]);
             }
             Err(e) => send(&tx, error_line(&e.to_string())),
@@ -485,7 +510,15 @@ async fn push(
                     .unwrap_or(0);
                 send(
                     &tx,
-                    j!({"progressDetail": {}, "aux": {"Tag": target.tag.clone().unwrap_or_default(), "Digest": digest.to_string(), "Size": size}}),
+                    JsonMessage {
+                        progress_detail: Some(ProgressDetail::default()),
+                        aux: Some(PushResult {
+                            tag: target.tag.clone().unwrap_or_default(),
+                            digest: digest.to_string(),
+                            size,
+                        }),
+                        ..Default::default()
+                    },
                 );
             }
             Err(e) => send(&tx, error_line(&e.to_string())),
@@ -536,8 +569,18 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    d.event("container", "commit", &rec.id, &[("imageID", img.id.to_string())]);
-    Ok(json(StatusCode::CREATED, &j!({"Id": img.id.to_string()})))
+    d.event(
+        "container",
+        "commit",
+        &rec.id,
+        &[("imageID", img.id.to_string())],
+    );
+    Ok(json(
+        StatusCode::CREATED,
+        &crate::models::IdResponse {
+            id: img.id.to_string(),
+        },
+    ))
 }
 
 /// A temp file under the data root, removed when dropped.
@@ -595,16 +638,13 @@ async fn load(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> 
     let mut out = String::new();
     for (rec, tags) in loaded {
         if tags.is_empty() {
-            out.push_str(&format!(
-                "{}\n",
-                j!({"stream": format!("Loaded image ID: {}\n", rec.id)})
-            ));
+            out.push_str(&line(&JsonMessage::stream(format!(
+                "Loaded image ID: {}\n",
+                rec.id
+            ))));
         }
         for t in tags {
-            out.push_str(&format!(
-                "{}\n",
-                j!({"stream": format!("Loaded image: {t}\n")})
-            ));
+            out.push_str(&line(&JsonMessage::stream(format!("Loaded image: {t}\n"))));
         }
     }
     Ok(streamed("application/json", crate::http::full(out)))

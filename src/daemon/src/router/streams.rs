@@ -63,10 +63,7 @@ pub fn open_streams(
     if w.tty {
         let s = open(StreamKind::Pty)?;
         let input = if w.stdin {
-            Some(
-                s.try_clone()
-                    .map_err(Error::io("the terminal stream"))?,
-            )
+            Some(s.try_clone().map_err(Error::io("the terminal stream"))?)
         } else {
             None
         };
@@ -101,6 +98,7 @@ pub async fn relay(
     done: Option<tokio::task::JoinHandle<()>>,
     guard: Option<RelayGuard>,
 ) {
+    let progress = guard.as_ref().map(|g| g.progress());
     let io = TokioIo::new(up);
     let (mut rd, wr) = tokio::io::split(io);
     let wr = Arc::new(tokio::sync::Mutex::new(wr));
@@ -111,6 +109,7 @@ pub async fn relay(
             continue;
         };
         let wr = wr.clone();
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 32 * 1024];
             loop {
@@ -125,6 +124,11 @@ pub async fn relay(
                 };
                 if wr.lock().await.write_all(&data).await.is_err() {
                     break;
+                }
+                if let Some(p) = &progress {
+                    p.relays
+                        .copied
+                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }));
@@ -214,8 +218,7 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
             None => d.agent(&rec),
         };
         let guard = c.relay();
-        let streams =
-            tokio::task::spawn_blocking(move || open_streams(&agent, None, &want)).await;
+        let streams = tokio::task::spawn_blocking(move || open_streams(&agent, None, &want)).await;
         if let Some(a) = ack_tx {
             let _ = a.send(());
         }
@@ -227,12 +230,7 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
 }
 
 /// `POST /containers/{id}/resize` and `/exec/{id}/resize`.
-pub async fn resize(
-    d: &Arc<Daemon>,
-    c: Arc<Ctr>,
-    exec_id: Option<String>,
-    q: &Query,
-) -> Reply {
+pub async fn resize(d: &Arc<Daemon>, c: Arc<Ctr>, exec_id: Option<String>, q: &Query) -> Reply {
     let (h, w) = (q.int("h")?.unwrap_or(0), q.int("w")?.unwrap_or(0));
     if !(0..=u16::MAX as i64).contains(&h) || !(0..=u16::MAX as i64).contains(&w) {
         return Err(ApiError::bad("invalid terminal size"));

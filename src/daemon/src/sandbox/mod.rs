@@ -63,7 +63,6 @@ pub fn choose(s: &str, default: Isolation) -> Result<Isolation> {
 }
 
 impl Isolation {
-
     /// The name inspect and info show.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -151,11 +150,7 @@ impl Sandboxes {
     }
 
     /// Any backends (tests).
-    pub fn with(
-        vm: Arc<dyn Sandbox>,
-        process: Arc<dyn Sandbox>,
-        default: Isolation,
-    ) -> Sandboxes {
+    pub fn with(vm: Arc<dyn Sandbox>, process: Arc<dyn Sandbox>, default: Isolation) -> Sandboxes {
         Sandboxes {
             vm,
             process,
@@ -181,7 +176,9 @@ pub struct AgentRef {
 }
 
 /// Maps an agent's answer: its errors keep their class and exit status.
-pub fn answer(r: std::result::Result<Response, berth_protocol::client::ClientError>) -> Result<Response> {
+pub fn answer(
+    r: std::result::Result<Response, berth_protocol::client::ClientError>,
+) -> Result<Response> {
     match r? {
         Response::Error {
             kind,
@@ -287,6 +284,17 @@ impl AgentRef {
                 container: self.id.clone(),
                 exec_id,
                 stream,
+            })
+            .map_err(Error::from)
+    }
+
+    /// Opens the agent's log of the container from byte `offset`, followed until the
+    /// container's output ends.
+    pub fn log(&self, offset: u64) -> Result<UnixStream> {
+        self.endpoint
+            .open(Channel::Log {
+                container: self.id.clone(),
+                offset,
             })
             .map_err(Error::from)
     }

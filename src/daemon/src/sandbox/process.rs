@@ -43,7 +43,10 @@ impl Sandbox for ProcessSandbox {
         std::fs::create_dir_all(&rw).map_err(Error::io(format!("{}", rw.display())))?;
         let mut cmd = std::process::Command::new(&self.agent);
         cmd.arg("--listen")
-            .arg(format!("unix:{}", spec.run_dir.join("agent.sock").display()))
+            .arg(format!(
+                "unix:{}",
+                spec.run_dir.join("agent.sock").display()
+            ))
             .arg("--state-dir")
             .arg(spec.run_dir.join("state"));
         let client = spawn_detached(

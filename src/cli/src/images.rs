@@ -1,0 +1,312 @@
+//! Image commands: images, pull, push, tag, rmi, save, load and import, with the
+//! JSON-lines progress printer of pull, push and load.
+
+use crate::client::{daemon_err, enc, error_of, json_reply, read_body, Conn, Fail, Resp};
+use crate::output::table;
+use bytes::Bytes;
+use serde_json::Value;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use tokio::io::AsyncReadExt;
+
+/// Prints a JSON-lines progress stream (pull, push, load); the first error fails.
+async fn progress(r: Resp) -> Result<(), Fail> {
+    let status = r.status();
+    let tty = std::io::stdout().is_terminal();
+    let mut buf = Vec::new();
+    let mut err = None;
+    read_body(r, |d| {
+        buf.extend_from_slice(d);
+        while let Some(i) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=i).collect();
+            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if let Some(e) = v["error"].as_str() {
+                err = Some(e.to_owned());
+                continue;
+            }
+            if let Some(m) = v["message"].as_str() {
+                err = Some(m.to_owned());
+                continue;
+            }
+            if let Some(s) = v["stream"].as_str() {
+                print!("{s}");
+                continue;
+            }
+            let status = v["status"].as_str().unwrap_or("");
+            let line = match v["id"].as_str() {
+                Some(id) if !v["progress"].as_str().unwrap_or("").is_empty() => {
+                    if !tty {
+                        continue;
+                    }
+                    format!("\r{id}: {status} {}", v["progress"].as_str().unwrap_or(""))
+                }
+                Some(id) => format!("{}{id}: {status}\n", if tty { "\r\x1b[2K" } else { "" }),
+                None if !status.is_empty() => format!("{status}\n"),
+                None => continue,
+            };
+            print!("{line}");
+            let _ = std::io::stdout().flush();
+        }
+    })
+    .await?;
+    if let Some(e) = err {
+        return Err(daemon_err(format!("Error response from daemon: {e}")));
+    }
+    if !status.is_success() {
+        return Err(daemon_err(format!(
+            "Error response from daemon: HTTP {status}"
+        )));
+    }
+    Ok(())
+}
+
+/// The reference with `:latest` added when it names no tag or digest.
+pub(crate) fn full_name(image: &str) -> String {
+    if image.contains('@') || image.rsplit('/').next().is_some_and(|l| l.contains(':')) {
+        image.to_owned()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
+/// `pull` (also run's pull of a missing image).
+pub(crate) async fn pull(c: &Conn, image: &str) -> Result<(), Fail> {
+    let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((n, t)) => (n.to_owned(), t.to_owned()),
+        None => (image.to_owned(), "latest".to_owned()),
+    };
+    let r = c
+        .send(
+            "POST",
+            &format!("/images/create?fromImage={}&tag={}", enc(&name), enc(&tag)),
+            None,
+            None,
+            false,
+        )
+        .await?;
+    progress(r).await
+}
+
+/// `images`.
+pub(crate) async fn images(c: &Conn, quiet: bool) -> Result<u8, Fail> {
+    let v = c.call("GET", "/images/json", None).await?;
+    let list = v.as_array().cloned().unwrap_or_default();
+    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
+        .map(String::from)
+        .to_vec()];
+    for x in list {
+        let id = x["Id"]
+            .as_str()
+            .unwrap_or_default()
+            .trim_start_matches("sha256:")
+            .get(..12)
+            .unwrap_or_default()
+            .to_owned();
+        if quiet {
+            println!("{id}");
+            continue;
+        }
+        let size = format!("{:.1}MB", x["Size"].as_f64().unwrap_or(0.0) / 1e6);
+        let tags: Vec<String> = x["RepoTags"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect();
+        if tags.is_empty() {
+            rows.push(vec![
+                "<none>".into(),
+                "<none>".into(),
+                id.clone(),
+                size.clone(),
+            ]);
+        }
+        for t in tags {
+            let (r, tag) = t
+                .rsplit_once(':')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .unwrap_or((t.clone(), String::new()));
+            rows.push(vec![r, tag, id.clone(), size.clone()]);
+        }
+    }
+    if !quiet {
+        table(rows);
+    }
+    Ok(0)
+}
+
+/// `push`.
+pub(crate) async fn push(c: &Conn, image: String) -> Result<u8, Fail> {
+    let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((n, t)) => (n.to_owned(), t.to_owned()),
+        None => (image.clone(), "latest".to_owned()),
+    };
+    let r = c
+        .send(
+            "POST",
+            &format!("/images/{name}/push?tag={}", enc(&tag)),
+            None,
+            None,
+            false,
+        )
+        .await?;
+    progress(r).await.map(|_| 0)
+}
+
+/// `tag`.
+pub(crate) async fn tag(c: &Conn, source: String, target: String) -> Result<u8, Fail> {
+    let (repo, tag) = match target.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+        Some((r, t)) => (r.to_owned(), t.to_owned()),
+        None => (target.clone(), "latest".to_owned()),
+    };
+    c.call(
+        "POST",
+        &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(&tag)),
+        None,
+    )
+    .await?;
+    Ok(0)
+}
+
+/// `rmi`.
+pub(crate) async fn rmi(c: &Conn, force: bool, images: Vec<String>) -> Result<u8, Fail> {
+    let mut failed = false;
+    for i in images {
+        match c
+            .call(
+                "DELETE",
+                &format!("/images/{i}?force={}", u8::from(force)),
+                None,
+            )
+            .await
+        {
+            Ok(v) => {
+                for x in v.as_array().cloned().unwrap_or_default() {
+                    if let Some(u) = x["Untagged"].as_str() {
+                        println!("Untagged: {u}");
+                    }
+                    if let Some(d) = x["Deleted"].as_str() {
+                        println!("Deleted: {d}");
+                    }
+                }
+            }
+            Err(Fail(m, _)) => {
+                eprintln!("{m}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
+}
+
+/// `save`: the tar archive to the file or stdout (never a terminal).
+pub(crate) async fn save(
+    c: &Conn,
+    output: Option<PathBuf>,
+    images: Vec<String>,
+) -> Result<u8, Fail> {
+    if output.is_none() && std::io::stdout().is_terminal() {
+        return Err(Fail(
+            "cowardly refusing to save to a terminal. Use the -o flag or redirect".into(),
+            1,
+        ));
+    }
+    let q: Vec<String> = images.iter().map(|i| format!("names={}", enc(i))).collect();
+    let r = c
+        .send(
+            "GET",
+            &format!("/images/get?{}", q.join("&")),
+            None,
+            None,
+            false,
+        )
+        .await?;
+    if !r.status().is_success() {
+        return Err(error_of(r).await);
+    }
+    let mut sink: Box<dyn Write> = match &output {
+        Some(p) => Box::new(
+            std::fs::File::create(p).map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?,
+        ),
+        None => Box::new(std::io::stdout()),
+    };
+    let mut werr = None;
+    read_body(r, |d| {
+        if let Err(e) = sink.write_all(d) {
+            werr = Some(e.to_string());
+        }
+    })
+    .await?;
+    if let Some(e) = werr {
+        return Err(Fail(e, 1));
+    }
+    Ok(0)
+}
+
+/// `load`: the tar archive from the file or stdin.
+pub(crate) async fn load(c: &Conn, input: Option<PathBuf>) -> Result<u8, Fail> {
+    let data = match &input {
+        Some(p) => std::fs::read(p).map_err(|e| Fail(format!("{}: {e}", p.display()), 1))?,
+        None => {
+            let mut v = Vec::new();
+            tokio::io::stdin()
+                .read_to_end(&mut v)
+                .await
+                .map_err(|e| Fail(e.to_string(), 1))?;
+            v
+        }
+    };
+    let r = c
+        .send("POST", "/images/load", None, Some(Bytes::from(data)), false)
+        .await?;
+    progress(r).await.map(|_| 0)
+}
+
+/// `import`: a root filesystem tarball as an image; prints its ID.
+pub(crate) async fn import(
+    c: &Conn,
+    change: Vec<String>,
+    message: Option<String>,
+    file: String,
+    reference: Option<String>,
+) -> Result<u8, Fail> {
+    let data = if file == "-" {
+        let mut v = Vec::new();
+        tokio::io::stdin()
+            .read_to_end(&mut v)
+            .await
+            .map_err(|e| Fail(e.to_string(), 1))?;
+        v
+    } else {
+        std::fs::read(&file).map_err(|e| Fail(format!("{file}: {e}"), 1))?
+    };
+    let mut q = String::from("fromSrc=-");
+    if let Some(r) = reference {
+        let (repo, tag) = match r.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((a, b)) => (a.to_owned(), b.to_owned()),
+            None => (r.clone(), String::new()),
+        };
+        q.push_str(&format!("&repo={}&tag={}", enc(&repo), enc(&tag)));
+    }
+    for ch in change {
+        q.push_str(&format!("&changes={}", enc(&ch)));
+    }
+    if let Some(m) = message {
+        q.push_str(&format!("&message={}", enc(&m)));
+    }
+    let r = c
+        .send(
+            "POST",
+            &format!("/images/create?{q}"),
+            None,
+            Some(Bytes::from(data)),
+            false,
+        )
+        .await?;
+    let v = json_reply(r).await?;
+    println!("{}", v["status"].as_str().unwrap_or_default());
+    Ok(0)
+}
