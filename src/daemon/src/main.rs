@@ -115,7 +115,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
     };
     let data_root = path_of(cli.data_root.take(), "data-root", "/var/lib/berth");
     let exec_root = path_of(cli.exec_root.take(), "exec-root", "/run/berth");
-    let mut default_isolation = Isolation::default();
+    let mut default_isolation: Isolation = Default::default();
     for o in &cli.exec_opts {
         match o.split_once('=') {
             Some(("isolation", v)) => {
@@ -166,12 +166,12 @@ fn run(mut cli: Cli) -> Result<(), String> {
             return Err(format!("-H {h}: expected unix:///PATH or tcp://ADDR"));
         }
     }
-    let d = Daemon::open(opts)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let d = Daemon::open(opts, rt.handle().clone())?;
     rt.block_on(serve(d, listeners, cli.hosts))
 }
 

@@ -10,6 +10,8 @@
 //!   byte offset, followed until the container's output has ended, then EOF;
 //! - [`Channel::CopyIn`] / [`Channel::CopyOut`]: raw tar bytes into or out of a path.
 
+#[cfg(feature = "async")]
+pub mod aclient;
 pub mod client;
 pub mod time;
 

@@ -35,22 +35,10 @@ impl Daemon {
             if !running {
                 continue;
             }
-            let agent = self.agent(&rec);
-            if agent.alive(Duration::from_millis(1500)) {
-                // The host copy of a microVM's log catches up on what it printed while
-                // berthd was away, and follows it again.
-                let copier = if self.sandbox(&rec).copies_logs() {
-                    match super::logs::copy_to_host_log(&agent, self.log_path(&rec.id)) {
-                        Ok(c) => Some(c),
-                        Err(e) => {
-                            super::log_failure("following a re-adopted container's log", &e);
-                            None
-                        }
-                    }
-                } else {
-                    None
-                };
-                self.supervise(c, copier);
+            // A re-adopted microVM's host log catches up on what it printed while berthd
+            // was away, and follows it again (see `supervise`).
+            if self.agent(&rec).alive(Duration::from_millis(1500)) {
+                self.supervise(c);
             } else {
                 self.finish(
                     &c,

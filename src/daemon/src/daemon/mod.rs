@@ -185,12 +185,13 @@ impl Ctr {
 
     /// Waits until no relay is copying, while they make progress (see
     /// [`wait_while_progressing`]).
-    pub fn relays_done(&self, idle: Duration) {
+    pub async fn relays_done(&self, idle: Duration) {
         wait_while_progressing(
             || *self.relays.n.lock().unwrap_or_else(|e| e.into_inner()) > 0,
             &self.relays.copied,
             idle,
-        );
+        )
+        .await;
     }
 }
 
@@ -229,6 +230,8 @@ pub struct ExecRec {
 pub struct Daemon {
     /// Options.
     pub opts: Opts,
+    /// The runtime the supervisors run on.
+    pub rt: tokio::runtime::Handle,
     /// Images.
     pub images: Arc<ImageStore>,
     /// The isolation backends.
@@ -298,11 +301,14 @@ pub fn parse_signal(s: &str) -> Result<i32> {
 impl Daemon {
     /// Opens the data root with the real sandboxes and re-adopts every container found
     /// there.
-    pub fn open(opts: Opts) -> std::result::Result<Arc<Daemon>, String> {
+    pub fn open(
+        opts: Opts,
+        rt: tokio::runtime::Handle,
+    ) -> std::result::Result<Arc<Daemon>, String> {
         let images =
             Arc::new(ImageStore::open(&opts.data_root.join("image")).map_err(|e| e.to_string())?);
         let sandboxes = Sandboxes::new(&opts, &images);
-        Daemon::with_sandboxes(opts, images, sandboxes)
+        Daemon::with_sandboxes(opts, images, sandboxes, rt)
     }
 
     /// Opens the data root with the given sandboxes.
@@ -310,6 +316,7 @@ impl Daemon {
         opts: Opts,
         images: Arc<ImageStore>,
         sandboxes: Sandboxes,
+        rt: tokio::runtime::Handle,
     ) -> std::result::Result<Arc<Daemon>, String> {
         for d in [opts.data_root.join("containers"), opts.exec_root.join("c")] {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -317,6 +324,7 @@ impl Daemon {
         let (events, _) = broadcast::channel(256);
         let d = Arc::new(Daemon {
             opts,
+            rt,
             images,
             sandboxes,
             containers: Mutex::new(BTreeMap::new()),
@@ -493,7 +501,7 @@ impl Daemon {
 /// Waits while `busy()` holds and `progress` keeps moving; gives up once it has not moved
 /// for `idle` (a stuck client or guest must not hold an exit forever, but a slow one that
 /// is still copying, as under emulation, must not be cut short).
-pub fn wait_while_progressing(
+pub async fn wait_while_progressing(
     busy: impl Fn() -> bool,
     progress: &std::sync::atomic::AtomicU64,
     idle: Duration,
@@ -509,7 +517,7 @@ pub fn wait_while_progressing(
         } else if since.elapsed() >= idle {
             return;
         }
-        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

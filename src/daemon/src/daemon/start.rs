@@ -133,16 +133,7 @@ impl Daemon {
         if let (true, Some((rows, cols))) = (rec.tty, rec.console_size) {
             agent.resize(None, rows, cols)?;
         }
-        // The host-side log of a microVM, and attachers, connect now: before the first
-        // byte of output.
-        let copier = if sandbox.copies_logs() {
-            Some(super::logs::copy_to_host_log(
-                &agent,
-                self.log_path(&rec.id),
-            )?)
-        } else {
-            None
-        };
+        // Attachers connect now: before the first byte of output.
         let pending: Vec<PendingAttach> =
             std::mem::take(&mut *c.pending.lock().unwrap_or_else(|e| e.into_inner()));
         let mut acks = Vec::new();
@@ -155,44 +146,61 @@ impl Daemon {
             let _ = a.blocking_recv();
         }
         answer(booted.client.call(&Request::Start { id: rec.id.clone() }))?;
-        self.supervise(c.clone(), copier);
+        self.supervise(c.clone());
         Ok(pid)
     }
 
-    /// Watches a running container from a thread: when its process exits (the agent
-    /// answers only once the output is drained), waits for the host log and the attached
-    /// clients to have the last byte, records the status, lets the sandbox go, and
-    /// removes the container if it asked for that.
-    pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>, copier: Option<super::logs::Copier>) {
+    /// Watches a running container from a task of its own: keeps the host copy of its
+    /// log if the sandbox needs one; when its process exits (the agent answers only once
+    /// the output is drained), waits for the host log and the attached clients to have the
+    /// last byte, records the status, lets the sandbox go, and removes the container if it
+    /// asked for that.
+    pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>) {
         let d = self.clone();
-        std::thread::spawn(move || {
+        self.rt.spawn(async move {
             let rec = c.record();
             let agent = d.agent(&rec);
+            let copier = if d.sandbox(&rec).copies_logs() {
+                match super::logs::copy_to_host_log(&agent, d.log_path(&rec.id)).await {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        super::log_failure("following a container's log", &e);
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             let mut status = None;
             for _ in 0..3 {
-                match agent.wait(None) {
+                match agent.wait_async(None).await {
                     Ok(s) => {
                         status = Some(s);
                         break;
                     }
-                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
             if let Some(copier) = copier {
-                copier.finish(DRAIN_IDLE);
+                copier.finish(DRAIN_IDLE).await;
             }
-            c.relays_done(DRAIN_IDLE);
+            c.relays_done(DRAIN_IDLE).await;
             let (status, err) = match status {
                 Some(s) => (s, ""),
                 None => (255, "lost contact with the container's agent"),
             };
-            d.finish(&c, status, err);
-            agent.release();
-            let _ = std::fs::remove_dir_all(d.run_dir(&rec.id));
+            // Records and removals write files: off the async workers.
+            let (d2, c2) = (d.clone(), c.clone());
+            let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, err)).await;
+            agent.release_async().await;
+            let _ = tokio::fs::remove_dir_all(d.run_dir(&rec.id)).await;
             if rec.auto_remove {
-                if let Err(e) = d.remove_now(&c) {
-                    super::log_failure("removing an --rm container", &e);
-                }
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = d.remove_now(&c) {
+                        super::log_failure("removing an --rm container", &e);
+                    }
+                })
+                .await;
             }
         });
     }

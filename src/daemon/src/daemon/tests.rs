@@ -7,9 +7,15 @@ use crate::sandbox::fake::{eventually, FakeSandbox};
 use berth_protocol::ErrorKind;
 use hyper::StatusCode;
 
+/// Process isolation (the fake backend stands in for both modes).
+fn process() -> Isolation {
+    "process".parse().unwrap()
+}
+
 struct World {
     root: PathBuf,
     fake: Arc<FakeSandbox>,
+    rt: tokio::runtime::Runtime,
 }
 
 impl World {
@@ -20,6 +26,11 @@ impl World {
         World {
             root,
             fake: Arc::new(FakeSandbox::default()),
+            rt: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
         }
     }
 
@@ -31,13 +42,13 @@ impl World {
             vmm: PathBuf::from("/nonexistent/vmm"),
             kernel: None,
             agent_initrd: None,
-            default_isolation: Isolation::Process,
+            default_isolation: process(),
             insecure_registries: vec![],
         };
         let images = Arc::new(ImageStore::open(&opts.data_root.join("image")).unwrap());
         let fake: Arc<dyn Sandbox> = self.fake.clone();
-        let sandboxes = Sandboxes::with(fake.clone(), fake, Isolation::Process);
-        Daemon::with_sandboxes(opts, images, sandboxes).unwrap()
+        let sandboxes = Sandboxes::with(fake.clone(), fake, process());
+        Daemon::with_sandboxes(opts, images, sandboxes, self.rt.handle().clone()).unwrap()
     }
 }
 
@@ -66,7 +77,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         tty: false,
         open_stdin: false,
         console_size: None,
-        isolation: Isolation::Process,
+        isolation: process(),
         auto_remove: false,
         memory: 0,
         nano_cpus: 0,
@@ -186,10 +197,7 @@ fn stop_signals_then_waits_for_the_exit() {
     let d = w.daemon();
     let c = container(&d, "s");
     d.start(&c).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = &w.rt;
     rt.block_on(d.stop(c.clone(), Some(5), None)).unwrap();
     assert_eq!(
         *w.fake.container(&c.id).signals.lock().unwrap(),

@@ -16,6 +16,7 @@ pub mod vm;
 pub mod fake;
 
 use crate::errors::{Error, Result};
+use berth_protocol::aclient::AsyncClient;
 use berth_protocol::client::{Client, Endpoint};
 use berth_protocol::{Channel, ExecSpec, Request, Response, RootfsSpec, Stats, StreamKind};
 use serde::{Deserialize, Serialize};
@@ -290,13 +291,54 @@ impl AgentRef {
 
     /// Opens the agent's log of the container from byte `offset`, followed until the
     /// container's output ends.
-    pub fn log(&self, offset: u64) -> Result<UnixStream> {
-        self.endpoint
-            .open(Channel::Log {
+    pub async fn log(&self, offset: u64) -> Result<tokio::net::UnixStream> {
+        berth_protocol::aclient::open(
+            &self.endpoint,
+            Channel::Log {
                 container: self.id.clone(),
                 offset,
+            },
+        )
+        .await
+        .map_err(Error::from)
+    }
+
+    /// One request on a fresh async control connection.
+    pub async fn call_async(&self, req: &Request) -> Result<Response> {
+        let r = async {
+            let mut c = AsyncClient::connect(&self.endpoint).await?;
+            c.call(req).await
+        }
+        .await;
+        answer(r)
+    }
+
+    /// Waits for the container's process or an exec to exit, without a thread: its
+    /// status, once its output is drained.
+    pub async fn wait_async(&self, exec_id: Option<String>) -> Result<i64> {
+        match self
+            .call_async(&Request::Wait {
+                id: self.id.clone(),
+                exec_id,
             })
-            .map_err(Error::from)
+            .await?
+        {
+            Response::Exited { status } => Ok(i64::from(status)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// [`AgentRef::release`], without a thread.
+    pub async fn release_async(&self) {
+        if let Ok(mut cl) = AsyncClient::connect(&self.endpoint).await {
+            let _ = cl
+                .call(&Request::Delete {
+                    id: self.id.clone(),
+                    force: true,
+                })
+                .await;
+            let _ = cl.call(&Request::Shutdown).await;
+        }
     }
 
     /// Deletes the container at its agent and shuts the agent down (a microVM powers
