@@ -445,6 +445,71 @@ fn every_byte_a_workload_writes_reaches_attach_and_logs() {
     b.ok(&["rm", id]);
 }
 
+/// `docker logs` of a `seq` whose log rotated: the newest lines, consecutive, to the end.
+fn assert_rotated_tail(out: &str, last: u64) {
+    let nums: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(nums.last(), Some(&last), "the log ends with the last line");
+    assert!((nums.len() as u64) < last, "older lines rotated away");
+    assert!(
+        nums.windows(2).all(|w| w[1] == w[0] + 1),
+        "no line lost or repeated within what is kept"
+    );
+}
+
+/// The log files of a container (current and rotated), each at most `max` bytes.
+fn assert_log_files(log: &Path, files: usize, max: u64) {
+    let mut n = 0;
+    for f in std::iter::once(log.to_owned())
+        .chain((1..10).map(|i| PathBuf::from(format!("{}.{i}", log.display()))))
+        .filter(|p| p.exists())
+    {
+        let len = std::fs::metadata(&f).unwrap().len();
+        assert!(len <= max, "{} is {len} bytes, over {max}", f.display());
+        n += 1;
+    }
+    assert_eq!(n, files, "the current log and its rotated files");
+}
+
+#[test]
+fn logs_rotate_with_dockers_log_opts() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let id = b.ok(&[
+        "run",
+        "-d",
+        "--log-opt",
+        "max-size=10k",
+        "--log-opt",
+        "max-file=3",
+        "bb:1",
+        "seq",
+        "1",
+        "20000",
+    ]);
+    let id = id.trim();
+    assert_eq!(b.ok(&["wait", id]).trim(), "0");
+    let log = PathBuf::from(b.ok(&["inspect", "--format", "{{.LogPath}}", id]).trim());
+    assert_log_files(&log, 3, 10 << 10);
+    assert_rotated_tail(&b.ok(&["logs", id]), 20000);
+    assert_eq!(b.ok(&["logs", "--tail", "2", id]), "19999\n20000\n");
+    b.ok(&["rm", id]);
+    // Options berth does not apply, and bad values, are refused by name.
+    for (args, says) in [
+        (&["--log-opt", "compress=true"][..], "compress"),
+        (&["--log-driver", "syslog"][..], "log drivers"),
+        (&["--log-opt", "max-file=3"][..], "max-file"),
+        (&["--log-opt", "max-size=lots"][..], "max-size"),
+    ] {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(args);
+        a.extend_from_slice(&["bb:1", "true"]);
+        let f = b.docker(&a);
+        assert_eq!(f.status, 125, "{args:?}: {}", f.stderr);
+        assert!(f.stderr.contains(says), "{args:?}: {}", f.stderr);
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]), "", "nothing left of the refused ones");
+}
+
 #[test]
 fn malformed_requests_get_4xx_never_a_crash() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
@@ -666,6 +731,27 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         SEQ_BYTES,
         "docker logs lost the tail"
     );
+    b.ok(&["rm", &id]);
+    // The host copy of a microVM's log rotates as asked.
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--log-opt",
+            "max-size=10k",
+            "--log-opt",
+            "max-file=2",
+            "bb:1",
+            "seq",
+            "1",
+            "20000",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(b.ok(&["wait", &id]).trim(), "0");
+    let log = PathBuf::from(b.ok(&["inspect", "--format", "{{.LogPath}}", &id]).trim());
+    assert_log_files(&log, 2, 10 << 10);
+    assert_rotated_tail(&b.ok(&["logs", &id]), 20000);
     b.ok(&["rm", &id]);
     // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
     let id = b

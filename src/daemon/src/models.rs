@@ -258,10 +258,19 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
                 | Some(docker::RestartPolicyNameEnum::NO)
         )
     });
-    let log = h
+    let log_driver = h
         .log_config
         .as_ref()
-        .is_some_and(|l| not_in(&l.typ, &["", "json-file"]) || non_empty_map(&l.config));
+        .is_some_and(|l| not_in(&l.typ, &["", "json-file"]));
+    let log_opt = h
+        .log_config
+        .as_ref()
+        .and_then(|l| l.config.as_ref())
+        .and_then(|c| {
+            c.keys()
+                .find(|k| !matches!(k.as_str(), "max-size" | "max-file"))
+                .map(|k| format!("HostConfig.LogConfig.Config (the json-file log option {k:?})"))
+        });
     let cgroupns = h.cgroupns_mode.as_ref().is_some_and(|m| {
         !matches!(
             m,
@@ -341,7 +350,10 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             "HostConfig.IOMaximumBandwidth",
         ),
         (non_empty(&h.binds), "HostConfig.Binds (bind mounts)"),
-        (log, "HostConfig.LogConfig (log drivers and --log-opt)"),
+        (
+            log_driver,
+            "HostConfig.LogConfig.Type (log drivers other than json-file)",
+        ),
         (
             not_in(&h.network_mode, &["", "default", "bridge", "none"]),
             "HostConfig.NetworkMode (this network mode)",
@@ -406,8 +418,11 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (h.masked_paths.is_some(), "HostConfig.MaskedPaths"),
         (h.readonly_paths.is_some(), "HostConfig.ReadonlyPaths"),
     ];
-    match refused.iter().find(|(hit, _)| *hit) {
-        Some((_, what)) => Err(Error::NotImplemented(what.to_string())),
+    if let Some((_, what)) = refused.iter().find(|(hit, _)| *hit) {
+        return Err(Error::NotImplemented(what.to_string()));
+    }
+    match log_opt {
+        Some(what) => Err(Error::NotImplemented(what)),
         None => Ok(()),
     }
 }
@@ -444,9 +459,10 @@ mod tests {
             ("SecurityOpt", r#"{"SecurityOpt":["seccomp=unconfined"]}"#),
             ("Tmpfs", r#"{"Tmpfs":{"/t":""}}"#),
             ("RestartPolicy", r#"{"RestartPolicy":{"Name":"always"}}"#),
+            ("LogConfig", r#"{"LogConfig":{"Type":"syslog"}}"#),
             (
-                "LogConfig",
-                r#"{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m"}}}"#,
+                "compress",
+                r#"{"LogConfig":{"Type":"json-file","Config":{"compress":"true"}}}"#,
             ),
             (
                 "PortBindings",
@@ -468,6 +484,10 @@ mod tests {
             matches!(refuse_unapplied(&b), Err(Error::NotImplemented(m)) if m.contains("Healthcheck"))
         );
         let b = body(r#"{"Image":"x","Healthcheck":{"Test":["NONE"]}}"#);
+        refuse_unapplied(&b).unwrap();
+        let b = body(
+            r#"{"Image":"x","HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m","max-file":"3"}}}}"#,
+        );
         refuse_unapplied(&b).unwrap();
     }
 

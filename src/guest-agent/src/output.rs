@@ -6,6 +6,7 @@
 //! off; and a process's exit is reported only once its output is drained: every byte is
 //! in the log and handed to every attacher ([`Tee::drained`]).
 
+use berth_protocol::logfile::LogFile;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -121,7 +122,7 @@ impl Tee {
     pub fn spawn(
         mut src: File,
         stream: &'static str,
-        log: Arc<Mutex<File>>,
+        log: Arc<Mutex<LogFile>>,
         fan: Arc<Fanout>,
     ) -> Tee {
         let progress = fan.progress.clone();
@@ -154,14 +155,14 @@ impl Tee {
                 }
                 if !records.is_empty() {
                     let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-                    let _ = f.write_all(&records);
+                    let _ = f.append(&records);
                     records.clear();
                 }
             }
             if !line.is_empty() {
                 record(&line, &mut records);
                 let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
-                let _ = f.write_all(&records);
+                let _ = f.append(&records);
             }
             fan.end();
         });
@@ -212,7 +213,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-tee-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let logp = dir.join("log");
-        let log = Arc::new(Mutex::new(File::create(&logp).unwrap()));
+        let log = Arc::new(Mutex::new(
+            LogFile::open(&logp, Default::default()).unwrap(),
+        ));
         let (r, mut w) = pipe();
         let fan = Arc::new(Fanout::default());
         let (mine, theirs) = UnixStream::pair().unwrap();
@@ -248,7 +251,10 @@ mod tests {
 
     #[test]
     fn a_stuck_attacher_never_stalls_the_stream() {
-        let log = Arc::new(Mutex::new(File::create("/dev/null").unwrap()));
+        let dir = std::env::temp_dir().join(format!("berth-tee2-{}", std::process::id()));
+        let log = Arc::new(Mutex::new(
+            LogFile::open(&dir.join("log"), Default::default()).unwrap(),
+        ));
         let (r, mut w) = pipe();
         let fan = Arc::new(Fanout::default());
         // Subscribed, never read: its queue fills and it is cut off.

@@ -2,6 +2,7 @@
 
 use crate::output::{Fanout, Tee};
 use berth_container::{reaper, spec, Config, Container, Streams};
+use berth_protocol::logfile::{Follower, LogFile};
 use berth_protocol::{
     read_frame, write_frame, Channel, ErrorKind, Hello, HelloOk, Request, Response, Stats,
     StreamKind, VERSION,
@@ -276,18 +277,13 @@ impl Agent {
             inherit_stdio: false,
             seccomp: true,
         };
+        let rotation = berth_protocol::logfile::Rotation {
+            max_size: spec.log_max_size,
+            max_files: spec.log_max_files,
+        };
         let log = match &spec.log_path {
             Some(p) => Some(Arc::new(Mutex::new(
-                std::path::Path::new(p)
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .transpose()
-                    .and_then(|_| {
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(p)
-                    })
+                LogFile::open(std::path::Path::new(p), rotation)
                     .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
             ))),
             None => None,
@@ -666,7 +662,6 @@ impl Agent {
     /// Serves a log channel: the log from `offset`, followed until the container's
     /// output ended (its exit is known only once the output is drained into the log).
     fn follow_log(&self, mut conn: UnixStream, container: &str, offset: u64) {
-        use std::io::{Seek, SeekFrom};
         let e = match self.get(container) {
             Ok(e) => e,
             Err(r) => return fail_stream(&mut conn, r),
@@ -680,19 +675,10 @@ impl Agent {
                 ),
             );
         };
-        let mut f = match File::open(&path) {
-            Ok(f) => f,
-            Err(er) => {
-                return fail_stream(
-                    &mut conn,
-                    err(ErrorKind::Internal, format!("{}: {er}", path.display())),
-                )
-            }
-        };
-        if f.seek(SeekFrom::Start(offset)).is_err() || write_frame(&mut conn, &hello_ok()).is_err()
-        {
+        if write_frame(&mut conn, &hello_ok()).is_err() {
             return;
         }
+        let mut f = Follower::new(&path, offset);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // Read the exit first: once it is known the log is complete, so a read after

@@ -13,6 +13,7 @@
 #[cfg(feature = "async")]
 pub mod aclient;
 pub mod client;
+pub mod logfile;
 pub mod time;
 
 use serde::{Deserialize, Serialize};
@@ -176,6 +177,13 @@ pub struct ContainerSpec {
     /// the output from the moment they attach.
     #[serde(default)]
     pub log_path: Option<String>,
+    /// Rotate the log at this many bytes (0: never), Docker's `max-size`.
+    #[serde(default)]
+    pub log_max_size: u64,
+    /// Keep this many log files, the current one included (0 or 1: truncate when full),
+    /// Docker's `max-file`.
+    #[serde(default)]
+    pub log_max_files: u32,
 }
 
 /// A process to run in an existing container.

@@ -1,6 +1,6 @@
 //! `create`: a container record from a typed create body and the image's defaults.
 
-use super::{new_id, now_rfc3339, parse_signal, Daemon, Record};
+use super::{new_id, now_rfc3339, parse_signal, Daemon, LogRotation, Record};
 use crate::errors::{Error, Result};
 use crate::models::{refuse_unapplied, CreateBody};
 use crate::state::State;
@@ -20,6 +20,48 @@ pub fn invalid_name(n: &str) -> Error {
     Error::InvalidParameter(format!(
         "Invalid container name ({n}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
     ))
+}
+
+/// A size as Docker's json-file options take it: `1024`, `10k`, `1.5m`, `1g` (binary).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t.trim_end_matches('b');
+    let (num, mul) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t, 1),
+    };
+    let n: f64 = num.parse().ok()?;
+    (n.is_finite() && n >= 0.0).then_some((n * mul as f64) as u64)
+}
+
+/// The rotation `--log-opt max-size` and `max-file` ask for.
+fn log_rotation(c: Option<&std::collections::HashMap<String, String>>) -> Result<LogRotation> {
+    let get = |k: &str| c.and_then(|c| c.get(k)).filter(|v| !v.is_empty());
+    let max_size = match get("max-size") {
+        Some(v) => parse_size(v).filter(|n| *n > 0).ok_or_else(|| {
+            Error::InvalidParameter(format!("invalid value for log option max-size: {v:?}"))
+        })?,
+        None => 0,
+    };
+    let max_files = match get("max-file") {
+        Some(v) => v.parse::<u32>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "invalid value for log option max-file: {v:?} (a number, at least 1)"
+            ))
+        })?,
+        None => 1,
+    };
+    if max_files > 1 && max_size == 0 {
+        return Err(Error::InvalidParameter(
+            "max-file cannot be greater than 1 when max-size is not set".into(),
+        ));
+    }
+    Ok(LogRotation {
+        max_size,
+        max_files,
+    })
 }
 
 fn merge_env(into: &mut Vec<String>, more: &[String]) {
@@ -185,6 +227,7 @@ impl Daemon {
                 ))
             }
         };
+        let log_rotation = log_rotation(hc.log_config.as_ref().and_then(|l| l.config.as_ref()))?;
         let id = new_id();
         let labels = config
             .labels
@@ -239,6 +282,7 @@ impl Daemon {
             stop_signal,
             stop_timeout,
             labels,
+            log_rotation,
             config,
             host_config,
             state: State::default(),
@@ -257,5 +301,35 @@ impl Daemon {
         );
         self.insert(rec);
         Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_options_as_docker_reads_them() {
+        assert_eq!(parse_size("10k"), Some(10 << 10));
+        assert_eq!(parse_size("1.5m"), Some(3 << 19));
+        assert_eq!(parse_size("2G"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("lots"), None);
+        let m = |kv: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            kv.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            log_rotation(Some(&m(&[("max-size", "1m"), ("max-file", "3")]))).unwrap(),
+            LogRotation {
+                max_size: 1 << 20,
+                max_files: 3
+            }
+        );
+        assert!(log_rotation(Some(&m(&[("max-file", "3")]))).is_err());
+        assert!(log_rotation(Some(&m(&[("max-size", "x")]))).is_err());
+        assert!(log_rotation(Some(&m(&[("max-size", "1k"), ("max-file", "0")]))).is_err());
+        assert_eq!(log_rotation(None).unwrap().max_size, 0);
     }
 }

@@ -113,12 +113,33 @@ pub struct Record {
     pub stop_timeout: i64,
     /// Labels.
     pub labels: BTreeMap<String, String>,
+    /// How the json-file log rotates (`--log-opt max-size`, `max-file`).
+    #[serde(default)]
+    pub log_rotation: LogRotation,
     /// The Config as created, with the image's defaults applied (for inspect).
     pub config: docker::ContainerConfig,
     /// The HostConfig as created (for inspect).
     pub host_config: HostConfig,
     /// Where it is in its life.
     pub state: State,
+}
+
+/// How a container's json-file log rotates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRotation {
+    /// Bytes per file (0: no limit).
+    pub max_size: u64,
+    /// Files kept, the current one included.
+    pub max_files: u32,
+}
+
+impl From<LogRotation> for berth_protocol::logfile::Rotation {
+    fn from(r: LogRotation) -> Self {
+        berth_protocol::logfile::Rotation {
+            max_size: r.max_size,
+            max_files: r.max_files,
+        }
+    }
 }
 
 /// A waiter for a container's start, so that attachers see output from the first byte.

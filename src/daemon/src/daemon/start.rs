@@ -72,6 +72,8 @@ impl Daemon {
             rootfs: booted.rootfs.clone(),
             open_stdin: rec.open_stdin,
             log_path: Some(booted.agent_log.clone()),
+            log_max_size: rec.log_rotation.max_size,
+            log_max_files: rec.log_rotation.max_files,
         })
     }
 
@@ -161,7 +163,9 @@ impl Daemon {
             let rec = c.record();
             let agent = d.agent(&rec);
             let copier = if d.sandbox(&rec).copies_logs() {
-                match super::logs::copy_to_host_log(&agent, d.log_path(&rec.id)).await {
+                match super::logs::copy_to_host_log(&agent, d.log_path(&rec.id), rec.log_rotation)
+                    .await
+                {
                     Ok(c) => Some(c),
                     Err(e) => {
                         super::log_failure("following a container's log", &e);

@@ -85,6 +85,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         stop_signal: "SIGTERM".into(),
         stop_timeout: 10,
         labels: Default::default(),
+        log_rotation: Default::default(),
         config: Default::default(),
         host_config: Default::default(),
         state: State::default(),

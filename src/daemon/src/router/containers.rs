@@ -6,11 +6,11 @@ use crate::daemon::{blocking, unix_of, Ctr, Daemon, Phase};
 use crate::errors::Error;
 use crate::http::{channel_body, empty, frame, json, streamed, ApiError, Query};
 use crate::models::{docker, CreateBody, CreateResponse, ExecBody, IdResponse};
+use berth_protocol::logfile;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 /// Routes `/containers/...`; None if no route matches.
 pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
@@ -230,14 +230,22 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
                 frame(if stderr { 2 } else { 1 }, text.as_bytes())
             })
         };
-        let mut file = tokio::fs::File::open(&path).await.ok();
-        let mut buf = String::new();
-        if let Some(f) = file.as_mut() {
-            let _ = f.read_to_string(&mut buf).await;
+        // The rotated files, oldest first, then the current one; then follow it by
+        // logical offset across rotations.
+        let mut buf = Vec::new();
+        let base = logfile::base_of(&path);
+        let mut current = 0u64;
+        for f in logfile::files(&path) {
+            let bytes = tokio::fs::read(&f).await.unwrap_or_default();
+            if f == path {
+                current = bytes.len() as u64;
+            }
+            buf.extend_from_slice(&bytes);
         }
-        let complete = buf.rfind('\n').map(|i| i + 1).unwrap_or(0);
-        let mut carry = buf[complete..].to_owned();
-        let lines: Vec<&str> = buf[..complete].lines().collect();
+        let complete = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut carry = buf[complete..].to_vec();
+        let text = String::from_utf8_lossy(&buf[..complete]);
+        let lines: Vec<&str> = text.lines().collect();
         let start = tail.map(|t| lines.len().saturating_sub(t)).unwrap_or(0);
         for l in &lines[start..] {
             if let Some(b) = emit(l) {
@@ -249,22 +257,24 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
         if !follow {
             return;
         }
+        let mut follower = logfile::Follower::new(&path, base + current);
         let mut rx = c.phase.subscribe();
+        let mut chunk = vec![0u8; 64 * 1024];
         loop {
             // The exit is reported only once the log has the last line: after it, one
             // last read finds everything.
             let ended = !matches!(*rx.borrow_and_update(), Phase::Running | Phase::Created);
-            if file.is_none() {
-                file = tokio::fs::File::open(&path).await.ok();
+            let mut more = Vec::new();
+            while let Ok(n) = follower.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                more.extend_from_slice(&chunk[..n]);
             }
-            let mut more = String::new();
-            if let Some(f) = file.as_mut() {
-                let _ = f.read_to_string(&mut more).await;
-            }
-            carry.push_str(&more);
-            while let Some(i) = carry.find('\n') {
-                let l: String = carry.drain(..=i).collect();
-                if let Some(b) = emit(l.trim_end_matches('\n')) {
+            carry.extend_from_slice(&more);
+            while let Some(i) = carry.iter().position(|&b| b == b'\n') {
+                let l: Vec<u8> = carry.drain(..=i).collect();
+                if let Some(b) = emit(String::from_utf8_lossy(&l).trim_end_matches('\n')) {
                     if tx.send(b).is_err() {
                         return;
                     }
