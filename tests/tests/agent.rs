@@ -158,6 +158,8 @@ fn spec_for(a: &Agent, args: &[&str]) -> ContainerSpec {
         },
         open_stdin: false,
         log_path: None,
+        log_max_size: 0,
+        log_max_files: 0,
     }
 }
 

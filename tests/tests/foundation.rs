@@ -136,3 +136,42 @@ fn a_lab_boot_that_stalls_is_retried_once_then_reported() {
         "temp files left"
     );
 }
+
+#[test]
+fn a_frozen_lab_is_caught_by_the_watchdog_and_reported() {
+    let tmp = TempDir::new("lab-freeze").unwrap();
+    // The command stops the lab's heartbeat, as a frozen lab VM stops everything.
+    let script = "io=$(sed -n 's/.*lab.io=\\([^ ]*\\).*/\\1/p' /proc/cmdline); \
+                  kill -STOP $(cat $io/heartbeat.pid); echo heartbeat-stopped; sleep 1000";
+    let t0 = std::time::Instant::now();
+    let out = Command::new(repo_root().join("tests/lab/run"))
+        .args(["--timeout", "300", "--", "sh", "-c", script])
+        .env("BERTH_LAB_FREEZE_TIMEOUT", "15")
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(123), "{stderr}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(150),
+        "caught long before the 300 s timeout ({:?})",
+        t0.elapsed()
+    );
+    assert!(
+        stderr.contains("FROZE: no heartbeat from the lab VM for 15 s"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("lab|   heartbeat-stopped"),
+        "the last console lines are in the report: {stderr}"
+    );
+    assert!(
+        stderr.contains("RIP="),
+        "the vCPUs' registers are in the report: {stderr}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "temp files left"
+    );
+}

@@ -2,7 +2,7 @@
 
 use crate::output::{Fanout, Tee};
 use berth_container::{reaper, spec, Config, Container, Streams};
-use berth_protocol::logfile::{Follower, LogFile};
+use berth_protocol::logfile::{Follower, LogFile, NO_HOLD};
 use berth_protocol::{
     read_frame, write_frame, Channel, ErrorKind, Hello, HelloOk, Request, Response, Stats,
     StreamKind, VERSION,
@@ -88,6 +88,9 @@ struct Entry {
     container: Mutex<Option<Container>>,
     /// The json-file log the agent writes, if it logs.
     log_path: Option<PathBuf>,
+    /// Where the log's follower (berthd's host copy) has read to: rotation keeps what it
+    /// has not.
+    log_hold: Option<Arc<std::sync::atomic::AtomicU64>>,
     main: Proc,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
@@ -288,6 +291,9 @@ impl Agent {
             ))),
             None => None,
         };
+        let log_hold = log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).holder());
         let (c, streams) = Container::create(&cfg).map_err(runtime_err)?;
         let pid = c.pid;
         let mut attach = Attach::from(streams);
@@ -324,6 +330,7 @@ impl Agent {
             Arc::new(Entry {
                 container: Mutex::new(Some(c)),
                 log_path: spec.log_path.as_ref().map(PathBuf::from),
+                log_hold,
                 main: Proc {
                     pid,
                     attach: Mutex::new(attach),
@@ -678,7 +685,23 @@ impl Agent {
         if write_frame(&mut conn, &hello_ok()).is_err() {
             return;
         }
+        // Hold the log where this follower is, until it is done (or gone).
+        struct Release(Option<Arc<std::sync::atomic::AtomicU64>>);
+        impl Drop for Release {
+            fn drop(&mut self) {
+                if let Some(h) = &self.0 {
+                    h.store(NO_HOLD, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        }
+        let hold = Release(e.log_hold.clone());
         let mut f = Follower::new(&path, offset);
+        let mark = |pos: u64| {
+            if let Some(h) = &hold.0 {
+                h.store(pos, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
+        mark(offset);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // Read the exit first: once it is known the log is complete, so a read after
@@ -691,6 +714,7 @@ impl Agent {
                     if conn.write_all(&buf[..n]).is_err() {
                         return;
                     }
+                    mark(f.pos());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(_) => break,

@@ -5,7 +5,10 @@
 //! `max_files` 1 the log is truncated when full, as Docker does. Every byte ever written
 //! has a *logical offset*; `PATH.base` records where the current file starts, so that a
 //! follower (the agent's log channel, a restarted berthd's copy) can resume by offset
-//! across rotations and restarts.
+//! across rotations and restarts. A follower can *hold* the log ([`LogFile::holder`]):
+//! rotated files it has not read yet are kept past `max_files` until it has, so the host
+//! copy of a microVM's log loses nothing to the guest's rotation (Docker's json-file
+//! logging blocks the workload rather than lose lines; this keeps files instead).
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -27,7 +30,11 @@ pub struct LogFile {
     size: u64,
     base: u64,
     rotation: Rotation,
+    hold: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// No follower holds anything.
+pub const NO_HOLD: u64 = u64::MAX;
 
 /// `PATH.n`.
 pub fn rotated(path: &Path, n: u32) -> PathBuf {
@@ -52,14 +59,24 @@ pub fn base_of(path: &Path) -> u64 {
 
 /// The log's files that exist, oldest first (rotated ones, then the current one).
 pub fn files(path: &Path) -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = (1..1000)
-        .map(|n| rotated(path, n))
-        .take_while(|p| p.exists())
-        .collect();
-    out.reverse();
-    if path.exists() {
-        out.push(path.to_owned());
+    spans(path).into_iter().map(|(p, _, _)| p).collect()
+}
+
+/// The log's files, oldest first, with the logical offset each starts at and its length.
+pub fn spans(path: &Path) -> Vec<(PathBuf, u64, u64)> {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).ok();
+    let mut out = Vec::new();
+    let mut start = base_of(path);
+    if let Some(l) = len(path) {
+        out.push((path.to_owned(), start, l));
     }
+    for n in 1..10_000 {
+        let p = rotated(path, n);
+        let Some(l) = len(&p) else { break };
+        start = start.saturating_sub(l);
+        out.push((p, start, l));
+    }
+    out.reverse();
     out
 }
 
@@ -80,7 +97,14 @@ impl LogFile {
                 max_files: rotation.max_files.max(1),
                 ..rotation
             },
+            hold: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(NO_HOLD)),
         })
+    }
+
+    /// The offset a follower still needs: a follower stores its position here (and
+    /// [`NO_HOLD`] when done), and rotation keeps every file that ends past it.
+    pub fn holder(&self) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        self.hold.clone()
     }
 
     /// The logical offset just past the last byte written.
@@ -140,37 +164,52 @@ impl LogFile {
 
     fn rotate(&mut self) -> std::io::Result<()> {
         let n = self.rotation.max_files;
-        if n > 1 {
-            let _ = std::fs::remove_file(rotated(&self.path, n - 1));
-            for i in (1..n - 1).rev() {
-                let from = rotated(&self.path, i);
-                if from.exists() {
-                    std::fs::rename(&from, rotated(&self.path, i + 1))?;
-                }
+        let hold = self.hold.load(std::sync::atomic::Ordering::Relaxed);
+        if n == 1 && hold >= self.end() {
+            // Docker's max-file 1: truncate, unless a follower still needs the data.
+            self.file.set_len(0)?;
+        } else {
+            let mut top = 0;
+            while rotated(&self.path, top + 1).exists() {
+                top += 1;
+            }
+            for i in (1..=top).rev() {
+                std::fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1))?;
             }
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
             self.file = OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(&self.path)?;
-        } else {
-            self.file.set_len(0)?;
         }
         self.base += self.size;
         self.size = 0;
-        std::fs::write(base_path(&self.path), self.base.to_string())
+        std::fs::write(base_path(&self.path), self.base.to_string())?;
+        // Keep max_files in all; past that, only files a follower has yet to read.
+        let mut end = self.base;
+        for i in 1.. {
+            let p = rotated(&self.path, i);
+            let Ok(m) = std::fs::metadata(&p) else { break };
+            let keep = i < n || end > hold;
+            end = end.saturating_sub(m.len());
+            if !keep {
+                std::fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
     }
 }
 
 /// Reads a log by logical offset while it is being written and rotated.
 pub struct Follower {
     path: PathBuf,
-    file: Option<(File, u64)>,
+    /// The open file, where it starts logically, and whether it is the current one.
+    file: Option<(File, u64, bool)>,
     pos: u64,
 }
 
 impl Follower {
-    /// Starts at logical `offset` (or at the oldest byte still in the current file).
+    /// Starts at logical `offset` (or at the oldest byte still kept).
     pub fn new(path: &Path, offset: u64) -> Follower {
         Follower {
             path: path.to_owned(),
@@ -184,42 +223,57 @@ impl Follower {
         self.pos
     }
 
-    /// Reads what is there now; 0 means nothing new (yet). Across a rotation it finishes
-    /// the old file, then goes on in the new one; what rotated away before it was read
-    /// (a follower slower than two rotations, or `max_files` 1) is skipped.
-    pub fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    /// Opens the file holding `self.pos` (skipping ahead if it is gone).
+    fn reopen(&mut self) -> std::io::Result<bool> {
         use std::io::{Seek, SeekFrom};
+        let spans = spans(&self.path);
+        let Some(&(_, oldest, _)) = spans.first() else {
+            self.file = None;
+            return Ok(false);
+        };
+        self.pos = self.pos.max(oldest);
+        let last = spans.len() - 1;
+        let (i, (p, start, _)) = spans
+            .iter()
+            .enumerate()
+            .find(|(i, (_, start, len))| *i == last || self.pos < start + len)
+            .expect("spans is not empty");
+        let mut f = File::open(p)?;
+        let at = self.pos.saturating_sub(*start);
+        f.seek(SeekFrom::Start(at))?;
+        self.pos = start + at;
+        self.file = Some((f, *start, i == last));
+        Ok(true)
+    }
+
+    /// Reads what is there now; 0 means nothing new (yet). Across rotations it reads the
+    /// files in order; what was rotated away before it got there is skipped.
+    pub fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.file.is_none() && !self.reopen()? {
+            return Ok(0);
+        }
         loop {
-            if let Some((f, _)) = self.file.as_mut() {
-                let n = f.read(buf)?;
-                if n > 0 {
-                    self.pos += n as u64;
-                    return Ok(n);
-                }
-            }
-            let base = base_of(&self.path);
-            if let Some((f, fbase)) = self.file.as_mut() {
-                if *fbase == base {
-                    return Ok(0);
-                }
-                // Rotated: whatever reached the old file before it was let go is there now.
-                let n = f.read(buf)?;
-                if n > 0 {
-                    self.pos += n as u64;
-                    return Ok(n);
-                }
-            }
-            let mut f = match File::open(&self.path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-                Err(e) => return Err(e),
+            let Some((f, start, current)) = self.file.as_mut() else {
+                return Ok(0);
             };
-            self.pos = self.pos.max(base);
-            f.seek(SeekFrom::Start(self.pos - base))?;
-            let fresh = self.file.is_none();
-            self.file = Some((f, base));
-            if fresh {
-                continue;
+            let (start, current) = (*start, *current);
+            let n = f.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            // The end of this file: the end of the log, unless it has since been rotated.
+            if current && base_of(&self.path) == start {
+                return Ok(0);
+            }
+            let before = self.pos;
+            self.reopen()?;
+            match &self.file {
+                Some((_, s, c)) if *s == start && *c == current && self.pos == before => {
+                    return Ok(0)
+                }
+                None => return Ok(0),
+                _ => {}
             }
         }
     }
@@ -260,6 +314,52 @@ mod tests {
         drop(l);
         let l = LogFile::open(&p, r).unwrap();
         assert_eq!(l.end(), 1200);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_holding_follower_loses_nothing_to_rotation() {
+        let d = dir("hold");
+        let p = d.join("l");
+        let mut l = LogFile::open(
+            &p,
+            Rotation {
+                max_size: 30,
+                max_files: 2,
+            },
+        )
+        .unwrap();
+        let hold = l.holder();
+        let mut f = Follower::new(&p, 0);
+        hold.store(0, std::sync::atomic::Ordering::Relaxed);
+        let mut want = Vec::new();
+        // Far more than two files' worth before the follower reads anything.
+        for i in 0..100u32 {
+            let rec = format!("{i:09}\n");
+            want.extend_from_slice(rec.as_bytes());
+            l.append(rec.as_bytes()).unwrap();
+        }
+        let mut got = Vec::new();
+        let mut buf = [0u8; 13];
+        loop {
+            let n = f.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+            hold.store(f.pos(), std::sync::atomic::Ordering::Relaxed);
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&got),
+            String::from_utf8_lossy(&want)
+        );
+        // Once read, the next rotation lets the extra files go.
+        hold.store(NO_HOLD, std::sync::atomic::Ordering::Relaxed);
+        l.append(b"000000100\n").unwrap();
+        l.append(b"000000101\n").unwrap();
+        l.append(b"000000102\n").unwrap();
+        l.append(b"000000103\n").unwrap();
+        assert_eq!(files(&p).len(), 2, "{:?}", files(&p));
         let _ = std::fs::remove_dir_all(&d);
     }
 
