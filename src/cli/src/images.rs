@@ -3,6 +3,7 @@
 
 use crate::client::{daemon_err, enc, error_of, json_reply, read_body, Conn, Fail, Resp};
 use crate::output::table;
+use berth_image::Reference;
 use bytes::Bytes;
 use serde_json::Value;
 use std::io::{IsTerminal, Write};
@@ -64,18 +65,32 @@ async fn progress(r: Resp) -> Result<(), Fail> {
 
 /// The reference with `:latest` added when it names no tag or digest.
 pub(crate) fn full_name(image: &str) -> String {
-    if image.contains('@') || image.rsplit('/').next().is_some_and(|l| l.contains(':')) {
-        image.to_owned()
-    } else {
-        format!("{image}:latest")
-    }
+    // Docker's familiar form, with the implied :latest (berth-image's one reference type).
+    image
+        .parse::<Reference>()
+        .map(|r| r.familiar())
+        .unwrap_or_else(|_| image.to_owned())
 }
 
 /// `pull` (also run's pull of a missing image).
 pub(crate) async fn pull(c: &Conn, image: &str) -> Result<(), Fail> {
-    let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((n, t)) => (n.to_owned(), t.to_owned()),
-        None => (image.to_owned(), "latest".to_owned()),
+    // fromImage names the repository, tag the tag or digest, as the docker CLI sends them.
+    let (name, tag) = match image.parse::<Reference>() {
+        Ok(r) => {
+            let tag = match (&r.digest, &r.tag) {
+                (Some(d), _) => d.to_string(),
+                (None, Some(t)) => t.clone(),
+                (None, None) => "latest".to_owned(),
+            };
+            let repo = Reference {
+                tag: None,
+                digest: None,
+                ..r
+            };
+            (repo.familiar(), tag)
+        }
+        // The daemon names the problem.
+        Err(_) => (image.to_owned(), "latest".to_owned()),
     };
     let r = c
         .send(
