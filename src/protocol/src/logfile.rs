@@ -201,11 +201,22 @@ impl LogFile {
 }
 
 /// Reads a log by logical offset while it is being written and rotated.
+///
+/// It keeps the file it reads open and knows it by inode: at that file's end, a file
+/// still at `PATH` is the end of the log; a file rotated away (now `PATH.k`) is followed by
+/// `PATH.(k-1)` (or `PATH`), which starts where it ended. So it reads every byte in order
+/// across any number of rotations, unless a file it has not reached yet was deleted (then
+/// it skips to the oldest file kept).
 pub struct Follower {
     path: PathBuf,
-    /// The open file, where it starts logically, and whether it is the current one.
-    file: Option<(File, u64, bool)>,
+    /// The open file, its inode, and the logical offset it starts at.
+    file: Option<(File, u64, u64)>,
     pos: u64,
+}
+
+fn inode(p: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).ok().map(|m| m.ino())
 }
 
 impl Follower {
@@ -223,59 +234,95 @@ impl Follower {
         self.pos
     }
 
-    /// Opens the file holding `self.pos` (skipping ahead if it is gone).
-    fn reopen(&mut self) -> std::io::Result<bool> {
+    /// Opens `p` as the file starting at logical `start`, positioned at `self.pos`.
+    fn open(&mut self, p: &Path, start: u64) -> std::io::Result<bool> {
         use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::MetadataExt;
+        let mut f = match File::open(p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let ino = f.metadata()?.ino();
+        self.pos = self.pos.max(start);
+        f.seek(SeekFrom::Start(self.pos - start))?;
+        self.file = Some((f, ino, start));
+        Ok(true)
+    }
+
+    /// Finds the file holding `self.pos` by the logs' spans (a fresh start, or the file
+    /// it needed was deleted).
+    fn locate(&mut self) -> std::io::Result<bool> {
         let spans = spans(&self.path);
         let Some(&(_, oldest, _)) = spans.first() else {
-            self.file = None;
             return Ok(false);
         };
         self.pos = self.pos.max(oldest);
         let last = spans.len() - 1;
-        let (i, (p, start, _)) = spans
+        let (p, start) = spans
             .iter()
             .enumerate()
             .find(|(i, (_, start, len))| *i == last || self.pos < start + len)
+            .map(|(_, (p, start, _))| (p.clone(), *start))
             .expect("spans is not empty");
-        let mut f = File::open(p)?;
-        let at = self.pos.saturating_sub(*start);
-        f.seek(SeekFrom::Start(at))?;
-        self.pos = start + at;
-        self.file = Some((f, *start, i == last));
-        Ok(true)
+        self.open(&p, start)
     }
 
-    /// Reads what is there now; 0 means nothing new (yet). Across rotations it reads the
-    /// files in order; what was rotated away before it got there is skipped.
+    /// Reads what is there now; 0 means nothing new (yet).
     pub fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.file.is_none() && !self.reopen()? {
+        use std::io::{Seek, SeekFrom};
+        if self.file.is_none() && !self.locate()? {
             return Ok(0);
         }
-        loop {
-            let Some((f, start, current)) = self.file.as_mut() else {
+        for _ in 0..64 {
+            let Some((f, ino, _)) = self.file.as_mut() else {
                 return Ok(0);
             };
-            let (start, current) = (*start, *current);
+            let ino = *ino;
             let n = f.read(buf)?;
             if n > 0 {
                 self.pos += n as u64;
                 return Ok(n);
             }
-            // The end of this file: the end of the log, unless it has since been rotated.
-            if current && base_of(&self.path) == start {
+            if inode(&self.path) == Some(ino) {
+                // The current file. Shorter than where we are: truncated (max-file 1).
+                let len = f.metadata()?.len();
+                if f.stream_position()? > len {
+                    f.seek(SeekFrom::Start(0))?;
+                    self.pos = base_of(&self.path).max(self.pos);
+                    self.file = self.file.take().map(|(f, i, _)| (f, i, self.pos));
+                    continue;
+                }
                 return Ok(0);
             }
-            let before = self.pos;
-            self.reopen()?;
-            match &self.file {
-                Some((_, s, c)) if *s == start && *c == current && self.pos == before => {
-                    return Ok(0)
+            // Rotated away: whatever reached it before it was let go is there now.
+            let n = f.read(buf)?;
+            if n > 0 {
+                self.pos += n as u64;
+                return Ok(n);
+            }
+            let k = (1..10_000u32)
+                .map(|i| (i, rotated(&self.path, i)))
+                .take_while(|(_, p)| p.exists())
+                .find(|(_, p)| inode(p) == Some(ino))
+                .map(|(i, _)| i);
+            let next = match k {
+                Some(1) => self.path.clone(),
+                Some(k) => rotated(&self.path, k - 1),
+                None => {
+                    // Deleted before we got to its successors' turn.
+                    if !self.locate()? {
+                        return Ok(0);
+                    }
+                    continue;
                 }
-                None => return Ok(0),
-                _ => {}
+            };
+            let at = self.pos;
+            if !self.open(&next, at)? {
+                return Ok(0);
             }
         }
+        Ok(0)
     }
 }
 
