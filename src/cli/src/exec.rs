@@ -5,16 +5,25 @@ use crate::stream::{stream, RawTerm};
 use serde_json::json;
 use std::time::Duration;
 
-/// The flags and arguments of `exec`.
+// The flags and arguments of `exec` (a plain comment: clap would take a doc comment
+// for the command's help).
+#[derive(clap::Args)]
 pub(crate) struct ExecOpts {
-    pub(crate) interactive: bool,
-    pub(crate) tty: bool,
-    pub(crate) detach: bool,
-    pub(crate) env: Vec<String>,
-    pub(crate) workdir: Option<String>,
-    pub(crate) user: Option<String>,
-    pub(crate) container: String,
-    pub(crate) command: Vec<String>,
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    #[arg(short = 't', long)]
+    tty: bool,
+    #[arg(short = 'd', long)]
+    detach: bool,
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    #[arg(short = 'w', long = "workdir")]
+    workdir: Option<String>,
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
 }
 
 /// `exec`: runs the command, streams it unless detached, and returns its exit code.

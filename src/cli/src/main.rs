@@ -103,23 +103,7 @@ enum Cmd {
         container: String,
     },
     /// Run a command in a running container.
-    Exec {
-        #[arg(short = 'i', long)]
-        interactive: bool,
-        #[arg(short = 't', long)]
-        tty: bool,
-        #[arg(short = 'd', long)]
-        detach: bool,
-        #[arg(short = 'e', long = "env")]
-        env: Vec<String>,
-        #[arg(short = 'w', long = "workdir")]
-        workdir: Option<String>,
-        #[arg(short = 'u', long = "user")]
-        user: Option<String>,
-        container: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        command: Vec<String>,
-    },
+    Exec(exec::ExecOpts),
     /// Attach to a running container.
     Attach { container: String },
     /// Low-level information on containers or images.
@@ -221,31 +205,7 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             since,
             container,
         } => logs::logs(c, follow, timestamps, tail, since, container).await,
-        Cmd::Exec {
-            interactive,
-            tty,
-            detach,
-            env,
-            workdir,
-            user,
-            container,
-            command,
-        } => {
-            exec::exec(
-                c,
-                exec::ExecOpts {
-                    interactive,
-                    tty,
-                    detach,
-                    env,
-                    workdir,
-                    user,
-                    container,
-                    command,
-                },
-            )
-            .await
-        }
+        Cmd::Exec(o) => exec::exec(c, o).await,
         Cmd::Attach { container } => exec::attach(c, container).await,
         Cmd::Inspect { names } => containers::inspect(c, names).await,
         Cmd::Wait { containers } => containers::wait(c, containers).await,

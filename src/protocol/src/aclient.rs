@@ -2,7 +2,9 @@
 //! at once without a thread each. Same framing and handshake as [`crate::client`].
 
 use crate::client::{ClientError, Endpoint};
-use crate::{Channel, FrameError, Hello, HelloOk, Request, Response, MAX_FRAME, VERSION};
+use crate::{
+    encode_frame, frame_len, Channel, FrameError, Hello, HelloOk, Request, Response, VERSION,
+};
 use serde::{de::DeserializeOwned, Serialize};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -16,14 +18,7 @@ pub async fn write_frame<T: Serialize>(
     w: &mut (impl AsyncWrite + Unpin),
     msg: &T,
 ) -> Result<(), FrameError> {
-    let body = serde_json::to_vec(msg)?;
-    if body.len() > MAX_FRAME {
-        return Err(FrameError::TooLarge(body.len()));
-    }
-    let mut buf = Vec::with_capacity(4 + body.len());
-    buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&body);
-    w.write_all(&buf).await?;
+    w.write_all(&encode_frame(msg)?).await?;
     w.flush().await?;
     Ok(())
 }
@@ -32,17 +27,13 @@ pub async fn write_frame<T: Serialize>(
 pub async fn read_frame<T: DeserializeOwned>(
     r: &mut (impl AsyncRead + Unpin),
 ) -> Result<T, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header).await {
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; frame_len(header)?];
     r.read_exact(&mut body).await?;
     Ok(serde_json::from_slice(&body)?)
 }

@@ -43,8 +43,8 @@ pub enum FrameError {
     Json(#[from] serde_json::Error),
 }
 
-/// Writes one frame.
-pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+/// One frame's bytes: the length, then the JSON.
+pub fn encode_frame<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
     let body = serde_json::to_vec(msg)?;
     if body.len() > MAX_FRAME {
         return Err(FrameError::TooLarge(body.len()));
@@ -52,24 +52,34 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), Fram
     let mut buf = Vec::with_capacity(4 + body.len());
     buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
     buf.extend_from_slice(&body);
-    w.write_all(&buf)?;
+    Ok(buf)
+}
+
+/// The body length a frame's 4-byte header announces, if it is within [`MAX_FRAME`].
+pub fn frame_len(header: [u8; 4]) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameError::TooLarge(len));
+    }
+    Ok(len)
+}
+
+/// Writes one frame.
+pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    w.write_all(&encode_frame(msg)?)?;
     w.flush()?;
     Ok(())
 }
 
 /// Reads one frame.
 pub fn read_frame<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> Result<T, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len) {
+    let mut header = [0u8; 4];
+    match r.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge(len));
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; frame_len(header)?];
     r.read_exact(&mut body)?;
     Ok(serde_json::from_slice(&body)?)
 }
