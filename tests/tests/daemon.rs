@@ -644,30 +644,20 @@ fn malformed_requests_get_4xx_never_a_crash() {
 fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     if std::env::var_os("BERTH_IN_LAB").is_none() {
         let exe = std::env::current_exe().unwrap();
-        let run = || {
-            Lab::new()
-                .timeout(Duration::from_secs(360))
-                .run(&[
-                    exe.to_str().unwrap(),
-                    "--exact",
-                    "docker_run_rm_of_a_microvm_container_in_the_lab",
-                    "--nocapture",
-                    "--test-threads",
-                    "1",
-                ])
-                .unwrap()
-        };
-        let mut out = run();
+        // No retry: the lab's configuration does not freeze (docs/testing.md), and a
+        // freeze would be reported by the lab's watchdog.
+        let out = Lab::new()
+            .timeout(Duration::from_secs(360))
+            .run(&[
+                exe.to_str().unwrap(),
+                "--exact",
+                "docker_run_rm_of_a_microvm_container_in_the_lab",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .unwrap();
         eprintln!("{}\n{}", out.stdout, out.stderr);
-        if out.status != 0 {
-            // Guests under the lab's emulated SVM crash or hang now and then (see
-            // tests/tests/vmm.rs); a real regression fails twice.
-            eprintln!(
-                "KNOWN FLAKE?: the microVM test failed in the lab (output above); retrying once"
-            );
-            out = run();
-            eprintln!("{}\n{}", out.stdout, out.stderr);
-        }
         assert_eq!(
             out.status, 0,
             "the microVM container test failed in the lab"

@@ -41,30 +41,18 @@ impl Guest {
     }
 
     fn lab(&self, script: &str) -> berth_e2e::Finished {
-        let run = || {
-            let out = Lab::new()
-                .rw(self.dir.path())
-                // Unix sockets can't live on the 9p share: $S is a directory on the lab's own /tmp.
-                .sh(&format!(
-                    "S=$(mktemp -d /tmp/sock.XXXXXX) || exit 1\ncd {} || exit 1\n{script}",
-                    self.dir.path().display()
-                ))
-                .unwrap();
-            eprintln!(
-                "--- lab stdout ---\n{}\n--- lab stderr ---\n{}",
-                out.stdout, out.stderr
-            );
-            out
-        };
-        let out = run();
-        // The lab's SVM is emulated by QEMU's TCG; a guest has been seen to triple-fault
-        // there at random, once in many runs. That one signature is retried once, loudly.
-        if out.stdout.contains("guest triple fault") || out.stderr.contains("guest triple fault") {
-            eprintln!(
-                "KNOWN FLAKE: the guest triple-faulted under the lab's emulated SVM; retrying once"
-            );
-            return run();
-        }
+        let out = Lab::new()
+            .rw(self.dir.path())
+            // Unix sockets can't live on the 9p share: $S is a directory on the lab's own /tmp.
+            .sh(&format!(
+                "S=$(mktemp -d /tmp/sock.XXXXXX) || exit 1\ncd {} || exit 1\n{script}",
+                self.dir.path().display()
+            ))
+            .unwrap();
+        eprintln!(
+            "--- lab stdout ---\n{}\n--- lab stderr ---\n{}",
+            out.stdout, out.stderr
+        );
         out
     }
 }
@@ -78,19 +66,14 @@ fn boots_to_the_console_with_two_vcpus_and_shuts_down_cleanly() {
         &[],
     );
     // Each boot is bounded (a hang shows as 137 with the console so far, not as a silent
-    // lab timeout). A 2-vCPU boot has been seen to hang once in many runs under the lab's
-    // emulated CPU; that exact case is retried once, loudly, so that it stays visible.
+    // lab timeout).
     let script = format!(
         "timeout -s KILL 120 {}; echo rc-reboot=$?; timeout -s KILL 120 {}; echo rc-poweroff=$?; timeout -s KILL 120 {}; echo rc-file=$?; grep -c BOOT-OK console.log",
         g.vmm("--vcpus 2 --memory 256 --cmdline quiet"),
         g.vmm("--cmdline 'quiet halt=poweroff'"),
         g.vmm("--console file:console.log --cmdline quiet"),
     );
-    let mut out = g.lab(&script);
-    if out.stdout.contains("rc-reboot=137") {
-        eprintln!("KNOWN FLAKE: the 2-vCPU boot hung in the lab (console above); retrying once");
-        out = g.lab(&script);
-    }
+    let out = g.lab(&script);
     assert_eq!(out.status, 0);
     assert!(
         out.stdout.contains("BOOT-OK cpus=2"),
