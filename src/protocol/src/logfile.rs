@@ -112,11 +112,6 @@ impl LogFile {
         self.base + self.size
     }
 
-    /// Where the current file starts, logically.
-    pub fn base(&self) -> u64 {
-        self.base
-    }
-
     /// Appends newline-terminated records, rotating between records so that no file
     /// grows past `max_size` (a single record larger than that gets a file of its own).
     pub fn append(&mut self, mut data: &[u8]) -> std::io::Result<()> {
@@ -148,17 +143,6 @@ impl LogFile {
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {
         self.file.write_all(data)?;
         self.size += data.len() as u64;
-        Ok(())
-    }
-
-    /// Skips the logical range up to `offset` (a follower resuming past data it can no
-    /// longer get: rotated away at the source). The current file starts there.
-    pub fn skip_to(&mut self, offset: u64) -> std::io::Result<()> {
-        if offset > self.end() {
-            self.rotate()?;
-            self.base = offset;
-            std::fs::write(base_path(&self.path), offset.to_string())?;
-        }
         Ok(())
     }
 

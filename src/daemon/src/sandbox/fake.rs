@@ -11,7 +11,7 @@ use berth_protocol::{
 };
 use std::collections::HashMap;
 use std::io::Write;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
@@ -187,9 +187,4 @@ pub fn eventually(what: &str, f: impl Fn() -> bool) {
         assert!(t0.elapsed() < Duration::from_secs(10), "never: {what}");
         std::thread::sleep(Duration::from_millis(5));
     }
-}
-
-/// Whether nothing answers on a socket path.
-pub fn gone(p: &Path) -> bool {
-    UnixStream::connect(p).is_err()
 }
