@@ -2,9 +2,9 @@
 //! directories, hostile entries), gzip and zstd compression, and OCI image layouts with
 //! single images and multi-platform indexes, which `skopeo` then pushes to a registry.
 
-use berth_image::media::{self, Descriptor, Index, Manifest, Platform};
+use berth_image::media::{self, Descriptor, Platform};
 use berth_image::Digest;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::path::Path;
 
@@ -200,9 +200,9 @@ fn write_image(dir: &Path, img: &TestImage) -> io::Result<Descriptor> {
     let mut layers = Vec::new();
     let mut diff_ids = Vec::new();
     for l in &img.layers {
-        layers.push(Descriptor::new(
+        layers.push(media::descriptor(
             l.media_type,
-            put(dir, &l.blob)?,
+            &put(dir, &l.blob)?,
             l.blob.len() as u64,
         ));
         diff_ids.push(Digest::of(&l.tar).to_string());
@@ -215,20 +215,16 @@ fn write_image(dir: &Path, img: &TestImage) -> io::Result<Descriptor> {
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
     let cb = serde_json::to_vec(&config)?;
-    let m = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: Descriptor::new(media::OCI_CONFIG, put(dir, &cb)?, cb.len() as u64),
+    let m = media::new_manifest(
+        media::descriptor(media::OCI_CONFIG, &put(dir, &cb)?, cb.len() as u64),
         layers,
-        annotations: None,
-    };
+    );
     let mb = serde_json::to_vec(&m)?;
-    let mut d = Descriptor::new(media::OCI_MANIFEST, put(dir, &mb)?, mb.len() as u64);
-    d.platform = Some(Platform {
-        architecture: img.arch.into(),
-        os: "linux".into(),
-        variant: None,
-    });
+    let mut d = media::descriptor(media::OCI_MANIFEST, &put(dir, &mb)?, mb.len() as u64);
+    let mut p = Platform::default();
+    p.set_architecture(img.arch.into());
+    p.set_os("linux".into());
+    d.set_platform(Some(p));
     Ok(d)
 }
 
@@ -243,7 +239,7 @@ pub fn write_layout(dir: &Path, entries: Vec<(&str, Node)>) -> io::Result<Vec<Di
         let mut desc = match node {
             Node::Image(img) => {
                 let mut d = write_image(dir, &img)?;
-                d.platform = None;
+                d.set_platform(None);
                 d
             }
             Node::Index(imgs) => {
@@ -251,31 +247,22 @@ pub fn write_layout(dir: &Path, entries: Vec<(&str, Node)>) -> io::Result<Vec<Di
                     .iter()
                     .map(|i| write_image(dir, i))
                     .collect::<io::Result<Vec<_>>>()?;
-                let idx = Index {
-                    schema_version: 2,
-                    media_type: Some(media::OCI_INDEX.into()),
-                    manifests,
-                    annotations: None,
-                };
-                let b = serde_json::to_vec(&idx)?;
-                Descriptor::new(media::OCI_INDEX, put(dir, &b)?, b.len() as u64)
+                let b = serde_json::to_vec(&media::new_index(manifests))?;
+                media::descriptor(media::OCI_INDEX, &put(dir, &b)?, b.len() as u64)
             }
         };
-        out.push(desc.digest.clone());
-        let mut a = BTreeMap::new();
+        out.push(media::digest_of(&desc).map_err(io::Error::other)?);
+        let mut a = HashMap::new();
         a.insert(
             "org.opencontainers.image.ref.name".to_owned(),
             tag.to_owned(),
         );
-        desc.annotations = Some(a);
+        desc.set_annotations(Some(a));
         top.push(desc);
     }
-    let idx = Index {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.into()),
-        manifests: top,
-        annotations: None,
-    };
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&idx)?)?;
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&media::new_index(top))?,
+    )?;
     Ok(out)
 }

@@ -1,13 +1,15 @@
 //! The HTTP client over berthd's Unix socket: the failure type every command returns,
-//! requests (JSON, tar or upgraded), JSON and streamed replies, the daemon's error replies
-//! as Docker prints them, and query-string encoding.
+//! requests (JSON, tar or upgraded), typed JSON and streamed replies (the models of
+//! `berth-api`, which berthd uses too), the daemon's error replies as Docker prints them,
+//! and query-string encoding.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::path::PathBuf;
 
 /// A failure: the message and the exit code.
@@ -37,7 +39,7 @@ impl Conn {
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
+        body: Option<Bytes>,
         raw: Option<Bytes>,
         upgrade: bool,
     ) -> Result<Resp, Fail> {
@@ -63,9 +65,7 @@ impl Conn {
             b = b.header("Connection", "Upgrade").header("Upgrade", "tcp");
         }
         let req = match (body, raw) {
-            (Some(v), _) => b
-                .header("Content-Type", "application/json")
-                .body(full(Bytes::from(v.to_string()))),
+            (Some(v), _) => b.header("Content-Type", "application/json").body(full(v)),
             (None, Some(r)) => b.header("Content-Type", "application/x-tar").body(full(r)),
             (None, None) => b.body(full(Bytes::new())),
         }
@@ -75,18 +75,27 @@ impl Conn {
             .map_err(|e| daemon_err(e.to_string()))
     }
 
-    /// A request whose reply is JSON (or empty); errors become Docker's "Error response
-    /// from daemon: ...".
-    pub(crate) async fn call(
+    /// A request whose reply is JSON of type `R` (`IgnoredAny` when it does not matter,
+    /// or is empty); errors become Docker's "Error response from daemon: ...".
+    pub(crate) async fn call<R: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, Fail> {
+        body: Option<Bytes>,
+    ) -> Result<R, Fail> {
         let r = self.send(method, path, body, None, false).await?;
         json_reply(r).await
     }
 }
+
+/// A request body as JSON.
+pub(crate) fn json<B: Serialize>(b: &B) -> Option<Bytes> {
+    // The models serialise infallibly (no maps with non-string keys).
+    serde_json::to_vec(b).ok().map(Bytes::from)
+}
+
+/// Ignores a reply's content.
+pub(crate) type Ignored = serde::de::IgnoredAny;
 
 /// Feeds each data frame of the reply body to `each`.
 pub(crate) async fn read_body(r: Resp, mut each: impl FnMut(&[u8])) -> Result<(), Fail> {
@@ -100,8 +109,8 @@ pub(crate) async fn read_body(r: Resp, mut each: impl FnMut(&[u8])) -> Result<()
     Ok(())
 }
 
-/// A JSON (or empty) reply; an error status becomes the daemon's message.
-pub(crate) async fn json_reply(r: Resp) -> Result<Value, Fail> {
+/// A JSON (or empty) reply of type `R`; an error status becomes the daemon's message.
+pub(crate) async fn json_reply<R: DeserializeOwned>(r: Resp) -> Result<R, Fail> {
     let status = r.status();
     if !status.is_success() && status.as_u16() != 304 {
         return Err(error_of(r).await);
@@ -112,7 +121,9 @@ pub(crate) async fn json_reply(r: Resp) -> Result<Value, Fail> {
         .await
         .map_err(|e| daemon_err(e.to_string()))?
         .to_bytes();
-    Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| daemon_err(format!("unexpected reply from the daemon: {e}")))
 }
 
 /// The daemon's error reply as Docker prints it: "Error response from daemon: ...".
@@ -124,11 +135,9 @@ pub(crate) async fn error_of(r: Resp) -> Fail {
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-    let m = v["message"]
-        .as_str()
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("HTTP {status}: {}", String::from_utf8_lossy(&b)));
+    let m = serde_json::from_slice::<berth_api::docker::ErrorResponse>(&b)
+        .map(|e| e.message)
+        .unwrap_or_else(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&b)));
     daemon_err(format!("Error response from daemon: {m}"))
 }
 

@@ -1,13 +1,13 @@
 //! Container commands: run, create, start, stop, kill, restart, rm, ps, inspect, wait,
 //! top, stats and commit, with the create flags and request body that run and create share.
 
-use crate::client::{enc, Conn, Fail};
+use crate::client::{enc, json, Conn, Fail, Ignored};
 use crate::images::{full_name, pull};
 use crate::output::table;
 use crate::stream::{stream, term_size, RawTerm};
+use berth_api::{docker, CreateBody, CreateResponse, HostConfig, IdResponse};
 use clap::Args;
 use http_body_util::BodyExt;
-use serde_json::{json, Value};
 use std::path::PathBuf;
 
 // The flags and arguments of `run` and `create`. (A plain comment, not a doc comment:
@@ -81,7 +81,7 @@ fn parse_memory(s: &str) -> Result<i64, Fail> {
 }
 
 /// The `/containers/create` body for the flags.
-fn create_body(o: &CreateOpts) -> Result<Value, Fail> {
+fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
     let mut env = Vec::new();
     for f in &o.env_file {
         let text = std::fs::read_to_string(f)
@@ -105,39 +105,44 @@ fn create_body(o: &CreateOpts) -> Result<Value, Fail> {
             format!("{e}={}", std::env::var(e).unwrap_or_default())
         });
     }
-    let mut hc = json!({"AutoRemove": o.rm, "NetworkMode": "default"});
-    if let Some(m) = &o.memory {
-        hc["Memory"] = json!(parse_memory(m)?);
-    }
-    if let Some(c) = o.cpus {
-        hc["NanoCpus"] = json!((c * 1e9) as i64);
-    }
-    if let Some(p) = o.pids_limit {
-        hc["PidsLimit"] = json!(p);
-    }
-    if let Some(i) = &o.isolation {
-        hc["Isolation"] = json!(i);
-    }
-    let mut v = json!({
-        "Image": o.image, "Env": env, "Tty": o.tty, "OpenStdin": o.interactive, "StdinOnce": o.interactive,
-        "AttachStdin": o.interactive, "AttachStdout": true, "AttachStderr": true, "HostConfig": hc,
-    });
-    if !o.command.is_empty() {
-        v["Cmd"] = json!(o.command);
-    }
-    if let Some(e) = &o.entrypoint {
-        v["Entrypoint"] = json!([e]);
-    }
-    for (k, val) in [
-        ("WorkingDir", &o.workdir),
-        ("User", &o.user),
-        ("Hostname", &o.hostname),
-    ] {
-        if let Some(x) = val {
-            v[k] = json!(x);
-        }
-    }
-    Ok(v)
+    let host_config = HostConfig {
+        base: docker::HostConfig {
+            auto_remove: Some(o.rm),
+            network_mode: Some("default".into()),
+            memory: o.memory.as_deref().map(parse_memory).transpose()?,
+            nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
+            pids_limit: o.pids_limit,
+            ..Default::default()
+        },
+        isolation: o.isolation.clone(),
+    };
+    Ok(CreateBody {
+        config: docker::ContainerConfig {
+            image: Some(o.image.clone()),
+            env: Some(env),
+            tty: Some(o.tty),
+            open_stdin: Some(o.interactive),
+            stdin_once: Some(o.interactive),
+            attach_stdin: Some(o.interactive),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            cmd: (!o.command.is_empty()).then(|| o.command.clone()),
+            entrypoint: o.entrypoint.clone().map(|e| vec![e]),
+            working_dir: o.workdir.clone(),
+            user: o.user.clone(),
+            hostname: o.hostname.clone(),
+            ..Default::default()
+        },
+        host_config: Some(host_config),
+        networking_config: None,
+    })
+}
+
+/// The exit code in a `wait` reply (125 when there is none: the wait itself failed).
+fn exit_code_of(reply: &[u8], missing: u8) -> u8 {
+    serde_json::from_slice::<docker::ContainerWaitResponse>(reply)
+        .map(|w| w.status_code.clamp(0, 255) as u8)
+        .unwrap_or(missing)
 }
 
 /// The exit code `docker run` uses for a start failure.
@@ -153,33 +158,29 @@ fn start_failure_code(m: &str) -> u8 {
 
 /// `run`: create, attach, start and wait (or start and print the ID when detached).
 pub(crate) async fn run(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, Fail> {
-    let body = create_body(&opts)?;
+    let body = json(&create_body(&opts)?);
     let q = opts
         .name
         .as_deref()
         .map(|n| format!("?name={n}"))
         .unwrap_or_default();
-    let created = match c
-        .call(
-            "POST",
-            &format!("/containers/create{q}"),
-            Some(body.clone()),
-        )
+    let created: CreateResponse = match c
+        .call("POST", &format!("/containers/create{q}"), body.clone())
         .await
     {
         Ok(v) => v,
         Err(Fail(m, _)) if m.contains("No such image") => {
             eprintln!("Unable to find image '{}' locally", full_name(&opts.image));
             pull(c, &opts.image).await?;
-            c.call("POST", &format!("/containers/create{q}"), Some(body))
+            c.call("POST", &format!("/containers/create{q}"), body)
                 .await?
         }
         Err(e) => return Err(e),
     };
-    let id = created["Id"].as_str().unwrap_or_default().to_owned();
+    let id = created.id;
     if detach {
         if let Err(Fail(m, _)) = c
-            .call("POST", &format!("/containers/{id}/start"), None)
+            .call::<Ignored>("POST", &format!("/containers/{id}/start"), None)
             .await
         {
             return Err(Fail(m.clone(), start_failure_code(&m)));
@@ -213,7 +214,7 @@ pub(crate) async fn run(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, 
     let _raw = RawTerm::new(tty && stdin);
     let streaming = tokio::spawn(stream(attach, tty, stdin));
     if let Err(Fail(m, _)) = c
-        .call("POST", &format!("/containers/{id}/start"), None)
+        .call::<Ignored>("POST", &format!("/containers/{id}/start"), None)
         .await
     {
         drop(_raw);
@@ -226,7 +227,7 @@ pub(crate) async fn run(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, 
     if tty {
         if let Some((h, w)) = term_size() {
             let _ = c
-                .call(
+                .call::<Ignored>(
                     "POST",
                     &format!("/containers/{id}/resize?h={h}&w={w}"),
                     None,
@@ -241,8 +242,7 @@ pub(crate) async fn run(c: &Conn, opts: CreateOpts, detach: bool) -> Result<u8, 
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let _ = streaming.await;
-    let v: Value = serde_json::from_slice(&code).unwrap_or(Value::Null);
-    Ok(v["StatusCode"].as_i64().unwrap_or(125).clamp(0, 255) as u8)
+    Ok(exit_code_of(&code, 125))
 }
 
 /// Runs one request per name, printing the name on success and the error otherwise.
@@ -254,7 +254,7 @@ async fn each(
     let mut failed = false;
     for n in names {
         let (method, path) = f(n);
-        match c.call(&method, &path, None).await {
+        match c.call::<Ignored>(&method, &path, None).await {
             Ok(_) => println!("{n}"),
             Err(Fail(m, _)) => {
                 eprintln!("{m}");
@@ -272,14 +272,14 @@ pub(crate) async fn create(c: &Conn, opts: CreateOpts) -> Result<u8, Fail> {
         .as_deref()
         .map(|n| format!("?name={n}"))
         .unwrap_or_default();
-    let v = c
+    let v: CreateResponse = c
         .call(
             "POST",
             &format!("/containers/create{q}"),
-            Some(create_body(&opts)?),
+            json(&create_body(&opts)?),
         )
         .await?;
-    println!("{}", v["Id"].as_str().unwrap_or_default());
+    println!("{}", v.id);
     Ok(0)
 }
 
@@ -287,10 +287,7 @@ pub(crate) async fn create(c: &Conn, opts: CreateOpts) -> Result<u8, Fail> {
 pub(crate) async fn start(c: &Conn, attach: bool, containers: Vec<String>) -> Result<u8, Fail> {
     if attach && containers.len() == 1 {
         let id = &containers[0];
-        let info = c
-            .call("GET", &format!("/containers/{id}/json"), None)
-            .await?;
-        let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+        let tty = tty_of(c, id).await?.0;
         let a = c
             .send(
                 "POST",
@@ -310,7 +307,7 @@ pub(crate) async fn start(c: &Conn, attach: bool, containers: Vec<String>) -> Re
             )
             .await?;
         let s = tokio::spawn(stream(a, tty, false));
-        c.call("POST", &format!("/containers/{id}/start"), None)
+        c.call::<Ignored>("POST", &format!("/containers/{id}/start"), None)
             .await?;
         let b = w
             .into_body()
@@ -319,8 +316,7 @@ pub(crate) async fn start(c: &Conn, attach: bool, containers: Vec<String>) -> Re
             .map(|b| b.to_bytes())
             .unwrap_or_default();
         let _ = s.await;
-        let v: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
-        return Ok(v["StatusCode"].as_i64().unwrap_or(0).clamp(0, 255) as u8);
+        return Ok(exit_code_of(&b, 0));
     }
     each(c, &containers, |n| {
         ("POST".into(), format!("/containers/{n}/start"))
@@ -369,17 +365,17 @@ pub(crate) async fn rm(c: &Conn, force: bool, containers: Vec<String>) -> Result
 
 /// `ps`.
 pub(crate) async fn ps(c: &Conn, all: bool, quiet: bool) -> Result<u8, Fail> {
-    let v = c
+    let list: Vec<docker::ContainerSummary> = c
         .call(
             "GET",
             &format!("/containers/json?all={}", u8::from(all)),
             None,
         )
         .await?;
-    let list = v.as_array().cloned().unwrap_or_default();
+    let short = |id: &Option<String>| id.as_deref().unwrap_or_default().chars().take(12).collect();
     if quiet {
         for x in list {
-            println!("{}", &x["Id"].as_str().unwrap_or_default()[..12]);
+            println!("{}", short(&x.id) as String);
         }
         return Ok(0);
     }
@@ -387,30 +383,32 @@ pub(crate) async fn ps(c: &Conn, all: bool, quiet: bool) -> Result<u8, Fail> {
         .map(String::from)
         .to_vec()];
     for x in list {
-        let mut cmd = x["Command"].as_str().unwrap_or_default().to_owned();
+        let mut cmd = x.command.clone().unwrap_or_default();
         if cmd.len() > 20 {
             cmd.truncate(19);
             cmd.push('…');
         }
         rows.push(vec![
-            x["Id"].as_str().unwrap_or_default()[..12].to_owned(),
-            x["Image"].as_str().unwrap_or_default().to_owned(),
+            short(&x.id),
+            x.image.clone().unwrap_or_default(),
             format!("\"{cmd}\""),
-            x["Status"].as_str().unwrap_or_default().to_owned(),
-            x["Names"][0]
-                .as_str()
-                .unwrap_or_default()
-                .trim_start_matches('/')
-                .to_owned(),
+            x.status.clone().unwrap_or_default(),
+            x.names
+                .as_ref()
+                .and_then(|n| n.first())
+                .map(|n| n.trim_start_matches('/').to_owned())
+                .unwrap_or_default(),
         ]);
     }
     table(rows);
     Ok(0)
 }
 
-/// `inspect`: containers first, then images; the first unknown name fails.
+/// `inspect`: containers first, then images; the first unknown name fails. The objects
+/// are printed as the daemon sent them, field for field (as `docker inspect` does), so
+/// they are kept as JSON values, not read into a model that could drop a field.
 pub(crate) async fn inspect(c: &Conn, names: Vec<String>) -> Result<u8, Fail> {
-    let mut out = Vec::new();
+    let mut out: Vec<serde_json::Value> = Vec::new();
     for n in &names {
         match c.call("GET", &format!("/containers/{n}/json"), None).await {
             Ok(v) => out.push(v),
@@ -430,36 +428,21 @@ pub(crate) async fn inspect(c: &Conn, names: Vec<String>) -> Result<u8, Fail> {
 /// `wait`: prints each container's exit code.
 pub(crate) async fn wait(c: &Conn, containers: Vec<String>) -> Result<u8, Fail> {
     for n in containers {
-        let v = c
+        let v: docker::ContainerWaitResponse = c
             .call("POST", &format!("/containers/{n}/wait"), None)
             .await?;
-        println!("{}", v["StatusCode"]);
+        println!("{}", v.status_code);
     }
     Ok(0)
 }
 
 /// `top`.
 pub(crate) async fn top(c: &Conn, container: String) -> Result<u8, Fail> {
-    let v = c
+    let v: docker::ContainerTopResponse = c
         .call("GET", &format!("/containers/{container}/top"), None)
         .await?;
-    let mut rows = vec![v["Titles"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
-        .map(|t| t.as_str().unwrap_or_default().to_owned())
-        .collect()];
-    for p in v["Processes"].as_array().cloned().unwrap_or_default() {
-        rows.push(
-            p.as_array()
-                .cloned()
-                .unwrap_or_default()
-                .iter()
-                .map(|t| t.as_str().unwrap_or_default().to_owned())
-                .collect(),
-        );
-    }
+    let mut rows = vec![v.titles.unwrap_or_default()];
+    rows.extend(v.processes.unwrap_or_default());
     table(rows);
     Ok(0)
 }
@@ -470,14 +453,15 @@ pub(crate) async fn stats(c: &Conn, containers: Vec<String>) -> Result<u8, Fail>
         .map(String::from)
         .to_vec()];
     for n in containers {
-        let v = c
+        let v: berth_api::ContainerStats = c
             .call("GET", &format!("/containers/{n}/stats?stream=0"), None)
             .await?;
+        let shown = |x: Option<u64>| x.map_or_else(|| "null".to_owned(), |x| x.to_string());
         rows.push(vec![
             n,
-            v["memory_stats"]["usage"].to_string(),
-            v["memory_stats"]["limit"].to_string(),
-            v["pids_stats"]["current"].to_string(),
+            shown(v.memory_stats.usage),
+            shown(v.memory_stats.limit),
+            shown(v.pids_stats.current),
         ]);
     }
     table(rows);
@@ -493,9 +477,18 @@ pub(crate) async fn commit(
     let q = repository
         .map(|r| format!("&repo={}", enc(&r)))
         .unwrap_or_default();
-    let v = c
+    let v: IdResponse = c
         .call("POST", &format!("/commit?container={container}{q}"), None)
         .await?;
-    println!("{}", v["Id"].as_str().unwrap_or_default());
+    println!("{}", v.id);
     Ok(0)
+}
+
+/// A container's `Tty` and `OpenStdin`, from its inspect object.
+pub(crate) async fn tty_of(c: &Conn, container: &str) -> Result<(bool, bool), Fail> {
+    let info: berth_api::ContainerInspect = c
+        .call("GET", &format!("/containers/{container}/json"), None)
+        .await?;
+    let cfg = info.base.config.unwrap_or_default();
+    Ok((cfg.tty.unwrap_or(false), cfg.open_stdin.unwrap_or(false)))
 }

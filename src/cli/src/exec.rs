@@ -1,8 +1,9 @@
 //! `exec` and `attach`: a command in a running container, or this terminal onto one.
 
-use crate::client::{Conn, Fail};
+use crate::client::{json, Conn, Fail};
+use crate::containers::tty_of;
 use crate::stream::{stream, RawTerm};
-use serde_json::json;
+use berth_api::{docker, ExecBody, ExecStartBody, IdResponse};
 use std::time::Duration;
 
 // The flags and arguments of `exec` (a plain comment: clap would take a doc comment
@@ -38,22 +39,35 @@ pub(crate) async fn exec(c: &Conn, o: ExecOpts) -> Result<u8, Fail> {
         container,
         command,
     } = o;
-    let mut body = json!({"Cmd": command, "Tty": tty, "AttachStdin": interactive, "AttachStdout": !detach, "AttachStderr": !detach, "Env": env});
-    if let Some(w) = workdir {
-        body["WorkingDir"] = json!(w);
-    }
-    if let Some(u) = user {
-        body["User"] = json!(u);
-    }
-    let v = c
-        .call("POST", &format!("/containers/{container}/exec"), Some(body))
+    let body = ExecBody {
+        cmd: Some(command),
+        tty: Some(tty),
+        attach_stdin: Some(interactive),
+        attach_stdout: Some(!detach),
+        attach_stderr: Some(!detach),
+        env: Some(env),
+        working_dir: workdir,
+        user,
+        ..Default::default()
+    };
+    let v: IdResponse = c
+        .call(
+            "POST",
+            &format!("/containers/{container}/exec"),
+            json(&body),
+        )
         .await?;
-    let id = v["Id"].as_str().unwrap_or_default().to_owned();
+    let id = v.id;
+    let start = ExecStartBody {
+        detach: Some(detach),
+        tty: Some(tty),
+        ..Default::default()
+    };
     let r = c
         .send(
             "POST",
             &format!("/exec/{id}/start"),
-            Some(json!({"Detach": detach, "Tty": tty})),
+            json(&start),
             None,
             !detach,
         )
@@ -66,9 +80,10 @@ pub(crate) async fn exec(c: &Conn, o: ExecOpts) -> Result<u8, Fail> {
         stream(r, tty, interactive).await?;
     }
     for _ in 0..100 {
-        let v = c.call("GET", &format!("/exec/{id}/json"), None).await?;
-        if !v["Running"].as_bool().unwrap_or(false) && !v["ExitCode"].is_null() {
-            return Ok(v["ExitCode"].as_i64().unwrap_or(0).clamp(0, 255) as u8);
+        let v: docker::ExecInspectResponse =
+            c.call("GET", &format!("/exec/{id}/json"), None).await?;
+        if let (false, Some(code)) = (v.running.unwrap_or(false), v.exit_code) {
+            return Ok(code.clamp(0, 255) as u8);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -77,11 +92,7 @@ pub(crate) async fn exec(c: &Conn, o: ExecOpts) -> Result<u8, Fail> {
 
 /// `attach`: this terminal onto the container's stdio, until it ends.
 pub(crate) async fn attach(c: &Conn, container: String) -> Result<u8, Fail> {
-    let info = c
-        .call("GET", &format!("/containers/{container}/json"), None)
-        .await?;
-    let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
-    let stdin = info["Config"]["OpenStdin"].as_bool().unwrap_or(false);
+    let (tty, stdin) = tty_of(c, &container).await?;
     let r = c
         .send(
             "POST",

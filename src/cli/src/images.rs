@@ -1,18 +1,20 @@
 //! Image commands: images, pull, push, tag, rmi, save, load and import, with the
 //! JSON-lines progress printer of pull, push and load.
 
-use crate::client::{daemon_err, enc, error_of, json_reply, read_body, Conn, Fail, Resp};
+use crate::client::{daemon_err, enc, error_of, json_reply, read_body, Conn, Fail, Ignored, Resp};
 use crate::output::table;
+use berth_api::{docker, JsonMessage};
 use berth_image::Reference;
 use bytes::Bytes;
-use serde_json::Value;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use tokio::io::AsyncReadExt;
 
 /// Prints a JSON-lines progress stream (pull, push, load); the first error fails.
 async fn progress(r: Resp) -> Result<(), Fail> {
-    let status = r.status();
+    if !r.status().is_success() {
+        return Err(error_of(r).await);
+    }
     let tty = std::io::stdout().is_terminal();
     let mut buf = Vec::new();
     let mut err = None;
@@ -20,28 +22,25 @@ async fn progress(r: Resp) -> Result<(), Fail> {
         buf.extend_from_slice(d);
         while let Some(i) = buf.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buf.drain(..=i).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            let Ok(v) = serde_json::from_slice::<JsonMessage>(&line) else {
                 continue;
             };
-            if let Some(e) = v["error"].as_str() {
-                err = Some(e.to_owned());
+            if let Some(e) = v.error {
+                err = Some(e);
                 continue;
             }
-            if let Some(m) = v["message"].as_str() {
-                err = Some(m.to_owned());
-                continue;
-            }
-            if let Some(s) = v["stream"].as_str() {
+            if let Some(s) = v.stream {
                 print!("{s}");
                 continue;
             }
-            let status = v["status"].as_str().unwrap_or("");
-            let line = match v["id"].as_str() {
-                Some(id) if !v["progress"].as_str().unwrap_or("").is_empty() => {
+            let status = v.status.as_deref().unwrap_or("");
+            let progress = v.progress.as_deref().unwrap_or("");
+            let line = match v.id.as_deref() {
+                Some(id) if !progress.is_empty() => {
                     if !tty {
                         continue;
                     }
-                    format!("\r{id}: {status} {}", v["progress"].as_str().unwrap_or(""))
+                    format!("\r{id}: {status} {progress}")
                 }
                 Some(id) => format!("{}{id}: {status}\n", if tty { "\r\x1b[2K" } else { "" }),
                 None if !status.is_empty() => format!("{status}\n"),
@@ -54,11 +53,6 @@ async fn progress(r: Resp) -> Result<(), Fail> {
     .await?;
     if let Some(e) = err {
         return Err(daemon_err(format!("Error response from daemon: {e}")));
-    }
-    if !status.is_success() {
-        return Err(daemon_err(format!(
-            "Error response from daemon: HTTP {status}"
-        )));
     }
     Ok(())
 }
@@ -106,31 +100,22 @@ pub(crate) async fn pull(c: &Conn, image: &str) -> Result<(), Fail> {
 
 /// `images`.
 pub(crate) async fn images(c: &Conn, quiet: bool) -> Result<u8, Fail> {
-    let v = c.call("GET", "/images/json", None).await?;
-    let list = v.as_array().cloned().unwrap_or_default();
+    let list: Vec<docker::ImageSummary> = c.call("GET", "/images/json", None).await?;
     let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
         .map(String::from)
         .to_vec()];
     for x in list {
-        let id = x["Id"]
-            .as_str()
-            .unwrap_or_default()
-            .trim_start_matches("sha256:")
-            .get(..12)
-            .unwrap_or_default()
-            .to_owned();
+        let id =
+            x.id.trim_start_matches("sha256:")
+                .get(..12)
+                .unwrap_or_default()
+                .to_owned();
         if quiet {
             println!("{id}");
             continue;
         }
-        let size = format!("{:.1}MB", x["Size"].as_f64().unwrap_or(0.0) / 1e6);
-        let tags: Vec<String> = x["RepoTags"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| t.as_str().map(str::to_owned))
-            .collect();
+        let size = format!("{:.1}MB", x.size as f64 / 1e6);
+        let tags = x.repo_tags;
         if tags.is_empty() {
             rows.push(vec![
                 "<none>".into(),
@@ -153,12 +138,27 @@ pub(crate) async fn images(c: &Conn, quiet: bool) -> Result<u8, Fail> {
     Ok(0)
 }
 
+/// A reference as the API's `repo` and `tag` parameters (the tag empty when none is
+/// named). A name that does not parse is passed on as it is: the daemon names the problem.
+fn repo_and_tag(name: &str) -> (String, String) {
+    match name.parse::<Reference>() {
+        Ok(r) => {
+            let tag = r.tag.clone().unwrap_or_default();
+            let repo = Reference {
+                tag: None,
+                digest: None,
+                ..r
+            };
+            (repo.familiar(), tag)
+        }
+        Err(_) => (name.to_owned(), String::new()),
+    }
+}
+
 /// `push`.
 pub(crate) async fn push(c: &Conn, image: String) -> Result<u8, Fail> {
-    let (name, tag) = match image.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((n, t)) => (n.to_owned(), t.to_owned()),
-        None => (image.clone(), "latest".to_owned()),
-    };
+    let (name, tag) = repo_and_tag(&image);
+    let tag = if tag.is_empty() { "latest".into() } else { tag };
     let r = c
         .send(
             "POST",
@@ -173,11 +173,9 @@ pub(crate) async fn push(c: &Conn, image: String) -> Result<u8, Fail> {
 
 /// `tag`.
 pub(crate) async fn tag(c: &Conn, source: String, target: String) -> Result<u8, Fail> {
-    let (repo, tag) = match target.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-        Some((r, t)) => (r.to_owned(), t.to_owned()),
-        None => (target.clone(), "latest".to_owned()),
-    };
-    c.call(
+    let (repo, tag) = repo_and_tag(&target);
+    let tag = if tag.is_empty() { "latest".into() } else { tag };
+    c.call::<Ignored>(
         "POST",
         &format!("/images/{source}/tag?repo={}&tag={}", enc(&repo), enc(&tag)),
         None,
@@ -191,7 +189,7 @@ pub(crate) async fn rmi(c: &Conn, force: bool, images: Vec<String>) -> Result<u8
     let mut failed = false;
     for i in images {
         match c
-            .call(
+            .call::<Vec<docker::ImageDeleteResponseItem>>(
                 "DELETE",
                 &format!("/images/{i}?force={}", u8::from(force)),
                 None,
@@ -199,11 +197,11 @@ pub(crate) async fn rmi(c: &Conn, force: bool, images: Vec<String>) -> Result<u8
             .await
         {
             Ok(v) => {
-                for x in v.as_array().cloned().unwrap_or_default() {
-                    if let Some(u) = x["Untagged"].as_str() {
+                for x in v {
+                    if let Some(u) = x.untagged {
                         println!("Untagged: {u}");
                     }
-                    if let Some(d) = x["Deleted"].as_str() {
+                    if let Some(d) = x.deleted {
                         println!("Deleted: {d}");
                     }
                 }
@@ -300,10 +298,7 @@ pub(crate) async fn import(
     };
     let mut q = String::from("fromSrc=-");
     if let Some(r) = reference {
-        let (repo, tag) = match r.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
-            Some((a, b)) => (a.to_owned(), b.to_owned()),
-            None => (r.clone(), String::new()),
-        };
+        let (repo, tag) = repo_and_tag(&r);
         q.push_str(&format!("&repo={}&tag={}", enc(&repo), enc(&tag)));
     }
     for ch in change {
@@ -321,7 +316,7 @@ pub(crate) async fn import(
             false,
         )
         .await?;
-    let v = json_reply(r).await?;
-    println!("{}", v["status"].as_str().unwrap_or_default());
+    let v: JsonMessage = json_reply(r).await?;
+    println!("{}", v.status.unwrap_or_default());
     Ok(0)
 }

@@ -1,6 +1,7 @@
 //! `logs`: a container's output, demultiplexed to stdout and stderr unless it has a TTY.
 
 use crate::client::{read_body, Conn, Fail};
+use crate::containers::tty_of;
 use std::io::Write;
 
 /// `logs`.
@@ -12,10 +13,7 @@ pub(crate) async fn logs(
     since: Option<String>,
     container: String,
 ) -> Result<u8, Fail> {
-    let info = c
-        .call("GET", &format!("/containers/{container}/json"), None)
-        .await?;
-    let tty = info["Config"]["Tty"].as_bool().unwrap_or(false);
+    let tty = tty_of(c, &container).await?.0;
     let mut q = format!(
         "stdout=1&stderr=1&follow={}&timestamps={}",
         u8::from(follow),

@@ -1,32 +1,31 @@
 //! System commands: info, version and system prune.
 
 use crate::client::{Conn, Fail};
+use berth_api::{docker, Info, Version};
 
 /// `info`.
 pub(crate) async fn info(c: &Conn) -> Result<u8, Fail> {
-    let v = c.call("GET", "/info", None).await?;
+    let v: Info = c.call("GET", "/info", None).await?;
+    let n = |x: Option<i64>| x.map_or_else(|| "null".to_owned(), |x| x.to_string());
+    let t = |x: Option<String>| x.unwrap_or_else(|| "null".to_owned());
+    let b = v.base;
     println!("Server:");
-    for k in [
-        "Containers",
-        "ContainersRunning",
-        "ContainersStopped",
-        "Images",
-        "ServerVersion",
-        "Isolation",
-        "KernelVersion",
-        "OperatingSystem",
-        "NCPU",
-        "DockerRootDir",
+    for (k, val) in [
+        ("Containers", n(b.containers)),
+        ("ContainersRunning", n(b.containers_running)),
+        ("ContainersStopped", n(b.containers_stopped)),
+        ("Images", n(b.images)),
+        ("ServerVersion", t(b.server_version)),
+        ("Isolation", v.isolation),
+        ("KernelVersion", t(b.kernel_version)),
+        ("OperatingSystem", t(b.operating_system)),
+        ("NCPU", n(b.ncpu)),
+        ("DockerRootDir", t(b.docker_root_dir)),
     ] {
-        println!(
-            " {k}: {}",
-            v[k].as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v[k].to_string())
-        );
+        println!(" {k}: {val}");
     }
-    for w in v["Warnings"].as_array().cloned().unwrap_or_default() {
-        println!("WARNING: {}", w.as_str().unwrap_or_default());
+    for w in b.warnings.unwrap_or_default() {
+        println!("WARNING: {w}");
     }
     Ok(0)
 }
@@ -37,12 +36,10 @@ pub(crate) async fn version(c: &Conn) -> Result<u8, Fail> {
         "Client:\n Version: {}\n API version: 1.44",
         env!("CARGO_PKG_VERSION")
     );
-    let v = c.call("GET", "/version", None).await?;
+    let v: Version = c.call("GET", "/version", None).await?;
     println!(
         "Server: berth\n Version: {}\n API version: {} (minimum version {})",
-        v["Version"].as_str().unwrap_or(""),
-        v["ApiVersion"].as_str().unwrap_or(""),
-        v["MinAPIVersion"].as_str().unwrap_or("")
+        v.version, v.api_version, v.min_api_version
     );
     Ok(0)
 }
@@ -53,21 +50,14 @@ pub(crate) async fn prune(c: &Conn, force: bool) -> Result<u8, Fail> {
         eprintln!("WARNING! This will remove all stopped containers and dangling images. Pass -f to go ahead.");
         return Ok(1);
     }
-    let a = c.call("POST", "/containers/prune", None).await?;
-    for id in a["ContainersDeleted"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-    {
-        println!("Deleted Container: {}", id.as_str().unwrap_or_default());
+    let a: docker::ContainerPruneResponse = c.call("POST", "/containers/prune", None).await?;
+    for id in a.containers_deleted.unwrap_or_default() {
+        println!("Deleted Container: {id}");
     }
-    let b = c.call("POST", "/images/prune", None).await?;
-    for x in b["ImagesDeleted"].as_array().cloned().unwrap_or_default() {
-        println!(
-            "Deleted Image: {}",
-            x["Deleted"].as_str().unwrap_or_default()
-        );
+    let b: docker::ImagePruneResponse = c.call("POST", "/images/prune", None).await?;
+    for x in b.images_deleted.unwrap_or_default() {
+        println!("Deleted Image: {}", x.deleted.unwrap_or_default());
     }
-    println!("Total reclaimed space: {}B", b["SpaceReclaimed"]);
+    println!("Total reclaimed space: {}B", b.space_reclaimed.unwrap_or(0));
     Ok(0)
 }

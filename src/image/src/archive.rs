@@ -11,10 +11,7 @@
 use crate::digest::{Digest, Hasher};
 use crate::images::{io_at, ImageError, ImageRecord, ImageStore, MAX_DOCUMENT};
 use crate::layer::{self, LayerError};
-use crate::media::{
-    self, ContainerConfig, Descriptor, Document, History, ImageConfig, Index, Manifest, MediaError,
-    RootFs,
-};
+use crate::media::{self, ContainerConfig, Descriptor, Document, ImageConfig, Index, MediaError};
 use crate::reference::Reference;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -121,8 +118,8 @@ fn save_to(store: &ImageStore, names: &[String], sink: &mut dyn Sink) -> Result<
         let manifest = store.manifest(&rec)?;
         put_blob(&rec.manifest, sink)?;
         put_blob(&rec.id, sink)?;
-        for l in &manifest.layers {
-            put_blob(&l.digest, sink)?;
+        for l in manifest.layers() {
+            put_blob(&media::digest_of(l)?, sink)?;
         }
         // Save what was asked for: a tag names itself; an ID saves the image untagged
         // unless it has tags.
@@ -136,30 +133,24 @@ fn save_to(store: &ImageStore, names: &[String], sink: &mut dyn Sink) -> Result<
                 .collect(),
         };
         let size = store.read_document(&rec.manifest)?.len() as u64;
-        let mut desc = Descriptor::new(&rec.manifest_media_type, rec.manifest.clone(), size);
+        let mut desc = media::descriptor(&rec.manifest_media_type, &rec.manifest, size);
         if tags.is_empty() {
             index.push(desc.clone());
         }
         for t in &tags {
-            let mut a = BTreeMap::new();
+            let mut a = std::collections::HashMap::new();
             a.insert(NAME_ANNOTATION.to_owned(), t.to_string());
             a.insert(REF_ANNOTATION.to_owned(), t.tag.clone().unwrap_or_default());
-            desc.annotations = Some(a);
+            desc.set_annotations(Some(a));
             index.push(desc.clone());
         }
         docker.push(serde_json::json!({
             "Config": format!("blobs/sha256/{}", rec.id.hex()),
             "RepoTags": tags.iter().map(|t| t.familiar()).collect::<Vec<_>>(),
-            "Layers": manifest.layers.iter().map(|l| format!("blobs/sha256/{}", l.digest.hex())).collect::<Vec<_>>(),
+            "Layers": manifest.layers().iter().map(|l| format!("blobs/sha256/{}", l.digest().digest())).collect::<Vec<_>>(),
         }));
     }
-    let index = Index {
-        schema_version: 2,
-        media_type: Some(media::OCI_INDEX.into()),
-        manifests: index,
-        annotations: None,
-    };
-    let index = serde_json::to_vec(&index).unwrap_or_default();
+    let index = serde_json::to_vec(&media::new_index(index)).unwrap_or_default();
     let docker = serde_json::to_vec(&docker).unwrap_or_default();
     sink.put("oci-layout", OCI_LAYOUT.len() as u64, &mut &OCI_LAYOUT[..])?;
     sink.put("index.json", index.len() as u64, &mut &index[..])?;
@@ -406,25 +397,26 @@ fn interpret(
     if let Some(index) = st.small.get("index.json") {
         let idx: Index = serde_json::from_slice(index)
             .map_err(|e| ArchiveError::Invalid(format!("index.json: {e}")))?;
-        for desc in &idx.manifests {
+        for desc in idx.manifests() {
             let (mut digest, mut mt, mut parent) =
-                (desc.digest.clone(), desc.media_type.clone(), None);
+                (media::digest_of(desc)?, desc.media_type().to_string(), None);
             st.blob(&format!("blobs/sha256/{}", digest.hex()))?;
             if let Document::Index(inner) =
                 Document::parse(&store.read_document(&digest)?, Some(&mt))?
             {
-                let e = inner.for_platform().ok_or_else(|| {
+                let e = media::for_platform(&inner).ok_or_else(|| {
                     ArchiveError::Invalid(format!(
                         "no linux/amd64 image in index {digest} (it offers {})",
-                        inner.platforms().join(", ")
+                        media::platforms(&inner).join(", ")
                     ))
                 })?;
-                st.blob(&format!("blobs/sha256/{}", e.digest.hex()))?;
+                let e_digest = media::digest_of(e)?;
+                st.blob(&format!("blobs/sha256/{}", e_digest.hex()))?;
                 parent = Some(digest);
-                digest = e.digest.clone();
-                mt = e.media_type.clone();
+                digest = e_digest;
+                mt = e.media_type().to_string();
             }
-            let ann = desc.annotations.clone().unwrap_or_default();
+            let ann = desc.annotations().clone().unwrap_or_default();
             let tag = match (ann.get(NAME_ANNOTATION), ann.get(REF_ANNOTATION)) {
                 (Some(full), _) => Some(
                     full.parse::<Reference>()
@@ -468,15 +460,12 @@ fn interpret(
         for l in &e.layers {
             let d = st.blob(l)?;
             let (mt, size) = layer_type(store, &d)?;
-            layers.push(Descriptor::new(mt, d, size));
+            layers.push(media::descriptor(mt, &d, size));
         }
-        let manifest = Manifest {
-            schema_version: 2,
-            media_type: Some(media::OCI_MANIFEST.into()),
-            config: Descriptor::new(media::OCI_CONFIG, config, config_size),
+        let manifest = media::new_manifest(
+            media::descriptor(media::OCI_CONFIG, &config, config_size),
             layers,
-            annotations: None,
-        };
+        );
         let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
         let md = write_new(store, &bytes)?;
         let tags = e.repo_tags.unwrap_or_default();
@@ -553,15 +542,17 @@ fn stage_and_commit(
             return Err(ArchiveError::Invalid(format!("{manifest}: nested index")))
         }
     };
-    for d in std::iter::once(&m.config.digest).chain(m.layers.iter().map(|l| &l.digest)) {
-        if !store.blobs().has(d) {
+    let id = media::digest_of(m.config())?;
+    for l in std::iter::once(m.config()).chain(m.layers()) {
+        let d = media::digest_of(l)?;
+        if !store.blobs().has(&d) {
             return Err(ArchiveError::Invalid(format!(
                 "blob {d} is named but not in the archive"
             )));
         }
     }
     let staged = ImageRecord {
-        id: m.config.digest.clone(),
+        id,
         manifest: manifest.clone(),
         manifest_media_type: media_type.to_owned(),
         index: index.clone(),
@@ -612,30 +603,21 @@ pub fn import(
             h.update(&buf[..k]);
         }
         let created = rfc3339_now();
-        let cfg = ImageConfig {
-            architecture: media::ARCH.into(),
-            os: media::OS.into(),
-            created: Some(created.clone()),
-            author: None,
-            config: Some(config.clone()),
-            rootfs: RootFs {
-                kind: "layers".into(),
-                diff_ids: vec![h.finish()],
-            },
-            history: vec![History {
-                created: Some(created),
-                created_by: Some("berth import".into()),
-                comment: message
-                    .map(str::to_owned)
-                    .or(Some("Imported from tarball".into())),
-                empty_layer: false,
-            }],
-        };
+        let cfg = media::new_config(
+            &created,
+            config.clone(),
+            &[h.finish()],
+            vec![media::history(
+                &created,
+                "berth import",
+                Some(message.unwrap_or("Imported from tarball")),
+            )],
+        );
         new_image(
             store,
             &mut st,
             &cfg,
-            vec![Descriptor::new(mt, layer, size)],
+            vec![media::descriptor(mt, &layer, size)],
             tag,
         )
     })();
@@ -654,13 +636,10 @@ fn new_image(
     let cb = serde_json::to_vec(config).unwrap_or_default();
     let cd = write_new(store, &cb)?;
     st.added(cd.clone());
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media::OCI_MANIFEST.into()),
-        config: Descriptor::new(media::OCI_CONFIG, cd, cb.len() as u64),
+    let manifest = media::new_manifest(
+        media::descriptor(media::OCI_CONFIG, &cd, cb.len() as u64),
         layers,
-        annotations: None,
-    };
+    );
     let mb = serde_json::to_vec(&manifest).unwrap_or_default();
     let md = write_new(store, &mb)?;
     st.added(md.clone());
@@ -781,7 +760,7 @@ pub fn commit(
     author: Option<&str>,
 ) -> Result<ImageRecord, ArchiveError> {
     let mut pcfg = store.config(parent)?;
-    let mut run_config = pcfg.config.clone().unwrap_or_default();
+    let mut run_config = pcfg.config().clone().unwrap_or_default();
     for c in changes {
         apply_change(&mut run_config, c)?;
     }
@@ -808,18 +787,17 @@ pub fn commit(
             .map_err(io_at(&store.blobs().blob_path(&layer)))?
             .len();
         let created = rfc3339_now();
-        pcfg.created = Some(created.clone());
-        pcfg.author = author.map(str::to_owned).or(pcfg.author);
-        pcfg.config = Some(run_config);
-        pcfg.rootfs.diff_ids.push(layer.clone());
-        pcfg.history.push(History {
-            created: Some(created),
-            created_by: Some("berth commit".into()),
-            comment: comment.map(str::to_owned),
-            empty_layer: false,
-        });
-        let mut layers = pmanifest.layers.clone();
-        layers.push(Descriptor::new(media::OCI_LAYER, layer, size));
+        pcfg.set_created(Some(created.clone()));
+        if let Some(a) = author {
+            pcfg.set_author(Some(a.to_owned()));
+        }
+        pcfg.set_config(Some(run_config));
+        pcfg.rootfs_mut().diff_ids_mut().push(layer.to_string());
+        let mut history = pcfg.history().clone().unwrap_or_default();
+        history.push(media::history(&created, "berth commit", comment));
+        pcfg.set_history(Some(history));
+        let mut layers = pmanifest.layers().clone();
+        layers.push(media::descriptor(media::OCI_LAYER, &layer, size));
         new_image(store, &mut st, &pcfg, layers, tag)
     })();
     finish(store, &st, result)
@@ -857,46 +835,63 @@ pub fn apply_change(c: &mut ContainerConfig, change: &str) -> Result<(), Archive
             .collect()
     };
     match instr.to_ascii_uppercase().as_str() {
-        "CMD" => c.cmd = Some(words(rest)?),
-        "ENTRYPOINT" => c.entrypoint = Some(words(rest)?),
+        "CMD" => {
+            c.set_cmd(Some(words(rest)?));
+        }
+        "ENTRYPOINT" => {
+            c.set_entrypoint(Some(words(rest)?));
+        }
         "ENV" => {
-            let env = c.env.get_or_insert_with(Vec::new);
+            let mut env = c.env().clone().unwrap_or_default();
             for (k, v) in pairs(rest)? {
                 env.retain(|e| e.split('=').next() != Some(k.as_str()));
                 env.push(format!("{k}={v}"));
             }
+            c.set_env(Some(env));
         }
         "LABEL" => {
-            let l = c.labels.get_or_insert_with(BTreeMap::new);
+            let l = c.labels_mut().get_or_insert_with(Default::default);
             for (k, v) in pairs(rest)? {
                 l.insert(k, v);
             }
         }
-        "WORKDIR" => c.working_dir = Some(rest.to_owned()),
-        "USER" => c.user = Some(rest.to_owned()),
+        "WORKDIR" => {
+            c.set_working_dir(Some(rest.to_owned()));
+        }
+        "USER" => {
+            c.set_user(Some(rest.to_owned()));
+        }
         "EXPOSE" => {
-            let p = c.exposed_ports.get_or_insert_with(BTreeMap::new);
+            let mut p = c.exposed_ports().clone().unwrap_or_default();
             for port in rest.split_whitespace() {
                 let full = if port.contains('/') {
                     port.to_owned()
                 } else {
                     format!("{port}/tcp")
                 };
-                p.insert(full, serde_json::json!({}));
+                if !p.contains(&full) {
+                    p.push(full);
+                }
             }
+            c.set_exposed_ports(Some(p));
         }
         "VOLUME" => {
-            let v = c.volumes.get_or_insert_with(BTreeMap::new);
+            let mut v = c.volumes().clone().unwrap_or_default();
             let list: Vec<String> = if rest.starts_with('[') {
                 serde_json::from_str(rest).map_err(|e| bad(&format!("bad JSON array: {e}")))?
             } else {
                 rest.split_whitespace().map(str::to_owned).collect()
             };
             for p in list {
-                v.insert(p, serde_json::json!({}));
+                if !v.contains(&p) {
+                    v.push(p);
+                }
             }
+            c.set_volumes(Some(v));
         }
-        "STOPSIGNAL" => c.stop_signal = Some(rest.to_owned()),
+        "STOPSIGNAL" => {
+            c.set_stop_signal(Some(rest.to_owned()));
+        }
         other => return Err(bad(&format!("{other} is not a valid change command"))),
     }
     Ok(())
@@ -936,12 +931,19 @@ mod tests {
         ] {
             apply_change(&mut c, ch).unwrap();
         }
-        assert_eq!(c.cmd.unwrap(), ["/bin/echo", "hi"]);
-        assert_eq!(c.entrypoint.unwrap(), ["/bin/sh", "-c", "/bin/run it"]);
-        assert_eq!(c.env.unwrap(), ["B=two", "C=three", "A=replaced"]);
-        assert_eq!(c.working_dir.as_deref(), Some("/srv"));
-        assert_eq!(c.user.as_deref(), Some("nobody"));
-        assert!(c.exposed_ports.unwrap().contains_key("53/udp"));
+        assert_eq!(c.cmd().clone().unwrap(), ["/bin/echo", "hi"]);
+        assert_eq!(
+            c.entrypoint().clone().unwrap(),
+            ["/bin/sh", "-c", "/bin/run it"]
+        );
+        assert_eq!(c.env().clone().unwrap(), ["B=two", "C=three", "A=replaced"]);
+        assert_eq!(c.working_dir().as_deref(), Some("/srv"));
+        assert_eq!(c.user().as_deref(), Some("nobody"));
+        assert!(c
+            .exposed_ports()
+            .clone()
+            .unwrap()
+            .contains(&"53/udp".to_owned()));
         let mut c = ContainerConfig::default();
         for bad in ["FROM busybox", "CMD [unclosed", "ENV", "ENV =x"] {
             assert!(apply_change(&mut c, bad).is_err(), "{bad}");

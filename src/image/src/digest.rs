@@ -81,6 +81,22 @@ impl Hasher {
     }
 }
 
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+    fn try_from(d: &oci_spec::image::Digest) -> Result<Digest, DigestError> {
+        d.as_ref().parse()
+    }
+}
+
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(d: &Digest) -> oci_spec::image::Digest {
+        let sha = oci_spec::image::Sha256Digest::from_str(d.hex())
+            // A berth Digest is always 64 lowercase hex digits, which is a valid sha256.
+            .unwrap_or_else(|e| unreachable!("sha256:{} is valid: {e}", d.hex()));
+        sha.into()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +113,9 @@ mod tests {
         h.update(b"ab");
         h.update(b"c");
         assert_eq!(h.finish(), Digest::of(b"abc"));
+        let oci = oci_spec::image::Digest::from(&d);
+        assert_eq!(oci.to_string(), d.to_string());
+        assert_eq!(Digest::try_from(&oci).unwrap(), d);
     }
 
     #[test]

@@ -19,7 +19,7 @@
 use crate::digest::Digest;
 use crate::disk;
 use crate::layer::{self, LayerError};
-use crate::media::{ContainerConfig, Document, ImageConfig, Manifest, MediaError};
+use crate::media::{self, ContainerConfig, Document, ImageConfig, Manifest, MediaError};
 use crate::reference::{Reference, ReferenceError};
 use crate::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -271,7 +271,7 @@ impl ImageStore {
     /// The manifest of an image.
     pub fn manifest(&self, rec: &ImageRecord) -> Result<Manifest, ImageError> {
         match Document::parse(&self.read_document(&rec.manifest)?, None)? {
-            Document::Manifest(m) => Ok(m),
+            Document::Manifest(m) => Ok(*m),
             Document::Index(_) => Err(ImageError::Conflict(format!(
                 "{} is an index, not an image manifest",
                 rec.manifest
@@ -281,12 +281,12 @@ impl ImageStore {
 
     /// The config of an image.
     pub fn config(&self, rec: &ImageRecord) -> Result<ImageConfig, ImageError> {
-        Ok(ImageConfig::parse(&self.read_document(&rec.id)?)?)
+        Ok(media::parse_config(&self.read_document(&rec.id)?)?)
     }
 
     /// What the runtime needs from the image: entrypoint, cmd, env, user, workdir.
     pub fn runtime_config(&self, rec: &ImageRecord) -> Result<ContainerConfig, ImageError> {
-        Ok(self.config(rec)?.config.unwrap_or_default())
+        Ok(self.config(rec)?.config().clone().unwrap_or_default())
     }
 
     fn record_path(&self, id: &Digest) -> PathBuf {
@@ -449,7 +449,9 @@ impl ImageStore {
         let mut out = vec![rec.manifest.clone(), rec.id.clone()];
         out.extend(rec.index.clone());
         if self.blobs.has(&rec.manifest) {
-            out.extend(self.manifest(rec)?.layers.into_iter().map(|l| l.digest));
+            for l in self.manifest(rec)?.layers() {
+                out.push(media::digest_of(l)?);
+            }
         }
         Ok(out)
     }
@@ -492,27 +494,29 @@ impl ImageStore {
         let _shared = self.lock_shared()?;
         let manifest = self.manifest(rec)?;
         let config = self.config(rec)?;
-        if config.rootfs.diff_ids.len() != manifest.layers.len() {
+        let diff_ids = media::diff_ids(&config)?;
+        if diff_ids.len() != manifest.layers().len() {
             return Err(ImageError::Conflict(format!(
                 "image {}: the manifest has {} layers but the config lists {} diff IDs",
                 rec.id,
-                manifest.layers.len(),
-                config.rootfs.diff_ids.len()
+                manifest.layers().len(),
+                diff_ids.len()
             )));
         }
         let work = self.tmp_dir("rootfs")?;
         let tree = work.join("rootfs");
         let r = (|| {
             fs::create_dir(&tree).map_err(io_at(&tree))?;
-            for (l, diff_id) in manifest.layers.iter().zip(&config.rootfs.diff_ids) {
-                crate::media::layer_compression(&l.media_type)?;
-                let blob =
-                    self.blobs
-                        .open_blob(&l.digest)
-                        .map_err(|_| ImageError::MissingBlob {
-                            image: rec.id.to_string(),
-                            digest: l.digest.clone(),
-                        })?;
+            for (l, diff_id) in manifest.layers().iter().zip(&diff_ids) {
+                media::layer_compression(l.media_type())?;
+                let digest = media::digest_of(l)?;
+                let blob = self
+                    .blobs
+                    .open_blob(&digest)
+                    .map_err(|_| ImageError::MissingBlob {
+                        image: rec.id.to_string(),
+                        digest,
+                    })?;
                 layer::apply_verified(&tree, io::BufReader::with_capacity(1 << 20, blob), diff_id)?;
             }
             fs::rename(&tree, &dest).or_else(|e| {
@@ -701,12 +705,12 @@ impl ImageStore {
             }
         };
         let rec = self.put_record(ImageRecord {
-            id: m.config.digest.clone(),
+            id: media::digest_of(m.config())?,
             manifest: manifest.clone(),
             manifest_media_type: manifest_media_type.to_owned(),
             index,
             repo_digests: repo_digest.into_iter().collect(),
-            size: m.layers.iter().map(|l| l.size).sum(),
+            size: m.layers().iter().map(|l| l.size()).sum(),
             added: now(),
         })?;
         for t in tags {

@@ -1,9 +1,17 @@
 //! OCI and Docker schema2 documents: manifests, indexes (manifest lists), image configs,
 //! their media types, and the platform choice from a multi-platform index.
+//!
+//! The documents are `oci-spec`'s image types (a Docker schema2 manifest has the OCI
+//! shape, with Docker's media types as `MediaType::Other`); this module adds what berth
+//! needs around them: telling a manifest from an index, the platform choice, and the
+//! store's sha256 digests.
 
-use crate::digest::Digest;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use crate::digest::{Digest, DigestError};
+pub use oci_spec::image::{
+    Arch, Config, Descriptor, Digest as OciDigest, History, ImageConfiguration, ImageIndex,
+    ImageManifest, MediaType, Os, Platform, RootFs,
+};
+use serde::Deserialize;
 
 /// OCI image manifest.
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -55,96 +63,59 @@ pub enum MediaError {
     /// A layer type berth cannot unpack.
     #[error("unsupported layer media type {0:?}")]
     UnsupportedLayer(String),
+    /// A digest the store cannot hold (berth stores sha256 content).
+    #[error(transparent)]
+    Digest(DigestError),
 }
 
-/// A content descriptor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Descriptor {
-    /// Media type.
-    pub media_type: String,
-    /// Digest.
-    pub digest: Digest,
-    /// Size in bytes.
-    pub size: u64,
-    /// Platform (index entries).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<Platform>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    /// Alternative URLs (foreign layers).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub urls: Option<Vec<String>>,
-}
-
-impl Descriptor {
-    /// A descriptor without platform, annotations or URLs.
-    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
-        Descriptor {
-            media_type: media_type.into(),
-            digest,
-            size,
-            platform: None,
-            annotations: None,
-            urls: None,
-        }
-    }
-}
-
-/// A platform.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Platform {
-    /// CPU architecture.
-    pub architecture: String,
-    /// Operating system.
-    pub os: String,
-    /// Architecture variant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-}
-
+/// An image config's run defaults (OCI's `config` object).
+pub type ContainerConfig = Config;
+/// An image config.
+pub type ImageConfig = ImageConfiguration;
 /// An image manifest (OCI or Docker schema2: the same shape).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Manifest {
-    /// Always 2.
-    pub schema_version: u32,
-    /// Media type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// The config blob.
-    pub config: Descriptor,
-    /// Layers, bottom first.
-    pub layers: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
+pub type Manifest = ImageManifest;
+/// An image index or Docker manifest list.
+pub type Index = ImageIndex;
+
+/// A descriptor of `size` bytes of `digest`, without platform, annotations or URLs.
+pub fn descriptor(media_type: &str, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor::new(MediaType::from(media_type), size, OciDigest::from(digest))
 }
 
-/// An image index or manifest list.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Index {
-    /// Always 2.
-    pub schema_version: u32,
-    /// Media type.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub media_type: Option<String>,
-    /// Entries.
-    pub manifests: Vec<Descriptor>,
-    /// Annotations.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
+/// The sha256 digest a descriptor names (berth's store holds sha256 content only).
+pub fn digest_of(d: &Descriptor) -> Result<Digest, MediaError> {
+    Digest::try_from(d.digest()).map_err(MediaError::Digest)
+}
+
+/// An OCI manifest of `config` and `layers` (bottom first).
+pub fn new_manifest(config: Descriptor, layers: Vec<Descriptor>) -> Manifest {
+    let mut m = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .config(config)
+        .layers(layers)
+        .build()
+        // Every field without a default is set just above.
+        .unwrap_or_else(|e| unreachable!("a manifest with every field set: {e}"));
+    m.set_media_type(Some(MediaType::ImageManifest));
+    m
+}
+
+/// An OCI index of `manifests`.
+pub fn new_index(manifests: Vec<Descriptor>) -> Index {
+    let mut i = Index::default();
+    i.set_schema_version(2);
+    i.set_media_type(Some(MediaType::ImageIndex));
+    i.set_manifests(manifests);
+    i
 }
 
 /// A manifest or an index.
 #[derive(Debug, Clone)]
 pub enum Document {
     /// An image manifest.
-    Manifest(Manifest),
+    Manifest(Box<Manifest>),
     /// An index.
-    Index(Index),
+    Index(Box<Index>),
 }
 
 impl Document {
@@ -156,7 +127,7 @@ impl Document {
         struct Peek {
             schema_version: Option<u32>,
             media_type: Option<String>,
-            manifests: Option<serde_json::Value>,
+            manifests: Option<serde::de::IgnoredAny>,
         }
         let peek: Peek = serde_json::from_slice(bytes).map_err(|err| MediaError::Invalid {
             what: "manifest",
@@ -177,42 +148,69 @@ impl Document {
             }
             _ => peek.manifests.is_some(),
         };
-        if is_index {
+        let doc = if is_index {
             serde_json::from_slice(bytes)
-                .map(Document::Index)
+                .map(|i| Document::Index(Box::new(i)))
                 .map_err(|err| MediaError::Invalid {
                     what: "image index",
                     err,
-                })
+                })?
         } else {
             serde_json::from_slice(bytes)
-                .map(Document::Manifest)
+                .map(|m| Document::Manifest(Box::new(m)))
                 .map_err(|err| MediaError::Invalid {
                     what: "image manifest",
                     err,
-                })
+                })?
+        };
+        // Every digest it names must be one the store can hold.
+        let named: Vec<&Descriptor> = match &doc {
+            Document::Manifest(m) => std::iter::once(m.config()).chain(m.layers()).collect(),
+            Document::Index(i) => i.manifests().iter().collect(),
+        };
+        for d in named {
+            digest_of(d)?;
         }
+        Ok(doc)
     }
 }
 
-impl Index {
-    /// The linux/amd64 entry, as Docker picks it.
-    pub fn for_platform(&self) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == OS && p.architecture == ARCH)
-        })
-    }
+/// The linux/amd64 entry of an index, as Docker picks it.
+pub fn for_platform(index: &Index) -> Option<&Descriptor> {
+    index.manifests().iter().find(|d| {
+        d.platform()
+            .as_ref()
+            .is_some_and(|p| *p.os() == Os::Linux && *p.architecture() == Arch::Amd64)
+    })
+}
 
-    /// The platforms listed, for error messages.
-    pub fn platforms(&self) -> Vec<String> {
-        self.manifests
-            .iter()
-            .filter_map(|d| d.platform.as_ref())
-            .map(|p| format!("{}/{}", p.os, p.architecture))
-            .collect()
-    }
+/// The platforms an index lists, for error messages.
+pub fn platforms(index: &Index) -> Vec<String> {
+    index
+        .manifests()
+        .iter()
+        .filter_map(|d| d.platform().as_ref())
+        .map(|p| format!("{}/{}", p.os(), p.architecture()))
+        .collect()
+}
+
+/// The platform a config names, when it is not one berth runs (linux/amd64; a config
+/// that names none is taken as runnable).
+pub fn foreign_platform(config: &ImageConfig) -> Option<String> {
+    let os_ok = matches!(config.os(), Os::Linux) || config.os().to_string().is_empty();
+    let arch_ok = matches!(config.architecture(), Arch::Amd64)
+        || config.architecture().to_string().is_empty();
+    (!os_ok || !arch_ok).then(|| format!("{}/{}", config.os(), config.architecture()))
+}
+
+/// The config's layer digests (`rootfs.diff_ids`), bottom first.
+pub fn diff_ids(config: &ImageConfig) -> Result<Vec<Digest>, MediaError> {
+    config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| d.parse().map_err(MediaError::Digest))
+        .collect()
 }
 
 /// How a layer blob is compressed.
@@ -227,110 +225,51 @@ pub enum Compression {
 }
 
 /// The compression a layer media type declares.
-pub fn layer_compression(media_type: &str) -> Result<Compression, MediaError> {
-    let base = media_type.replace(".nondistributable", "");
+pub fn layer_compression(media_type: &MediaType) -> Result<Compression, MediaError> {
+    let base = media_type.to_string().replace(".nondistributable", "");
     match base.as_str() {
         OCI_LAYER | DOCKER_LAYER => Ok(Compression::None),
         OCI_LAYER_GZIP | DOCKER_LAYER_GZIP => Ok(Compression::Gzip),
         OCI_LAYER_ZSTD => Ok(Compression::Zstd),
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Ok(Compression::Gzip),
-        _ => Err(MediaError::UnsupportedLayer(media_type.into())),
+        _ => Err(MediaError::UnsupportedLayer(media_type.to_string())),
     }
 }
 
-/// An image config (the parts berth reads; the blob itself is kept byte for byte).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ImageConfig {
-    /// Architecture.
-    #[serde(default)]
-    pub architecture: String,
-    /// Operating system.
-    #[serde(default)]
-    pub os: String,
-    /// Creation time (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    /// Author.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-    /// The container defaults.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub config: Option<ContainerConfig>,
-    /// The layers' uncompressed digests.
-    pub rootfs: RootFs,
-    /// History.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub history: Vec<History>,
+/// Parses an image config blob.
+pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, MediaError> {
+    serde_json::from_slice(bytes).map_err(|err| MediaError::Invalid {
+        what: "image config",
+        err,
+    })
 }
 
-/// `rootfs` of a config.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RootFs {
-    /// Always "layers".
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// One per layer, bottom first.
-    pub diff_ids: Vec<Digest>,
+/// A new linux/amd64 image config, as `import` and `commit` write them.
+pub fn new_config(
+    created: &str,
+    config: ContainerConfig,
+    diff_ids: &[Digest],
+    history: Vec<History>,
+) -> ImageConfig {
+    let mut c = ImageConfig::default();
+    c.set_architecture(Arch::Amd64);
+    c.set_os(Os::Linux);
+    c.set_created(Some(created.to_owned()));
+    c.set_config(Some(config));
+    let mut rootfs = RootFs::default();
+    rootfs.set_diff_ids(diff_ids.iter().map(Digest::to_string).collect());
+    c.set_rootfs(rootfs);
+    c.set_history(Some(history));
+    c
 }
 
 /// A history entry.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct History {
-    /// When.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created: Option<String>,
-    /// The command that made it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<String>,
-    /// Comment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
-    /// True when it made no layer.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub empty_layer: bool,
-}
-
-/// The run defaults an image carries.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
-    /// User.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user: Option<String>,
-    /// Environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub env: Option<Vec<String>>,
-    /// Entrypoint.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entrypoint: Option<Vec<String>>,
-    /// Command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cmd: Option<Vec<String>>,
-    /// Working directory.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub working_dir: Option<String>,
-    /// Labels.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Exposed ports.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exposed_ports: Option<BTreeMap<String, serde_json::Value>>,
-    /// Volumes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub volumes: Option<BTreeMap<String, serde_json::Value>>,
-    /// Stop signal.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop_signal: Option<String>,
-}
-
-impl ImageConfig {
-    /// Parses a config blob.
-    pub fn parse(bytes: &[u8]) -> Result<ImageConfig, MediaError> {
-        serde_json::from_slice(bytes).map_err(|err| MediaError::Invalid {
-            what: "image config",
-            err,
-        })
-    }
+pub fn history(created: &str, created_by: &str, comment: Option<&str>) -> History {
+    let mut h = History::default();
+    h.set_created(Some(created.to_owned()));
+    h.set_created_by(Some(created_by.to_owned()));
+    h.set_comment(comment.map(str::to_owned));
+    h
 }
 
 #[cfg(test)]
@@ -345,7 +284,7 @@ mod tests {
             r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}","config":{{"mediaType":"{DOCKER_CONFIG}","digest":"{D}","size":2}},"layers":[{{"mediaType":"{DOCKER_LAYER_GZIP}","digest":"{D}","size":3}}]}}"#
         );
         assert!(
-            matches!(Document::parse(m.as_bytes(), None).unwrap(), Document::Manifest(m) if m.layers.len() == 1)
+            matches!(Document::parse(m.as_bytes(), None).unwrap(), Document::Manifest(m) if m.layers().len() == 1)
         );
         // No mediaType field: the transport's content type decides, then the shape.
         let i = format!(
@@ -354,8 +293,8 @@ mod tests {
         let Document::Index(idx) = Document::parse(i.as_bytes(), None).unwrap() else {
             panic!("not an index")
         };
-        assert_eq!(idx.for_platform().unwrap().size, 9);
-        assert_eq!(idx.platforms(), ["linux/arm64", "linux/amd64"]);
+        assert_eq!(for_platform(&idx).unwrap().size(), 9);
+        assert_eq!(platforms(&idx), ["linux/arm64", "linux/amd64"]);
     }
 
     #[test]
@@ -366,24 +305,36 @@ mod tests {
             Document::parse(br#"{"schemaVersion":2,"mediaType":"text/plain"}"#, None).unwrap_err();
         assert!(e.to_string().contains("text/plain"), "{e}");
         assert!(Document::parse(b"not json", None).is_err());
+        // A digest the store cannot hold is refused when the document is read.
+        let sha512 = format!("sha512:{}", "a".repeat(128));
+        let m = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_CONFIG}","digest":"{sha512}","size":2}},"layers":[]}}"#
+        );
+        let e = Document::parse(m.as_bytes(), None).unwrap_err();
+        assert!(e.to_string().contains("sha512"), "{e}");
     }
 
     #[test]
     fn layer_compression_by_media_type() {
         assert_eq!(
-            layer_compression(DOCKER_LAYER_GZIP).unwrap(),
+            layer_compression(&DOCKER_LAYER_GZIP.into()).unwrap(),
             Compression::Gzip
         );
         assert_eq!(
-            layer_compression(OCI_LAYER_ZSTD).unwrap(),
+            layer_compression(&OCI_LAYER_ZSTD.into()).unwrap(),
             Compression::Zstd
         );
-        assert_eq!(layer_compression(OCI_LAYER).unwrap(), Compression::None);
         assert_eq!(
-            layer_compression("application/vnd.oci.image.layer.nondistributable.v1.tar+gzip")
-                .unwrap(),
+            layer_compression(&OCI_LAYER.into()).unwrap(),
+            Compression::None
+        );
+        assert_eq!(
+            layer_compression(
+                &"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip".into()
+            )
+            .unwrap(),
             Compression::Gzip
         );
-        assert!(layer_compression("application/x-foo").is_err());
+        assert!(layer_compression(&"application/x-foo".into()).is_err());
     }
 }

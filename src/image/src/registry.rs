@@ -6,7 +6,7 @@
 
 use crate::digest::{Digest, Hasher};
 use crate::images::{io_at, lock_file, ImageError, ImageRecord, ImageStore};
-use crate::media::{self, Document, ImageConfig, MediaError};
+use crate::media::{self, Document, MediaError};
 use crate::reference::Reference;
 use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{BlobResponse, ClientConfig, ClientProtocol};
@@ -262,18 +262,19 @@ impl Remote {
     }
 
     async fn small_blob(&self, d: &media::Descriptor) -> Result<Vec<u8>, Cause> {
-        if d.size > crate::images::MAX_DOCUMENT {
+        if d.size() > crate::images::MAX_DOCUMENT {
             return Err(Cause::Registry(format!(
                 "config {} of {} bytes is too large",
-                d.digest, d.size
+                d.digest(),
+                d.size()
             )));
         }
         let mut out = Vec::new();
         self.client
-            .pull_blob(&self.reference, &d.digest.to_string()[..], &mut out)
+            .pull_blob(&self.reference, d.digest().as_ref(), &mut out)
             .await
             .map_err(|e| classify(&self.host, e))?;
-        check(&out, &d.digest, d.size)?;
+        check(&out, &media::digest_of(d)?, d.size())?;
         Ok(out)
     }
 }
@@ -351,11 +352,12 @@ async fn pull_inner(
     let (index, manifest_bytes) = match Document::parse(&top, None)? {
         Document::Manifest(_) => (None, top),
         Document::Index(idx) => {
-            let Some(entry) = idx.for_platform() else {
-                return Err(Cause::Platform(idx.platforms().join(", ")));
+            let Some(entry) = media::for_platform(&idx) else {
+                return Err(Cause::Platform(media::platforms(&idx).join(", ")));
             };
-            let child = remote.manifest(&remote.at_digest(&entry.digest)).await?;
-            check(&child, &entry.digest, entry.size)?;
+            let entry_digest = media::digest_of(entry)?;
+            let child = remote.manifest(&remote.at_digest(&entry_digest)).await?;
+            check(&child, &entry_digest, entry.size())?;
             (Some(top), child)
         }
     };
@@ -364,33 +366,29 @@ async fn pull_inner(
             "an index entry points at another index".into(),
         ));
     };
-    let config_bytes = remote.small_blob(&manifest.config).await?;
-    let config = ImageConfig::parse(&config_bytes)?;
-    if (!config.os.is_empty() && config.os != media::OS)
-        || (!config.architecture.is_empty() && config.architecture != media::ARCH)
-    {
-        return Err(Cause::Platform(format!(
-            "{}/{}",
-            config.os, config.architecture
-        )));
+    let config_bytes = remote.small_blob(manifest.config()).await?;
+    let config = media::parse_config(&config_bytes)?;
+    if let Some(p) = media::foreign_platform(&config) {
+        return Err(Cause::Platform(p));
     }
-    for l in &manifest.layers {
-        media::layer_compression(&l.media_type)?;
+    for l in manifest.layers() {
+        media::layer_compression(l.media_type())?;
     }
-    if config.rootfs.diff_ids.len() != manifest.layers.len() {
+    if config.rootfs().diff_ids().len() != manifest.layers().len() {
         return Err(Cause::Registry(format!(
             "the manifest has {} layers but the config lists {} diff IDs",
-            manifest.layers.len(),
-            config.rootfs.diff_ids.len()
+            manifest.layers().len(),
+            config.rootfs().diff_ids().len()
         )));
     }
+    let config_digest = media::digest_of(manifest.config())?;
     progress(Progress::Status {
         status: format!("Pulling from {}", reference.familiar()),
     });
     let manifest_digest = Digest::of(&manifest_bytes);
     let mut docs = vec![
         (manifest_bytes.clone(), manifest_digest.clone()),
-        (config_bytes, manifest.config.digest.clone()),
+        (config_bytes, config_digest.clone()),
     ];
     if let Some(i) = &index {
         docs.push((i.clone(), top_digest.clone()));
@@ -407,7 +405,7 @@ async fn pull_inner(
     // Futures built up front (not in a stream closure): keeps the pull future `Send` for
     // callers that spawn it.
     let futs: Vec<_> = manifest
-        .layers
+        .layers()
         .iter()
         .map(|l| fetch_layer(store, remote, l, progress))
         .collect();
@@ -421,9 +419,9 @@ async fn pull_inner(
         }
     }
     let media_type = manifest
-        .media_type
-        .clone()
-        .unwrap_or_else(|| media::OCI_MANIFEST.to_owned());
+        .media_type()
+        .as_ref()
+        .map_or_else(|| media::OCI_MANIFEST.to_owned(), |m| m.to_string());
     let repo_digest = format!(
         "{}/{}@{}",
         reference.registry,
@@ -436,7 +434,7 @@ async fn pull_inner(
     );
     let tags: Vec<Reference> = reference.tag.iter().map(|_| reference.clone()).collect();
     let staged = ImageRecord {
-        id: manifest.config.digest.clone(),
+        id: config_digest,
         manifest: manifest_digest.clone(),
         manifest_media_type: media_type.clone(),
         index: index.as_ref().map(|_| top_digest.clone()),
@@ -445,8 +443,13 @@ async fn pull_inner(
         added: 0,
     };
     if pull_opts.unpack {
-        for l in &manifest.layers {
-            progress(layer_event(&l.digest, "Extracting", 0, l.size));
+        for l in manifest.layers() {
+            progress(layer_event(
+                &media::digest_of(l)?,
+                "Extracting",
+                0,
+                l.size(),
+            ));
         }
         store.disk(&staged)?;
     }
@@ -457,8 +460,13 @@ async fn pull_inner(
         Some(repo_digest),
         &tags,
     )?;
-    for l in &manifest.layers {
-        progress(layer_event(&l.digest, "Pull complete", l.size, l.size));
+    for l in manifest.layers() {
+        progress(layer_event(
+            &media::digest_of(l)?,
+            "Pull complete",
+            l.size(),
+            l.size(),
+        ));
     }
     progress(Progress::Status {
         status: format!(
@@ -489,9 +497,9 @@ async fn fetch_layer(
     l: &media::Descriptor,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<Option<Digest>, Cause> {
-    let d = &l.digest;
+    let d = &media::digest_of(l)?;
     if store.blobs().has(d) {
-        progress(layer_event(d, "Already exists", l.size, l.size));
+        progress(layer_event(d, "Already exists", l.size(), l.size()));
         return Ok(None);
     }
     let partial: PathBuf = store
@@ -507,7 +515,7 @@ async fn fetch_layer(
             .map_err(|(p, e)| Cause::Store(io_at(&p)(e)))?
     };
     if store.blobs().has(d) {
-        progress(layer_event(d, "Already exists", l.size, l.size));
+        progress(layer_event(d, "Already exists", l.size(), l.size()));
         return Ok(None);
     }
     let io = |e| Cause::Store(io_at(&partial)(e));
@@ -519,7 +527,7 @@ async fn fetch_layer(
         .open(&partial)
         .map_err(io)?;
     let mut have = f.metadata().map_err(io)?.len();
-    if have > l.size {
+    if have > l.size() {
         f.set_len(0).map_err(io)?;
         have = 0;
     }
@@ -531,11 +539,11 @@ async fn fetch_layer(
             status: format!(
                 "{}: resuming download at {have} of {} bytes",
                 short(d),
-                l.size
+                l.size()
             ),
         });
     }
-    progress(layer_event(d, "Downloading", have, l.size));
+    progress(layer_event(d, "Downloading", have, l.size()));
     let resp = remote
         .client
         .pull_blob_stream_partial(&remote.reference, &d.to_string()[..], have, None)
@@ -560,14 +568,14 @@ async fn fetch_layer(
             .await
             .map_err(|e| Cause::Registry(format!("downloading {d}: {e}")))?
         {
-            if have + chunk.len() as u64 > l.size {
+            if have + chunk.len() as u64 > l.size() {
                 return Err(Cause::Verification(d.clone()));
             }
             f.write_all(&chunk).map_err(io)?;
             hasher.update(&chunk);
             have += chunk.len() as u64;
             if have - last_report >= 512 * 1024 {
-                progress(layer_event(d, "Downloading", have, l.size));
+                progress(layer_event(d, "Downloading", have, l.size()));
                 last_report = have;
             }
         }
@@ -575,11 +583,11 @@ async fn fetch_layer(
     }
     .await;
     let finish = result.and_then(|_| {
-        if have != l.size {
+        if have != l.size() {
             return Err(Cause::Truncated {
                 digest: d.clone(),
                 got: have,
-                want: l.size,
+                want: l.size(),
             });
         }
         if hasher.finish() != *d {
@@ -596,7 +604,7 @@ async fn fetch_layer(
         return Err(e);
     }
     let _ = fs::remove_file(partial.with_extension("lock"));
-    progress(layer_event(d, "Download complete", l.size, l.size));
+    progress(layer_event(d, "Download complete", l.size(), l.size()));
     Ok(Some(d.clone()))
 }
 
@@ -656,8 +664,8 @@ pub async fn push(
         .map(|r| oci_client::Reference::with_tag(r.registry, r.repository, "latest".into()))
         .collect();
     let remote = Arc::new(remote);
-    let mut blobs: Vec<media::Descriptor> = manifest.layers.clone();
-    blobs.push(manifest.config.clone());
+    let mut blobs: Vec<media::Descriptor> = manifest.layers().clone();
+    blobs.push(manifest.config().clone());
     let futs: Vec<_> = blobs
         .iter()
         .map(|b| push_blob(store, &remote, b, &mount_from, opts, progress))
@@ -708,7 +716,7 @@ async fn push_blob(
     opts: &RegistryOptions,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(), Cause> {
-    let d = &b.digest;
+    let d = &media::digest_of(b)?;
     let ds = d.to_string();
     if remote
         .client
@@ -716,7 +724,7 @@ async fn push_blob(
         .await
         .map_err(|e| classify(&remote.host, e))?
     {
-        progress(layer_event(d, "Layer already exists", b.size, b.size));
+        progress(layer_event(d, "Layer already exists", b.size(), b.size()));
         return Ok(());
     }
     for src in mount_from {
@@ -726,7 +734,7 @@ async fn push_blob(
             .await
             .is_ok()
         {
-            progress(layer_event(d, "Mounted from", b.size, b.size));
+            progress(layer_event(d, "Mounted from", b.size(), b.size()));
             return Ok(());
         }
     }
@@ -735,7 +743,7 @@ async fn push_blob(
         .await
         .map_err(|e| Cause::Store(io_at(&path)(e)))?;
     let chunk = opts.upload_chunk.unwrap_or(1 << 20).max(1);
-    let total = b.size;
+    let total = b.size();
     let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let stream = futures_util::stream::try_unfold(file, move |mut f| async move {
         use tokio::io::AsyncReadExt;

@@ -164,12 +164,12 @@ impl Daemon {
 
         let entrypoint = match &config.entrypoint {
             Some(e) => e.clone(),
-            None => ic.entrypoint.clone().unwrap_or_default(),
+            None => ic.entrypoint().clone().unwrap_or_default(),
         };
         let cmd = match &config.cmd {
             Some(c) => c.clone(),
             None if config.entrypoint.is_some() => vec![],
-            None => ic.cmd.clone().unwrap_or_default(),
+            None => ic.cmd().clone().unwrap_or_default(),
         };
         let entrypoint: Vec<String> = if entrypoint == [""] {
             vec![]
@@ -180,7 +180,7 @@ impl Daemon {
         if args.is_empty() {
             return Err(Error::InvalidParameter("No command specified".into()));
         }
-        let mut env: Vec<String> = ic.env.clone().unwrap_or_default();
+        let mut env: Vec<String> = ic.env().clone().unwrap_or_default();
         merge_env(&mut env, config.env.as_deref().unwrap_or(&[]));
         if !env.iter().any(|e| e.starts_with("PATH=")) {
             env.insert(
@@ -204,7 +204,7 @@ impl Daemon {
         let stop_signal = config
             .stop_signal
             .clone()
-            .or(ic.stop_signal.clone())
+            .or(ic.stop_signal().clone())
             .unwrap_or_else(|| "SIGTERM".into());
         parse_signal(&stop_signal)?;
         let stop_timeout = config.stop_timeout.unwrap_or(10);
@@ -239,13 +239,13 @@ impl Daemon {
             .working_dir
             .clone()
             .filter(|s| !s.is_empty())
-            .or(ic.working_dir.clone())
+            .or(ic.working_dir().clone())
             .unwrap_or_default();
         let user = config
             .user
             .clone()
             .filter(|s| !s.is_empty())
-            .or(ic.user.clone())
+            .or(ic.user().clone())
             .unwrap_or_default();
         let hostname = config
             .hostname

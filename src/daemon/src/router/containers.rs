@@ -204,7 +204,10 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
     let tty = rec.tty;
     let (tx, body) = channel_body();
     tokio::spawn(async move {
-        let emit = |line: &str| -> Option<Bytes> {
+        // Lines are batched into chunks of up to 64 KiB: a chunk per line would cost a
+        // write per line, which a log of 200,000 short lines makes slow.
+        const CHUNK: usize = 64 * 1024;
+        let emit = |line: &str, out: &mut Vec<u8>| -> Option<()> {
             let v: LogLine = serde_json::from_str(line).ok()?;
             let stderr = v.stream == "stderr";
             if (!stderr && !want_out) || (stderr && !want_err) {
@@ -224,12 +227,21 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
             } else {
                 v.log
             };
-            Some(if tty {
-                Bytes::from(text)
+            if tty {
+                out.extend_from_slice(text.as_bytes());
             } else {
-                frame(if stderr { 2 } else { 1 }, text.as_bytes())
-            })
+                out.extend_from_slice(&frame(if stderr { 2 } else { 1 }, text.as_bytes()));
+            }
+            Some(())
         };
+        // Sends the batch once it is `min` bytes or more; false when the client is gone.
+        let flush = |out: &mut Vec<u8>, min: usize| -> bool {
+            if out.is_empty() || out.len() < min {
+                return true;
+            }
+            tx.send(Bytes::from(std::mem::take(out))).is_ok()
+        };
+        let mut out = Vec::with_capacity(CHUNK);
         // The rotated files, oldest first, then the current one; then follow it by
         // logical offset across rotations.
         let mut buf = Vec::new();
@@ -248,13 +260,12 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
         let lines: Vec<&str> = text.lines().collect();
         let start = tail.map(|t| lines.len().saturating_sub(t)).unwrap_or(0);
         for l in &lines[start..] {
-            if let Some(b) = emit(l) {
-                if tx.send(b).is_err() {
-                    return;
-                }
+            emit(l, &mut out);
+            if !flush(&mut out, CHUNK) {
+                return;
             }
         }
-        if !follow {
+        if !flush(&mut out, 0) || !follow {
             return;
         }
         let mut follower = logfile::Follower::new(&path, base + current);
@@ -274,13 +285,12 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
             carry.extend_from_slice(&more);
             while let Some(i) = carry.iter().position(|&b| b == b'\n') {
                 let l: Vec<u8> = carry.drain(..=i).collect();
-                if let Some(b) = emit(String::from_utf8_lossy(&l).trim_end_matches('\n')) {
-                    if tx.send(b).is_err() {
-                        return;
-                    }
+                emit(String::from_utf8_lossy(&l).trim_end_matches('\n'), &mut out);
+                if !flush(&mut out, CHUNK) {
+                    return;
                 }
             }
-            if (ended && more.is_empty()) || tx.is_closed() {
+            if !flush(&mut out, 0) || (ended && more.is_empty()) || tx.is_closed() {
                 return;
             }
             let _ = tokio::time::timeout(Duration::from_millis(100), rx.changed()).await;

@@ -105,14 +105,14 @@ fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError
         parent_id: String::new(),
         repo_tags: d.images.tags_of(&r.id)?,
         repo_digests,
-        created: cfg.created.as_deref().map(unix_of).unwrap_or(0),
+        created: cfg.created().as_deref().map(unix_of).unwrap_or(0),
         size: r.size as i64,
         shared_size: -1,
         virtual_size: Some(r.size as i64),
         labels: cfg
-            .config
+            .config()
             .as_ref()
-            .and_then(|c| c.labels.clone())
+            .and_then(|c| c.labels().clone())
             .unwrap_or_default()
             .into_iter()
             .collect(),
@@ -136,41 +136,20 @@ fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
     Ok(json(StatusCode::OK, &out))
 }
 
-/// The parts of an OCI image config that inspect shows.
+/// An image config's `config` as Docker reads it: OCI's run defaults plus Docker's own
+/// (Healthcheck, Shell, OnBuild...), which inspect shows.
 #[derive(serde::Deserialize, Default)]
-struct ImageDoc {
-    #[serde(default)]
-    created: Option<String>,
-    #[serde(default)]
-    author: Option<String>,
-    #[serde(default)]
-    architecture: Option<String>,
-    #[serde(default)]
-    os: Option<String>,
+struct DockerRunDefaults {
     #[serde(default)]
     config: Option<docker::ContainerConfig>,
-    #[serde(default)]
-    rootfs: Option<ImageDocRootfs>,
-    #[serde(default)]
-    history: Vec<ImageDocHistory>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ImageDocRootfs {
-    #[serde(default)]
-    diff_ids: Vec<String>,
-}
-
-#[derive(serde::Deserialize, Default)]
-struct ImageDocHistory {
-    #[serde(default)]
-    comment: Option<String>,
 }
 
 fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
     let r = resolve(d, name)?;
     let s = summary(d, &r)?;
-    let doc: ImageDoc = serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
+    let cfg = d.images.config(&r)?;
+    let run: DockerRunDefaults =
+        serde_json::from_slice(&d.images.read_document(&r.id)?).unwrap_or_default();
     Ok(json(
         StatusCode::OK,
         &docker::ImageInspect {
@@ -178,18 +157,22 @@ fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
             repo_tags: Some(s.repo_tags),
             repo_digests: Some(s.repo_digests),
             parent: Some(String::new()),
-            comment: doc.history.first().and_then(|h| h.comment.clone()),
-            created: doc.created,
+            comment: cfg
+                .history()
+                .as_ref()
+                .and_then(|h| h.first())
+                .and_then(|h| h.comment().clone()),
+            created: cfg.created().clone(),
             docker_version: Some(String::new()),
-            author: doc.author,
-            config: doc.config,
-            architecture: doc.architecture,
-            os: doc.os,
+            author: cfg.author().clone(),
+            config: run.config,
+            architecture: Some(cfg.architecture().to_string()),
+            os: Some(cfg.os().to_string()),
             size: Some(r.size as i64),
             virtual_size: Some(r.size as i64),
             root_fs: Some(docker::ImageInspectRootFs {
                 typ: "layers".into(),
-                layers: doc.rootfs.map(|f| f.diff_ids),
+                layers: Some(cfg.rootfs().diff_ids().clone()),
             }),
             graph_driver: Some(docker::GraphDriverData {
                 name: "berth".into(),
@@ -215,14 +198,15 @@ fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
     let r = resolve(d, name)?;
     let cfg = d.images.config(&r)?;
     let m = d.images.manifest(&r)?;
-    let mut layers = m.layers.iter().rev();
+    let mut layers = m.layers().iter().rev();
     let tags = d.images.tags_of(&r.id)?;
     let mut out = Vec::new();
-    for (i, h) in cfg.history.iter().rev().enumerate() {
-        let size = if h.empty_layer {
+    let history = cfg.history().clone().unwrap_or_default();
+    for (i, h) in history.iter().rev().enumerate() {
+        let size = if h.empty_layer().unwrap_or(false) {
             0
         } else {
-            layers.next().map(|l| l.size).unwrap_or(0)
+            layers.next().map(|l| l.size()).unwrap_or(0)
         };
         out.push(docker::HistoryResponseItem {
             id: if i == 0 {
@@ -230,11 +214,11 @@ fn history(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
             } else {
                 "<missing>".into()
             },
-            created: h.created.as_deref().map(unix_of).unwrap_or(0),
-            created_by: h.created_by.clone().unwrap_or_default(),
+            created: h.created().as_deref().map(unix_of).unwrap_or(0),
+            created_by: h.created_by().clone().unwrap_or_default(),
             tags: if i == 0 { tags.clone() } else { vec![] },
             size: size as i64,
-            comment: h.comment.clone().unwrap_or_default(),
+            comment: h.comment().clone().unwrap_or_default(),
         });
     }
     Ok(json(StatusCode::OK, &out))

@@ -4,10 +4,9 @@ use super::{Call, Reply, API_VERSION, MIN_API_VERSION};
 use crate::daemon::Daemon;
 use crate::errors::Error;
 use crate::http::{channel_body, empty, full, json, streamed, Resp};
-use crate::models::docker;
+use crate::models::{docker, Component, ComponentDetails, Info, Platform, Version};
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
-use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -54,51 +53,6 @@ fn kernel_version() -> String {
         .to_owned()
 }
 
-/// `GET /version` (Docker's SystemVersion; the generated model can't hold the
-/// component details the docker CLI prints, so it is declared here).
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Version {
-    platform: Platform,
-    components: Vec<Component>,
-    version: String,
-    api_version: String,
-    #[serde(rename = "MinAPIVersion")]
-    min_api_version: String,
-    git_commit: String,
-    go_version: String,
-    os: String,
-    arch: String,
-    kernel_version: String,
-    build_time: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Platform {
-    name: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Component {
-    name: String,
-    version: String,
-    details: ComponentDetails,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ComponentDetails {
-    api_version: String,
-    #[serde(rename = "MinAPIVersion")]
-    min_api_version: String,
-    os: String,
-    arch: String,
-    kernel_version: String,
-    experimental: String,
-}
-
 fn version() -> Version {
     let v = env!("CARGO_PKG_VERSION").to_owned();
     Version {
@@ -127,15 +81,6 @@ fn version() -> Version {
         kernel_version: kernel_version(),
         build_time: String::new(),
     }
-}
-
-/// `GET /info`: Docker's SystemInfo with berth's isolation name.
-#[derive(Serialize)]
-struct Info {
-    #[serde(flatten)]
-    base: docker::SystemInfo,
-    #[serde(rename = "Isolation")]
-    isolation: &'static str,
 }
 
 fn info(d: &Daemon) -> Info {
@@ -192,7 +137,7 @@ fn info(d: &Daemon) -> Info {
             }),
             ..Default::default()
         },
-        isolation: d.sandboxes.default.as_str(),
+        isolation: d.sandboxes.default.as_str().into(),
     }
 }
 

@@ -1,0 +1,325 @@
+//! Typed Docker Engine API models (v1.44), shared by berthd and the berth CLI. The object
+//! models come from `bollard-stubs` (generated from Docker's v1.44 swagger); berth adds
+//! the request bodies the swagger leaves implicit, the replies it gets wrong, and
+//! [`HostConfig`]'s `Isolation`, where berth accepts `vm`.
+//!
+//! Unknown fields are ignored when read, as dockerd ignores them.
+
+pub use bollard_stubs::models as docker;
+use serde::{Deserialize, Serialize};
+
+/// `HostConfig`, with `Isolation` as a plain string (`vm`, `process`, `default`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HostConfig {
+    /// Docker's fields.
+    #[serde(flatten)]
+    pub base: docker::HostConfig,
+    /// vm (berth's default), process, default, or "".
+    #[serde(rename = "Isolation", default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+}
+
+/// The body of `POST /containers/create`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateBody {
+    /// The container's configuration.
+    #[serde(flatten)]
+    pub config: docker::ContainerConfig,
+    /// Host-dependent configuration.
+    #[serde(
+        rename = "HostConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub host_config: Option<HostConfig>,
+    /// Networks to connect to.
+    #[serde(
+        rename = "NetworkingConfig",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub networking_config: Option<docker::NetworkingConfig>,
+}
+
+/// The body of `POST /containers/{id}/exec`.
+pub type ExecBody = docker::ExecConfig;
+/// The body of `POST /exec/{id}/start`.
+pub type ExecStartBody = docker::ExecStartConfig;
+
+/// `GET /containers/{id}/json`: Docker's inspect object with berth's [`HostConfig`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerInspect {
+    /// Docker's fields (its `HostConfig` left empty).
+    #[serde(flatten)]
+    pub base: docker::ContainerInspectResponse,
+    /// The host configuration, with berth's isolation name.
+    #[serde(rename = "HostConfig")]
+    pub host_config: HostConfig,
+}
+
+/// `GET /containers/{id}/stats`: the parts of Docker's stats object berth measures.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerStats {
+    /// When it was read (RFC 3339).
+    pub read: String,
+    /// Container ID.
+    pub id: String,
+    /// "/name".
+    pub name: String,
+    /// Memory.
+    pub memory_stats: MemoryStats,
+    /// CPU now.
+    pub cpu_stats: CpuStats,
+    /// CPU at the previous read.
+    pub precpu_stats: CpuStats,
+    /// Processes.
+    pub pids_stats: PidsStats,
+}
+
+/// Memory usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MemoryStats {
+    /// Bytes in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<u64>,
+    /// The limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u64>,
+}
+
+/// CPU usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuStats {
+    /// Totals.
+    pub cpu_usage: CpuUsage,
+    /// CPUs online.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub online_cpus: Option<u32>,
+}
+
+/// CPU time used.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CpuUsage {
+    /// Nanoseconds.
+    pub total_usage: u64,
+}
+
+/// Process count.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PidsStats {
+    /// Processes now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+}
+
+/// One line of Docker's progress stream (pull, push, import, load): its JSONMessage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct JsonMessage {
+    /// What is happening.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// The layer it is about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A progress bar.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+    /// Bytes done and to do.
+    #[serde(rename = "progressDetail", skip_serializing_if = "Option::is_none")]
+    pub progress_detail: Option<ProgressDetail>,
+    /// Output text (load).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
+    /// The failure, as a line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The failure, as an object.
+    #[serde(rename = "errorDetail", skip_serializing_if = "Option::is_none")]
+    pub error_detail: Option<ErrorDetail>,
+    /// The result of a push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aux: Option<PushResult>,
+}
+
+impl JsonMessage {
+    /// A status line.
+    pub fn status(s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            status: Some(s.into()),
+            ..Default::default()
+        }
+    }
+
+    /// An error line.
+    pub fn error(msg: &str) -> JsonMessage {
+        JsonMessage {
+            error: Some(msg.to_owned()),
+            error_detail: Some(ErrorDetail {
+                message: msg.to_owned(),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// An output line.
+    pub fn stream(s: impl Into<String>) -> JsonMessage {
+        JsonMessage {
+            stream: Some(s.into()),
+            ..Default::default()
+        }
+    }
+}
+
+/// Progress of one layer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ProgressDetail {
+    /// Bytes done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current: Option<u64>,
+    /// Bytes in all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+}
+
+/// An error in a progress stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ErrorDetail {
+    /// One line.
+    pub message: String,
+}
+
+/// What a push pushed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct PushResult {
+    /// The tag.
+    pub tag: String,
+    /// The manifest's digest.
+    pub digest: String,
+    /// The manifest's size.
+    pub size: usize,
+}
+
+/// The `X-Registry-Auth` header's JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthConfig {
+    /// User name.
+    #[serde(default)]
+    pub username: String,
+    /// Password or token.
+    #[serde(default)]
+    pub password: String,
+}
+
+/// `{"Id": ...}` (exec create, commit). The generated `IdResponse` spells it "ID".
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdResponse {
+    /// The new ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+}
+
+/// `{"Id": ..., "Warnings": [...]}` (container create).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CreateResponse {
+    /// The new ID.
+    #[serde(rename = "Id")]
+    pub id: String,
+    /// Warnings.
+    #[serde(rename = "Warnings")]
+    pub warnings: Vec<String>,
+}
+
+/// `GET /version` (Docker's SystemVersion; the generated model can't hold the component
+/// details the docker CLI prints, so it is declared here).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Version {
+    /// The platform's name.
+    pub platform: Platform,
+    /// Its components (the engine).
+    pub components: Vec<Component>,
+    /// The daemon's version.
+    pub version: String,
+    /// The API version it speaks.
+    pub api_version: String,
+    /// The oldest API version it accepts.
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    /// The commit it was built from.
+    pub git_commit: String,
+    /// Docker's Go version (berth: none).
+    pub go_version: String,
+    /// Operating system.
+    pub os: String,
+    /// Architecture.
+    pub arch: String,
+    /// The host's kernel.
+    pub kernel_version: String,
+    /// When it was built.
+    pub build_time: String,
+}
+
+/// `Platform` of [`Version`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Platform {
+    /// Its name.
+    pub name: String,
+}
+
+/// A component of [`Version`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Component {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Details.
+    pub details: ComponentDetails,
+}
+
+/// Details of a [`Component`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct ComponentDetails {
+    /// The API version.
+    pub api_version: String,
+    /// The oldest API version.
+    #[serde(rename = "MinAPIVersion")]
+    pub min_api_version: String,
+    /// Operating system.
+    pub os: String,
+    /// Architecture.
+    pub arch: String,
+    /// The host's kernel.
+    pub kernel_version: String,
+    /// "false".
+    pub experimental: String,
+}
+
+/// `GET /info`: Docker's SystemInfo with berth's isolation name.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Info {
+    /// Docker's fields.
+    #[serde(flatten)]
+    pub base: docker::SystemInfo,
+    /// The default isolation (vm or process).
+    #[serde(rename = "Isolation")]
+    pub isolation: String,
+}
