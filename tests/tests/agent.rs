@@ -160,6 +160,7 @@ fn spec_for(a: &Agent, args: &[&str]) -> ContainerSpec {
         log_path: None,
         log_max_size: 0,
         log_max_files: 0,
+        seccomp_unconfined: false,
     }
 }
 

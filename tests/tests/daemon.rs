@@ -510,6 +510,236 @@ fn logs_rotate_with_dockers_log_opts() {
     assert_eq!(b.ok(&["ps", "-aq"]), "", "nothing left of the refused ones");
 }
 
+/// Every confinement setting, checked from inside the container (in both isolation
+/// modes: the agent applies them in the guest for a microVM).
+fn assert_confinement_applies(b: &Berthd) {
+    let run = |flags: &[&str], script: &str| -> Finished {
+        let mut a = vec!["run", "--rm"];
+        a.extend_from_slice(flags);
+        a.extend_from_slice(&["bb:1", "sh", "-c", script]);
+        b.docker(&a)
+    };
+    let out = |flags: &[&str], script: &str| -> String {
+        let f = run(flags, script);
+        assert_eq!(f.status, 0, "{flags:?}: {}\n{}", f.stdout, f.stderr);
+        f.stdout
+    };
+    const PRIVS: &str = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
+    // Docker's defaults: its 14 capabilities, its seccomp filter; berth adds no_new_privs.
+    assert_eq!(
+        out(&[], PRIVS),
+        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+    );
+    // A read-only root refuses writes, but a tmpfs and a missing working directory work.
+    let f = run(&["--read-only"], "touch /x");
+    assert_ne!(f.status, 0, "a write to a read-only root succeeded");
+    assert!(f.stderr.contains("Read-only file system"), "{}", f.stderr);
+    let all = [
+        "--read-only",
+        "--tmpfs",
+        "/scratch:size=1m",
+        "-w",
+        "/new/dir",
+        "--cap-drop",
+        "ALL",
+        "--cap-add",
+        "net_raw",
+        "--security-opt",
+        "seccomp=unconfined",
+        "--security-opt",
+        "no-new-privileges=false",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--oom-score-adj",
+        "500",
+        "--shm-size",
+        "2m",
+        "--group-add",
+        "audio",
+        "--group-add",
+        "1234",
+    ];
+    let s = out(
+        &all,
+        &format!(
+            "pwd; touch /scratch/x && echo wrote; {PRIVS}; grep 'open files' /proc/self/limits; \
+             cat /proc/self/oom_score_adj; grep -E ' /(scratch|dev/shm) ' /proc/mounts; \
+             grep Groups /proc/self/status"
+        ),
+    );
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(
+        &lines[..5],
+        [
+            "/new/dir",
+            "wrote",
+            "CapEff:\t0000000000002000",
+            "NoNewPrivs:\t0",
+            "Seccomp:\t0"
+        ],
+        "{s}"
+    );
+    let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(words(lines[5])[3..5], ["1024", "2048"], "{s}");
+    assert_eq!(lines[6], "500");
+    let mount = |at: &str| {
+        lines
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(at))
+            .unwrap_or_else(|| panic!("no mount at {at}: {s}"))
+            .to_string()
+    };
+    let scratch = mount("/scratch");
+    for o in ["size=1024k", "nosuid", "nodev", "noexec"] {
+        assert!(scratch.contains(o), "{o}: {scratch}");
+    }
+    assert!(mount("/dev/shm").contains("size=2048k"), "{s}");
+    assert_eq!(words(lines.last().unwrap())[1..], ["29", "1234"], "{s}");
+    // A process exec'd in the container has the container's capabilities and limits.
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--cap-drop",
+            "ALL",
+            "--ulimit",
+            "nofile=512",
+            "bb:1",
+            "sleep",
+            "60",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        b.ok(&[
+            "exec",
+            &id,
+            "sh",
+            "-c",
+            "grep CapEff /proc/self/status; ulimit -n"
+        ]),
+        "CapEff:\t0000000000000000\n512\n"
+    );
+    b.ok(&["rm", "-f", &id]);
+    // Bad values are refused, naming the problem; what berth has not built is too.
+    for (flags, says) in [
+        (&["--cap-add", "FLY"][..], "unknown capability"),
+        (&["--ulimit", "nofile=10:5"][..], "soft limit"),
+        (
+            &["--security-opt", "apparmor=docker-default"][..],
+            "AppArmor",
+        ),
+        (&["--oom-score-adj", "2000"][..], "oom score adj"),
+    ] {
+        let f = run(flags, "true");
+        assert_eq!(f.status, 125, "{flags:?}: {}", f.stderr);
+        assert!(f.stderr.contains(says), "{flags:?}: {}", f.stderr);
+    }
+    assert_eq!(
+        b.ok(&["ps", "-aq"]),
+        "",
+        "a refused container was left behind"
+    );
+}
+
+#[test]
+fn confinement_settings_apply_inside_process_containers() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    assert_confinement_applies(&b);
+}
+
+/// What a container can leave on the host: processes naming the exec root (agents,
+/// monitors), cgroups named after it, mounts under berthd's directories, run directories.
+fn leftovers(b: &Berthd, ids: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let procs = Command::new("pgrep")
+        .arg("-af")
+        .arg(b.exec_root.to_string_lossy().as_ref())
+        .output()
+        .unwrap();
+    out.extend(
+        String::from_utf8_lossy(&procs.stdout)
+            .lines()
+            // berthd itself names the exec root too.
+            .filter(|l| !l.contains("berthd"))
+            .map(|l| format!("process: {l}")),
+    );
+    let cgroups = Command::new("find")
+        .args(["/sys/fs/cgroup", "-maxdepth", "3", "-type", "d"])
+        .output()
+        .unwrap();
+    for l in String::from_utf8_lossy(&cgroups.stdout).lines() {
+        if ids.iter().any(|id| l.ends_with(id.as_str())) {
+            out.push(format!("cgroup: {l}"));
+        }
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let dir = b.dir.path().to_string_lossy().to_string();
+    let exec_root = b.exec_root.to_string_lossy().to_string();
+    for l in mounts.lines() {
+        if l.contains(&dir) || l.contains(&exec_root) {
+            out.push(format!("mount: {l}"));
+        }
+    }
+    for id in ids {
+        if b.exec_root.join("c").join(&id[..12]).exists() {
+            out.push(format!("run directory of {id}"));
+        }
+    }
+    out
+}
+
+#[test]
+fn restart_never_fails_and_rm_f_at_any_moment_leaves_nothing() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'exit 0' TERM; while :; do sleep 0.1; done",
+        ])
+        .trim()
+        .to_owned();
+    for i in 0..30 {
+        let f = b.docker(&["restart", "-t", "3", &id]);
+        assert_eq!(f.status, 0, "restart {i}: {}\n{}", f.stderr, b.log());
+        assert_eq!(
+            b.ok(&["inspect", "--format", "{{.State.Running}}", &id])
+                .trim(),
+            "true",
+            "restart {i}"
+        );
+    }
+    let mut ids = vec![id.clone()];
+    b.ok(&["rm", "-f", &id]);
+    // rm -f at every moment of a container's life: while it starts, runs, stops.
+    for i in 0..50u64 {
+        let id = b
+            .ok(&[
+                "run",
+                "-d",
+                "bb:1",
+                "sh",
+                "-c",
+                "sleep 0.$RANDOM; echo done",
+            ])
+            .trim()
+            .to_owned();
+        std::thread::sleep(Duration::from_millis((i * 37) % 300));
+        let f = b.docker(&["rm", "-f", &id]);
+        assert_eq!(f.status, 0, "rm -f {i}: {}", f.stderr);
+        ids.push(id);
+    }
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    let left = leftovers(&b, &ids);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
 #[test]
 fn malformed_requests_get_4xx_never_a_crash() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
@@ -752,6 +982,31 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     assert_rotated_tail(&b.ok(&["logs", &id]), 20000);
     b.ok(&["rm", &id]);
     step("log rotation");
+    assert_confinement_applies(&b);
+    step("confinement settings");
+    // rm -f while the microVM boots, runs and exits leaves no monitor behind.
+    let mut ids = Vec::new();
+    for wait_ms in [0u64, 1500, 4000, 9000] {
+        let id = b
+            .ok(&["run", "-d", "bb:1", "sh", "-c", "sleep 3; echo done"])
+            .trim()
+            .to_owned();
+        std::thread::sleep(Duration::from_millis(wait_ms));
+        b.ok(&["rm", "-f", &id]);
+        ids.push(id);
+    }
+    let vmms = Command::new("pgrep")
+        .args(["-af", "berth-vmm"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&vmms.stdout),
+        "",
+        "rm -f left a monitor running"
+    );
+    let left = leftovers(&b, &ids);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    step("rm -f at any moment");
     // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
     let id = b
         .ok(&[

@@ -56,13 +56,73 @@ pub(crate) struct CreateOpts {
     /// Container hostname.
     #[arg(long)]
     hostname: Option<String>,
+    /// Mount the container's root filesystem as read only.
+    #[arg(long = "read-only")]
+    read_only: bool,
+    /// Add Linux capabilities.
+    #[arg(long = "cap-add")]
+    cap_add: Vec<String>,
+    /// Drop Linux capabilities.
+    #[arg(long = "cap-drop")]
+    cap_drop: Vec<String>,
+    /// Security options (seccomp=unconfined, no-new-privileges...).
+    #[arg(long = "security-opt")]
+    security_opt: Vec<String>,
+    /// Ulimit options (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit")]
+    ulimit: Vec<String>,
+    /// Mount a tmpfs directory (PATH[:OPTIONS]).
+    #[arg(long = "tmpfs")]
+    tmpfs: Vec<String>,
+    /// Add additional groups to join.
+    #[arg(long = "group-add")]
+    group_add: Vec<String>,
+    /// Tune host's OOM preferences (-1000 to 1000).
+    #[arg(long = "oom-score-adj", allow_hyphen_values = true)]
+    oom_score_adj: Option<i64>,
+    /// Size of /dev/shm (e.g. 64m).
+    #[arg(long = "shm-size")]
+    shm_size: Option<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
 }
 
+/// Parses a `--ulimit` (`name=soft[:hard]`).
+fn parse_ulimit(s: &str) -> Result<docker::ResourcesUlimits, Fail> {
+    let bad = || {
+        Fail(
+            format!("invalid argument \"{s}\" for \"--ulimit\" flag: expected name=soft[:hard]"),
+            125,
+        )
+    };
+    let (name, lim) = s.split_once('=').ok_or_else(bad)?;
+    let (soft, hard) = match lim.split_once(':') {
+        Some((a, b)) => (a, b),
+        None => (lim, lim),
+    };
+    let n = |v: &str| v.parse::<i64>().map_err(|_| bad());
+    Ok(docker::ResourcesUlimits {
+        name: Some(name.to_owned()),
+        soft: Some(n(soft)?),
+        hard: Some(n(hard)?),
+    })
+}
+
+/// A `--security-opt`: `seccomp=FILE` sends the file's JSON, as the docker CLI does.
+fn security_opt(s: &str) -> Result<String, Fail> {
+    match s.split_once(['=', ':']) {
+        Some(("seccomp", f)) if f != "unconfined" && f != "builtin" => {
+            let json = std::fs::read_to_string(f)
+                .map_err(|e| Fail(format!("opening seccomp profile ({f}) failed: {e}"), 125))?;
+            Ok(format!("seccomp={json}"))
+        }
+        _ => Ok(s.to_owned()),
+    }
+}
+
 /// Parses a `--memory` size (b, k, m or g) into bytes.
-fn parse_memory(s: &str) -> Result<i64, Fail> {
+fn parse_memory(s: &str, flag: &str) -> Result<i64, Fail> {
     let s = s.trim().to_ascii_lowercase();
     let (num, mul) = match s.trim_end_matches('b').chars().last() {
         Some('k') => (&s[..s.trim_end_matches('b').len() - 1], 1i64 << 10),
@@ -74,7 +134,7 @@ fn parse_memory(s: &str) -> Result<i64, Fail> {
         .map(|n| (n * mul as f64) as i64)
         .map_err(|_| {
             Fail(
-                format!("invalid argument \"{s}\" for \"-m, --memory\" flag: invalid size"),
+                format!("invalid argument \"{s}\" for \"{flag}\" flag: invalid size"),
                 125,
             )
         })
@@ -109,9 +169,38 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
         base: docker::HostConfig {
             auto_remove: Some(o.rm),
             network_mode: Some("default".into()),
-            memory: o.memory.as_deref().map(parse_memory).transpose()?,
+            memory: o
+                .memory
+                .as_deref()
+                .map(|m| parse_memory(m, "-m, --memory"))
+                .transpose()?,
             nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
             pids_limit: o.pids_limit,
+            readonly_rootfs: o.read_only.then_some(true),
+            cap_add: (!o.cap_add.is_empty()).then(|| o.cap_add.clone()),
+            cap_drop: (!o.cap_drop.is_empty()).then(|| o.cap_drop.clone()),
+            security_opt: (!o.security_opt.is_empty())
+                .then(|| o.security_opt.iter().map(|s| security_opt(s)).collect())
+                .transpose()?,
+            ulimits: (!o.ulimit.is_empty())
+                .then(|| o.ulimit.iter().map(|u| parse_ulimit(u)).collect())
+                .transpose()?,
+            tmpfs: (!o.tmpfs.is_empty()).then(|| {
+                o.tmpfs
+                    .iter()
+                    .map(|t| match t.split_once(':') {
+                        Some((p, opts)) => (p.to_owned(), opts.to_owned()),
+                        None => (t.clone(), String::new()),
+                    })
+                    .collect()
+            }),
+            group_add: (!o.group_add.is_empty()).then(|| o.group_add.clone()),
+            oom_score_adj: o.oom_score_adj,
+            shm_size: o
+                .shm_size
+                .as_deref()
+                .map(|m| parse_memory(m, "--shm-size"))
+                .transpose()?,
             ..Default::default()
         },
         isolation: o.isolation.clone(),

@@ -32,6 +32,25 @@ pub struct Config {
     pub seccomp: bool,
 }
 
+/// The OCI annotation that carries Docker's `GroupAdd` (comma-separated group names or
+/// numbers, resolved in the container's /etc/group): OCI's `additionalGids` holds
+/// numbers only.
+pub const GROUP_ADD_ANNOTATION: &str = "org.berth.group-add";
+
+/// The groups a spec's annotation adds.
+pub fn group_add(spec: &Spec) -> Vec<String> {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(GROUP_ADD_ANNOTATION))
+        .map(|g| {
+            g.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The agent's ends of a process's streams.
 pub enum Streams {
     /// The process shares the caller's own standard streams.
@@ -112,6 +131,8 @@ pub struct Container {
     dir: PathBuf,
     created: Option<Created>,
     seccomp: bool,
+    /// `GroupAdd`, which exec'd processes get too (as in Docker).
+    group_add: Vec<String>,
 }
 
 impl Container {
@@ -123,7 +144,9 @@ impl Container {
             .process()
             .as_ref()
             .ok_or_else(|| Error::InvalidSpec("process: missing".into()))?;
-        let pc = spec::process_config(process, cfg.seccomp)?;
+        let group_add = group_add(&cfg.spec);
+        let mut pc = spec::process_config(process, cfg.seccomp)?;
+        pc.group_add = group_add.clone();
         let ns = spec::namespaces(&cfg.spec)?;
         let limits = Limits::from_oci(
             cfg.spec
@@ -161,6 +184,7 @@ impl Container {
                 .as_ref()
                 .and_then(|r| r.readonly())
                 .unwrap_or(false),
+            cwd: Some(pc.cwd.clone()),
             console: None,
         };
         crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
@@ -209,6 +233,7 @@ impl Container {
                 dir,
                 created: Some(created),
                 seccomp: cfg.seccomp,
+                group_add,
             },
             streams,
         ))
@@ -234,7 +259,8 @@ impl Container {
                 self.id
             )));
         }
-        let pc: ProcessConfig = spec::process_config(process, self.seccomp)?;
+        let mut pc: ProcessConfig = spec::process_config(process, self.seccomp)?;
+        pc.group_add = self.group_add.clone();
         let (streams, child, _) = make_streams(process.terminal().unwrap_or(false), open_stdin)?;
         let pid = process::exec_in(self.pid, &self.cgroup, &pc, child)?;
         Ok((pid, streams))

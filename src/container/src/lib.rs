@@ -17,7 +17,7 @@ pub mod syscall;
 pub mod tty;
 pub mod user;
 
-pub use container::{Config, Container, Streams};
+pub use container::{group_add, Config, Container, Streams, GROUP_ADD_ANNOTATION};
 
 /// Errors from the runtime, each naming what failed.
 #[derive(Debug, thiserror::Error)]

@@ -36,6 +36,11 @@ pub struct ProcessConfig {
     pub seccomp: bool,
     /// (resource, soft, hard).
     pub rlimits: Vec<(libc::__rlimit_resource_t, u64, u64)>,
+    /// Written to /proc/self/oom_score_adj before the exec.
+    pub oom_score_adj: Option<i32>,
+    /// Supplementary groups added (Docker's `GroupAdd`): names from the container's
+    /// /etc/group, or numbers.
+    pub group_add: Vec<String>,
 }
 
 /// The child's ends of its standard streams. With a terminal all three are the pty slave.
@@ -451,15 +456,26 @@ fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32,
             ));
         }
     }
+    if let Some(adj) = process.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| fail("writing oom_score_adj", e))?;
+    }
     let mut env = process.env.clone();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
     let user = match &process.user {
         Some(u) if !u.is_empty() => {
             let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-            let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
             Some(crate::user::resolve(u, &passwd, &group).map_err(|e| (1, e))?)
         }
         _ => None,
     };
+    let mut added = Vec::new();
+    for g in &process.group_add {
+        let gid = crate::user::group_id(g, &group).map_err(|e| (1, e))?;
+        if !added.contains(&gid) {
+            added.push(gid);
+        }
+    }
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!(
             "HOME={}",
@@ -496,10 +512,12 @@ fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32,
 
     security::drop_bounding(&process.caps).map_err(|e| fail("capabilities", e))?;
     if let Some(u) = &user {
+        let mut groups = u.groups.clone();
+        groups.extend(added.iter().filter(|g| !u.groups.contains(g)));
         // SAFETY: integer arguments, and a pointer/length pair for setgroups.
         unsafe {
             if libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0
-                || libc::setgroups(u.groups.len(), u.groups.as_ptr()) < 0
+                || libc::setgroups(groups.len(), groups.as_ptr()) < 0
                 || libc::setresgid(u.gid, u.gid, u.gid) < 0
                 || libc::setresuid(u.uid, u.uid, u.uid) < 0
             {
@@ -507,8 +525,10 @@ fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32,
             }
         }
     } else {
-        // SAFETY: setgroups with an empty list.
-        unsafe { libc::setgroups(0, std::ptr::null()) };
+        // SAFETY: a pointer/length pair for setgroups (an empty list is fine).
+        if unsafe { libc::setgroups(added.len(), added.as_ptr()) } < 0 {
+            return Err(fail("setgroups", std::io::Error::last_os_error()));
+        }
     }
     security::apply_caps(&process.caps).map_err(|e| fail("capabilities", e))?;
     if process.no_new_privs {

@@ -46,6 +46,9 @@ pub struct Plan {
     pub readonly: Vec<String>,
     /// Make the root itself read-only.
     pub readonly_root: bool,
+    /// The process's working directory, created (root's, 0755) when the image lacks it,
+    /// as Docker does, before the root is made read-only.
+    pub cwd: Option<PathBuf>,
     /// The terminal to bind at /dev/console, if the process has one.
     pub console: Option<PathBuf>,
 }
@@ -88,8 +91,13 @@ pub fn parse_options(options: &[String]) -> (libc::c_ulong, Vec<String>, bool) {
                 bind = true;
                 flags |= libc::MS_REC
             }
-            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "suid" | "dev"
-            | "exec" | "async" | "atime" | "norelatime" => {}
+            // Options that undo an earlier one: Docker's `--tmpfs /x:exec` after its
+            // default noexec.
+            "suid" => flags &= !libc::MS_NOSUID,
+            "dev" => flags &= !libc::MS_NODEV,
+            "exec" => flags &= !libc::MS_NOEXEC,
+            "private" | "rprivate" | "slave" | "rslave" | "shared" | "rshared" | "async"
+            | "atime" | "norelatime" => {}
             other => data.push(other.to_owned()),
         }
     }
@@ -298,6 +306,14 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
     sys.umount(Path::new("."), libc::MNT_DETACH)
         .map_err(sys_err("detaching the old root"))?;
     sys.chdir(Path::new("/")).map_err(sys_err("chdir /"))?;
+    if let Some(cwd) = &plan.cwd {
+        if sys.kind(cwd).is_none() {
+            sys.mkdir_all(cwd).map_err(sys_err(format!(
+                "creating the working directory {}",
+                cwd.display()
+            )))?;
+        }
+    }
 
     for p in &plan.masked {
         let path = Path::new(p);
@@ -398,6 +414,7 @@ mod tests {
             ],
             readonly: vec!["/proc/sys".into()],
             readonly_root: false,
+            cwd: Some("/srv/app".into()),
             console: Some("/dev/pts/3".into()),
         }
     }
@@ -428,6 +445,10 @@ mod tests {
                 &["nosuid", "strictatime", "mode=755", "size=65536k"],
             ),
         ]);
+        let p = Plan {
+            readonly_root: true,
+            ..p
+        };
         setup(&sys, &p).unwrap();
         let calls = sys.calls();
         let pos = |prefix: &str| {
@@ -459,6 +480,10 @@ mod tests {
                 .any(|c| c.starts_with("mount - /proc/sys - 0x5021")),
             "{calls:#?}"
         );
+        // The missing working directory is made in the container's root, before the
+        // root is made read-only.
+        assert!(pos("mkdir_all /srv/app") > pos("pivot_root"));
+        assert!(pos("mkdir_all /srv/app") < pos("mount - / - 0x1021"));
     }
 
     #[test]
@@ -502,5 +527,8 @@ mod tests {
         assert_eq!(f, libc::MS_RDONLY | libc::MS_REC | libc::MS_NOSUID);
         assert_eq!(d, vec!["mode=755"]);
         assert!(b);
+        // A later option undoes an earlier one (Docker's tmpfs defaults, then the user's).
+        let (f, _, _) = parse_options(&["noexec".into(), "nosuid".into(), "exec".into()]);
+        assert_eq!(f, libc::MS_NOSUID);
     }
 }

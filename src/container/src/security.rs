@@ -21,7 +21,8 @@ pub const DOCKER_DEFAULT_CAPS: [&str; 14] = [
     "CAP_AUDIT_WRITE",
 ];
 
-const CAP_NAMES: [&str; 41] = [
+/// Every capability of Linux 6.1, by bit number.
+pub const CAP_NAMES: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
     "CAP_DAC_READ_SEARCH",

@@ -202,6 +202,8 @@ pub fn process_config(p: &Process, seccomp: bool) -> Result<ProcessConfig, Error
             .flatten()
             .map(|r| (rlimit_resource(r.typ()), r.soft(), r.hard()))
             .collect(),
+        oom_score_adj: p.oom_score_adj(),
+        group_add: vec![],
     })
 }
 

@@ -209,6 +209,7 @@ pub mod recorder {
             Ok(())
         }
         fn mkdir_all(&self, p: &Path) -> io::Result<()> {
+            self.log(format!("mkdir_all {}", p.display()));
             self.files.borrow_mut().insert(p.to_owned(), FileKind::Dir);
             Ok(())
         }

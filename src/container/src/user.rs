@@ -81,12 +81,38 @@ pub fn resolve(spec: &str, passwd: &str, group: &str) -> Result<User, String> {
     Ok(user)
 }
 
+/// A group's ID: its name in /etc/group, or a number.
+pub fn group_id(g: &str, group: &str) -> Result<u32, String> {
+    let found = group
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .filter(|f| f.len() >= 3)
+        .find(|f| f[0] == g);
+    match found {
+        Some(f) => f[2]
+            .parse()
+            .map_err(|_| format!("bad gid for group {g} in /etc/group")),
+        None => g
+            .parse()
+            .map_err(|_| format!("Unable to find group {g}: no matching entries in group file")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const PASSWD: &str = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\nwww:x:33:33::/var/www:/bin/sh\n";
     const GROUP: &str = "root:x:0:\nwww:x:33:\naudio:x:29:www,other\nnogroup:x:65534:\n";
+
+    #[test]
+    fn added_groups_by_name_or_number() {
+        assert_eq!(group_id("audio", GROUP), Ok(29));
+        assert_eq!(group_id("4242", GROUP), Ok(4242));
+        assert!(group_id("nosuch", GROUP)
+            .unwrap_err()
+            .contains("Unable to find group nosuch"));
+    }
 
     #[test]
     fn names_and_numbers_resolve() {

@@ -124,7 +124,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (swappiness_set, "HostConfig.MemorySwappiness"),
         (set(&h.oom_kill_disable), "HostConfig.OomKillDisable"),
         (set(&h.init), "HostConfig.Init (--init)"),
-        (non_empty(&h.ulimits), "HostConfig.Ulimits"),
         (set(&h.cpu_count), "HostConfig.CpuCount"),
         (set(&h.cpu_percent), "HostConfig.CpuPercent"),
         (set(&h.io_maximum_iops), "HostConfig.IOMaximumIOps"),
@@ -151,13 +150,7 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             non_empty(&h.volumes_from),
             "HostConfig.VolumesFrom (volumes-from)",
         ),
-        (
-            non_empty(&h.mounts),
-            "HostConfig.Mounts (mounts and volumes)",
-        ),
         (non_empty_map(&h.annotations), "HostConfig.Annotations"),
-        (non_empty(&h.cap_add), "HostConfig.CapAdd (--cap-add)"),
-        (non_empty(&h.cap_drop), "HostConfig.CapDrop (--cap-drop)"),
         (cgroupns, "HostConfig.CgroupnsMode"),
         (non_empty(&h.dns), "HostConfig.Dns"),
         (non_empty(&h.dns_options), "HostConfig.DnsOptions"),
@@ -166,33 +159,21 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             non_empty(&h.extra_hosts),
             "HostConfig.ExtraHosts (--add-host)",
         ),
-        (non_empty(&h.group_add), "HostConfig.GroupAdd (--group-add)"),
         (
             not_in(&h.ipc_mode, &["", "private"]),
             "HostConfig.IpcMode (this IPC mode)",
         ),
         (set(&h.cgroup), "HostConfig.Cgroup"),
         (non_empty(&h.links), "HostConfig.Links (links)"),
-        (set(&h.oom_score_adj), "HostConfig.OomScoreAdj"),
         (set(&h.pid_mode), "HostConfig.PidMode (--pid)"),
         (
             set(&h.privileged),
             "HostConfig.Privileged (privileged containers)",
         ),
         (set(&h.publish_all_ports), "HostConfig.PublishAllPorts (-P)"),
-        (
-            set(&h.readonly_rootfs),
-            "HostConfig.ReadonlyRootfs (--read-only)",
-        ),
-        (
-            non_empty(&h.security_opt),
-            "HostConfig.SecurityOpt (--security-opt)",
-        ),
         (non_empty_map(&h.storage_opt), "HostConfig.StorageOpt"),
-        (non_empty_map(&h.tmpfs), "HostConfig.Tmpfs (--tmpfs)"),
         (set(&h.uts_mode), "HostConfig.UTSMode"),
         (set(&h.userns_mode), "HostConfig.UsernsMode"),
-        (set(&h.shm_size), "HostConfig.ShmSize (--shm-size)"),
         (non_empty_map(&h.sysctls), "HostConfig.Sysctls"),
         (
             not_in(&h.runtime, &["", "berth", "runc"]),
@@ -237,10 +218,6 @@ mod tests {
     #[test]
     fn known_fields_berth_does_not_apply_are_refused_by_name() {
         for (field, json) in [
-            ("ReadonlyRootfs", r#"{"ReadonlyRootfs":true}"#),
-            ("CapDrop", r#"{"CapDrop":["ALL"]}"#),
-            ("SecurityOpt", r#"{"SecurityOpt":["seccomp=unconfined"]}"#),
-            ("Tmpfs", r#"{"Tmpfs":{"/t":""}}"#),
             ("RestartPolicy", r#"{"RestartPolicy":{"Name":"always"}}"#),
             ("LogConfig", r#"{"LogConfig":{"Type":"syslog"}}"#),
             (
@@ -261,6 +238,16 @@ mod tests {
                 Err(Error::NotImplemented(m)) => assert!(m.contains(field), "{field}: {m}"),
                 other => panic!("{field}: {other:?}"),
             }
+        }
+        // The confinement settings pass here: the core applies them (daemon/confinement.rs).
+        for json in [
+            r#"{"ReadonlyRootfs":true}"#,
+            r#"{"CapDrop":["ALL"]}"#,
+            r#"{"SecurityOpt":["seccomp=unconfined"]}"#,
+            r#"{"Tmpfs":{"/t":""}}"#,
+            r#"{"Ulimits":[{"Name":"nofile","Soft":1,"Hard":2}]}"#,
+        ] {
+            refuse_unapplied(&body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#))).unwrap();
         }
         let b = body(r#"{"Image":"x","Healthcheck":{"Test":["CMD","true"]}}"#);
         assert!(

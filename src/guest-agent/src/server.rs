@@ -278,7 +278,7 @@ impl Agent {
             cgroup_root: self.cgroup_root.clone(),
             open_stdin: spec.open_stdin,
             inherit_stdio: false,
-            seccomp: true,
+            seccomp: !spec.seccomp_unconfined,
         };
         let rotation = berth_protocol::logfile::Rotation {
             max_size: spec.log_max_size,

@@ -194,6 +194,10 @@ pub struct ContainerSpec {
     /// Docker's `max-file`.
     #[serde(default)]
     pub log_max_files: u32,
+    /// Run without Docker's default seccomp profile (`--security-opt seccomp=unconfined`),
+    /// for the container's process and every process exec'd in it.
+    #[serde(default)]
+    pub seccomp_unconfined: bool,
 }
 
 /// A process to run in an existing container.

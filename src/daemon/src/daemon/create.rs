@@ -228,6 +228,7 @@ impl Daemon {
             }
         };
         let log_rotation = log_rotation(hc.log_config.as_ref().and_then(|l| l.config.as_ref()))?;
+        let confinement = super::confinement::Confinement::from_host_config(hc)?;
         let id = new_id();
         let labels = config
             .labels
@@ -283,6 +284,7 @@ impl Daemon {
             stop_timeout,
             labels,
             log_rotation,
+            confinement,
             config,
             host_config,
             state: State::default(),

@@ -96,6 +96,9 @@ impl Daemon {
                 rec.cwd.clone()
             }
         })));
+        // The container's capabilities, no_new_privs, ulimits and OOM score (seccomp and
+        // added groups the agent keeps from the container).
+        rec.confinement.apply_to_process(&mut process)?;
         let user = e.user.clone().unwrap_or_else(|| rec.user.clone());
         if !user.is_empty() {
             let mut u = process.user().clone();

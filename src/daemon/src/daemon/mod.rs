@@ -10,6 +10,7 @@
 //! The core returns [`crate::errors::Error`]; it never builds HTTP replies.
 
 pub mod adopt;
+pub mod confinement;
 pub mod create;
 pub mod exec;
 pub mod inspect;
@@ -116,6 +117,9 @@ pub struct Record {
     /// How the json-file log rotates (`--log-opt max-size`, `max-file`).
     #[serde(default)]
     pub log_rotation: LogRotation,
+    /// Read-only root, capabilities, seccomp, ulimits, tmpfs mounts... as applied.
+    #[serde(default)]
+    pub confinement: confinement::Confinement,
     /// The Config as created, with the image's defaults applied (for inspect).
     pub config: docker::ContainerConfig,
     /// The HostConfig as created (for inspect).
@@ -387,6 +391,7 @@ impl Daemon {
         AgentRef {
             endpoint: self.endpoint(rec),
             id: rec.id.clone(),
+            pidfile: self.dir(&rec.id).join(crate::sandbox::PIDFILE),
         }
     }
 

@@ -67,6 +67,7 @@ impl Daemon {
         if let Some(l) = oci.linux_mut() {
             l.set_resources(Some(res.build().map_err(bad)?));
         }
+        rec.confinement.apply(&mut oci)?;
         Ok(ContainerSpec {
             oci,
             rootfs: booted.rootfs.clone(),
@@ -74,6 +75,7 @@ impl Daemon {
             log_path: Some(booted.agent_log.clone()),
             log_max_size: rec.log_rotation.max_size,
             log_max_files: rec.log_rotation.max_files,
+            seccomp_unconfined: rec.confinement.seccomp_unconfined,
         })
     }
 
@@ -155,8 +157,8 @@ impl Daemon {
     /// Watches a running container from a task of its own: keeps the host copy of its
     /// log if the sandbox needs one; when its process exits (the agent answers only once
     /// the output is drained), waits for the host log and the attached clients to have the
-    /// last byte, records the status, lets the sandbox go, and removes the container if it
-    /// asked for that.
+    /// last byte, lets the sandbox go (its process gone, killed if need be), records the
+    /// status, and removes the container if it asked for that.
     pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>) {
         let d = self.clone();
         self.rt.spawn(async move {
@@ -193,11 +195,13 @@ impl Daemon {
                 Some(s) => (s, ""),
                 None => (255, "lost contact with the container's agent"),
             };
+            // The sandbox goes before the exit is reported: whoever acts on the exit (rm,
+            // restart, a waiting `run --rm`) finds no monitor, agent or socket left.
+            agent.release_async().await;
+            let _ = tokio::fs::remove_dir_all(d.run_dir(&rec.id)).await;
             // Records and removals write files: off the async workers.
             let (d2, c2) = (d.clone(), c.clone());
             let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, err)).await;
-            agent.release_async().await;
-            let _ = tokio::fs::remove_dir_all(d.run_dir(&rec.id)).await;
             if rec.auto_remove {
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Err(e) = d.remove_now(&c) {

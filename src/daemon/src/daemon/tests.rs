@@ -86,6 +86,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         stop_timeout: 10,
         labels: Default::default(),
         log_rotation: Default::default(),
+        confinement: Default::default(),
         config: Default::default(),
         host_config: Default::default(),
         state: State::default(),

@@ -174,6 +174,66 @@ pub struct AgentRef {
     pub endpoint: Endpoint,
     /// The container's ID.
     pub id: String,
+    /// Where the sandbox's process (the monitor or the host agent) is recorded
+    /// ([`spawn_detached`]), so that a release can make sure it is gone.
+    pub pidfile: PathBuf,
+}
+
+/// The file in a container's directory that names its sandbox's process.
+pub const PIDFILE: &str = "sandbox.pid";
+
+/// How long a released sandbox has to exit by itself before it is killed.
+const RELEASE_GRACE: Duration = Duration::from_secs(10);
+
+/// A process's start time (clock ticks since boot), which tells it from a later process
+/// with the same PID.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces;
+    // the start time is field 22 of the line.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // An exited process not reaped yet is gone for this purpose.
+    if fields.next()? == "Z" {
+        return None;
+    }
+    fields.nth(18)?.parse().ok()
+}
+
+/// Records a sandbox's process as `PID STARTTIME`.
+fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
+    let line = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
+    std::fs::write(path, line).map_err(Error::io(format!("{}", path.display())))
+}
+
+/// The sandbox process a pidfile names, if it is still that process.
+fn recorded_process(path: &std::path::Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut it = text.split_whitespace();
+    let pid: i32 = it.next()?.parse().ok()?;
+    let started: u64 = it.next()?.parse().ok()?;
+    (pid > 1 && start_time(pid) == Some(started)).then_some(pid)
+}
+
+/// Waits up to `grace` for the recorded sandbox process to exit, then kills its process
+/// group (it leads its own session). Blocking.
+fn reap_sandbox(pidfile: &std::path::Path, grace: Duration) {
+    let deadline = std::time::Instant::now() + grace;
+    while let Some(pid) = recorded_process(pidfile) {
+        if std::time::Instant::now() >= deadline {
+            // SAFETY: kill takes plain integers; the group is the sandbox's own session.
+            unsafe { libc::kill(-pid, libc::SIGKILL) };
+            // SAFETY: as above; in case it left its group.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let killed = std::time::Instant::now() + Duration::from_secs(5);
+            while recorded_process(pidfile).is_some_and(|_| std::time::Instant::now() < killed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = std::fs::remove_file(pidfile);
 }
 
 /// Maps an agent's answer: its errors keep their class and exit status.
@@ -328,21 +388,27 @@ impl AgentRef {
         }
     }
 
-    /// [`AgentRef::release`], without a thread.
+    /// [`AgentRef::release`], without holding an async worker.
     pub async fn release_async(&self) {
-        if let Ok(mut cl) = AsyncClient::connect(&self.endpoint).await {
+        let ask = async {
+            let mut cl = AsyncClient::connect(&self.endpoint).await?;
             let _ = cl
                 .call(&Request::Delete {
                     id: self.id.clone(),
                     force: true,
                 })
                 .await;
-            let _ = cl.call(&Request::Shutdown).await;
-        }
+            cl.call(&Request::Shutdown).await
+        };
+        let _ = tokio::time::timeout(RELEASE_GRACE, ask).await;
+        let pidfile = self.pidfile.clone();
+        let _ = tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, RELEASE_GRACE)).await;
     }
 
     /// Deletes the container at its agent and shuts the agent down (a microVM powers
-    /// off). Best effort: the agent may be gone already.
+    /// off), then makes sure the sandbox's process is gone: one that has not exited
+    /// within [`RELEASE_GRACE`] (or whose agent does not answer) is killed. When this
+    /// returns, no monitor or host agent of the container is left.
     pub fn release(&self) {
         if let Ok(mut cl) = Client::connect(&self.endpoint) {
             let _ = cl.call(&Request::Delete {
@@ -351,6 +417,7 @@ impl AgentRef {
             });
             let _ = cl.call(&Request::Shutdown);
         }
+        reap_sandbox(&self.pidfile, RELEASE_GRACE);
     }
 }
 
@@ -360,6 +427,7 @@ impl AgentRef {
 pub fn spawn_detached(
     mut cmd: std::process::Command,
     log: &std::path::Path,
+    pidfile: &std::path::Path,
     endpoint: &Endpoint,
     timeout: Duration,
     what: &str,
@@ -380,6 +448,11 @@ pub fn spawn_detached(
     let mut child = cmd
         .spawn()
         .map_err(|e| Error::Sandbox(format!("starting the {what}: {e}")))?;
+    if let Err(e) = write_pidfile(pidfile, child.id() as i32) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(e);
+    }
     let deadline = std::time::Instant::now() + timeout;
     let result = loop {
         if let Ok(Some(status)) = child.try_wait() {

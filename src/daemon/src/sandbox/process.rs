@@ -52,6 +52,7 @@ impl Sandbox for ProcessSandbox {
         let client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
+            &spec.dir.join(super::PIDFILE),
             &self.endpoint(&spec.run_dir),
             Duration::from_secs(10),
             "container's agent",

@@ -105,6 +105,7 @@ impl Sandbox for VmSandbox {
         let mut client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
+            &spec.dir.join(super::PIDFILE),
             &self.endpoint(&spec.run_dir),
             Duration::from_secs(120),
             "microVM",
