@@ -56,6 +56,9 @@ pub(crate) struct CreateOpts {
     /// Container hostname.
     #[arg(long)]
     hostname: Option<String>,
+    /// Restart policy (no, always, unless-stopped, on-failure[:max-retries]).
+    #[arg(long)]
+    restart: Option<String>,
     /// Mount the container's root filesystem as read only.
     #[arg(long = "read-only")]
     read_only: bool,
@@ -86,6 +89,36 @@ pub(crate) struct CreateOpts {
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
+}
+
+/// Parses `--restart` (`no`, `always`, `unless-stopped`, `on-failure[:N]`).
+fn restart_policy(s: &str) -> Result<docker::RestartPolicy, Fail> {
+    use docker::RestartPolicyNameEnum as N;
+    let (name, max) = match s.split_once(':') {
+        Some((n, m)) => (
+            n,
+            Some(m.parse::<i64>().map_err(|_| {
+                Fail(format!("invalid restart policy format: maximum retry count must be an integer: {m:?}"), 125)
+            })?),
+        ),
+        None => (s, None),
+    };
+    let name = match name {
+        "" | "no" => N::NO,
+        "always" => N::ALWAYS,
+        "unless-stopped" => N::UNLESS_STOPPED,
+        "on-failure" => N::ON_FAILURE,
+        other => {
+            return Err(Fail(
+                format!("invalid restart policy: unknown policy '{other}'; use one of 'no', 'always', 'on-failure', or 'unless-stopped'"),
+                125,
+            ))
+        }
+    };
+    Ok(docker::RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: max,
+    })
 }
 
 /// Parses a `--ulimit` (`name=soft[:hard]`).
@@ -177,6 +210,7 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
             pids_limit: o.pids_limit,
             readonly_rootfs: o.read_only.then_some(true),
+            restart_policy: o.restart.as_deref().map(restart_policy).transpose()?,
             cap_add: (!o.cap_add.is_empty()).then(|| o.cap_add.clone()),
             cap_drop: (!o.cap_drop.is_empty()).then(|| o.cap_drop.clone()),
             security_opt: (!o.security_opt.is_empty())

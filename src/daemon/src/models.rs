@@ -34,13 +34,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             .as_ref()
             .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
     });
-    let restart = h.restart_policy.as_ref().is_some_and(|r| {
-        !matches!(
-            r.name,
-            None | Some(docker::RestartPolicyNameEnum::EMPTY)
-                | Some(docker::RestartPolicyNameEnum::NO)
-        )
-    });
     let log_driver = h
         .log_config
         .as_ref()
@@ -144,7 +137,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             h.port_bindings.as_ref().is_some_and(|p| !p.is_empty()),
             "HostConfig.PortBindings (publishing ports)",
         ),
-        (restart, "HostConfig.RestartPolicy (restart policies)"),
         (set(&h.volume_driver), "HostConfig.VolumeDriver"),
         (
             non_empty(&h.volumes_from),
@@ -218,7 +210,6 @@ mod tests {
     #[test]
     fn known_fields_berth_does_not_apply_are_refused_by_name() {
         for (field, json) in [
-            ("RestartPolicy", r#"{"RestartPolicy":{"Name":"always"}}"#),
             ("LogConfig", r#"{"LogConfig":{"Type":"syslog"}}"#),
             (
                 "compress",
@@ -246,6 +237,7 @@ mod tests {
             r#"{"SecurityOpt":["seccomp=unconfined"]}"#,
             r#"{"Tmpfs":{"/t":""}}"#,
             r#"{"Ulimits":[{"Name":"nofile","Soft":1,"Hard":2}]}"#,
+            r#"{"RestartPolicy":{"Name":"always"}}"#,
         ] {
             refuse_unapplied(&body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#))).unwrap();
         }

@@ -229,6 +229,7 @@ impl Daemon {
         };
         let log_rotation = log_rotation(hc.log_config.as_ref().and_then(|l| l.config.as_ref()))?;
         let confinement = super::confinement::Confinement::from_host_config(hc)?;
+        let restart_policy = super::restart::RestartPolicy::from_host_config(hc)?;
         let id = new_id();
         let labels = config
             .labels
@@ -285,6 +286,10 @@ impl Daemon {
             labels,
             log_rotation,
             confinement,
+            restart_policy,
+            restart_count: 0,
+            stopped_by_hand: false,
+            restarting: false,
             config,
             host_config,
             state: State::default(),

@@ -22,6 +22,7 @@ fn status_enum(s: &str) -> docker::ContainerStateStatusEnum {
         "created" => S::CREATED,
         "running" => S::RUNNING,
         "exited" => S::EXITED,
+        "restarting" => S::RESTARTING,
         _ => S::DEAD,
     }
 }
@@ -43,6 +44,11 @@ pub fn status_line(r: &Record) -> String {
         }
     };
     match r.state.status() {
+        "exited" if r.restarting => format!(
+            "Restarting ({}) {} ago",
+            r.state.exit_code(),
+            ago(r.state.finished_at())
+        ),
         "running" => format!("Up {}", ago(r.state.started_at())),
         "exited" => format!(
             "Exited ({}) {} ago",
@@ -88,10 +94,14 @@ impl Daemon {
                 path: r.args.first().cloned(),
                 args: Some(r.args.get(1..).unwrap_or(&[]).to_vec()),
                 state: Some(docker::ContainerState {
-                    status: Some(status_enum(r.state.status())),
+                    status: Some(status_enum(if r.restarting {
+                        "restarting"
+                    } else {
+                        r.state.status()
+                    })),
                     running: Some(r.state.running()),
                     paused: Some(false),
-                    restarting: Some(false),
+                    restarting: Some(r.restarting),
                     oom_killed: Some(false),
                     dead: Some(false),
                     pid: Some(r.state.pid()),
@@ -107,7 +117,7 @@ impl Daemon {
                 hosts_path: Some(String::new()),
                 log_path: Some(self.log_path(&r.id).display().to_string()),
                 name: Some(format!("/{}", r.name)),
-                restart_count: Some(0),
+                restart_count: Some(r.restart_count),
                 driver: Some("berth-overlay".into()),
                 platform: Some("linux".into()),
                 mount_label: Some(String::new()),

@@ -16,6 +16,7 @@ pub mod exec;
 pub mod inspect;
 pub mod logs;
 pub mod remove;
+pub mod restart;
 pub mod start;
 pub mod stop;
 
@@ -120,6 +121,18 @@ pub struct Record {
     /// Read-only root, capabilities, seccomp, ulimits, tmpfs mounts... as applied.
     #[serde(default)]
     pub confinement: confinement::Confinement,
+    /// `--restart`.
+    #[serde(default)]
+    pub restart_policy: restart::RestartPolicy,
+    /// Restarts its policy made since it was last started by hand.
+    #[serde(default)]
+    pub restart_count: i64,
+    /// Stopped or killed through the API (its policy does not restart it).
+    #[serde(default)]
+    pub stopped_by_hand: bool,
+    /// Waiting out the backoff before its policy restarts it.
+    #[serde(default)]
+    pub restarting: bool,
     /// The Config as created, with the image's defaults applied (for inspect).
     pub config: docker::ContainerConfig,
     /// The HostConfig as created (for inspect).
@@ -194,6 +207,8 @@ pub struct Ctr {
     pub op: tokio::sync::Mutex<()>,
     /// Attached output relays.
     pub relays: Relays,
+    /// The last restart backoff of its restart policy.
+    pub backoff: Mutex<Option<Duration>>,
 }
 
 impl Ctr {
@@ -357,6 +372,7 @@ impl Daemon {
             events,
         });
         d.adopt();
+        d.restart_on_boot();
         Ok(d)
     }
 
@@ -502,6 +518,7 @@ impl Daemon {
             pending: Mutex::new(Vec::new()),
             op: tokio::sync::Mutex::new(()),
             relays: Relays::default(),
+            backoff: Mutex::new(None),
         });
         self.containers
             .lock()

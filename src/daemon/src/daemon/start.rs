@@ -162,6 +162,7 @@ impl Daemon {
     pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>) {
         let d = self.clone();
         self.rt.spawn(async move {
+            let began = std::time::Instant::now();
             let rec = c.record();
             let agent = d.agent(&rec);
             let copier = if d.sandbox(&rec).copies_logs() {
@@ -202,6 +203,9 @@ impl Daemon {
             // Records and removals write files: off the async workers.
             let (d2, c2) = (d.clone(), c.clone());
             let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, err)).await;
+            if !rec.auto_remove {
+                d.maybe_restart(c.clone(), status, began.elapsed()).await;
+            }
             if rec.auto_remove {
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Err(e) = d.remove_now(&c) {

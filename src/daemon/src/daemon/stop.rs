@@ -39,10 +39,15 @@ impl Daemon {
         let _op = c.op.lock().await;
         let rec = c.record();
         if !rec.state.running() {
+            if rec.restarting {
+                // Waiting to be restarted by its policy: a stop cancels that.
+                return self.mark_stopped_by_hand(&c);
+            }
             return Err(Error::NotModified);
         }
         let t = timeout.unwrap_or(rec.stop_timeout);
         let sig = parse_signal(signal.unwrap_or(&rec.stop_signal))?;
+        self.mark_stopped_by_hand(&c)?;
         let agent = self.agent(&rec);
         blocking(move || agent.signal(sig, false)).await?;
         // A negative timeout waits as long as it takes (Docker's -1).
@@ -65,6 +70,7 @@ impl Daemon {
     pub async fn kill(self: &Arc<Self>, c: Arc<Ctr>, signal: Option<&str>) -> Result<()> {
         let sig = parse_signal(signal.unwrap_or("SIGKILL"))?;
         let rec = self.running(&c)?;
+        self.mark_stopped_by_hand(&c)?;
         let agent = self.agent(&rec);
         blocking(move || agent.signal(sig, sig == libc::SIGKILL)).await?;
         if sig == libc::SIGKILL {
@@ -72,6 +78,31 @@ impl Daemon {
         }
         self.event("container", "kill", &rec.id, &[("signal", sig.to_string())]);
         Ok(())
+    }
+
+    /// Stopped through the API: its restart policy leaves it be.
+    fn mark_stopped_by_hand(&self, c: &Ctr) -> Result<()> {
+        self.update(c, |r| {
+            r.stopped_by_hand = true;
+            r.restarting = false;
+            Ok(())
+        })
+    }
+
+    /// A start asked for through the API (`start`, `restart`): the restart policy
+    /// applies again, counting from 0, as in Docker.
+    pub async fn start_by_hand(self: &Arc<Self>, c: Arc<Ctr>) -> Result<()> {
+        let r = c.record();
+        if r.stopped_by_hand || r.restarting || r.restart_count != 0 {
+            self.update(&c, |r| {
+                r.stopped_by_hand = false;
+                r.restarting = false;
+                r.restart_count = 0;
+                Ok(())
+            })?;
+        }
+        *c.backoff.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        self.start_async(c).await
     }
 
     /// Starts a container from a blocking task; a `--rm` container that could not start
@@ -96,6 +127,6 @@ impl Daemon {
             Ok(()) | Err(Error::NotModified) => {}
             Err(e) => return Err(e),
         }
-        self.start_async(c).await
+        self.start_by_hand(c).await
     }
 }

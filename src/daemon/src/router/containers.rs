@@ -37,7 +37,7 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
         )),
         (&Method::GET, [id, "json"]) => find(id).map(|c| json(StatusCode::OK, &d.inspect(&c))),
         (&Method::POST, [id, "start"]) => match find(id) {
-            Ok(c) => done(d.start_async(c).await),
+            Ok(c) => done(d.start_by_hand(c).await),
             Err(e) => Err(e),
         },
         (&Method::POST, [id, "stop"]) => match (find(id), q.int("t")) {
