@@ -289,6 +289,25 @@ fn detached_containers_logs_follow_exec_inspect_and_stop() {
     assert!(b
         .ok(&["ps", "-a", "--filter", "status=exited"])
         .contains("web"));
+    // Attach with logs=1&stream=0 to a stopped container: its log, framed, then the end.
+    let mut sock = UnixStream::connect(&b.sock).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "POST /v1.44/containers/web/attach?logs=1&stream=0&stdout=1&stderr=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    let body = &got[text.find("\r\n\r\n").unwrap() + 4..];
+    let mut want = vec![1u8, 0, 0, 0, 0, 0, 0, 8];
+    want.extend_from_slice(b"started\n");
+    want.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 9]);
+    want.extend_from_slice(b"stopping\n");
+    assert_eq!(body, want, "{text}");
     // commit: the container's changes (a new file, a deleted one) as a new image.
     let img = b.ok(&[
         "commit",
@@ -964,6 +983,11 @@ fn malformed_requests_get_4xx_never_a_crash() {
             404,
         ),
         ("unknown exec", get("/v1.44/exec/abc/json"), 404),
+        // Swarm answers as dockerd's does outside a swarm; making one is not built.
+        ("swarm inspect", get("/v1.44/swarm"), 503),
+        ("swarm leave", post("/v1.44/swarm/leave", ""), 503),
+        ("services", get("/v1.44/services"), 503),
+        ("swarm init", post("/v1.44/swarm/init", "{}"), 501),
         (
             "bind mounts",
             post(
@@ -981,6 +1005,24 @@ fn malformed_requests_get_4xx_never_a_crash() {
             v["message"].as_str().is_some_and(|m| !m.is_empty()),
             "{what}: {body}"
         );
+    }
+    // /info carries the keys dockerd's does, with berth's values.
+    let (status, body) = get("/v1.44/info");
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(info["Swarm"]["LocalNodeState"], "inactive", "{body}");
+    assert!(info["MemTotal"].as_i64().unwrap_or(0) > 0, "{body}");
+    for k in [
+        "SystemTime",
+        "Debug",
+        "ExperimentalBuild",
+        "CgroupVersion",
+        "LoggingDriver",
+        "Plugins",
+        "LiveRestoreEnabled",
+        "IndexServerAddress",
+    ] {
+        assert!(info.get(k).is_some(), "/info lacks {k}: {body}");
     }
     // Unknown fields are ignored, as dockerd ignores them (SDKs send newer API fields).
     let (status, body) = post(

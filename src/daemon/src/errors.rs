@@ -19,6 +19,10 @@ pub enum Error {
     /// A Docker feature or setting berth has not built (501). Names it.
     #[error("not implemented: {0} is not supported by berthd yet")]
     NotImplemented(String),
+    /// The service is not available in this state: swarm calls on a node that is not in
+    /// a swarm (503, as dockerd answers them).
+    #[error("{0}")]
+    Unavailable(String),
     /// Nothing to do: already started, already stopped (304).
     #[error("not modified")]
     NotModified,

@@ -286,7 +286,7 @@ impl Agent {
         };
         let log = match &spec.log_path {
             Some(p) => Some(Arc::new(Mutex::new(
-                LogFile::open(std::path::Path::new(p), rotation)
+                LogFile::open_from(std::path::Path::new(p), rotation, spec.log_base)
                     .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
             ))),
             None => None,

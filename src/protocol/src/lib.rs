@@ -194,6 +194,11 @@ pub struct ContainerSpec {
     /// Docker's `max-file`.
     #[serde(default)]
     pub log_max_files: u32,
+    /// The logical offset the log starts at when the agent creates it: what the host copy
+    /// of an earlier run of the container already holds (a restarted microVM), so that
+    /// the copy continues from there.
+    #[serde(default)]
+    pub log_base: u64,
     /// Run without Docker's default seccomp profile (`--security-opt seccomp=unconfined`),
     /// for the container's process and every process exec'd in it.
     #[serde(default)]

@@ -49,6 +49,11 @@ fn base_path(path: &Path) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// The logical offset just past the end of the log at `path` (0 if there is none).
+pub fn end_of(path: &Path) -> u64 {
+    base_of(path) + std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 /// The logical offset where `path`'s current file starts (0 if never rotated).
 pub fn base_of(path: &Path) -> u64 {
     std::fs::read_to_string(base_path(path))
@@ -99,6 +104,20 @@ impl LogFile {
             },
             hold: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(NO_HOLD)),
         })
+    }
+
+    /// Opens the log; one that does not exist yet starts at logical offset `base`. A
+    /// container's log continued by a new writer (a restarted microVM's, whose host copy
+    /// already holds `base` bytes) so keeps one offset space. An existing log keeps its
+    /// own.
+    pub fn open_from(path: &Path, rotation: Rotation, base: u64) -> std::io::Result<LogFile> {
+        if base > 0 && !path.exists() {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(base_path(path), base.to_string())?;
+        }
+        LogFile::open(path, rotation)
     }
 
     /// The offset a follower still needs: a follower stores its position here (and
@@ -345,6 +364,34 @@ mod tests {
         drop(l);
         let l = LogFile::open(&p, r).unwrap();
         assert_eq!(l.end(), 1200);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_new_writer_continues_an_earlier_logs_offsets() {
+        let d = dir("from");
+        let host = d.join("host-json.log");
+        std::fs::write(&host, "first\n").unwrap();
+        assert_eq!(end_of(&host), 6);
+        // A restarted microVM's fresh log starts where the host copy ends...
+        let guest = d.join("guest-json.log");
+        let mut g = LogFile::open_from(&guest, Rotation::default(), end_of(&host)).unwrap();
+        assert_eq!(g.end(), 6);
+        g.append(b"second\n").unwrap();
+        assert_eq!(g.end(), 13);
+        // ...so a copier asking from the host's end gets exactly the new output.
+        let mut f = Follower::new(&guest, end_of(&host));
+        let mut buf = [0u8; 64];
+        let n = f.read(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"second\n");
+        // An existing log keeps its own offsets.
+        drop(g);
+        assert_eq!(
+            LogFile::open_from(&guest, Rotation::default(), 999)
+                .unwrap()
+                .end(),
+            13
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -76,6 +76,13 @@ impl Daemon {
             log_max_size: rec.log_rotation.max_size,
             log_max_files: rec.log_rotation.max_files,
             seccomp_unconfined: rec.confinement.seccomp_unconfined,
+            // A sandbox that keeps its own log (a microVM's, fresh at each start) goes on
+            // from where the host copy ends; the host agent appends to the host log.
+            log_base: if self.sandbox(rec).copies_logs() {
+                berth_protocol::logfile::end_of(&self.log_path(&rec.id))
+            } else {
+                0
+            },
         })
     }
 

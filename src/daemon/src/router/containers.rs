@@ -183,6 +183,31 @@ struct LogLine {
     time: String,
 }
 
+/// A container's log so far, as attach's `logs=1` sends it: framed by stream, or raw
+/// with a TTY.
+pub(crate) async fn past_log(path: &std::path::Path, tty: bool, out: bool, err: bool) -> Vec<u8> {
+    let mut buf = Vec::new();
+    for f in logfile::files(path) {
+        buf.extend(tokio::fs::read(&f).await.unwrap_or_default());
+    }
+    let mut res = Vec::new();
+    for l in String::from_utf8_lossy(&buf).lines() {
+        let Ok(v) = serde_json::from_str::<LogLine>(l) else {
+            continue;
+        };
+        let stderr = v.stream == "stderr";
+        if (stderr && !err) || (!stderr && !out) {
+            continue;
+        }
+        if tty {
+            res.extend_from_slice(v.log.as_bytes());
+        } else {
+            res.extend_from_slice(&frame(if stderr { 2 } else { 1 }, v.log.as_bytes()));
+        }
+    }
+    res
+}
+
 fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
     let rec = c.record();
     let (want_out, want_err) = (q.flag("stdout", false), q.flag("stderr", false));

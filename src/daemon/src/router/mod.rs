@@ -36,6 +36,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::NotFound(_) => StatusCode::NOT_FOUND,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::NotModified => StatusCode::NOT_MODIFIED,
         Error::Start { user_error, .. } => {
             if *user_error {

@@ -185,6 +185,22 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
         stdout: q.flag("stdout", false),
         stderr: q.flag("stderr", false),
     };
+    // `logs=1`: what it printed so far first; with `stream=0`, only that, in any state.
+    let (with_logs, stream) = (q.flag("logs", false), q.flag("stream", false));
+    let log_path = d.log_path(&rec.id);
+    let (log_out, log_err) = (want.stdout, want.stderr);
+    if with_logs && !stream {
+        let on_up = hyper::upgrade::on(&mut req);
+        let resp = upgraded_resp(rec.tty);
+        tokio::spawn(async move {
+            let past = super::containers::past_log(&log_path, rec.tty, log_out, log_err).await;
+            let Ok(up) = on_up.await else { return };
+            let mut io = TokioIo::new(up);
+            let _ = io.write_all(&past).await;
+            let _ = io.shutdown().await;
+        });
+        return Ok(resp);
+    }
     let phase = *c.phase.borrow();
     let (ready_rx, ack_tx) = match phase {
         Phase::Created => {
@@ -224,6 +240,16 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
         }
         let Ok(Ok(streams)) = streams else { return };
         let Ok(up) = on_up.await else { return };
+        let up = if with_logs {
+            let past = super::containers::past_log(&log_path, rec.tty, log_out, log_err).await;
+            let mut io = TokioIo::new(up);
+            if io.write_all(&past).await.is_err() {
+                return;
+            }
+            io.into_inner()
+        } else {
+            up
+        };
         relay(up, rec.tty, streams, None, Some(guard)).await;
     });
     Ok(resp)

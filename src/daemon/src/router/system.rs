@@ -46,6 +46,19 @@ fn ping(m: &Method) -> Resp {
     r
 }
 
+/// The host's memory in bytes, as /proc/meminfo says.
+fn mem_total() -> i64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<i64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -106,7 +119,75 @@ fn info(d: &Daemon) -> Info {
                     .map(|n| n.get() as i64)
                     .unwrap_or(1),
             ),
-            mem_total: Some(0),
+            mem_total: Some(mem_total()),
+            memory_limit: Some(true),
+            swap_limit: Some(false),
+            cpu_cfs_period: Some(true),
+            cpu_cfs_quota: Some(true),
+            cpu_shares: Some(false),
+            cpu_set: Some(false),
+            pids_limit: Some(true),
+            oom_kill_disable: Some(false),
+            kernel_memory_tcp: Some(false),
+            ipv4_forwarding: Some(false),
+            bridge_nf_iptables: Some(false),
+            bridge_nf_ip6tables: Some(false),
+            debug: Some(false),
+            nfd: Some(0),
+            n_goroutines: Some(0),
+            n_events_listener: Some(d.events.receiver_count() as i64),
+            system_time: Some(berth_protocol::time::rfc3339(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0),
+                None,
+            )),
+            cgroup_version: Some(
+                if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                    docker::SystemInfoCgroupVersionEnum::_2
+                } else {
+                    docker::SystemInfoCgroupVersionEnum::_1
+                },
+            ),
+            os_version: Some(String::new()),
+            index_server_address: Some("https://index.docker.io/v1/".into()),
+            driver_status: Some(vec![]),
+            plugins: Some(docker::PluginsInfo {
+                volume: Some(vec![]),
+                network: Some(vec![]),
+                authorization: None,
+                log: Some(vec!["json-file".into()]),
+            }),
+            labels: Some(vec![]),
+            experimental_build: Some(false),
+            http_proxy: Some(String::new()),
+            https_proxy: Some(String::new()),
+            no_proxy: Some(String::new()),
+            live_restore_enabled: Some(true),
+            swarm: Some(docker::SwarmInfo {
+                node_id: Some(String::new()),
+                node_addr: Some(String::new()),
+                local_node_state: Some(docker::LocalNodeState::INACTIVE),
+                control_available: Some(false),
+                error: Some(String::new()),
+                ..Default::default()
+            }),
+            init_binary: Some(String::new()),
+            containerd_commit: Some(docker::Commit {
+                id: Some(String::new()),
+                expected: Some(String::new()),
+            }),
+            runc_commit: Some(docker::Commit {
+                id: Some(String::new()),
+                expected: Some(String::new()),
+            }),
+            init_commit: Some(docker::Commit {
+                id: Some(String::new()),
+                expected: Some(String::new()),
+            }),
+            default_address_pools: Some(vec![]),
+            cdi_spec_dirs: Some(vec![]),
             name: Some("berth".into()),
             server_version: Some(env!("CARGO_PKG_VERSION").into()),
             default_runtime: Some("berth".into()),
