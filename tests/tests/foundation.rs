@@ -140,9 +140,11 @@ fn a_lab_boot_that_stalls_is_retried_once_then_reported() {
 #[test]
 fn a_frozen_lab_is_caught_by_the_watchdog_and_reported() {
     let tmp = TempDir::new("lab-freeze").unwrap();
-    // The command stops the lab's heartbeat, as a frozen lab VM stops everything.
+    // The command stops the lab's heartbeats (over 9p and on the serial port), as a
+    // frozen lab VM stops everything.
     let script = "io=$(sed -n 's/.*lab.io=\\([^ ]*\\).*/\\1/p' /proc/cmdline); \
-                  kill -STOP $(cat $io/heartbeat.pid); echo heartbeat-stopped; sleep 1000";
+                  kill -STOP $(cat $io/heartbeat.pid) $(cat $io/serial-beat.pid); \
+                  echo heartbeat-stopped; sleep 1000";
     let t0 = std::time::Instant::now();
     let out = Command::new(repo_root().join("tests/lab/run"))
         .args(["--timeout", "300", "--", "sh", "-c", script])
