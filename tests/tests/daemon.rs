@@ -1206,7 +1206,13 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         .to_owned()
     };
     assert!(eventually(120, || state() == "exited 1 3"), "{}", state());
-    assert_eq!(b.ok(&["logs", &id]), "run\nrun\n");
+    assert_eq!(
+        b.ok(&["logs", &id]),
+        "run\nrun\n",
+        "the restarted microVM's output is in the log; its error: {}\nberthd log:\n{}",
+        b.ok(&["inspect", "--format", "{{.State.Error}}", &id]),
+        b.log()
+    );
     b.ok(&["rm", &id]);
     step("restart policy");
     // A microVM outlives a SIGKILLed berthd; the restarted one re-adopts it.
@@ -1334,6 +1340,22 @@ fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
     );
     assert!(berth(&["version"]).stdout.contains("API version: 1.44"));
     assert!(berth(&["images"]).stdout.contains("bb "));
+    // Its own usage errors exit 125, as the docker CLI's do; --help is not an error.
+    assert_eq!(berth(&["run"]).status, 125);
+    assert_eq!(berth(&["--no-such-flag", "ps"]).status, 125);
+    assert_eq!(berth(&["--help"]).status, 0);
+    // A closed stdout ends it quietly.
+    let f: Finished = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{} -H unix://{} images | true",
+            built_binary("berth").display(),
+            b.sock.display()
+        ))
+        .output()
+        .unwrap()
+        .into();
+    assert!(!f.stderr.contains("panicked"), "{}", f.stderr);
 }
 
 #[test]

@@ -289,7 +289,18 @@ fn ensure_daemon(sock: &PathBuf) -> Result<(), Fail> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A closed stdout (`berth ps | head -1`) ends berth quietly, as it ends docker, not
+    // with a panic.
+    // SAFETY: setting a signal's disposition to the default; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // Usage errors exit 125, as the docker CLI's do; --help and --version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 125 } else { 0 });
+        }
+    };
     let sock = match &cli.host {
         Some(h) => match h.strip_prefix("unix://") {
             Some(p) => PathBuf::from(p),

@@ -4,7 +4,7 @@ use crate::process::{Namespaces, ProcessConfig};
 use crate::security::{self, CapSets};
 use crate::Error;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, LinuxNamespaceType, PosixRlimitBuilder, PosixRlimitType,
+    Capability, LinuxCapabilities, LinuxNamespaceType, PosixRlimitBuilder, PosixRlimitType,
     Process, Spec,
 };
 use std::collections::HashSet;
@@ -27,16 +27,7 @@ pub fn docker_default(args: Vec<String>) -> Spec {
     process.set_env(Some(vec![format!("PATH={DEFAULT_PATH}")]));
     process.set_terminal(Some(false));
     process.set_no_new_privileges(Some(true));
-    process.set_capabilities(Some(
-        LinuxCapabilitiesBuilder::default()
-            .bounding(caps.clone())
-            .effective(caps.clone())
-            .permitted(caps.clone())
-            .inheritable(caps)
-            .ambient(HashSet::new())
-            .build()
-            .expect("a complete capabilities block"),
-    ));
+    process.set_capabilities(Some(capabilities(caps)));
     // Docker passes its daemon's open-file limit down; so do we.
     let mut nofile = libc::rlimit {
         rlim_cur: 1024,
@@ -84,6 +75,18 @@ pub fn docker_default(args: Vec<String>) -> Spec {
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
     }
     spec
+}
+
+/// A capabilities block with `caps` in the bounding, effective, permitted and inheritable
+/// sets and none ambient: what Docker gives a container's root.
+pub fn capabilities(caps: HashSet<Capability>) -> LinuxCapabilities {
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(caps.clone()));
+    c.set_effective(Some(caps.clone()));
+    c.set_permitted(Some(caps.clone()));
+    c.set_inheritable(Some(caps));
+    c.set_ambient(Some(HashSet::new()));
+    c
 }
 
 /// The namespaces a spec asks for.

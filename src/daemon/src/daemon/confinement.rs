@@ -9,8 +9,7 @@
 use crate::errors::{Error, Result};
 use crate::models::docker;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilitiesBuilder, MountBuilder, PosixRlimit, PosixRlimitBuilder,
-    PosixRlimitType, Process, Spec,
+    Capability, MountBuilder, PosixRlimit, PosixRlimitBuilder, PosixRlimitType, Process, Spec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -391,16 +390,7 @@ impl Confinement {
     /// no_new_privs, ulimits, the OOM score.
     pub fn apply_to_process(&self, p: &mut Process) -> Result<()> {
         if let Some(caps) = self.caps() {
-            p.set_capabilities(Some(
-                LinuxCapabilitiesBuilder::default()
-                    .bounding(caps.clone())
-                    .effective(caps.clone())
-                    .permitted(caps.clone())
-                    .inheritable(caps)
-                    .ambient(HashSet::new())
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?,
-            ));
+            p.set_capabilities(Some(berth_container::spec::capabilities(caps)));
         }
         if self.allow_new_privileges {
             p.set_no_new_privileges(Some(false));

@@ -126,13 +126,17 @@ impl Daemon {
         {
             return;
         }
+        // Still restarting (inspect says so) until it runs again: the start clears it.
         let _ = self.update(&c, |r| {
-            r.restarting = false;
             r.restart_count += 1;
             Ok(())
         });
         if let Err(e) = self.start_async(c.clone()).await {
             super::log_failure("restarting a container (its restart policy)", &e);
+            let _ = self.update(&c, |r| {
+                r.restarting = false;
+                Ok(())
+            });
         }
     }
 

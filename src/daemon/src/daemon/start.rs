@@ -94,7 +94,11 @@ impl Daemon {
         rec.state.can_start()?;
         match self.start_in_sandbox(c, &rec) {
             Ok(pid) => {
-                self.update(c, |r| r.state.started(i64::from(pid), now_rfc3339()))?;
+                self.update(c, |r| {
+                    // A restart by its policy is over once it runs again.
+                    r.restarting = false;
+                    r.state.started(i64::from(pid), now_rfc3339())
+                })?;
                 c.phase.send_replace(Phase::Running);
                 self.event("container", "start", &rec.id, &[("name", rec.name.clone())]);
                 Ok(())
