@@ -543,11 +543,12 @@ fn assert_confinement_applies(b: &Berthd) {
         assert_eq!(f.status, 0, "{flags:?}: {}\n{}", f.stdout, f.stderr);
         f.stdout
     };
-    const PRIVS: &str = "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
-    // Docker's defaults: its 14 capabilities, its seccomp filter; berth adds no_new_privs.
+    const PRIVS: &str = "grep -E '^(CapInh|CapEff|NoNewPrivs|Seccomp):' /proc/self/status";
+    // Docker's defaults: its 14 capabilities (none inheritable), its seccomp filter; berth
+    // adds no_new_privs.
     assert_eq!(
         out(&[], PRIVS),
-        "CapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
+        "CapInh:\t0000000000000000\nCapEff:\t00000000a80425fb\nNoNewPrivs:\t1\nSeccomp:\t2\n"
     );
     // A read-only root refuses writes, but a tmpfs and a missing working directory work.
     let f = run(&["--read-only"], "touch /x");
@@ -588,10 +589,11 @@ fn assert_confinement_applies(b: &Berthd) {
     );
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(
-        &lines[..5],
+        &lines[..6],
         [
             "/new/dir",
             "wrote",
+            "CapInh:\t0000000000000000",
             "CapEff:\t0000000000002000",
             "NoNewPrivs:\t0",
             "Seccomp:\t0"
@@ -599,8 +601,8 @@ fn assert_confinement_applies(b: &Berthd) {
         "{s}"
     );
     let words = |l: &str| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-    assert_eq!(words(lines[5])[3..5], ["1024", "2048"], "{s}");
-    assert_eq!(lines[6], "500");
+    assert_eq!(words(lines[6])[3..5], ["1024", "2048"], "{s}");
+    assert_eq!(lines[7], "500");
     let mount = |at: &str| {
         lines
             .iter()

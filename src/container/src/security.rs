@@ -102,13 +102,14 @@ pub struct CapSets {
 }
 
 impl CapSets {
-    /// The same mask in every set but ambient (what Docker gives root in a container).
+    /// The mask in the bounding, effective and permitted sets, none inheritable or
+    /// ambient (what Docker gives a container).
     pub fn uniform(mask: u64) -> CapSets {
         CapSets {
             bounding: mask,
             effective: mask,
             permitted: mask,
-            inheritable: mask,
+            inheritable: 0,
             ambient: 0,
         }
     }

@@ -77,14 +77,16 @@ pub fn docker_default(args: Vec<String>) -> Spec {
     spec
 }
 
-/// A capabilities block with `caps` in the bounding, effective, permitted and inheritable
-/// sets and none ambient: what Docker gives a container's root.
+/// A capabilities block with `caps` in the bounding, effective and permitted sets, and
+/// none inheritable or ambient: what Docker (20.10.14 and later) gives a container. An
+/// empty inheritable set keeps a binary's file-inheritable capabilities from raising
+/// anything for a non-root user (CVE-2022-24769).
 pub fn capabilities(caps: HashSet<Capability>) -> LinuxCapabilities {
     let mut c = LinuxCapabilities::default();
     c.set_bounding(Some(caps.clone()));
     c.set_effective(Some(caps.clone()));
-    c.set_permitted(Some(caps.clone()));
-    c.set_inheritable(Some(caps));
+    c.set_permitted(Some(caps));
+    c.set_inheritable(Some(HashSet::new()));
     c.set_ambient(Some(HashSet::new()));
     c
 }

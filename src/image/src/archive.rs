@@ -150,7 +150,7 @@ fn save_to(store: &ImageStore, names: &[String], sink: &mut dyn Sink) -> Result<
             "Layers": manifest.layers().iter().map(|l| format!("blobs/sha256/{}", l.digest().digest())).collect::<Vec<_>>(),
         }));
     }
-    let index = serde_json::to_vec(&media::new_index(index)).unwrap_or_default();
+    let index = media::to_json(&media::new_index(index));
     let docker = serde_json::to_vec(&docker).unwrap_or_default();
     sink.put("oci-layout", OCI_LAYOUT.len() as u64, &mut &OCI_LAYOUT[..])?;
     sink.put("index.json", index.len() as u64, &mut &index[..])?;
@@ -466,7 +466,7 @@ fn interpret(
             media::descriptor(media::OCI_CONFIG, &config, config_size),
             layers,
         );
-        let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+        let bytes = media::to_json(&manifest);
         let md = write_new(store, &bytes)?;
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
@@ -633,14 +633,14 @@ fn new_image(
     layers: Vec<Descriptor>,
     tag: Option<&Reference>,
 ) -> Result<ImageRecord, ArchiveError> {
-    let cb = serde_json::to_vec(config).unwrap_or_default();
+    let cb = media::to_json(config);
     let cd = write_new(store, &cb)?;
     st.added(cd.clone());
     let manifest = media::new_manifest(
         media::descriptor(media::OCI_CONFIG, &cd, cb.len() as u64),
         layers,
     );
-    let mb = serde_json::to_vec(&manifest).unwrap_or_default();
+    let mb = media::to_json(&manifest);
     let md = write_new(store, &mb)?;
     st.added(md.clone());
     Ok(stage_and_commit(store, &md, media::OCI_MANIFEST, None, tag.cloned())?.0)

@@ -236,12 +236,30 @@ pub fn layer_compression(media_type: &MediaType) -> Result<Compression, MediaErr
     }
 }
 
-/// Parses an image config blob.
+/// Parses an image config blob. `architecture` and `os` are required by the OCI spec but
+/// missing from some configs in the wild; they read as empty (see [`foreign_platform`]).
 pub fn parse_config(bytes: &[u8]) -> Result<ImageConfig, MediaError> {
-    serde_json::from_slice(bytes).map_err(|err| MediaError::Invalid {
+    let invalid = |err| MediaError::Invalid {
         what: "image config",
         err,
-    })
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if let Some(o) = v.as_object_mut() {
+        for k in ["architecture", "os"] {
+            o.entry(k)
+                .or_insert_with(|| serde_json::Value::String(String::new()));
+        }
+    }
+    serde_json::from_value(v).map_err(invalid)
+}
+
+/// A document as berth writes it: JSON with its object keys sorted, so that the same
+/// content always has the same bytes and digest (`oci-spec` keeps labels, ports and
+/// annotations in hash maps).
+pub fn to_json<T: serde::Serialize>(doc: &T) -> Vec<u8> {
+    serde_json::to_value(doc)
+        .and_then(|v| serde_json::to_vec(&v))
+        .unwrap_or_default()
 }
 
 /// A new linux/amd64 image config, as `import` and `commit` write them.
@@ -312,6 +330,21 @@ mod tests {
         );
         let e = Document::parse(m.as_bytes(), None).unwrap_err();
         assert!(e.to_string().contains("sha512"), "{e}");
+    }
+
+    #[test]
+    fn configs_without_a_platform_read_and_documents_serialise_sorted() {
+        let c = parse_config(br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#).unwrap();
+        assert_eq!(foreign_platform(&c), None, "no platform named: runnable");
+        let mut cfg = ContainerConfig::default();
+        cfg.set_labels(Some(
+            [("b", "2"), ("a", "1"), ("c", "3")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        ));
+        let j = String::from_utf8(to_json(&cfg)).unwrap();
+        assert_eq!(j, r#"{"Labels":{"a":"1","b":"2","c":"3"}}"#);
     }
 
     #[test]

@@ -314,8 +314,8 @@ fn tmpfs(h: &docker::HostConfig) -> Result<Vec<Tmpfs>> {
                 opts.push(format!("mode={mode:o}"));
             }
         }
-        // Docker's `--mount type=tmpfs` is not noexec by default.
-        let mut options: Vec<String> = ["nosuid", "nodev"].map(String::from).to_vec();
+        // Docker's defaults for a tmpfs mount, as for `--tmpfs`.
+        let mut options: Vec<String> = ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
         options.extend(opts);
         push(Tmpfs { target, options })?;
     }

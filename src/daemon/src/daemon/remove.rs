@@ -19,12 +19,19 @@ impl Daemon {
                     rec.id
                 )));
             }
+            // Its restart policy must not start it again.
+            let _ = self.mark_stopped_by_hand(&c);
             let agent = self.agent(&rec);
             let _ = blocking(move || agent.signal(libc::SIGKILL, true)).await;
-            if !wait_phase(&c, Duration::from_secs(10), exited).await {
+            if !wait_phase(&c, Duration::from_secs(30), exited).await {
                 // The agent does not answer: take the sandbox down so that nothing
                 // outlives the container's record.
-                self.agent(&rec).release();
+                let agent = self.agent(&rec);
+                let _ = blocking(move || {
+                    agent.release();
+                    Ok(())
+                })
+                .await;
             }
         }
         if matches!(*c.phase.borrow(), Phase::Removed(_)) {

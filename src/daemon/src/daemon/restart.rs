@@ -75,11 +75,13 @@ impl RestartPolicy {
         }
     }
 
-    /// Whether berthd's start brings the container back.
-    pub fn starts_with_berthd(&self, stopped_by_hand: bool) -> bool {
+    /// Whether berthd's start brings the container back: `always`; `unless-stopped` not
+    /// stopped by hand; `on-failure` after a failure, within its retries (as dockerd).
+    pub fn starts_with_berthd(&self, stopped_by_hand: bool, status: i64, restarts: i64) -> bool {
         match self.name.as_str() {
             "always" => true,
             "unless-stopped" => !stopped_by_hand,
+            "on-failure" => self.should_restart(status, restarts, stopped_by_hand),
             _ => false,
         }
     }
@@ -120,10 +122,21 @@ impl Daemon {
             return;
         }
         tokio::time::sleep(delay).await;
-        // Removed, stopped or started by hand meanwhile: nothing to do.
+        // Checked under the container's lock, which stop, kill, start and rm take too:
+        // removed, stopped or started by hand meanwhile, there is nothing to do.
+        let _op = c.op.lock().await;
         let rec = c.record();
-        if matches!(*c.phase.borrow(), Phase::Removed(_)) || rec.stopped_by_hand || !rec.restarting
+        if matches!(*c.phase.borrow(), Phase::Removed(_))
+            || rec.stopped_by_hand
+            || !rec.restarting
+            || rec.state.running()
         {
+            if rec.restarting && !matches!(*c.phase.borrow(), Phase::Removed(_)) {
+                let _ = self.update(&c, |r| {
+                    r.restarting = false;
+                    Ok(())
+                });
+            }
             return;
         }
         // Still restarting (inspect says so) until it runs again: the start clears it.
@@ -131,7 +144,8 @@ impl Daemon {
             r.restart_count += 1;
             Ok(())
         });
-        if let Err(e) = self.start_async(c.clone()).await {
+        let (d, c2) = (self.clone(), c.clone());
+        if let Err(e) = super::blocking(move || d.start(&c2)).await {
             super::log_failure("restarting a container (its restart policy)", &e);
             let _ = self.update(&c, |r| {
                 r.restarting = false;
@@ -147,11 +161,29 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .cloned()
+            .collect();
+        let victims: Vec<Arc<Ctr>> = victims
+            .into_iter()
             .filter(|c| {
                 let r = c.record();
-                !r.state.running() && r.restart_policy.starts_with_berthd(r.stopped_by_hand)
+                if r.state.running() {
+                    return false;
+                }
+                let back = r.restart_policy.starts_with_berthd(
+                    r.stopped_by_hand,
+                    r.state.exit_code(),
+                    r.restart_count,
+                );
+                // A backoff berthd did not live to finish is over, either way.
+                if r.restarting && !back {
+                    let _ = self.update(c, |r| {
+                        r.restarting = false;
+                        Ok(())
+                    });
+                }
+                back && matches!(r.state, crate::state::State::Exited { .. })
             })
-            .cloned()
             .collect();
         for c in victims {
             let d = self.clone();
@@ -197,11 +229,14 @@ mod tests {
         let always = policy(N::ALWAYS, 0, false).unwrap();
         assert!(always.should_restart(0, 100, false));
         assert!(!always.should_restart(0, 0, true), "stopped by hand");
-        assert!(always.starts_with_berthd(true));
+        assert!(always.starts_with_berthd(true, 0, 0));
         let unless = policy(N::UNLESS_STOPPED, 0, false).unwrap();
-        assert!(unless.starts_with_berthd(false) && !unless.starts_with_berthd(true));
+        assert!(unless.starts_with_berthd(false, 0, 0) && !unless.starts_with_berthd(true, 0, 0));
+        assert!(on_failure.starts_with_berthd(false, 1, 0));
+        assert!(!on_failure.starts_with_berthd(false, 0, 0));
+        assert!(!on_failure.starts_with_berthd(false, 1, 2));
         let no = policy(N::NO, 0, false).unwrap();
-        assert!(!no.should_restart(1, 0, false) && !no.starts_with_berthd(false));
+        assert!(!no.should_restart(1, 0, false) && !no.starts_with_berthd(false, 1, 0));
         assert!(
             policy(N::ALWAYS, 3, false).is_err(),
             "a retry count needs on-failure"

@@ -39,9 +39,11 @@ impl Daemon {
         let _op = c.op.lock().await;
         let rec = c.record();
         if !rec.state.running() {
+            // Exited: a stop still means its policy must not start it again (it may be
+            // waiting out the backoff, or about to).
+            self.mark_stopped_by_hand(&c)?;
             if rec.restarting {
-                // Waiting to be restarted by its policy: a stop cancels that.
-                return self.mark_stopped_by_hand(&c);
+                return Ok(());
             }
             return Err(Error::NotModified);
         }
@@ -81,7 +83,7 @@ impl Daemon {
     }
 
     /// Stopped through the API: its restart policy leaves it be.
-    fn mark_stopped_by_hand(&self, c: &Ctr) -> Result<()> {
+    pub(super) fn mark_stopped_by_hand(&self, c: &Ctr) -> Result<()> {
         self.update(c, |r| {
             r.stopped_by_hand = true;
             r.restarting = false;
