@@ -41,11 +41,6 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 /// The manifest types berth asks registries for.
 pub const ACCEPTED_MANIFESTS: &[&str] = &[OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_LIST];
 
-/// The platform berth runs.
-pub const OS: &str = "linux";
-/// The architecture berth runs.
-pub const ARCH: &str = "amd64";
-
 /// Errors reading image documents.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
