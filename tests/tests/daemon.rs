@@ -642,6 +642,42 @@ fn assert_confinement_applies(b: &Berthd) {
         "CapEff:\t0000000000000000\n512\n"
     );
     b.ok(&["rm", "-f", &id]);
+    // --init: PID 1 is an init, the workload its child; an orphan is reaped; the exit code
+    // and a missing command come through it unchanged.
+    let s = out(
+        &["--init"],
+        "(sleep 0.2 &); sleep 1; cat /proc/1/comm; echo $$; grep -c ' Z ' /proc/[0-9]*/stat | grep -vc ':0$' || true",
+    );
+    let lines: Vec<&str> = s.lines().collect();
+    assert_eq!(lines.len(), 3, "{s}");
+    assert_eq!(lines[0], "init", "PID 1 is not the init: {s}");
+    assert_ne!(lines[1], "1", "the workload is PID 1: {s}");
+    assert_eq!(lines[2], "0", "a zombie was left unreaped: {s}");
+    assert_eq!(run(&["--init"], "exit 3").status, 3);
+    let f = b.docker(&["run", "--rm", "--init", "bb:1", "no-such-command"]);
+    assert_eq!(f.status, 127, "{}", f.stderr);
+    // SIGTERM reaches a workload that has no handler for it (as PID 1 it would ignore it):
+    // `stop` ends it at once, and the init reports 128 + 15.
+    let id = b
+        .ok(&["run", "-d", "--init", "bb:1", "sleep", "300"])
+        .trim()
+        .to_owned();
+    let t0 = Instant::now();
+    b.ok(&["stop", "-t", "60", &id]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(45),
+        "stop waited for its timeout: the init did not forward SIGTERM"
+    );
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.ExitCode}} {{.HostConfig.Init}}",
+            &id
+        ]),
+        "143 true\n"
+    );
+    b.ok(&["rm", &id]);
     // Bad values are refused, naming the problem; what berth has not built is too.
     for (flags, says) in [
         (&["--cap-add", "FLY"][..], "unknown capability"),
@@ -661,6 +697,283 @@ fn assert_confinement_applies(b: &Berthd) {
         "",
         "a refused container was left behind"
     );
+}
+
+/// Healthchecks: a probe runs in the container through exec; `starting`, then
+/// `unhealthy` after its retries, then `healthy`; its log, events, ps's note and filter; a
+/// probe past its timeout; `--no-healthcheck`; bad values refused.
+fn assert_healthchecks(b: &Berthd) {
+    let health = |id: &str| -> String {
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Health.Status}} {{.State.Health.FailingStreak}}",
+            id,
+        ])
+        .trim()
+        .to_owned()
+    };
+    // Unbounded (not through `timeout`): killed below, and its pipe must close with it.
+    let mut events = Command::new(docker_bin())
+        .env("DOCKER_HOST", format!("unix://{}", b.sock.display()))
+        .env("DOCKER_CONFIG", b.dir.path().join("docker-config"))
+        .env_remove("DOCKER_CONTEXT")
+        .args([
+            "events",
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "hc1",
+            "--health-cmd",
+            "test -e /tmp/ok && echo fine",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "2",
+            "bb:1",
+            "sleep",
+            "300",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(health(&id), "starting 0");
+    assert!(
+        b.ok(&["ps"]).contains("(health: starting)"),
+        "{}",
+        b.ok(&["ps"])
+    );
+    assert!(
+        eventually(60, || health(&id) == "unhealthy 2"),
+        "never unhealthy: {}",
+        health(&id)
+    );
+    let log = b.ok(&["inspect", "-f", "{{json .State.Health.Log}}", &id]);
+    assert!(log.contains("\"ExitCode\":1"), "{log}");
+    b.ok(&["exec", &id, "touch", "/tmp/ok"]);
+    assert!(
+        eventually(60, || health(&id) == "healthy 0"),
+        "never healthy: {}",
+        health(&id)
+    );
+    let log = b.ok(&["inspect", "-f", "{{json .State.Health.Log}}", &id]);
+    assert!(
+        log.contains("fine\\n"),
+        "the probe's output is not kept: {log}"
+    );
+    assert!(b.ok(&["ps"]).contains("(healthy)"));
+    assert_eq!(
+        b.ok(&["ps", "-q", "--no-trunc", "--filter", "health=healthy"])
+            .trim(),
+        id
+    );
+    assert_eq!(
+        b.ok(&["ps", "-q", "--filter", "health=unhealthy"]).trim(),
+        ""
+    );
+    let _ = events.kill();
+    let mut seen = String::new();
+    events
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let _ = events.wait();
+    let mine: Vec<&str> = seen
+        .lines()
+        .filter(|l| l.starts_with("health_status") && l.ends_with(" hc1"))
+        .collect();
+    assert_eq!(
+        mine,
+        ["health_status: unhealthy hc1", "health_status: healthy hc1"],
+        "{seen}"
+    );
+    b.ok(&["rm", "-f", &id]);
+    // A probe past its timeout fails with Docker's wording.
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "--health-cmd",
+            "sleep 30",
+            "--health-timeout",
+            "300ms",
+            "--health-interval",
+            "1s",
+            "--health-retries",
+            "1",
+            "bb:1",
+            "sleep",
+            "300",
+        ])
+        .trim()
+        .to_owned();
+    assert!(
+        eventually(60, || health(&id) == "unhealthy 1"),
+        "{}",
+        health(&id)
+    );
+    let log = b.ok(&["inspect", "-f", "{{json .State.Health.Log}}", &id]);
+    assert!(
+        log.contains("Health check exceeded timeout (300ms)") && log.contains("\"ExitCode\":-1"),
+        "{log}"
+    );
+    b.ok(&["rm", "-f", &id]);
+    // --no-healthcheck: no Health at all; bad values are refused by name.
+    let id = b
+        .ok(&["create", "--no-healthcheck", "bb:1", "true"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.Config.Healthcheck.Test}} {{.State.Health}}",
+            &id
+        ]),
+        "[NONE] <nil>\n"
+    );
+    b.ok(&["rm", &id]);
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "--health-cmd",
+        "true",
+        "--health-interval",
+        "10us",
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(f.status, 125, "{}", f.stderr);
+    assert!(f.stderr.contains("Interval"), "{}", f.stderr);
+}
+
+#[test]
+fn healthchecks_run_in_process_containers() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    assert_healthchecks(&b);
+}
+
+/// Sends one request with `body` and returns (status, body text).
+fn raw_json(sock: &Path, method: &str, path: &str, body: &str) -> (u16, String) {
+    raw(
+        sock,
+        &format!(
+            "{method} {path} HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap()
+}
+
+/// Starts an exec over a raw upgraded connection and reads until the end: (the 101's
+/// headers, stdout, stderr), the frames demultiplexed.
+fn raw_exec(sock: &Path, exec: &str) -> (String, String, String) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let body = r#"{"Detach":false,"Tty":false}"#;
+    write!(
+        s,
+        "POST /v1.44/exec/{exec}/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("no end of headers")
+        + 4;
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut rest = &all[split..];
+    while rest.len() >= 8 {
+        let n = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]) as usize;
+        let data = &rest[8..8 + n];
+        match rest[0] {
+            1 => out.extend_from_slice(data),
+            _ => err.extend_from_slice(data),
+        }
+        rest = &rest[8 + n..];
+    }
+    assert!(rest.is_empty(), "a partial frame");
+    (
+        head,
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
+}
+
+#[test]
+fn exec_output_from_the_first_byte_and_dockers_126_127() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let id = b
+        .ok(&["run", "-d", "bb:1", "sleep", "300"])
+        .trim()
+        .to_owned();
+    // A client that reads the raw socket right after the 101 gets every byte, every time.
+    let mut lost = 0;
+    for i in 0..100 {
+        let (st, body) = raw_json(
+            &b.sock,
+            "POST",
+            &format!("/v1.44/containers/{id}/exec"),
+            &format!(
+                r#"{{"AttachStdout":true,"AttachStderr":true,"Cmd":["sh","-c","echo out{i}; echo err{i} >&2"]}}"#
+            ),
+        );
+        assert_eq!(st, 201, "{body}");
+        let exec = body.split('"').nth(3).unwrap().to_owned();
+        let (head, out, err) = raw_exec(&b.sock, &exec);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        if out != format!("out{i}\n") || err != format!("err{i}\n") {
+            lost += 1;
+            eprintln!("try {i}: stdout {out:?} stderr {err:?}");
+        }
+    }
+    assert_eq!(lost, 0, "exec output lost in {lost} of 100 tries");
+    // A command that can't start: the 101, the error in the stream, and 127 or 126 as the
+    // exit code (the docker CLI exits with it).
+    let f = b.docker(&["exec", &id, "no-such-command"]);
+    assert_eq!(f.status, 127, "{} {}", f.stdout, f.stderr);
+    assert!(
+        (f.stdout.clone() + &f.stderr).contains("executable file not found"),
+        "{} {}",
+        f.stdout,
+        f.stderr
+    );
+    let f = b.docker(&["exec", &id, "/etc"]);
+    assert_eq!(f.status, 126, "{} {}", f.stdout, f.stderr);
+    let (st, body) = raw_json(
+        &b.sock,
+        "POST",
+        &format!("/v1.44/containers/{id}/exec"),
+        r#"{"AttachStdout":true,"Cmd":["no-such-command"]}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let exec = body.split('"').nth(3).unwrap().to_owned();
+    let (head, out, _) = raw_exec(&b.sock, &exec);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(out.contains("no-such-command"), "{out}");
+    let (_, inspect) = raw(
+        &b.sock,
+        &format!("GET /v1.44/exec/{exec}/json HTTP/1.0\r\n\r\n"),
+    )
+    .unwrap();
+    assert!(inspect.contains("\"ExitCode\":127"), "{inspect}");
+    b.ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -1160,6 +1473,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     step("log rotation");
     assert_confinement_applies(&b);
     step("confinement settings");
+    assert_healthchecks(&b);
+    step("healthchecks");
     // rm -f while the microVM boots, runs and exits leaves no monitor behind.
     let mut ids = Vec::new();
     for wait_ms in [0u64, 1500, 4500] {

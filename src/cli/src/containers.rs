@@ -86,6 +86,30 @@ pub(crate) struct CreateOpts {
     /// Size of /dev/shm (e.g. 64m).
     #[arg(long = "shm-size")]
     shm_size: Option<String>,
+    /// Run an init inside the container that forwards signals and reaps processes.
+    #[arg(long)]
+    init: bool,
+    /// Command to run to check health.
+    #[arg(long = "health-cmd")]
+    health_cmd: Option<String>,
+    /// Time between running the check (ms|s|m|h).
+    #[arg(long = "health-interval")]
+    health_interval: Option<String>,
+    /// Maximum time to allow one check to run (ms|s|m|h).
+    #[arg(long = "health-timeout")]
+    health_timeout: Option<String>,
+    /// Consecutive failures needed to report unhealthy.
+    #[arg(long = "health-retries")]
+    health_retries: Option<i64>,
+    /// Start period for the container to initialize before counting retries (ms|s|m|h).
+    #[arg(long = "health-start-period")]
+    health_start_period: Option<String>,
+    /// Time between running the check during the start period (ms|s|m|h).
+    #[arg(long = "health-start-interval")]
+    health_start_interval: Option<String>,
+    /// Disable any container-specified HEALTHCHECK.
+    #[arg(long = "no-healthcheck")]
+    no_healthcheck: bool,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -152,6 +176,84 @@ fn security_opt(s: &str) -> Result<String, Fail> {
         }
         _ => Ok(s.to_owned()),
     }
+}
+
+/// Parses a Go duration (`1h2m3.5s`, `500ms`, `90s`) into nanoseconds, as the docker CLI
+/// reads its `--health-*` flags.
+fn parse_duration(s: &str, flag: &str) -> Result<i64, Fail> {
+    let bad = || {
+        Fail(
+            format!("invalid argument \"{s}\" for \"{flag}\" flag: time: invalid duration \"{s}\""),
+            125,
+        )
+    };
+    if s == "0" {
+        return Ok(0);
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let n: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let mul = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        total += n * mul;
+        rest = &rest[unit_len..];
+    }
+    Ok(total as i64)
+}
+
+/// The `Healthcheck` the `--health-*` flags ask for, as the docker CLI builds it.
+fn healthcheck(o: &CreateOpts) -> Result<Option<docker::HealthConfig>, Fail> {
+    let dur =
+        |v: &Option<String>, flag: &str| v.as_deref().map(|d| parse_duration(d, flag)).transpose();
+    let any_opt = o.health_interval.is_some()
+        || o.health_timeout.is_some()
+        || o.health_retries.is_some()
+        || o.health_start_period.is_some()
+        || o.health_start_interval.is_some();
+    if o.no_healthcheck {
+        if o.health_cmd.is_some() || any_opt {
+            return Err(Fail(
+                "--no-healthcheck conflicts with --health-* options".into(),
+                125,
+            ));
+        }
+        return Ok(Some(docker::HealthConfig {
+            test: Some(vec!["NONE".into()]),
+            ..Default::default()
+        }));
+    }
+    if o.health_cmd.is_none() && !any_opt {
+        return Ok(None);
+    }
+    Ok(Some(docker::HealthConfig {
+        test: o
+            .health_cmd
+            .as_ref()
+            .map(|c| vec!["CMD-SHELL".into(), c.clone()]),
+        interval: dur(&o.health_interval, "--health-interval")?,
+        timeout: dur(&o.health_timeout, "--health-timeout")?,
+        start_period: dur(&o.health_start_period, "--health-start-period")?,
+        start_interval: dur(&o.health_start_interval, "--health-start-interval")?,
+        retries: o.health_retries,
+    }))
 }
 
 /// Parses a `--memory` size (b, k, m or g) into bytes.
@@ -230,6 +332,7 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             }),
             group_add: (!o.group_add.is_empty()).then(|| o.group_add.clone()),
             oom_score_adj: o.oom_score_adj,
+            init: o.init.then_some(true),
             shm_size: o
                 .shm_size
                 .as_deref()
@@ -254,6 +357,7 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             working_dir: o.workdir.clone(),
             user: o.user.clone(),
             hostname: o.hostname.clone(),
+            healthcheck: healthcheck(o)?,
             ..Default::default()
         },
         host_config: Some(host_config),
@@ -614,4 +718,22 @@ pub(crate) async fn tty_of(c: &Conn, container: &str) -> Result<(bool, bool), Fa
         .await?;
     let cfg = info.base.config.unwrap_or_default();
     Ok((cfg.tty.unwrap_or(false), cfg.open_stdin.unwrap_or(false)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_as_go_parses_them() {
+        let p = |s| parse_duration(s, "--health-interval").ok();
+        assert_eq!(p("30s"), Some(30_000_000_000));
+        assert_eq!(p("1m30s"), Some(90_000_000_000));
+        assert_eq!(p("500ms"), Some(500_000_000));
+        assert_eq!(p("1.5h"), Some(5_400_000_000_000));
+        assert_eq!(p("0"), Some(0));
+        for bad in ["", "10", "5x", "s", "1m-2s"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+    }
 }

@@ -37,6 +37,20 @@ pub struct Config {
 /// numbers only.
 pub const GROUP_ADD_ANNOTATION: &str = "org.berth.group-add";
 
+/// The OCI annotation that asks for `--init` (Docker's `HostConfig.Init`): "true" makes
+/// the container's PID 1 berth's minimal init ([`crate::init`]) with the workload as its
+/// child. Docker puts `docker-init` into process.args instead; berth needs no binary in
+/// the container's root.
+pub const INIT_ANNOTATION: &str = "org.berth.init";
+
+/// Whether a spec asks for an init.
+pub fn wants_init(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(INIT_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
 /// The groups a spec's annotation adds.
 pub fn group_add(spec: &Spec) -> Vec<String> {
     spec.annotations()
@@ -147,6 +161,7 @@ impl Container {
         let group_add = group_add(&cfg.spec);
         let mut pc = spec::process_config(process, cfg.seccomp)?;
         pc.group_add = group_add.clone();
+        pc.init = wants_init(&cfg.spec);
         let ns = spec::namespaces(&cfg.spec)?;
         let limits = Limits::from_oci(
             cfg.spec

@@ -8,6 +8,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod init;
 pub mod process;
 pub mod reaper;
 pub mod rootfs;
@@ -17,7 +18,9 @@ pub mod syscall;
 pub mod tty;
 pub mod user;
 
-pub use container::{group_add, Config, Container, Streams, GROUP_ADD_ANNOTATION};
+pub use container::{
+    group_add, wants_init, Config, Container, Streams, GROUP_ADD_ANNOTATION, INIT_ANNOTATION,
+};
 
 /// Errors from the runtime, each naming what failed.
 #[derive(Debug, thiserror::Error)]

@@ -41,6 +41,9 @@ pub struct ProcessConfig {
     /// Supplementary groups added (Docker's `GroupAdd`): names from the container's
     /// /etc/group, or numbers.
     pub group_add: Vec<String>,
+    /// `--init`: PID 1 is a minimal init that forwards signals and reaps ([`crate::init`]),
+    /// with the workload as its child.
+    pub init: bool,
 }
 
 /// The child's ends of its standard streams. With a terminal all three are the pty slave.
@@ -544,6 +547,21 @@ fn finish_and_exec(process: &ProcessConfig, sync: &mut File) -> Result<(), (i32,
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
     envp_p.push(std::ptr::null());
+    if process.init {
+        let set = crate::init::block_signals();
+        // SAFETY: fork in the single-threaded setup child; the parent only runs the init
+        // loop (async-signal-safe calls) and the child execs below.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(fail("fork (--init)", std::io::Error::last_os_error()));
+        }
+        if child > 0 {
+            crate::init::close_from(3);
+            crate::init::supervise(child, &set);
+        }
+        // SAFETY: isatty takes an fd.
+        crate::init::prepare_child(unsafe { libc::isatty(0) } == 1);
+    }
     // SAFETY: NUL-terminated strings in NULL-terminated arrays, all alive across the call.
     unsafe { libc::execve(exe_c.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     let e = std::io::Error::last_os_error();

@@ -209,6 +209,7 @@ pub fn process_config(p: &Process, seccomp: bool) -> Result<ProcessConfig, Error
             .collect(),
         oom_score_adj: p.oom_score_adj(),
         group_add: vec![],
+        init: false,
     })
 }
 

@@ -29,11 +29,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
     let default_hc = HostConfig::default();
     let h = &b.host_config.as_ref().unwrap_or(&default_hc).base;
     let swappiness_set = h.memory_swappiness.is_some_and(|s| s != -1);
-    let healthcheck = c.healthcheck.as_ref().is_some_and(|hc| {
-        hc.test
-            .as_ref()
-            .is_some_and(|t| !t.is_empty() && t[0] != "NONE")
-    });
     let log_driver = h
         .log_config
         .as_ref()
@@ -69,7 +64,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         });
     let refused: &[(bool, &str)] = &[
         (set(&c.domainname), "Domainname"),
-        (healthcheck, "Healthcheck (healthchecks)"),
         (non_empty_map(&c.volumes), "Volumes (volumes)"),
         (set(&c.mac_address), "MacAddress"),
         (networks, "NetworkingConfig (user-defined networks)"),
@@ -116,7 +110,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (set(&h.memory_swap), "HostConfig.MemorySwap"),
         (swappiness_set, "HostConfig.MemorySwappiness"),
         (set(&h.oom_kill_disable), "HostConfig.OomKillDisable"),
-        (set(&h.init), "HostConfig.Init (--init)"),
         (set(&h.cpu_count), "HostConfig.CpuCount"),
         (set(&h.cpu_percent), "HostConfig.CpuPercent"),
         (set(&h.io_maximum_iops), "HostConfig.IOMaximumIOps"),
@@ -220,7 +213,6 @@ mod tests {
                 r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#,
             ),
             ("Binds", r#"{"Binds":["/:/host"]}"#),
-            ("Init", r#"{"Init":true}"#),
             ("PidMode", r#"{"PidMode":"host"}"#),
             ("NetworkMode", r#"{"NetworkMode":"host"}"#),
         ] {
@@ -238,14 +230,12 @@ mod tests {
             r#"{"Tmpfs":{"/t":""}}"#,
             r#"{"Ulimits":[{"Name":"nofile","Soft":1,"Hard":2}]}"#,
             r#"{"RestartPolicy":{"Name":"always"}}"#,
+            r#"{"Init":true}"#,
         ] {
             refuse_unapplied(&body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#))).unwrap();
         }
+        // Healthchecks are applied (daemon/health.rs).
         let b = body(r#"{"Image":"x","Healthcheck":{"Test":["CMD","true"]}}"#);
-        assert!(
-            matches!(refuse_unapplied(&b), Err(Error::NotImplemented(m)) if m.contains("Healthcheck"))
-        );
-        let b = body(r#"{"Image":"x","Healthcheck":{"Test":["NONE"]}}"#);
         refuse_unapplied(&b).unwrap();
         let b = body(
             r#"{"Image":"x","HostConfig":{"LogConfig":{"Type":"json-file","Config":{"max-size":"1m","max-file":"3"}}}}"#,

@@ -39,6 +39,8 @@ pub struct Confinement {
     pub shm_size: Option<u64>,
     /// `--group-add`: names in the container's /etc/group, or numbers.
     pub group_add: Vec<String>,
+    /// `--init`: a minimal init as PID 1 that forwards signals and reaps orphans.
+    pub init: bool,
 }
 
 /// One resource limit.
@@ -334,6 +336,7 @@ impl Confinement {
             )?,
             ulimits: ulimits(h.ulimits.as_deref().unwrap_or_default())?,
             tmpfs: tmpfs(h)?,
+            init: h.init.unwrap_or(false),
             ..Default::default()
         };
         security_opts(h.security_opt.as_deref().unwrap_or_default(), &mut c)?;
@@ -455,12 +458,17 @@ impl Confinement {
             );
         }
         spec.set_mounts(Some(mounts));
+        let mut a = spec.annotations().clone().unwrap_or_default();
         if !self.group_add.is_empty() {
-            let mut a = spec.annotations().clone().unwrap_or_default();
             a.insert(
                 berth_container::GROUP_ADD_ANNOTATION.to_owned(),
                 self.group_add.join(","),
             );
+        }
+        if self.init {
+            a.insert(berth_container::INIT_ANNOTATION.to_owned(), "true".into());
+        }
+        if !a.is_empty() {
             spec.set_annotations(Some(a));
         }
         Ok(())
@@ -593,10 +601,13 @@ mod tests {
             h.oom_score_adj = Some(500);
             h.group_add = strs(&["audio", "1234"]);
             h.tmpfs = Some([("/scratch".to_owned(), String::new())].into());
+            h.init = Some(true);
         })
         .unwrap();
         let mut spec = berth_container::spec::docker_default(vec!["sh".into()]);
+        assert!(!berth_container::wants_init(&spec));
         c.apply(&mut spec).unwrap();
+        assert!(berth_container::wants_init(&spec));
         assert_eq!(spec.root().as_ref().unwrap().readonly(), Some(true));
         let p = spec.process().as_ref().unwrap();
         assert_eq!(p.oom_score_adj(), Some(500));

@@ -230,6 +230,11 @@ impl Daemon {
         let log_rotation = log_rotation(hc.log_config.as_ref().and_then(|l| l.config.as_ref()))?;
         let confinement = super::confinement::Confinement::from_host_config(hc)?;
         let restart_policy = super::restart::RestartPolicy::from_host_config(hc)?;
+        let health_config = super::health::merge(
+            config.healthcheck.as_ref(),
+            super::health::image_healthcheck(&self.images.read_document(&img.id)?).as_ref(),
+        );
+        let healthcheck = super::health::HealthCheck::from_config(health_config.as_ref())?;
         let id = new_id();
         let labels = config
             .labels
@@ -262,6 +267,7 @@ impl Daemon {
         config.hostname = Some(hostname.clone());
         config.stop_signal = Some(stop_signal.clone());
         config.image = Some(image.clone());
+        config.healthcheck = health_config;
         let rec = Record {
             id: id.clone(),
             name,
@@ -287,6 +293,7 @@ impl Daemon {
             log_rotation,
             confinement,
             restart_policy,
+            healthcheck,
             restart_count: 0,
             stopped_by_hand: false,
             restarting: false,

@@ -1,6 +1,6 @@
 //! `exec`: create, start and inspect processes run in a running container.
 
-use super::{new_id, Daemon, ExecRec};
+use super::{new_id, Daemon, ExecRec, Record};
 use crate::errors::{Error, Result};
 use crate::models::ExecBody;
 use std::path::PathBuf;
@@ -77,34 +77,14 @@ impl Daemon {
                 e.id
             )));
         }
-        let mut env = rec.env.clone();
-        for x in &e.env {
-            let k = x.split('=').next().unwrap_or("");
-            env.retain(|y| y.split('=').next() != Some(k));
-            env.push(x.clone());
-        }
-        let mut process = berth_container::spec::docker_default(e.cmd.clone())
-            .process()
-            .clone()
-            .ok_or_else(|| Error::Sandbox("no default process".into()))?;
-        process.set_env(Some(env));
-        process.set_terminal(Some(e.tty));
-        process.set_cwd(PathBuf::from(e.cwd.clone().unwrap_or_else(|| {
-            if rec.cwd.is_empty() {
-                "/".into()
-            } else {
-                rec.cwd.clone()
-            }
-        })));
-        // The container's capabilities, no_new_privs, ulimits and OOM score (seccomp and
-        // added groups the agent keeps from the container).
-        rec.confinement.apply_to_process(&mut process)?;
-        let user = e.user.clone().unwrap_or_else(|| rec.user.clone());
-        if !user.is_empty() {
-            let mut u = process.user().clone();
-            u.set_username(Some(user));
-            process.set_user(u);
-        }
+        let process = self.exec_process(
+            &rec,
+            e.cmd.clone(),
+            &e.env,
+            e.cwd.clone(),
+            e.user.clone(),
+            e.tty,
+        )?;
         let pid = self.agent(&rec).exec(
             &e.id,
             berth_protocol::ExecSpec {
@@ -117,6 +97,48 @@ impl Daemon {
             x.pid = i64::from(pid);
         });
         Ok(pid)
+    }
+
+    /// The OCI process for a command run in a running container (an exec, or a
+    /// healthcheck probe): the container's environment with `env` over it, its working
+    /// directory and user unless given, and its capabilities, no_new_privs, ulimits and
+    /// OOM score (seccomp and added groups the agent keeps from the container).
+    pub fn exec_process(
+        &self,
+        rec: &Record,
+        cmd: Vec<String>,
+        env: &[String],
+        cwd: Option<String>,
+        user: Option<String>,
+        tty: bool,
+    ) -> Result<oci_spec::runtime::Process> {
+        let mut all = rec.env.clone();
+        for x in env {
+            let k = x.split('=').next().unwrap_or("");
+            all.retain(|y| y.split('=').next() != Some(k));
+            all.push(x.clone());
+        }
+        let mut process = berth_container::spec::docker_default(cmd)
+            .process()
+            .clone()
+            .ok_or_else(|| Error::Sandbox("no default process".into()))?;
+        process.set_env(Some(all));
+        process.set_terminal(Some(tty));
+        process.set_cwd(PathBuf::from(cwd.unwrap_or_else(|| {
+            if rec.cwd.is_empty() {
+                "/".into()
+            } else {
+                rec.cwd.clone()
+            }
+        })));
+        rec.confinement.apply_to_process(&mut process)?;
+        let user = user.unwrap_or_else(|| rec.user.clone());
+        if !user.is_empty() {
+            let mut u = process.user().clone();
+            u.set_username(Some(user));
+            process.set_user(u);
+        }
+        Ok(process)
     }
 
     /// Waits (blocking) for an exec to exit and records its status.

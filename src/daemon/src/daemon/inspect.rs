@@ -27,8 +27,9 @@ fn status_enum(s: &str) -> docker::ContainerStateStatusEnum {
     }
 }
 
-/// `docker ps`'s STATUS column.
-pub fn status_line(r: &Record) -> String {
+/// `docker ps`'s STATUS column (with the health, as `(healthy)` or `(health: starting)`,
+/// while it runs).
+pub fn status_line(r: &Record, health: Option<&docker::Health>) -> String {
     let ago = |t: &str| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -49,7 +50,13 @@ pub fn status_line(r: &Record) -> String {
             r.state.exit_code(),
             ago(r.state.finished_at())
         ),
-        "running" => format!("Up {}", ago(r.state.started_at())),
+        "running" => match health.map(super::health::status_str) {
+            Some("starting") => format!("Up {} (health: starting)", ago(r.state.started_at())),
+            Some(h @ ("healthy" | "unhealthy")) => {
+                format!("Up {} ({h})", ago(r.state.started_at()))
+            }
+            _ => format!("Up {}", ago(r.state.started_at())),
+        },
         "exited" => format!(
             "Exited ({}) {} ago",
             r.state.exit_code(),
@@ -74,6 +81,8 @@ pub struct ListFilter {
     pub id: Vec<String>,
     /// By label (`k` or `k=v`), all must match.
     pub label: Vec<String>,
+    /// By health (`starting`, `healthy`, `unhealthy`, `none`).
+    pub health: Vec<String>,
 }
 
 impl Daemon {
@@ -109,7 +118,7 @@ impl Daemon {
                     error: Some(r.state.error().to_owned()),
                     started_at: Some(or_zero(r.state.started_at())),
                     finished_at: Some(or_zero(r.state.finished_at())),
-                    health: None,
+                    health: c.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 }),
                 image: Some(r.image_id.clone()),
                 resolv_conf_path: Some(String::new()),
@@ -138,26 +147,44 @@ impl Daemon {
 
     /// `GET /containers/json`.
     pub fn list(&self, f: &ListFilter) -> Vec<docker::ContainerSummary> {
-        let mut recs = self.records();
-        recs.sort_by(|a, b| b.created.cmp(&a.created));
+        let mut recs: Vec<(Record, Option<docker::Health>)> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| {
+                let h = c.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                (c.record(), h)
+            })
+            .collect();
+        recs.sort_by(|a, b| b.0.created.cmp(&a.0.created));
         recs.into_iter()
-            .filter(|r| f.all || r.state.running() || !f.status.is_empty())
-            .filter(|r| f.status.is_empty() || f.status.iter().any(|s| s == r.state.status()))
-            .filter(|r| {
+            .filter(|(r, h)| {
+                f.health.is_empty() || {
+                    let s = match h {
+                        Some(h) if r.state.running() => super::health::status_str(h),
+                        _ => "none",
+                    };
+                    f.health.iter().any(|x| x == s)
+                }
+            })
+            .filter(|(r, _)| f.all || r.state.running() || !f.status.is_empty())
+            .filter(|(r, _)| f.status.is_empty() || f.status.iter().any(|s| s == r.state.status()))
+            .filter(|(r, _)| {
                 f.name.is_empty()
                     || f.name
                         .iter()
                         .any(|n| r.name.contains(n.trim_start_matches('/')))
             })
-            .filter(|r| f.id.is_empty() || f.id.iter().any(|i| r.id.starts_with(i)))
-            .filter(|r| {
+            .filter(|(r, _)| f.id.is_empty() || f.id.iter().any(|i| r.id.starts_with(i)))
+            .filter(|(r, _)| {
                 f.label.iter().all(|l| match l.split_once('=') {
                     Some((k, v)) => r.labels.get(k).map(String::as_str) == Some(v),
                     None => r.labels.contains_key(l),
                 })
             })
             .take(f.limit.unwrap_or(usize::MAX))
-            .map(|r| docker::ContainerSummary {
+            .map(|(r, h)| docker::ContainerSummary {
                 id: Some(r.id.clone()),
                 names: Some(vec![format!("/{}", r.name)]),
                 image: Some(r.image.clone()),
@@ -167,7 +194,7 @@ impl Daemon {
                 ports: Some(vec![]),
                 labels: Some(r.labels.clone().into_iter().collect()),
                 state: Some(r.state.status().to_owned()),
-                status: Some(status_line(&r)),
+                status: Some(status_line(&r, h.as_ref())),
                 host_config: Some(docker::ContainerSummaryHostConfig {
                     network_mode: Some("none".into()),
                 }),

@@ -13,6 +13,7 @@ pub mod adopt;
 pub mod confinement;
 pub mod create;
 pub mod exec;
+pub mod health;
 pub mod inspect;
 pub mod logs;
 pub mod remove;
@@ -124,6 +125,9 @@ pub struct Record {
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: restart::RestartPolicy,
+    /// Its healthcheck (the image's, merged with the create body's), if it has one.
+    #[serde(default)]
+    pub healthcheck: Option<health::HealthCheck>,
     /// Restarts its policy made since it was last started by hand.
     #[serde(default)]
     pub restart_count: i64,
@@ -209,6 +213,8 @@ pub struct Ctr {
     pub relays: Relays,
     /// The last restart backoff of its restart policy.
     pub backoff: Mutex<Option<Duration>>,
+    /// `State.Health`, while it has a healthcheck and has run since berthd started.
+    pub health: Mutex<Option<docker::Health>>,
 }
 
 impl Ctr {
@@ -519,6 +525,7 @@ impl Daemon {
             op: tokio::sync::Mutex::new(()),
             relays: Relays::default(),
             backoff: Mutex::new(None),
+            health: Mutex::new(None),
         });
         self.containers
             .lock()

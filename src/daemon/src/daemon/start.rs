@@ -189,6 +189,7 @@ impl Daemon {
             } else {
                 None
             };
+            let health = d.watch_health(c.clone());
             let mut status = None;
             for _ in 0..3 {
                 match agent.wait_async(None).await {
@@ -198,6 +199,9 @@ impl Daemon {
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
+            }
+            if let Some(h) = health {
+                h.abort();
             }
             if let Some(copier) = copier {
                 copier.finish(DRAIN_IDLE).await;

@@ -88,6 +88,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         log_rotation: Default::default(),
         confinement: Default::default(),
         restart_policy: Default::default(),
+        healthcheck: None,
         restart_count: 0,
         stopped_by_hand: false,
         restarting: false,

@@ -102,7 +102,10 @@ fn done(r: crate::errors::Result<()>) -> Reply {
 }
 
 fn list(d: &Daemon, q: &Query) -> Reply {
-    let mut filters = q.filters("container list", &["status", "name", "id", "label"])?;
+    let mut filters = q.filters(
+        "container list",
+        &["status", "name", "id", "label", "health"],
+    )?;
     let mut vals = |k: &str| filters.remove(k).unwrap_or_default();
     let f = ListFilter {
         all: q.flag("all", false),
@@ -111,6 +114,7 @@ fn list(d: &Daemon, q: &Query) -> Reply {
         name: vals("name"),
         id: vals("id"),
         label: vals("label"),
+        health: vals("health"),
     };
     Ok(json(StatusCode::OK, &d.list(&f)))
 }

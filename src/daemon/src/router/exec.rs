@@ -26,7 +26,7 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
             let upgrade = is_upgrade(&req);
             let on_up = upgrade.then(|| hyper::upgrade::on(&mut req));
             match body::<ExecStartBody>(req).await {
-                Ok(b) => start(d, e, b.detach.unwrap_or(false), on_up).await,
+                Ok(b) => start(d, e, b, on_up).await,
                 Err(err) => Err(err),
             }
         }
@@ -67,41 +67,84 @@ fn inspect(e: &ExecRec) -> docker::ExecInspectResponse {
     }
 }
 
+/// `POST /exec/{id}/start`. Attached, the 101 goes out before the process starts, so a
+/// client reading the raw socket right after the headers misses nothing; a command that
+/// cannot start (missing: 127, not executable: 126) is then reported in the stream and
+/// as the exec's exit code, as dockerd does. The framing follows the start request's
+/// `Tty` (the docker CLI sends the exec's own).
 async fn start(
     d: &Arc<Daemon>,
     e: ExecRec,
-    detach: bool,
+    b: ExecStartBody,
     on_up: Option<hyper::upgrade::OnUpgrade>,
 ) -> Reply {
-    if !detach && on_up.is_none() {
-        return Err(ApiError::bad("exec start needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp), or Detach"));
-    }
-    let (d2, e2) = (d.clone(), e.clone());
-    blocking(move || d2.exec_start(&e2)).await?;
-    let streams = if detach {
-        None
-    } else {
-        let agent = d.agent(&d.find(&e.container)?.record());
-        let want = Want {
-            tty: e.tty,
-            stdin: e.stdin,
-            stdout: e.stdout || e.tty,
-            stderr: e.stderr,
-        };
-        let eid = e.id.clone();
-        Some(blocking(move || open_streams(&agent, Some(eid), &want)).await?)
+    let detach = b.detach.unwrap_or(false);
+    let on_up = match (detach, on_up) {
+        (true, _) => None,
+        (false, Some(u)) => Some(u),
+        (false, None) => return Err(ApiError::bad("exec start needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp), or Detach")),
     };
-    // Record the exit code when it exits.
-    let (d2, e2) = (d.clone(), e.clone());
-    let waiter = tokio::task::spawn_blocking(move || d2.exec_wait(&e2));
-    if let (Some(streams), Some(on_up)) = (streams, on_up) {
-        let tty = e.tty;
-        tokio::spawn(async move {
-            if let Ok(up) = on_up.await {
+    // What would fail the request itself is checked before the 101.
+    d.running(&*d.find(&e.container)?)?;
+    if e.running || e.exit_code.is_some() {
+        return Err(crate::errors::Error::Conflict(format!(
+            "Error: Exec command {} is already running",
+            e.id
+        ))
+        .into());
+    }
+    let Some(on_up) = on_up else {
+        let (d2, e2) = (d.clone(), e.clone());
+        blocking(move || d2.exec_start(&e2)).await?;
+        let (d2, e2) = (d.clone(), e.clone());
+        tokio::task::spawn_blocking(move || d2.exec_wait(&e2));
+        return Ok(empty(StatusCode::OK));
+    };
+    let tty = b.tty.unwrap_or(e.tty);
+    let d = d.clone();
+    tokio::spawn(async move {
+        let Ok(up) = on_up.await else { return };
+        let (d2, e2) = (d.clone(), e.clone());
+        let opened = blocking(move || {
+            d2.exec_start(&e2)?;
+            let agent = d2.agent(&d2.find(&e2.container)?.record());
+            let want = Want {
+                tty: e2.tty,
+                stdin: e2.stdin,
+                stdout: e2.stdout || e2.tty,
+                stderr: e2.stderr,
+            };
+            open_streams(&agent, Some(e2.id.clone()), &want)
+        })
+        .await;
+        match opened {
+            Ok(streams) => {
+                // Record the exit code when it exits, before the stream closes.
+                let (d2, e2) = (d.clone(), e.clone());
+                let waiter = tokio::task::spawn_blocking(move || d2.exec_wait(&e2));
                 relay(up, tty, streams, Some(waiter), None).await;
             }
-        });
-        return Ok(upgraded_resp(e.tty));
-    }
-    Ok(empty(StatusCode::OK))
+            Err(err) => {
+                let code = match err.exit_status() {
+                    255 => 126,
+                    c => c,
+                };
+                d.exec_update(&e.id, |x| {
+                    x.running = false;
+                    x.exit_code = Some(code);
+                });
+                let msg = format!("OCI runtime exec failed: {err}\r\n");
+                let data = if tty {
+                    bytes::Bytes::from(msg)
+                } else {
+                    crate::http::frame(1, msg.as_bytes())
+                };
+                let mut io = hyper_util::rt::TokioIo::new(up);
+                use tokio::io::AsyncWriteExt;
+                let _ = io.write_all(&data).await;
+                let _ = io.shutdown().await;
+            }
+        }
+    });
+    Ok(upgraded_resp(tty))
 }

@@ -169,6 +169,7 @@ impl Sandboxes {
 }
 
 /// A running container's agent, reached through its sandbox's endpoint.
+#[derive(Clone)]
 pub struct AgentRef {
     /// Where it listens.
     pub endpoint: Endpoint,
