@@ -512,6 +512,36 @@ fn logs_rotate_with_dockers_log_opts() {
     assert_rotated_tail(&b.ok(&["logs", id]), 20000);
     assert_eq!(b.ok(&["logs", "--tail", "2", id]), "19999\n20000\n");
     b.ok(&["rm", id]);
+    // --log-driver none: the output still reaches an attached client, no log is kept,
+    // and `logs` says it can't read one, as dockerd does.
+    let f = b.docker(&[
+        "run",
+        "--name",
+        "nolog",
+        "--log-driver",
+        "none",
+        "bb:1",
+        "echo",
+        "hi",
+    ]);
+    assert_eq!((f.status, f.stdout.as_str()), (0, "hi\n"), "{}", f.stderr);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.LogConfig.Type}} [{{.LogPath}}]",
+            "nolog"
+        ]),
+        "none []\n"
+    );
+    let f = b.docker(&["logs", "nolog"]);
+    assert_ne!(f.status, 0);
+    assert!(
+        f.stderr.contains("does not support reading"),
+        "{}",
+        f.stderr
+    );
+    b.ok(&["rm", "nolog"]);
     // Options berth does not apply, and bad values, are refused by name.
     for (args, says) in [
         (&["--log-opt", "compress=true"][..], "compress"),
@@ -526,6 +556,15 @@ fn logs_rotate_with_dockers_log_opts() {
         assert_eq!(f.status, 125, "{args:?}: {}", f.stderr);
         assert!(f.stderr.contains(says), "{args:?}: {}", f.stderr);
     }
+    // (The docker CLI refuses options with `none` itself; berthd does too.)
+    let (st, body) = raw_json(
+        &b.sock,
+        "POST",
+        "/v1.44/containers/create",
+        r#"{"Image":"bb:1","HostConfig":{"LogConfig":{"Type":"none","Config":{"max-size":"1m"}}}}"#,
+    );
+    assert_eq!(st, 501, "{body}");
+    assert!(body.contains("none log option"), "{body}");
     assert_eq!(b.ok(&["ps", "-aq"]), "", "nothing left of the refused ones");
 }
 
@@ -857,6 +896,137 @@ fn assert_healthchecks(b: &Berthd) {
     assert!(f.stderr.contains("Interval"), "{}", f.stderr);
 }
 
+/// `pause`/`unpause` freeze and thaw the workload (no output while paused; exec refused;
+/// kill still works); `update` changes limits that the workload feels and inspect shows,
+/// and refuses what it does not apply. `vm`: the running microVM's size bounds `update`.
+fn assert_pause_and_update(b: &Berthd, vm: bool) {
+    let id = b
+        .ok(&[
+            "run",
+            "-d",
+            "bb:1",
+            "sh",
+            "-c",
+            "i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done",
+        ])
+        .trim()
+        .to_owned();
+    let lines = || b.ok(&["logs", &id]).lines().count();
+    assert!(eventually(60, || lines() > 3), "no output");
+    b.ok(&["pause", &id]);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.Paused}} {{.State.Running}}",
+            &id
+        ]),
+        "paused true true\n"
+    );
+    assert!(b.ok(&["ps"]).contains("(Paused)"), "{}", b.ok(&["ps"]));
+    assert_eq!(
+        b.ok(&["ps", "-q", "--no-trunc", "--filter", "status=paused"])
+            .trim(),
+        id
+    );
+    // Whatever was printed before the freeze reaches the log; then nothing more.
+    std::thread::sleep(Duration::from_secs(2));
+    let frozen_at = lines();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lines(), frozen_at, "the paused workload kept printing");
+    let f = b.docker(&["exec", &id, "true"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("is paused"), "{}", f.stderr);
+    let f = b.docker(&["pause", &id]);
+    assert!(f.stderr.contains("already paused"), "{}", f.stderr);
+    b.ok(&["unpause", &id]);
+    assert!(
+        eventually(60, || lines() > frozen_at + 3),
+        "no output after unpause"
+    );
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.State.Status}} {{.State.Paused}}", &id]),
+        "running false\n"
+    );
+    let f = b.docker(&["unpause", &id]);
+    assert!(f.stderr.contains("is not paused"), "{}", f.stderr);
+    // A paused container can be killed.
+    b.ok(&["pause", &id]);
+    b.ok(&["kill", &id]);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}} {{.State.Paused}}",
+            &id
+        ]),
+        "exited 137 false\n"
+    );
+    b.ok(&["rm", &id]);
+
+    // update: the new limits are felt inside and shown by inspect and stats.
+    let id = b
+        .ok(&["run", "-d", "--memory", "64m", "bb:1", "sleep", "300"])
+        .trim()
+        .to_owned();
+    b.ok(&[
+        "update",
+        "--memory",
+        "48m",
+        "--pids-limit",
+        "8",
+        "--restart",
+        "on-failure:2",
+        &id,
+    ]);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}} {{.HostConfig.RestartPolicy.Name}}:{{.HostConfig.RestartPolicy.MaximumRetryCount}}",
+            &id
+        ]),
+        "50331648 8 on-failure:2\n"
+    );
+    let usage = b.ok(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &id]);
+    assert!(usage.trim().ends_with("/ 48MiB"), "{usage}");
+    let f = b.docker(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10 11 12; do sleep 30 & done; echo forked",
+    ]);
+    assert!(
+        (f.stdout.clone() + &f.stderr).contains("can't fork"),
+        "the pids limit is not applied: {} {}",
+        f.stdout,
+        f.stderr
+    );
+    let f = b.docker(&["update", "--cpu-shares", "512", &id]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("CpuShares"), "{}", f.stderr);
+    if vm {
+        // The microVM was booted for 64 MiB: more applies from its next start only.
+        let f = b.docker(&["update", "--memory", "1g", &id]);
+        assert_ne!(f.status, 0);
+        assert!(f.stderr.contains("microVM"), "{}", f.stderr);
+        assert_eq!(
+            b.ok(&["inspect", "-f", "{{.HostConfig.Memory}}", &id]),
+            "50331648\n",
+            "a refused update changed the record"
+        );
+    }
+    b.ok(&["rm", "-f", &id]);
+}
+
+#[test]
+fn pause_unpause_and_update_in_process_containers() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    assert_pause_and_update(&b, false);
+}
+
 #[test]
 fn healthchecks_run_in_process_containers() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
@@ -974,6 +1144,178 @@ fn exec_output_from_the_first_byte_and_dockers_126_127() {
     .unwrap();
     assert!(inspect.contains("\"ExitCode\":127"), "{inspect}");
     b.ok(&["rm", "-f", &id]);
+}
+
+/// Debian's dockerd on a socket of its own (no networking of its own, nothing touched
+/// outside its directories); stopped and removed on drop.
+struct Dockerd {
+    child: Child,
+    dir: PathBuf,
+    sock: PathBuf,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = PathBuf::from(format!("/tmp/berth-dockerd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sock = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", sock.display()))
+            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd (Debian's docker.io; scripts/test installs it)");
+        let d = Dockerd { child, dir, sock };
+        let t0 = Instant::now();
+        while raw(&d.sock, "GET /_ping HTTP/1.0\r\n\r\n")
+            .map(|(s, _)| s != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "dockerd did not start: {}",
+                std::fs::read_to_string(d.dir.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        d
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill takes a pid and a signal number.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Every key path of a JSON document (`/State/Health/Status`; an array's items under
+/// `[]`, from its first item). The children of objects that are maps of data (labels,
+/// runtimes by name, networks by name...) are left out: their keys are values.
+fn key_paths(v: &serde_json::Value, at: &str, out: &mut std::collections::BTreeSet<String>) {
+    const MAPS: [&str; 11] = [
+        "/Config/Labels",
+        "/Config/Volumes",
+        "/Config/ExposedPorts",
+        "/HostConfig/LogConfig/Config",
+        "/HostConfig/Tmpfs",
+        "/NetworkSettings/Networks",
+        "/NetworkSettings/Ports",
+        "/GraphDriver/Data",
+        "/Runtimes",
+        "/RegistryConfig/IndexConfigs",
+        "/Components[]/Details",
+    ];
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let p = format!("{at}/{k}");
+                out.insert(p.clone());
+                if !MAPS.contains(&p.as_str()) {
+                    key_paths(x, &p, out);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => {
+            if let Some(x) = a.first() {
+                key_paths(x, &format!("{at}[]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn inspect_info_and_version_carry_every_key_dockerd_does() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let dk = Dockerd::start();
+    let tar = b.dir.path().join("bb.tar");
+    let f: Finished = Command::new(docker_bin())
+        .env("DOCKER_HOST", format!("unix://{}", dk.sock.display()))
+        .env("DOCKER_CONFIG", b.dir.path().join("docker-config"))
+        .env_remove("DOCKER_CONTEXT")
+        .args(["import", tar.to_str().unwrap(), "bb:1"])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    // A rich create body: limits, confinement, a restart policy, a healthcheck, logging.
+    let body = r#"{"Image":"bb:1","Cmd":["sleep","60"],"Env":["A=1"],"Labels":{"l":"v"},
+        "WorkingDir":"/","Hostname":"h","User":"0","StopSignal":"SIGTERM","StopTimeout":5,
+        "Healthcheck":{"Test":["CMD","true"],"Interval":1000000000},
+        "HostConfig":{"Memory":67108864,"NanoCpus":500000000,"PidsLimit":50,
+        "ReadonlyRootfs":true,"CapAdd":["NET_ADMIN"],"CapDrop":["NET_RAW"],"Init":true,
+        "RestartPolicy":{"Name":"on-failure","MaximumRetryCount":2},
+        "Ulimits":[{"Name":"nofile","Soft":1024,"Hard":2048}],"Tmpfs":{"/t":""},
+        "OomScoreAdj":100,"ShmSize":1048576,"GroupAdd":["10"],
+        "SecurityOpt":["no-new-privileges"],
+        "LogConfig":{"Type":"json-file","Config":{"max-size":"1m","max-file":"2"}}}}"#
+        .replace('\n', "");
+    let doc = |sock: &Path, method: &str, path: &str, body: &str| -> serde_json::Value {
+        let (st, text) = raw_json(sock, method, path, body);
+        assert!((200..300).contains(&st), "{path}: {st} {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"))
+    };
+    let mut keys = Vec::new();
+    for sock in [&dk.sock, &b.sock] {
+        let id = doc(sock, "POST", "/v1.41/containers/create", &body)["Id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut k = Vec::new();
+        for path in [
+            format!("/v1.41/containers/{id}/json"),
+            "/v1.41/info".into(),
+            "/v1.41/version".into(),
+        ] {
+            let mut set = std::collections::BTreeSet::new();
+            key_paths(&doc(sock, "GET", &path, ""), "", &mut set);
+            k.push(set);
+        }
+        let (st, text) = raw(
+            sock,
+            &format!("DELETE /v1.41/containers/{id}?force=1 HTTP/1.0\r\n\r\n"),
+        )
+        .unwrap();
+        assert_eq!(st, 204, "{text}");
+        keys.push(k);
+    }
+    // Keys API 1.42 removed (berth speaks 1.44; dockerd 20.10 speaks 1.41).
+    let removed = ["/HostConfig/KernelMemory", "/KernelMemory"];
+    let mut missing = Vec::new();
+    for (i, what) in ["inspect", "info", "version"].iter().enumerate() {
+        for k in keys[0][i].difference(&keys[1][i]) {
+            if !removed.contains(&k.as_str()) {
+                missing.push(format!("{what}: {k}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys dockerd returns and berthd does not:\n{}",
+        missing.join("\n")
+    );
 }
 
 #[test]
@@ -1475,6 +1817,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     step("confinement settings");
     assert_healthchecks(&b);
     step("healthchecks");
+    assert_pause_and_update(&b, true);
+    step("pause, unpause, update");
     // rm -f while the microVM boots, runs and exits leaves no monitor behind.
     let mut ids = Vec::new();
     for wait_ms in [0u64, 1500, 4500] {

@@ -42,6 +42,23 @@ pub struct CreateBody {
     pub networking_config: Option<docker::NetworkingConfig>,
 }
 
+/// The body of `POST /containers/{id}/update`: Docker's `Resources` and a restart
+/// policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UpdateBody {
+    /// The resource limits.
+    #[serde(flatten)]
+    pub resources: docker::Resources,
+    /// A new restart policy.
+    #[serde(
+        rename = "RestartPolicy",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub restart_policy: Option<docker::RestartPolicy>,
+}
+
 /// The body of `POST /containers/{id}/exec`.
 pub type ExecBody = docker::ExecConfig;
 /// The body of `POST /exec/{id}/start`.
@@ -322,4 +339,9 @@ pub struct Info {
     /// The default isolation (vm or process).
     #[serde(rename = "Isolation")]
     pub isolation: String,
+    /// Swarm's generic resources: a list in Docker's API (bollard-stubs' generated type
+    /// is a single object, which the docker CLI could not read), so `base`'s stays
+    /// unset and this carries the key.
+    #[serde(rename = "GenericResources", default)]
+    pub generic_resources: Vec<docker::GenericResourcesInner>,
 }

@@ -110,6 +110,12 @@ pub(crate) struct CreateOpts {
     /// Disable any container-specified HEALTHCHECK.
     #[arg(long = "no-healthcheck")]
     no_healthcheck: bool,
+    /// Logging driver for the container (json-file or none).
+    #[arg(long = "log-driver")]
+    log_driver: Option<String>,
+    /// Log driver options (max-size=10m, max-file=3).
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -256,6 +262,27 @@ fn healthcheck(o: &CreateOpts) -> Result<Option<docker::HealthConfig>, Fail> {
     }))
 }
 
+/// `--log-driver` and `--log-opt` as a `LogConfig`.
+fn log_config(o: &CreateOpts) -> Result<Option<docker::HostConfigLogConfig>, Fail> {
+    if o.log_driver.is_none() && o.log_opt.is_empty() {
+        return Ok(None);
+    }
+    let mut config = std::collections::HashMap::new();
+    for kv in &o.log_opt {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            Fail(
+                format!("invalid argument \"{kv}\" for \"--log-opt\" flag: expected key=value"),
+                125,
+            )
+        })?;
+        config.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(Some(docker::HostConfigLogConfig {
+        typ: o.log_driver.clone(),
+        config: Some(config),
+    }))
+}
+
 /// Parses a `--memory` size (b, k, m or g) into bytes.
 fn parse_memory(s: &str, flag: &str) -> Result<i64, Fail> {
     let s = s.trim().to_ascii_lowercase();
@@ -333,6 +360,7 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             group_add: (!o.group_add.is_empty()).then(|| o.group_add.clone()),
             oom_score_adj: o.oom_score_adj,
             init: o.init.then_some(true),
+            log_config: log_config(o)?,
             shm_size: o
                 .shm_size
                 .as_deref()
@@ -577,6 +605,64 @@ pub(crate) async fn restart(c: &Conn, containers: Vec<String>) -> Result<u8, Fai
         ("POST".into(), format!("/containers/{n}/restart"))
     })
     .await
+}
+
+/// `pause` and `unpause`.
+pub(crate) async fn pause(c: &Conn, verb: &str, containers: Vec<String>) -> Result<u8, Fail> {
+    each(c, &containers, |n| {
+        ("POST".into(), format!("/containers/{n}/{verb}"))
+    })
+    .await
+}
+
+// The flags of `update`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct UpdateOpts {
+    /// Memory limit (e.g. 64m, 1g).
+    #[arg(short = 'm', long = "memory")]
+    memory: Option<String>,
+    /// Number of CPUs.
+    #[arg(long)]
+    cpus: Option<f64>,
+    /// Tune the container's pids limit.
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    /// Restart policy to apply when a container exits.
+    #[arg(long)]
+    restart: Option<String>,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// `update`.
+pub(crate) async fn update(c: &Conn, o: UpdateOpts) -> Result<u8, Fail> {
+    let body = berth_api::UpdateBody {
+        resources: docker::Resources {
+            memory: o
+                .memory
+                .as_deref()
+                .map(|m| parse_memory(m, "-m, --memory"))
+                .transpose()?,
+            nano_cpus: o.cpus.map(|c| (c * 1e9) as i64),
+            pids_limit: o.pids_limit,
+            ..Default::default()
+        },
+        restart_policy: o.restart.as_deref().map(restart_policy).transpose()?,
+    };
+    let mut failed = false;
+    for n in &o.containers {
+        match c
+            .call::<Ignored>("POST", &format!("/containers/{n}/update"), json(&body))
+            .await
+        {
+            Ok(_) => println!("{n}"),
+            Err(Fail(m, _)) => {
+                eprintln!("{m}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { 1 } else { 0 })
 }
 
 /// `rm`.

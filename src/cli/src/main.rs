@@ -76,6 +76,18 @@ enum Cmd {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Pause all processes within containers.
+    Pause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Unpause all processes within containers.
+    Unpause {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Update the resource limits or restart policy of containers.
+    Update(containers::UpdateOpts),
     /// Remove containers.
     Rm {
         #[arg(short = 'f', long)]
@@ -196,6 +208,9 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Stop { time, containers } => containers::stop(c, time, containers).await,
         Cmd::Kill { signal, containers } => containers::kill(c, signal, containers).await,
         Cmd::Restart { containers } => containers::restart(c, containers).await,
+        Cmd::Pause { containers } => containers::pause(c, "pause", containers).await,
+        Cmd::Unpause { containers } => containers::pause(c, "unpause", containers).await,
+        Cmd::Update(o) => containers::update(c, o).await,
         Cmd::Rm { force, containers } => containers::rm(c, force, containers).await,
         Cmd::Ps { all, quiet } => containers::ps(c, all, quiet).await,
         Cmd::Logs {

@@ -100,7 +100,7 @@ pub enum Cgroup {
     V1(Vec<(&'static str, PathBuf)>),
 }
 
-const V1_CONTROLLERS: [&str; 5] = ["memory", "pids", "cpuacct", "cpu", "cpuset"];
+const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpuacct", "cpu", "cpuset", "freezer"];
 
 /// The cgroup this process is in, per v1 controller ("" key for v2).
 fn own_cgroups() -> Vec<(String, String)> {
@@ -182,10 +182,12 @@ impl Cgroup {
 
     fn create_v1(root: &Path, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
         let own = own_cgroups();
-        let mut dirs = Vec::new();
+        let mut dirs: Vec<(&'static str, PathBuf)> = Vec::new();
+        let mut mounts: Vec<(PathBuf, PathBuf)> = Vec::new();
         for ctrl in V1_CONTROLLERS {
+            // The cpu controller is joined even without a quota, so that `update` can set
+            // one later; a cpuset only when asked for (a v1 cpuset starts empty).
             let needed = match ctrl {
-                "cpu" => limits.cpu_quota.is_some(),
                 "cpuset" => limits.cpuset_cpus.is_some(),
                 _ => true,
             };
@@ -197,7 +199,7 @@ impl Cgroup {
                 let asked = match ctrl {
                     "memory" if limits.memory.is_some() => "a memory limit",
                     "pids" if limits.pids.is_some() => "a pids limit",
-                    "cpu" => "a CPU quota",
+                    "cpu" if limits.cpu_quota.is_some() => "a CPU quota",
                     "cpuset" => "a cpuset",
                     _ => continue,
                 };
@@ -215,6 +217,13 @@ impl Cgroup {
                 .unwrap_or_default();
             let base = mount.join(own_path).join("berth");
             let dir = base.join(id);
+            // Co-mounted controllers (cpu,cpuacct) share one directory.
+            let real = mount.canonicalize().unwrap_or_else(|_| mount.clone());
+            if let Some((_, d)) = mounts.iter().find(|(m, _)| *m == real) {
+                dirs.push((ctrl, d.clone()));
+                continue;
+            }
+            mounts.push((real, dir.clone()));
             let made = std::fs::create_dir_all(&base).and_then(|_| std::fs::create_dir(&dir));
             if let Err(e) = made {
                 Cgroup::V1(dirs).destroy();
@@ -269,8 +278,14 @@ impl Cgroup {
             }
             Cgroup::V1(_) => {
                 if let (Some(m), Some(d)) = (l.memory, self.dir("memory")) {
-                    write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
                     let memsw = d.join("memory.memsw.limit_in_bytes");
+                    let sw = l.memory_swap.unwrap_or(2 * m);
+                    // v1 keeps memory <= memory+swap at every step: raising both (an
+                    // update) writes memory+swap first.
+                    if memsw.exists() && read_u64(&memsw) < m as u64 {
+                        write(&memsw, &sw.to_string())?;
+                    }
+                    write(&d.join("memory.limit_in_bytes"), &m.to_string())?;
                     match (l.memory_swap, memsw.exists()) {
                         (Some(s), true) => write(&memsw, &s.to_string())?,
                         (None, true) => write(&memsw, &(2 * m).to_string())?,
@@ -295,6 +310,73 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// Changes the limits of a live cgroup (`docker update`): the ones given are written,
+    /// the others stay.
+    pub fn update(&self, l: &Limits) -> Result<(), CgroupError> {
+        if let Cgroup::V1(_) = self {
+            for (ctrl, set, what) in [
+                ("cpu", l.cpu_quota.is_some(), "a CPU quota"),
+                ("cpuset", l.cpuset_cpus.is_some(), "a cpuset"),
+            ] {
+                if set && self.dir(ctrl).is_none() {
+                    return Err(CgroupError::Unsupported(format!(
+                        "{what}: the container's cgroup has no {ctrl} controller"
+                    )));
+                }
+            }
+        }
+        self.apply(l)
+    }
+
+    /// Freezes (`docker pause`) or thaws every process in the cgroup, and waits until the
+    /// kernel says it is done: cgroup v2's `cgroup.freeze`, or v1's freezer controller.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        // (the file to write, the value, the file that says when it is done, the line it
+        // then holds)
+        let (file, value, state, reached) = match self {
+            Cgroup::V2(d) => (
+                d.join("cgroup.freeze"),
+                if frozen { "1" } else { "0" },
+                d.join("cgroup.events"),
+                if frozen { "frozen 1" } else { "frozen 0" },
+            ),
+            Cgroup::V1(_) => {
+                let d = self.dir("freezer").ok_or_else(|| {
+                    CgroupError::Unsupported(
+                        "pause: the cgroup v1 freezer controller is not mounted on this host"
+                            .into(),
+                    )
+                })?;
+                let v = if frozen { "FROZEN" } else { "THAWED" };
+                (d.join("freezer.state"), v, d.join("freezer.state"), v)
+            }
+        };
+        let done = || {
+            std::fs::read_to_string(&state)
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.trim() == reached)
+        };
+        write(&file, value)?;
+        for _ in 0..1000 {
+            if done() {
+                return Ok(());
+            }
+            // v1 can stay FREEZING while a task is in an uninterruptible sleep: ask again.
+            if frozen {
+                let _ = std::fs::write(&file, value);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        Err(CgroupError::Io {
+            path: file.display().to_string(),
+            err: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the cgroup did not reach {value} within 5 s"),
+            ),
+        })
     }
 
     /// Moves the calling process into the cgroup (used by the child before it execs).

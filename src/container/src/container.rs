@@ -300,6 +300,21 @@ impl Container {
         Ok(())
     }
 
+    /// Freezes every process in the container (`docker pause`), or thaws them.
+    pub fn freeze(&self, frozen: bool) -> Result<(), Error> {
+        self.cgroup
+            .freeze(frozen)
+            .map_err(|e| Error::Cgroup(e.to_string()))
+    }
+
+    /// Changes the container's resource limits (`docker update`).
+    pub fn update(&self, r: &oci_spec::runtime::LinuxResources) -> Result<(), Error> {
+        let l = Limits::from_oci(Some(r)).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        self.cgroup
+            .update(&l)
+            .map_err(|e| Error::Cgroup(e.to_string()))
+    }
+
     /// The processes in the container.
     pub fn pids(&self) -> Vec<i32> {
         self.cgroup.pids()

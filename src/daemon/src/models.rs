@@ -32,15 +32,22 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
     let log_driver = h
         .log_config
         .as_ref()
-        .is_some_and(|l| not_in(&l.typ, &["", "json-file"]));
+        .is_some_and(|l| not_in(&l.typ, &["", "json-file", "none"]));
+    let log_none = h
+        .log_config
+        .as_ref()
+        .is_some_and(|l| l.typ.as_deref() == Some("none"));
     let log_opt = h
         .log_config
         .as_ref()
         .and_then(|l| l.config.as_ref())
         .and_then(|c| {
             c.keys()
-                .find(|k| !matches!(k.as_str(), "max-size" | "max-file"))
-                .map(|k| format!("HostConfig.LogConfig.Config (the json-file log option {k:?})"))
+                .find(|k| log_none || !matches!(k.as_str(), "max-size" | "max-file"))
+                .map(|k| {
+                    let driver = if log_none { "none" } else { "json-file" };
+                    format!("HostConfig.LogConfig.Config (the {driver} log option {k:?})")
+                })
         });
     let cgroupns = h.cgroupns_mode.as_ref().is_some_and(|m| {
         !matches!(
@@ -120,7 +127,7 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         (non_empty(&h.binds), "HostConfig.Binds (bind mounts)"),
         (
             log_driver,
-            "HostConfig.LogConfig.Type (log drivers other than json-file)",
+            "HostConfig.LogConfig.Type (log drivers other than json-file and none)",
         ),
         (
             not_in(&h.network_mode, &["", "default", "bridge", "none"]),

@@ -212,6 +212,8 @@ impl Agent {
             Request::Wait { id, exec_id } => self.wait(&id, &exec_id),
             Request::Stats { id } => self.stats(&id),
             Request::ListProcesses { id } => self.list(&id),
+            Request::Freeze { id, frozen } => self.with_running(&id, |c| c.freeze(frozen)),
+            Request::Update { id, resources } => self.with_running(&id, |c| c.update(&resources)),
             Request::Delete { id, force } => self.delete(&id, force),
             Request::Shutdown => {
                 self.stop_all();
@@ -528,6 +530,23 @@ impl Agent {
             pids: u.pids,
             cpu_usec: u.cpu_usec,
         }))
+    }
+
+    /// Runs `f` on a container that has a process (created or running).
+    fn with_running(
+        &self,
+        id: &str,
+        f: impl FnOnce(&berth_container::Container) -> Result<(), berth_container::Error>,
+    ) -> Result<Reply, Reply> {
+        let e = self.get(id)?;
+        let g = e.container.lock().unwrap_or_else(|p| p.into_inner());
+        let c = g.as_ref().ok_or_else(|| {
+            err(
+                ErrorKind::Conflict,
+                format!("container {id} is not running"),
+            )
+        })?;
+        f(c).map(|_| Response::Ok).map_err(runtime_err)
     }
 
     fn list(&self, id: &str) -> Result<Reply, Reply> {

@@ -302,6 +302,20 @@ pub enum Request {
         /// Container ID.
         id: String,
     },
+    /// Freeze every process of a container (`docker pause`), or thaw them.
+    Freeze {
+        /// Container ID.
+        id: String,
+        /// Frozen, or thawed.
+        frozen: bool,
+    },
+    /// Change a running container's resource limits (`docker update`).
+    Update {
+        /// Container ID.
+        id: String,
+        /// The limits to set (the ones absent stay).
+        resources: Box<oci_spec::runtime::LinuxResources>,
+    },
     /// Remove a stopped container (or kill and remove with `force`).
     Delete {
         /// Container ID.

@@ -291,9 +291,15 @@ impl Daemon {
             stop_timeout,
             labels,
             log_rotation,
+            log_none: hc
+                .log_config
+                .as_ref()
+                .is_some_and(|l| l.typ.as_deref() == Some("none")),
             confinement,
             restart_policy,
             healthcheck,
+            paused: false,
+            sandbox_sized: (0, 0),
             restart_count: 0,
             stopped_by_hand: false,
             restarting: false,

@@ -32,7 +32,7 @@ impl Daemon {
     /// `POST /containers/{id}/exec`: a new exec (not started).
     pub fn exec_create(&self, container: &str, b: ExecBody) -> Result<String> {
         let c = self.find(container)?;
-        let rec = self.running(&c)?;
+        let rec = self.running_unpaused(&c)?;
         if b.privileged == Some(true) {
             return Err(Error::NotImplemented("Privileged (privileged exec)".into()));
         }
@@ -70,7 +70,7 @@ impl Daemon {
     /// the agent's pipes until the streams are connected.
     pub fn exec_start(self: &Arc<Self>, e: &ExecRec) -> Result<i32> {
         let c = self.find(&e.container)?;
-        let rec = self.running(&c)?;
+        let rec = self.running_unpaused(&c)?;
         if e.running || e.exit_code.is_some() {
             return Err(Error::Conflict(format!(
                 "Error: Exec command {} is already running",

@@ -23,7 +23,120 @@ fn status_enum(s: &str) -> docker::ContainerStateStatusEnum {
         "running" => S::RUNNING,
         "exited" => S::EXITED,
         "restarting" => S::RESTARTING,
+        "paused" => S::PAUSED,
         _ => S::DEAD,
+    }
+}
+
+/// Every key dockerd's inspect carries in `HostConfig`, with Docker's value for "not
+/// set" where the container did not set it (berth's own `Isolation` stays outside).
+fn fill_host_config(h: &mut docker::HostConfig) {
+    macro_rules! zero {
+        ($($f:ident),*) => { $( h.$f.get_or_insert_with(Default::default); )* };
+    }
+    zero!(
+        cpu_shares,
+        memory,
+        cgroup_parent,
+        blkio_weight,
+        blkio_weight_device,
+        blkio_device_read_bps,
+        blkio_device_write_bps,
+        blkio_device_read_iops,
+        blkio_device_write_iops,
+        cpu_period,
+        cpu_quota,
+        cpu_realtime_period,
+        cpu_realtime_runtime,
+        cpuset_cpus,
+        cpuset_mems,
+        devices,
+        device_cgroup_rules,
+        device_requests,
+        kernel_memory_tcp,
+        memory_reservation,
+        memory_swap,
+        nano_cpus,
+        oom_kill_disable,
+        init,
+        pids_limit,
+        ulimits,
+        cpu_count,
+        cpu_percent,
+        io_maximum_iops,
+        io_maximum_bandwidth,
+        binds,
+        container_id_file,
+        log_config,
+        network_mode,
+        port_bindings,
+        restart_policy,
+        auto_remove,
+        volume_driver,
+        volumes_from,
+        mounts,
+        console_size,
+        cap_add,
+        cap_drop,
+        dns,
+        dns_options,
+        dns_search,
+        extra_hosts,
+        group_add,
+        ipc_mode,
+        cgroup,
+        links,
+        oom_score_adj,
+        pid_mode,
+        privileged,
+        publish_all_ports,
+        readonly_rootfs,
+        security_opt,
+        tmpfs,
+        uts_mode,
+        userns_mode,
+        shm_size,
+        runtime,
+        masked_paths,
+        readonly_paths
+    );
+    h.memory_swappiness.get_or_insert(-1);
+    h.cgroupns_mode
+        .get_or_insert(docker::HostConfigCgroupnsModeEnum::PRIVATE);
+    if h.ipc_mode.as_deref() == Some("") {
+        h.ipc_mode = Some("private".into());
+    }
+    let log = h.log_config.get_or_insert_with(Default::default);
+    if log.typ.as_deref().is_none_or(str::is_empty) {
+        log.typ = Some("json-file".into());
+    }
+    log.config.get_or_insert_with(Default::default);
+    if h.runtime.as_deref() == Some("") {
+        h.runtime = Some("berth".into());
+    }
+}
+
+/// Every key dockerd's inspect carries in `Config`, from the record where it has them.
+fn fill_config(c: &mut docker::ContainerConfig, r: &Record) {
+    c.tty = Some(r.tty);
+    c.open_stdin = Some(r.open_stdin);
+    c.domainname.get_or_insert_with(String::new);
+    c.attach_stdin.get_or_insert(false);
+    c.attach_stdout.get_or_insert(false);
+    c.attach_stderr.get_or_insert(false);
+    c.stdin_once.get_or_insert(false);
+    c.network_disabled.get_or_insert(false);
+    c.entrypoint.get_or_insert_with(Vec::new);
+    c.on_build.get_or_insert_with(Vec::new);
+    c.volumes.get_or_insert_with(Default::default);
+}
+
+/// The state as Docker names it: created, running, paused, restarting or exited.
+pub fn status_name(r: &Record) -> &'static str {
+    match r.state.status() {
+        "running" if r.paused => "paused",
+        "exited" if r.restarting => "restarting",
+        s => s,
     }
 }
 
@@ -45,6 +158,7 @@ pub fn status_line(r: &Record, health: Option<&docker::Health>) -> String {
         }
     };
     match r.state.status() {
+        "running" if r.paused => format!("Up {} (Paused)", ago(r.state.started_at())),
         "exited" if r.restarting => format!(
             "Restarting ({}) {} ago",
             r.state.exit_code(),
@@ -94,8 +208,18 @@ impl Daemon {
         if hc.base.network_mode.as_deref().is_none_or(|m| m.is_empty()) {
             hc.base.network_mode = Some("none".into());
         }
+        fill_host_config(&mut hc.base);
         let mut config = r.config.clone();
         config.labels = Some(r.labels.clone().into_iter().collect());
+        fill_config(&mut config, &r);
+        let exec_ids: Vec<String> = self
+            .execs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .filter(|e| e.container == r.id && e.running)
+            .map(|e| e.id.clone())
+            .collect();
         ContainerInspect {
             base: docker::ContainerInspectResponse {
                 id: Some(r.id.clone()),
@@ -103,13 +227,9 @@ impl Daemon {
                 path: r.args.first().cloned(),
                 args: Some(r.args.get(1..).unwrap_or(&[]).to_vec()),
                 state: Some(docker::ContainerState {
-                    status: Some(status_enum(if r.restarting {
-                        "restarting"
-                    } else {
-                        r.state.status()
-                    })),
+                    status: Some(status_enum(status_name(&r))),
                     running: Some(r.state.running()),
-                    paused: Some(false),
+                    paused: Some(r.paused),
                     restarting: Some(r.restarting),
                     oom_killed: Some(false),
                     dead: Some(false),
@@ -124,7 +244,11 @@ impl Daemon {
                 resolv_conf_path: Some(String::new()),
                 hostname_path: Some(String::new()),
                 hosts_path: Some(String::new()),
-                log_path: Some(self.log_path(&r.id).display().to_string()),
+                log_path: Some(if r.log_none {
+                    String::new()
+                } else {
+                    self.log_path(&r.id).display().to_string()
+                }),
                 name: Some(format!("/{}", r.name)),
                 restart_count: Some(r.restart_count),
                 driver: Some("berth-overlay".into()),
@@ -134,10 +258,30 @@ impl Daemon {
                 app_armor_profile: Some(String::new()),
                 mounts: Some(vec![]),
                 config: Some(config),
+                exec_ids: Some(exec_ids),
+                graph_driver: Some(docker::GraphDriverData {
+                    name: "berth-overlay".into(),
+                    data: Default::default(),
+                }),
                 network_settings: Some(docker::NetworkSettings {
                     networks: Some(Default::default()),
                     ports: Some(Default::default()),
-                    ..Default::default()
+                    bridge: Some(String::new()),
+                    sandbox_id: Some(String::new()),
+                    hairpin_mode: Some(false),
+                    link_local_ipv6_address: Some(String::new()),
+                    link_local_ipv6_prefix_len: Some(0),
+                    sandbox_key: Some(String::new()),
+                    secondary_ip_addresses: Some(vec![]),
+                    secondary_ipv6_addresses: Some(vec![]),
+                    endpoint_id: Some(String::new()),
+                    gateway: Some(String::new()),
+                    global_ipv6_address: Some(String::new()),
+                    global_ipv6_prefix_len: Some(0),
+                    ip_address: Some(String::new()),
+                    ip_prefix_len: Some(0),
+                    ipv6_gateway: Some(String::new()),
+                    mac_address: Some(String::new()),
                 }),
                 ..Default::default()
             },
@@ -169,7 +313,7 @@ impl Daemon {
                 }
             })
             .filter(|(r, _)| f.all || r.state.running() || !f.status.is_empty())
-            .filter(|(r, _)| f.status.is_empty() || f.status.iter().any(|s| s == r.state.status()))
+            .filter(|(r, _)| f.status.is_empty() || f.status.iter().any(|s| s == status_name(r)))
             .filter(|(r, _)| {
                 f.name.is_empty()
                     || f.name
@@ -193,7 +337,7 @@ impl Daemon {
                 created: Some(unix_of(&r.created)),
                 ports: Some(vec![]),
                 labels: Some(r.labels.clone().into_iter().collect()),
-                state: Some(r.state.status().to_owned()),
+                state: Some(status_name(&r).to_owned()),
                 status: Some(status_line(&r, h.as_ref())),
                 host_config: Some(docker::ContainerSummaryHostConfig {
                     network_mode: Some("none".into()),

@@ -16,10 +16,12 @@ pub mod exec;
 pub mod health;
 pub mod inspect;
 pub mod logs;
+pub mod pause;
 pub mod remove;
 pub mod restart;
 pub mod start;
 pub mod stop;
+pub mod update;
 
 use crate::errors::{Error, Result};
 use crate::models::{docker, HostConfig};
@@ -119,12 +121,22 @@ pub struct Record {
     /// How the json-file log rotates (`--log-opt max-size`, `max-file`).
     #[serde(default)]
     pub log_rotation: LogRotation,
+    /// `--log-driver none`: no log is kept (`docker logs` answers 501, as dockerd).
+    #[serde(default)]
+    pub log_none: bool,
     /// Read-only root, capabilities, seccomp, ulimits, tmpfs mounts... as applied.
     #[serde(default)]
     pub confinement: confinement::Confinement,
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: restart::RestartPolicy,
+    /// Frozen by `pause` (while running).
+    #[serde(default)]
+    pub paused: bool,
+    /// The memory limit and CPUs its running sandbox was sized with (a microVM's memory
+    /// and vCPUs are fixed at boot: `update` may not raise past them).
+    #[serde(default)]
+    pub sandbox_sized: (i64, i64),
     /// Its healthcheck (the image's, merged with the create body's), if it has one.
     #[serde(default)]
     pub healthcheck: Option<health::HealthCheck>,

@@ -23,6 +23,7 @@ impl Daemon {
             let _ = self.mark_stopped_by_hand(&c);
             let agent = self.agent(&rec);
             let _ = blocking(move || agent.signal(libc::SIGKILL, true)).await;
+            self.thaw_after_signal(&c).await;
             if !wait_phase(&c, Duration::from_secs(30), exited).await {
                 // The agent does not answer: take the sandbox down so that nothing
                 // outlives the container's record.

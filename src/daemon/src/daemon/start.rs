@@ -72,7 +72,7 @@ impl Daemon {
             oci,
             rootfs: booted.rootfs.clone(),
             open_stdin: rec.open_stdin,
-            log_path: Some(booted.agent_log.clone()),
+            log_path: (!rec.log_none).then(|| booted.agent_log.clone()),
             log_max_size: rec.log_rotation.max_size,
             log_max_files: rec.log_rotation.max_files,
             seccomp_unconfined: rec.confinement.seccomp_unconfined,
@@ -97,6 +97,8 @@ impl Daemon {
                 self.update(c, |r| {
                     // A restart by its policy is over once it runs again.
                     r.restarting = false;
+                    r.paused = false;
+                    r.sandbox_sized = (r.memory, r.nano_cpus);
                     r.state.started(i64::from(pid), now_rfc3339())
                 })?;
                 c.phase.send_replace(Phase::Running);
@@ -176,7 +178,7 @@ impl Daemon {
             let began = std::time::Instant::now();
             let rec = c.record();
             let agent = d.agent(&rec);
-            let copier = if d.sandbox(&rec).copies_logs() {
+            let copier = if d.sandbox(&rec).copies_logs() && !rec.log_none {
                 match super::logs::copy_to_host_log(&agent, d.log_path(&rec.id), rec.log_rotation)
                     .await
                 {
@@ -235,7 +237,10 @@ impl Daemon {
     /// Records an exit.
     pub fn finish(&self, c: &Arc<Ctr>, status: i64, error: &str) {
         let name = c.record().name;
-        if let Err(e) = self.update(c, |r| r.state.exited(status, error.into(), now_rfc3339())) {
+        if let Err(e) = self.update(c, |r| {
+            r.paused = false;
+            r.state.exited(status, error.into(), now_rfc3339())
+        }) {
             super::log_failure("recording an exit", &e);
         }
         self.event(

@@ -52,6 +52,7 @@ impl Daemon {
         self.mark_stopped_by_hand(&c)?;
         let agent = self.agent(&rec);
         blocking(move || agent.signal(sig, false)).await?;
+        self.thaw_after_signal(&c).await;
         // A negative timeout waits as long as it takes (Docker's -1).
         let wait = if t < 0 {
             Duration::from_secs(10 * 365 * 24 * 3600)
@@ -75,6 +76,7 @@ impl Daemon {
         self.mark_stopped_by_hand(&c)?;
         let agent = self.agent(&rec);
         blocking(move || agent.signal(sig, sig == libc::SIGKILL)).await?;
+        self.thaw_after_signal(&c).await;
         if sig == libc::SIGKILL {
             wait_phase(&c, Duration::from_secs(10), exited).await;
         }

@@ -5,7 +5,7 @@ use crate::daemon::inspect::ListFilter;
 use crate::daemon::{blocking, unix_of, Ctr, Daemon, Phase};
 use crate::errors::Error;
 use crate::http::{channel_body, empty, frame, json, streamed, ApiError, Query};
-use crate::models::{docker, CreateBody, CreateResponse, ExecBody, IdResponse};
+use crate::models::{docker, CreateBody, CreateResponse, ExecBody, IdResponse, UpdateBody};
 use berth_protocol::logfile;
 use bytes::Bytes;
 use hyper::{Method, StatusCode};
@@ -89,7 +89,26 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
                 .map_err(ApiError::from),
             Err(e) => Err(e),
         },
-        (_, [_, what @ ("archive" | "export" | "changes" | "update" | "pause" | "unpause")]) => {
+        (&Method::POST, [id, what @ ("pause" | "unpause")]) => match find(id) {
+            Ok(c) => done(d.set_paused(c, *what == "pause").await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, [id, "update"]) => match (find(id), body::<UpdateBody>(req).await) {
+            (Ok(c), Ok(b)) => d
+                .update_container(c, b)
+                .await
+                .map(|_| {
+                    json(
+                        StatusCode::OK,
+                        &docker::ContainerUpdateResponse {
+                            warnings: Some(vec![]),
+                        },
+                    )
+                })
+                .map_err(ApiError::from),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        (_, [_, what @ ("archive" | "export" | "changes")]) => {
             Err(Error::NotImplemented(format!("containers/{{id}}/{what}")).into())
         }
         _ => return None,
@@ -214,6 +233,12 @@ pub(crate) async fn past_log(path: &std::path::Path, tty: bool, out: bool, err: 
 
 fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
     let rec = c.record();
+    if rec.log_none {
+        return Err(Error::NotImplemented(
+            "configured logging driver does not support reading".into(),
+        )
+        .into());
+    }
     let (want_out, want_err) = (q.flag("stdout", false), q.flag("stderr", false));
     if !want_out && !want_err {
         return Err(ApiError::bad("You must choose at least one stream"));

@@ -85,7 +85,7 @@ async fn start(
         (false, None) => return Err(ApiError::bad("exec start needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp), or Detach")),
     };
     // What would fail the request itself is checked before the 101.
-    d.running(&*d.find(&e.container)?)?;
+    d.running_unpaused(&*d.find(&e.container)?)?;
     if e.running || e.exit_code.is_some() {
         return Err(crate::errors::Error::Conflict(format!(
             "Error: Exec command {} is already running",

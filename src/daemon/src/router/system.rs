@@ -98,15 +98,22 @@ fn version() -> Version {
 
 fn info(d: &Daemon) -> Info {
     let recs = d.records();
-    let running = recs.iter().filter(|r| r.state.running()).count() as i64;
+    let running = recs
+        .iter()
+        .filter(|r| r.state.running() && !r.paused)
+        .count() as i64;
+    let paused = recs
+        .iter()
+        .filter(|r| r.state.running() && r.paused)
+        .count() as i64;
     let kvm = berth_hostcheck::check();
     Info {
         base: docker::SystemInfo {
             id: Some("berth".into()),
             containers: Some(recs.len() as i64),
             containers_running: Some(running),
-            containers_paused: Some(0),
-            containers_stopped: Some(recs.len() as i64 - running),
+            containers_paused: Some(paused),
+            containers_stopped: Some(recs.len() as i64 - running - paused),
             images: Some(d.images.records().map(|r| r.len() as i64).unwrap_or(0)),
             driver: Some("berth-overlay".into()),
             docker_root_dir: Some(d.opts.data_root.display().to_string()),
@@ -156,8 +163,8 @@ fn info(d: &Daemon) -> Info {
             plugins: Some(docker::PluginsInfo {
                 volume: Some(vec![]),
                 network: Some(vec![]),
-                authorization: None,
-                log: Some(vec!["json-file".into()]),
+                authorization: Some(vec![]),
+                log: Some(vec!["json-file".into(), "none".into()]),
             }),
             labels: Some(vec![]),
             experimental_build: Some(false),
@@ -171,6 +178,7 @@ fn info(d: &Daemon) -> Info {
                 local_node_state: Some(docker::LocalNodeState::INACTIVE),
                 control_available: Some(false),
                 error: Some(String::new()),
+                remote_managers: Some(vec![]),
                 ..Default::default()
             }),
             init_binary: Some(String::new()),
@@ -214,11 +222,13 @@ fn info(d: &Daemon) -> Info {
                 insecure_registry_cidrs: Some(vec!["127.0.0.0/8".into()]),
                 index_configs: Some(Default::default()),
                 mirrors: Some(vec![]),
-                ..Default::default()
+                allow_nondistributable_artifacts_cidrs: Some(vec![]),
+                allow_nondistributable_artifacts_hostnames: Some(vec![]),
             }),
             ..Default::default()
         },
         isolation: d.sandboxes.default.as_str().into(),
+        generic_resources: vec![],
     }
 }
 

@@ -129,6 +129,13 @@ pub trait Sandbox: Send + Sync {
     /// The directory holding the container's writable layer on the host, if it has one
     /// there (for commit).
     fn writable_layer(&self, dir: &std::path::Path) -> Option<PathBuf>;
+
+    /// Refuses new limits (memory bytes, CPUs in 1e-9 units; 0: none) for a running
+    /// container whose sandbox was sized with `sized`, when the sandbox cannot honour
+    /// them without a restart. The default: any limit applies live.
+    fn check_update(&self, _sized: (i64, i64), _new: (i64, i64)) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The backends, by isolation mode.

@@ -44,17 +44,8 @@ impl VmSandbox {
             ));
         };
         Ok(VmConfig {
-            // The guest needs room for its kernel and agent besides the workload's limit.
-            memory_mib: if spec.memory > 0 {
-                ((spec.memory >> 20).max(64) + 64) as u64
-            } else {
-                256
-            },
-            vcpus: if spec.nano_cpus > 0 {
-                ((spec.nano_cpus + 999_999_999) / 1_000_000_000).clamp(1, 32) as u8
-            } else {
-                1
-            },
+            memory_mib: vm_memory_mib(spec.memory),
+            vcpus: vm_vcpus(spec.nano_cpus),
             kernel: kernel.clone(),
             initrd: Some(initrd.clone()),
             disks: vec![DiskConfig {
@@ -69,6 +60,25 @@ impl VmSandbox {
             console: format!("file:{}", spec.dir.join("console.log").display()),
             ..VmConfig::default()
         })
+    }
+}
+
+/// The guest's memory for a container's limit: room for the guest kernel and agent
+/// besides the workload's limit.
+fn vm_memory_mib(memory: i64) -> u64 {
+    if memory > 0 {
+        ((memory >> 20).max(64) + 64) as u64
+    } else {
+        256
+    }
+}
+
+/// The vCPUs for a container's CPU limit.
+fn vm_vcpus(nano_cpus: i64) -> u8 {
+    if nano_cpus > 0 {
+        ((nano_cpus + 999_999_999) / 1_000_000_000).clamp(1, 32) as u8
+    } else {
+        1
     }
 }
 
@@ -137,6 +147,26 @@ impl Sandbox for VmSandbox {
 
     fn command_of(&self, _pid: i32) -> String {
         String::new()
+    }
+
+    /// A microVM's memory and vCPUs are fixed at boot: lower limits apply in the guest's
+    /// cgroup at once, higher ones than the VM has would not, and are refused.
+    fn check_update(&self, sized: (i64, i64), new: (i64, i64)) -> Result<()> {
+        let room = (vm_memory_mib(sized.0) as i64 - 64) << 20;
+        if new.0 > room || (new.0 == 0 && sized.0 > 0) {
+            return Err(Error::NotImplemented(format!(
+                "Memory: this microVM was booted with room for {} MiB; a higher memory limit (or none) applies from its next start, not to the running microVM (stop it, update, start)",
+                room >> 20
+            )));
+        }
+        let cpus = i64::from(vm_vcpus(sized.1)) * 1_000_000_000;
+        if new.1 > cpus {
+            return Err(Error::NotImplemented(format!(
+                "NanoCpus: this microVM was booted with {} vCPU(s); more CPUs apply from its next start, not to the running microVM",
+                cpus / 1_000_000_000
+            )));
+        }
+        Ok(())
     }
 
     fn writable_layer(&self, _dir: &Path) -> Option<PathBuf> {
