@@ -186,7 +186,7 @@ fn run(a: &Agent, id: &str, spec: ContainerSpec, during: impl FnOnce(&mut Client
         Response::Ok
     );
     during(&mut c);
-    let Response::Exited { status } = c
+    let Response::Exited { status, .. } = c
         .call(&Request::Wait {
             id: id.into(),
             exec_id: None,
@@ -318,7 +318,10 @@ fn scenarios(a: &Agent) {
             exec_id: Some("e1".into())
         })
         .unwrap(),
-        Response::Exited { status: 0 }
+        Response::Exited {
+            status: 0,
+            oom_killed: false
+        }
     );
     assert_eq!(out.join().unwrap(), "ready\nsleep 60 ");
 
@@ -339,7 +342,10 @@ fn scenarios(a: &Agent) {
             exec_id: None
         })
         .unwrap(),
-        Response::Exited { status: 137 }
+        Response::Exited {
+            status: 137,
+            oom_killed: false
+        }
     );
     assert_eq!(
         c.call(&Request::Delete {
@@ -397,7 +403,10 @@ fn scenarios(a: &Agent) {
             exec_id: None
         })
         .unwrap(),
-        Response::Exited { status: 0 }
+        Response::Exited {
+            status: 0,
+            oom_killed: false
+        }
     );
     assert_eq!(out.join().unwrap(), "through stdin\nafter-eof\n");
     c.call(&Request::Delete {
@@ -440,7 +449,10 @@ fn scenarios(a: &Agent) {
             exec_id: None
         })
         .unwrap(),
-        Response::Exited { status: 4 }
+        Response::Exited {
+            status: 4,
+            oom_killed: false
+        }
     );
     c.call(&Request::Delete {
         id: "tty".into(),
@@ -481,7 +493,10 @@ fn scenarios(a: &Agent) {
                 exec_id: None
             })
             .unwrap(),
-            Response::Exited { status }
+            Response::Exited {
+                status,
+                oom_killed: false
+            }
         );
         c.call(&Request::Delete {
             id: id.into(),

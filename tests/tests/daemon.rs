@@ -1017,7 +1017,36 @@ fn assert_pause_and_update(b: &Berthd, vm: bool) {
             "a refused update changed the record"
         );
     }
-    b.ok(&["rm", "-f", &id]);
+    b.ok(&["rm", "-f", &id]); // The OOM killer's work shows in State.OOMKilled (and not otherwise).
+    let f = b.docker(&[
+        "run",
+        "--name",
+        "oom",
+        "--memory",
+        "16m",
+        "bb:1",
+        "sh",
+        "-c",
+        "tail /dev/zero",
+    ]);
+    assert_eq!(f.status, 137, "{}", f.stderr);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.OOMKilled}} {{.State.ExitCode}}",
+            "oom"
+        ]),
+        "true 137\n"
+    );
+    b.ok(&["rm", "oom"]);
+    let f = b.docker(&["run", "--name", "fine", "--memory", "16m", "bb:1", "true"]);
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.State.OOMKilled}}", "fine"]),
+        "false\n"
+    );
+    b.ok(&["rm", "fine"]);
 }
 
 #[test]
@@ -1025,6 +1054,16 @@ fn pause_unpause_and_update_in_process_containers() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
     b.busybox();
     assert_pause_and_update(&b, false);
+    // stats computes the CPU % as Docker does (two samples): a busy loop shows it busy.
+    let id = b
+        .ok(&["run", "-d", "bb:1", "sh", "-c", "while :; do :; done"])
+        .trim()
+        .to_owned();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = b.ok(&["stats", "--no-stream", "--format", "{{.CPUPerc}}", &id]);
+    let pct: f64 = cpu.trim().trim_end_matches('%').parse().unwrap();
+    assert!(pct > 30.0, "a busy loop at {cpu}");
+    b.ok(&["rm", "-f", &id]);
 }
 
 #[test]
@@ -1143,6 +1182,43 @@ fn exec_output_from_the_first_byte_and_dockers_126_127() {
     )
     .unwrap();
     assert!(inspect.contains("\"ExitCode\":127"), "{inspect}");
+    // The detach keys (ctrl-p ctrl-q by default) typed on stdin end the session, not the
+    // process, and are not passed on.
+    let (st, body) = raw_json(
+        &b.sock,
+        "POST",
+        &format!("/v1.44/containers/{id}/exec"),
+        r#"{"AttachStdin":true,"AttachStdout":true,"Cmd":["cat"]}"#,
+    );
+    assert_eq!(st, 201, "{body}");
+    let exec = body.split('"').nth(3).unwrap().to_owned();
+    let mut s = UnixStream::connect(&b.sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let req = r#"{"Detach":false,"Tty":false}"#;
+    write!(
+        s,
+        "POST /v1.44/exec/{exec}/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",
+        req.len()
+    )
+    .unwrap();
+    s.write_all(b"typed\n\x10\x11more\n").unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all)
+        .expect("the session did not end on the detach keys");
+    let text = String::from_utf8_lossy(&all);
+    assert!(
+        !text.contains("more"),
+        "input after the keys was passed on: {text}"
+    );
+    let (_, inspect) = raw(
+        &b.sock,
+        &format!("GET /v1.44/exec/{exec}/json HTTP/1.0\r\n\r\n"),
+    )
+    .unwrap();
+    assert!(
+        inspect.contains("\"Running\":true"),
+        "the detach ended the process: {inspect}"
+    );
     b.ok(&["rm", "-f", &id]);
 }
 
@@ -1318,11 +1394,218 @@ fn inspect_info_and_version_carry_every_key_dockerd_does() {
     );
 }
 
+fn unix_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!("{}.{:09}", t.as_secs(), t.subsec_nanos())
+}
+
+#[test]
+fn events_replay_history_and_apply_filters() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let t0 = unix_now();
+    b.ok(&["run", "--name", "ev1", "--label", "tier=a", "bb:1", "true"]);
+    b.ok(&["rm", "ev1"]);
+    b.ok(&["run", "--rm", "--name", "ev2", "bb:1", "true"]);
+    let t1 = unix_now();
+    let events = |extra: &[&str]| -> Vec<String> {
+        let mut a = vec![
+            "events",
+            "--since",
+            &t0,
+            "--until",
+            &t1,
+            "--format",
+            "{{.Action}} {{.Actor.Attributes.name}}",
+        ];
+        a.extend_from_slice(extra);
+        b.ok(&a).lines().map(str::to_owned).collect()
+    };
+    let all = events(&[]);
+    let ev1: Vec<&str> = all
+        .iter()
+        .filter(|l| l.ends_with(" ev1"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        ev1,
+        ["create ev1", "start ev1", "die ev1", "destroy ev1"],
+        "{all:?}"
+    );
+    assert!(all.contains(&"die ev2".to_owned()), "{all:?}");
+    assert_eq!(events(&["--filter", "event=die"]), ["die ev1", "die ev2"]);
+    assert_eq!(
+        events(&["--filter", "label=tier=a", "--filter", "event=start"]),
+        ["start ev1"]
+    );
+    assert_eq!(
+        events(&["--filter", "container=ev2", "--filter", "event=destroy"]),
+        ["destroy ev2"]
+    );
+    assert!(events(&["--filter", "label=tier=b"]).is_empty());
+    // An --until in the past ends the stream at once; a filter berth has no objects for
+    // is refused by name, not ignored.
+    let f = b.docker(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "network=x",
+    ]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("network"), "{}", f.stderr);
+}
+
+#[test]
+fn ps_filters_select_as_dockers_do() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    // A second image (another config, so another ID).
+    let tar = b.dir.path().join("bb.tar");
+    b.ok(&[
+        "import",
+        "--change",
+        "ENV X=1",
+        tar.to_str().unwrap(),
+        "other:2",
+    ]);
+    assert_eq!(
+        b.docker(&["run", "--name", "f1", "bb:1", "sh", "-c", "exit 3"])
+            .status,
+        3
+    );
+    b.ok(&["create", "--name", "f2", "other:2", "true"]);
+    b.ok(&["run", "-d", "--name", "f3", "bb:1", "sleep", "300"]);
+    let ps = |filters: &[&str]| -> String {
+        let mut a = vec!["ps", "-a", "--format", "{{.Names}}"];
+        for f in filters {
+            a.extend_from_slice(&["--filter", f]);
+        }
+        let mut names: Vec<String> = b.ok(&a).lines().map(str::to_owned).collect();
+        names.sort();
+        names.join(" ")
+    };
+    assert_eq!(ps(&["exited=3"]), "f1");
+    assert_eq!(ps(&["exited=0"]), "");
+    assert_eq!(ps(&["ancestor=bb:1"]), "f1 f3");
+    assert_eq!(ps(&["ancestor=other:2"]), "f2");
+    assert_eq!(ps(&["since=f1"]), "f2 f3");
+    assert_eq!(ps(&["before=f3"]), "f1 f2");
+    assert_eq!(ps(&["since=f1", "before=f3"]), "f2");
+    assert_eq!(ps(&["isolation=process"]), "f1 f2 f3");
+    assert_eq!(ps(&["status=running"]), "f3");
+    assert_eq!(ps(&["is-task=true"]), "");
+    let f = b.docker(&["ps", "--filter", "network=x"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("network"), "{}", f.stderr);
+    let f = b.docker(&["ps", "--filter", "since=nope"]);
+    assert_ne!(f.status, 0);
+    b.ok(&["rm", "-f", "f1", "f2", "f3"]);
+}
+
+#[test]
+fn system_df_and_the_prunes_report_what_they_did() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    b.ok(&[
+        "run",
+        "--name",
+        "d1",
+        "bb:1",
+        "sh",
+        "-c",
+        "head -c 300000 /dev/zero > /big",
+    ]);
+    let df = b.ok(&[
+        "system",
+        "df",
+        "--format",
+        "{{.Type}} {{.TotalCount}} {{.Active}}",
+    ]);
+    assert_eq!(
+        df, "Images 1 1\nContainers 1 0\nLocal Volumes 0 0\nBuild Cache 0 0\n",
+        "{df}"
+    );
+    let size = b.ok(&["ps", "-a", "--size", "--format", "{{.Size}}"]);
+    assert!(size.starts_with("300kB (virtual "), "{size}");
+    let out = b.ok(&["container", "prune", "-f"]);
+    assert!(out.contains("Total reclaimed space: 300kB"), "{out}");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    // Tagged images stay with a plain prune; -a removes every unused one.
+    b.ok(&["tag", "bb:1", "x:1"]);
+    b.ok(&["image", "prune", "-f"]);
+    let mut tags: Vec<String> = b
+        .ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    tags.sort();
+    assert_eq!(tags, ["bb:1", "x:1"]);
+    let keep = b
+        .ok(&["run", "-d", "bb:1", "sleep", "300"])
+        .trim()
+        .to_owned();
+    b.ok(&["image", "prune", "-af"]);
+    assert_eq!(
+        b.ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .lines()
+            .count(),
+        2,
+        "an image in use was pruned"
+    );
+    b.ok(&["rm", "-f", &keep]);
+    let out = b.ok(&["image", "prune", "-af"]);
+    assert!(
+        out.contains("untagged: ") && out.contains("deleted: sha256:"),
+        "{out}"
+    );
+    assert_eq!(b.ok(&["images", "-q"]), "");
+    // system prune goes through every kind, those berth has none of included.
+    b.busybox();
+    b.ok(&["create", "--name", "d2", "bb:1", "true"]);
+    let out = b.ok(&["system", "prune", "-af", "--volumes"]);
+    assert!(out.contains("Total reclaimed space"), "{out}");
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert_eq!(b.ok(&["images", "-q"]), "");
+}
+
 #[test]
 fn confinement_settings_apply_inside_process_containers() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
     b.busybox();
     assert_confinement_applies(&b);
+    // --pid host (process isolation): the host's processes are visible, berthd among
+    // them, and the workload is not PID 1.
+    let berthd_pid = b.child.as_ref().unwrap().id().to_string();
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--pid",
+        "host",
+        "bb:1",
+        "sh",
+        "-c",
+        &format!("echo $$; test -d /proc/{berthd_pid} && echo sees-berthd"),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "{out}");
+    assert_eq!(lines.get(1), Some(&"sees-berthd"), "{out}");
+    let id = b
+        .ok(&["create", "--pid", "host", "bb:1", "true"])
+        .trim()
+        .to_owned();
+    assert_eq!(
+        b.ok(&["inspect", "-f", "{{.HostConfig.PidMode}}", &id]),
+        "host\n"
+    );
+    b.ok(&["rm", &id]);
+    let f = b.docker(&["run", "--rm", "--pid", "container:x", "bb:1", "true"]);
+    assert_eq!(f.status, 125);
+    assert!(f.stderr.contains("PidMode"), "{}", f.stderr);
 }
 
 /// What a container can leave on the host: processes naming the exec root (agents,
@@ -1708,7 +1991,7 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         // No retry: the lab's configuration does not freeze (docs/testing.md), and a
         // freeze would be reported by the lab's watchdog.
         let out = Lab::new()
-            .timeout(Duration::from_secs(900))
+            .timeout(Duration::from_secs(1500))
             .run(&[
                 exe.to_str().unwrap(),
                 "--exact",
@@ -1819,6 +2102,14 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     step("healthchecks");
     assert_pause_and_update(&b, true);
     step("pause, unpause, update");
+    // The host's PIDs are out of a microVM's reach: --pid host is refused, naming it.
+    let f = b.docker(&["run", "--rm", "--pid", "host", "bb:1", "true"]);
+    assert_eq!(f.status, 125, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("PidMode") && f.stderr.contains("microVM"),
+        "{}",
+        f.stderr
+    );
     // rm -f while the microVM boots, runs and exits leaves no monitor behind.
     let mut ids = Vec::new();
     for wait_ms in [0u64, 1500, 4500] {

@@ -117,6 +117,10 @@ pub struct CpuStats {
     /// CPUs online.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub online_cpus: Option<u32>,
+    /// The host's CPU time, all CPUs, in nanoseconds (Docker's CPU % divides the
+    /// container's CPU time by this one's, between two samples).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub system_cpu_usage: Option<u64>,
 }
 
 /// CPU time used.

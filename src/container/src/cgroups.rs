@@ -398,6 +398,24 @@ impl Cgroup {
             .unwrap_or_default()
     }
 
+    /// How many processes the kernel's OOM killer killed in the cgroup (`oom_kill` in
+    /// v2's memory.events, or v1's memory.oom_control).
+    pub fn oom_kills(&self) -> u64 {
+        let file = match self {
+            Cgroup::V2(d) => d.join("memory.events"),
+            Cgroup::V1(_) => match self.dir("memory") {
+                Some(d) => d.join("memory.oom_control"),
+                None => return 0,
+            },
+        };
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Resource usage.
     pub fn usage(&self) -> Usage {
         match self {

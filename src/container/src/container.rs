@@ -300,6 +300,11 @@ impl Container {
         Ok(())
     }
 
+    /// Whether the kernel's OOM killer killed a process of the container.
+    pub fn oom_killed(&self) -> bool {
+        self.cgroup.oom_kills() > 0
+    }
+
     /// Freezes every process in the container (`docker pause`), or thaws them.
     pub fn freeze(&self, frozen: bool) -> Result<(), Error> {
         self.cgroup

@@ -129,11 +129,8 @@ pub fn namespaces(spec: &Spec) -> Result<Namespaces, Error> {
             "linux.namespaces: a mount namespace is required".into(),
         ));
     }
-    if ns.flags & libc::CLONE_NEWPID == 0 {
-        return Err(Error::InvalidSpec(
-            "linux.namespaces: a pid namespace is required".into(),
-        ));
-    }
+    // No pid namespace is Docker's `--pid host`: the workload sees the host's processes
+    // and is not PID 1 (berthd allows it for process isolation only).
     Ok(ns)
 }
 

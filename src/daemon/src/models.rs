@@ -157,7 +157,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         ),
         (set(&h.cgroup), "HostConfig.Cgroup"),
         (non_empty(&h.links), "HostConfig.Links (links)"),
-        (set(&h.pid_mode), "HostConfig.PidMode (--pid)"),
         (
             set(&h.privileged),
             "HostConfig.Privileged (privileged containers)",
@@ -220,7 +219,6 @@ mod tests {
                 r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#,
             ),
             ("Binds", r#"{"Binds":["/:/host"]}"#),
-            ("PidMode", r#"{"PidMode":"host"}"#),
             ("NetworkMode", r#"{"NetworkMode":"host"}"#),
         ] {
             let b = body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#));

@@ -511,13 +511,18 @@ impl Agent {
 
     fn wait(&self, id: &str, exec_id: &Option<String>) -> Result<Reply, Reply> {
         let e = self.get(id)?;
-        let exit = match self.proc_of(&e, exec_id)? {
-            ProcRef::Main => e.main.exit.clone(),
-            ProcRef::Exec(p) => p.exit.clone(),
+        let (exit, main) = match self.proc_of(&e, exec_id)? {
+            ProcRef::Main => (e.main.exit.clone(), true),
+            ProcRef::Exec(p) => (p.exit.clone(), false),
         };
-        Ok(Response::Exited {
-            status: exit.wait(),
-        })
+        let status = exit.wait();
+        let oom_killed = main
+            && e.container
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .is_some_and(|c| c.oom_killed());
+        Ok(Response::Exited { status, oom_killed })
     }
 
     fn stats(&self, id: &str) -> Result<Reply, Reply> {

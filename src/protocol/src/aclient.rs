@@ -148,7 +148,14 @@ mod tests {
             .unwrap();
             let r: Request = crate::read_frame(&mut c).unwrap();
             assert!(matches!(r, Request::Wait { .. }));
-            crate::write_frame(&mut c, &Response::Exited { status: 9 }).unwrap();
+            crate::write_frame(
+                &mut c,
+                &Response::Exited {
+                    status: 9,
+                    oom_killed: false,
+                },
+            )
+            .unwrap();
         });
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -165,7 +172,13 @@ mod tests {
             .await
             .unwrap()
         });
-        assert_eq!(r, Response::Exited { status: 9 });
+        assert_eq!(
+            r,
+            Response::Exited {
+                status: 9,
+                oom_killed: false,
+            }
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -365,6 +365,10 @@ pub enum Response {
     Exited {
         /// Exit status.
         status: i32,
+        /// The container's process was killed by the kernel's OOM killer (its cgroup
+        /// counted an OOM kill); always false for an exec.
+        #[serde(default)]
+        oom_killed: bool,
     },
     /// Resource usage.
     Stats(Stats),

@@ -43,6 +43,7 @@ impl Daemon {
                 self.finish(
                     &c,
                     255,
+                    false,
                     "the container's agent was gone when berthd restarted",
                 );
             }

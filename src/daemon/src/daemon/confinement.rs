@@ -41,6 +41,8 @@ pub struct Confinement {
     pub group_add: Vec<String>,
     /// `--init`: a minimal init as PID 1 that forwards signals and reaps orphans.
     pub init: bool,
+    /// `--pid host`: no pid namespace (process isolation only).
+    pub pid_host: bool,
 }
 
 /// One resource limit.
@@ -337,6 +339,16 @@ impl Confinement {
             ulimits: ulimits(h.ulimits.as_deref().unwrap_or_default())?,
             tmpfs: tmpfs(h)?,
             init: h.init.unwrap_or(false),
+            pid_host: match h.pid_mode.as_deref().unwrap_or("") {
+                "" | "private" => false,
+                "host" => true,
+                other if other.starts_with("container:") => {
+                    return Err(not_built(format!(
+                        "HostConfig.PidMode {other:?}: joining another container's PID namespace is not built"
+                    )))
+                }
+                other => return Err(bad(format!("invalid PID mode: {other:?}"))),
+            },
             ..Default::default()
         };
         security_opts(h.security_opt.as_deref().unwrap_or_default(), &mut c)?;
@@ -458,6 +470,15 @@ impl Confinement {
             );
         }
         spec.set_mounts(Some(mounts));
+        if self.pid_host {
+            if let Some(ns) = spec
+                .linux_mut()
+                .as_mut()
+                .and_then(|l| l.namespaces_mut().as_mut())
+            {
+                ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Pid);
+            }
+        }
         let mut a = spec.annotations().clone().unwrap_or_default();
         if !self.group_add.is_empty() {
             a.insert(

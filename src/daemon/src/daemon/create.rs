@@ -229,6 +229,9 @@ impl Daemon {
         };
         let log_rotation = log_rotation(hc.log_config.as_ref().and_then(|l| l.config.as_ref()))?;
         let confinement = super::confinement::Confinement::from_host_config(hc)?;
+        self.sandboxes
+            .get(isolation)
+            .check_confinement(&confinement)?;
         let restart_policy = super::restart::RestartPolicy::from_host_config(hc)?;
         let health_config = super::health::merge(
             config.healthcheck.as_ref(),
@@ -299,6 +302,7 @@ impl Daemon {
             restart_policy,
             healthcheck,
             paused: false,
+            oom_killed: false,
             sandbox_sized: (0, 0),
             restart_count: 0,
             stopped_by_hand: false,
@@ -313,13 +317,14 @@ impl Daemon {
             let _ = std::fs::remove_dir_all(&dir);
             return Err(e);
         }
+        let (name, image) = (rec.name.clone(), rec.image.clone());
+        self.insert(rec);
         self.event(
             "container",
             "create",
             &id,
-            &[("name", rec.name.clone()), ("image", rec.image.clone())],
+            &[("name", name), ("image", image)],
         );
-        self.insert(rec);
         Ok(id)
     }
 }

@@ -36,9 +36,8 @@ impl Daemon {
         if b.privileged == Some(true) {
             return Err(Error::NotImplemented("Privileged (privileged exec)".into()));
         }
-        if b.detach_keys.as_deref().is_some_and(|k| !k.is_empty()) {
-            return Err(Error::NotImplemented("DetachKeys (detach keys)".into()));
-        }
+        let detach_keys =
+            crate::router::streams::parse_detach_keys(b.detach_keys.as_deref().unwrap_or(""))?;
         let cmd = b.cmd.unwrap_or_default();
         if cmd.is_empty() {
             return Err(Error::InvalidParameter("No exec command specified".into()));
@@ -58,6 +57,7 @@ impl Daemon {
             running: false,
             exit_code: None,
             pid: 0,
+            detach_keys,
         };
         self.execs
             .lock()

@@ -131,6 +131,22 @@ fn fill_config(c: &mut docker::ContainerConfig, r: &Record) {
     c.volumes.get_or_insert_with(Default::default);
 }
 
+/// The host's CPU time so far, all CPUs, in nanoseconds (the `cpu` line of /proc/stat,
+/// as dockerd reads it).
+fn host_cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: u64 = line
+        .split_whitespace()
+        .skip(1)
+        .take(7)
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf takes a constant name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| ticks * (1_000_000_000 / hz as u64))
+}
+
 /// The state as Docker names it: created, running, paused, restarting or exited.
 pub fn status_name(r: &Record) -> &'static str {
     match r.state.status() {
@@ -197,6 +213,16 @@ pub struct ListFilter {
     pub label: Vec<String>,
     /// By health (`starting`, `healthy`, `unhealthy`, `none`).
     pub health: Vec<String>,
+    /// By image: a reference or an image ID (prefix).
+    pub ancestor: Vec<String>,
+    /// Exited with one of these codes.
+    pub exited: Vec<i64>,
+    /// Created before this container (name or ID).
+    pub before: Option<String>,
+    /// Created after this container (name or ID).
+    pub since: Option<String>,
+    /// By isolation (`vm`, `process`).
+    pub isolation: Vec<String>,
 }
 
 impl Daemon {
@@ -231,7 +257,7 @@ impl Daemon {
                     running: Some(r.state.running()),
                     paused: Some(r.paused),
                     restarting: Some(r.restarting),
-                    oom_killed: Some(false),
+                    oom_killed: Some(r.oom_killed),
                     dead: Some(false),
                     pid: Some(r.state.pid()),
                     exit_code: Some(r.state.exit_code()),
@@ -290,7 +316,21 @@ impl Daemon {
     }
 
     /// `GET /containers/json`.
-    pub fn list(&self, f: &ListFilter) -> Vec<docker::ContainerSummary> {
+    pub fn list(&self, f: &ListFilter) -> crate::errors::Result<Vec<docker::ContainerSummary>> {
+        let created_of =
+            |n: &str| -> crate::errors::Result<String> { Ok(self.find(n)?.record().created) };
+        let before = f.before.as_deref().map(created_of).transpose()?;
+        let since = f.since.as_deref().map(created_of).transpose()?;
+        let ancestors: Vec<String> = f
+            .ancestor
+            .iter()
+            .map(|a| {
+                self.images
+                    .resolve(a)
+                    .map(|i| i.id.to_string())
+                    .unwrap_or_else(|_| a.clone())
+            })
+            .collect();
         let mut recs: Vec<(Record, Option<docker::Health>)> = self
             .containers
             .lock()
@@ -302,7 +342,28 @@ impl Daemon {
             })
             .collect();
         recs.sort_by(|a, b| b.0.created.cmp(&a.0.created));
-        recs.into_iter()
+        Ok(recs
+            .into_iter()
+            .filter(|(r, _)| before.as_ref().is_none_or(|b| r.created < *b))
+            .filter(|(r, _)| since.as_ref().is_none_or(|s| r.created > *s))
+            .filter(|(r, _)| {
+                ancestors.is_empty()
+                    || ancestors.iter().any(|a| {
+                        r.image_id == *a
+                            || r.image_id
+                                .trim_start_matches("sha256:")
+                                .starts_with(a.trim_start_matches("sha256:"))
+                                && a.len() >= 4
+                            || r.image == *a
+                    })
+            })
+            .filter(|(r, _)| {
+                f.exited.is_empty()
+                    || (r.state.status() == "exited" && f.exited.contains(&r.state.exit_code()))
+            })
+            .filter(|(r, _)| {
+                f.isolation.is_empty() || f.isolation.iter().any(|i| i == r.isolation.as_str())
+            })
             .filter(|(r, h)| {
                 f.health.is_empty() || {
                     let s = match h {
@@ -312,7 +373,9 @@ impl Daemon {
                     f.health.iter().any(|x| x == s)
                 }
             })
-            .filter(|(r, _)| f.all || r.state.running() || !f.status.is_empty())
+            .filter(|(r, _)| {
+                f.all || r.state.running() || !f.status.is_empty() || !f.exited.is_empty()
+            })
             .filter(|(r, _)| f.status.is_empty() || f.status.iter().any(|s| s == status_name(r)))
             .filter(|(r, _)| {
                 f.name.is_empty()
@@ -348,7 +411,27 @@ impl Daemon {
                 mounts: Some(vec![]),
                 ..Default::default()
             })
-            .collect()
+            .collect())
+    }
+
+    /// `ps --size`: each container's writable layer (where berthd sees it) and that plus
+    /// its image.
+    pub fn fill_sizes(&self, list: &mut [docker::ContainerSummary]) {
+        for s in list {
+            let Some(c) = s.id.as_deref().and_then(|id| self.find(id).ok()) else {
+                continue;
+            };
+            let r = c.record();
+            let image = self
+                .images
+                .resolve(&r.image_id)
+                .map(|i| i.size as i64)
+                .unwrap_or(0);
+            if let Some(rw) = self.rw_size(&r) {
+                s.size_rw = Some(rw);
+                s.size_root_fs = Some(rw + image);
+            }
+        }
     }
 
     /// `GET /containers/{id}/top` (blocking).
@@ -389,7 +472,12 @@ impl Daemon {
             cpu_usage: CpuUsage {
                 total_usage: s.cpu_usec * 1000,
             },
-            online_cpus: Some(1),
+            online_cpus: Some(
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as u32)
+                    .unwrap_or(1),
+            ),
+            system_cpu_usage: host_cpu_ns(),
         };
         out.pids_stats = PidsStats {
             current: Some(s.pids),

@@ -12,6 +12,7 @@
 pub mod adopt;
 pub mod confinement;
 pub mod create;
+pub mod events;
 pub mod exec;
 pub mod health;
 pub mod inspect;
@@ -130,6 +131,9 @@ pub struct Record {
     /// `--restart`.
     #[serde(default)]
     pub restart_policy: restart::RestartPolicy,
+    /// Its last run was ended by the kernel's OOM killer (`State.OOMKilled`).
+    #[serde(default)]
+    pub oom_killed: bool,
     /// Frozen by `pause` (while running).
     #[serde(default)]
     pub paused: bool,
@@ -256,6 +260,8 @@ impl Ctr {
 /// An exec.
 #[derive(Debug, Clone)]
 pub struct ExecRec {
+    /// Typed on its stdin, these end the session (not the process).
+    pub detach_keys: Vec<u8>,
     /// Exec ID.
     pub id: String,
     /// Container ID.
@@ -300,6 +306,8 @@ pub struct Daemon {
     pub execs: Mutex<HashMap<String, ExecRec>>,
     /// Events (`/events`).
     pub events: broadcast::Sender<docker::EventMessage>,
+    /// The last events, for `/events?since=` (dockerd keeps a bounded history too).
+    pub event_log: Mutex<std::collections::VecDeque<docker::EventMessage>>,
 }
 
 /// A random 64-hex ID.
@@ -310,6 +318,19 @@ pub fn new_id() -> String {
         let _ = f.read_exact(&mut b);
     }
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The bytes a directory tree holds (regular files' sizes; symlinks not followed).
+pub fn dir_size(p: &std::path::Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if !m.is_dir() {
+        return if m.is_file() { m.len() } else { 0 };
+    }
+    std::fs::read_dir(p)
+        .map(|rd| rd.flatten().map(|e| dir_size(&e.path())).sum())
+        .unwrap_or(0)
 }
 
 /// Seconds since the epoch of an RFC 3339 time (0 if unparsable).
@@ -388,10 +409,19 @@ impl Daemon {
             containers: Mutex::new(BTreeMap::new()),
             execs: Mutex::new(HashMap::new()),
             events,
+            event_log: Mutex::new(std::collections::VecDeque::new()),
         });
         d.adopt();
         d.restart_on_boot();
         Ok(d)
+    }
+
+    /// The size of a container's writable layer, where berthd can see it (a process
+    /// container's upper directory; a microVM's lives in its guest: None).
+    pub fn rw_size(&self, rec: &Record) -> Option<i64> {
+        self.sandbox(rec)
+            .writable_layer(&self.dir(&rec.id))
+            .map(|p| dir_size(&p) as i64)
     }
 
     /// A container's sandbox backend.
@@ -458,11 +488,25 @@ impl Daemon {
     }
 
     /// Publishes an event.
+    /// A container's events carry its labels too, as dockerd's do (so `label=`
+    /// filters them).
     pub fn event(&self, kind: &str, action: &str, id: &str, attrs: &[(&str, String)]) {
+        let mut all: Vec<(String, String)> = Vec::new();
+        if kind == "container" {
+            let labels = self
+                .containers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(id)
+                .map(|c| c.record().labels)
+                .unwrap_or_default();
+            all.extend(labels);
+        }
+        all.extend(attrs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let _ = self.events.send(docker::EventMessage {
+        let ev = docker::EventMessage {
             typ: Some(match kind {
                 "image" => docker::EventMessageTypeEnum::IMAGE,
                 _ => docker::EventMessageTypeEnum::CONTAINER,
@@ -470,17 +514,20 @@ impl Daemon {
             action: Some(action.to_owned()),
             actor: Some(docker::EventActor {
                 id: Some(id.to_owned()),
-                attributes: Some(
-                    attrs
-                        .iter()
-                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
-                        .collect(),
-                ),
+                attributes: Some(all.into_iter().collect()),
             }),
             scope: Some(docker::EventMessageScopeEnum::LOCAL),
             time: Some(t.as_secs() as i64),
             time_nano: Some(t.as_nanos() as i64),
-        });
+        };
+        {
+            let mut log = self.event_log.lock().unwrap_or_else(|e| e.into_inner());
+            if log.len() >= events::HISTORY {
+                log.pop_front();
+            }
+            log.push_back(ev.clone());
+        }
+        let _ = self.events.send(ev);
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.

@@ -50,22 +50,24 @@ impl Daemon {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing container {}", rec.id))(e)),
         }
-        self.containers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&rec.id);
+        // The event first: it carries the container's labels from the registry.
         self.event(
             "container",
             "destroy",
             &rec.id,
             &[("name", rec.name.clone())],
         );
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rec.id);
         c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
         Ok(())
     }
 
-    /// Removes every stopped container; their IDs.
-    pub fn prune(&self) -> Vec<String> {
+    /// Removes every stopped container; their IDs and the bytes their writable layers
+    /// held on the host.
+    pub fn prune(&self) -> (Vec<String>, u64) {
         let victims: Vec<Arc<Ctr>> = self
             .containers
             .lock()
@@ -74,11 +76,20 @@ impl Daemon {
             .filter(|c| !c.record().state.running())
             .cloned()
             .collect();
-        victims
+        let mut space = 0u64;
+        let ids = victims
             .into_iter()
-            .filter(|c| self.remove_now(c).is_ok())
+            .filter(|c| {
+                let size = self.rw_size(&c.record()).unwrap_or(0) as u64;
+                let ok = self.remove_now(c).is_ok();
+                if ok {
+                    space += size;
+                }
+                ok
+            })
             .map(|c| c.id.clone())
-            .collect()
+            .collect();
+        (ids, space)
     }
 
     /// Renames a container.

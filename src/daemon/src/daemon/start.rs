@@ -98,6 +98,7 @@ impl Daemon {
                     // A restart by its policy is over once it runs again.
                     r.restarting = false;
                     r.paused = false;
+                    r.oom_killed = false;
                     r.sandbox_sized = (r.memory, r.nano_cpus);
                     r.state.started(i64::from(pid), now_rfc3339())
                 })?;
@@ -194,7 +195,7 @@ impl Daemon {
             let health = d.watch_health(c.clone());
             let mut status = None;
             for _ in 0..3 {
-                match agent.wait_async(None).await {
+                match agent.wait_main_async().await {
                     Ok(s) => {
                         status = Some(s);
                         break;
@@ -209,9 +210,9 @@ impl Daemon {
                 copier.finish(DRAIN_IDLE).await;
             }
             c.relays_done(DRAIN_IDLE).await;
-            let (status, err) = match status {
-                Some(s) => (s, ""),
-                None => (255, "lost contact with the container's agent"),
+            let (status, oom, err) = match status {
+                Some((s, oom)) => (s, oom, ""),
+                None => (255, false, "lost contact with the container's agent"),
             };
             // The sandbox goes before the exit is reported: whoever acts on the exit (rm,
             // restart, a waiting `run --rm`) finds no monitor, agent or socket left.
@@ -219,7 +220,7 @@ impl Daemon {
             let _ = tokio::fs::remove_dir_all(d.run_dir(&rec.id)).await;
             // Records and removals write files: off the async workers.
             let (d2, c2) = (d.clone(), c.clone());
-            let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, err)).await;
+            let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, oom, err)).await;
             if !rec.auto_remove {
                 d.maybe_restart(c.clone(), status, began.elapsed()).await;
             }
@@ -234,14 +235,18 @@ impl Daemon {
         });
     }
 
-    /// Records an exit.
-    pub fn finish(&self, c: &Arc<Ctr>, status: i64, error: &str) {
+    /// Records an exit (`oom`: the kernel's OOM killer ended it).
+    pub fn finish(&self, c: &Arc<Ctr>, status: i64, oom: bool, error: &str) {
         let name = c.record().name;
         if let Err(e) = self.update(c, |r| {
             r.paused = false;
+            r.oom_killed = oom;
             r.state.exited(status, error.into(), now_rfc3339())
         }) {
             super::log_failure("recording an exit", &e);
+        }
+        if oom {
+            self.event("container", "oom", &c.id, &[("name", name.clone())]);
         }
         self.event(
             "container",

@@ -90,6 +90,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         restart_policy: Default::default(),
         healthcheck: None,
         paused: false,
+        oom_killed: false,
         log_none: false,
         sandbox_sized: (0, 0),
         restart_count: 0,

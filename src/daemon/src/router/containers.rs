@@ -28,13 +28,16 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
             Ok(b) => create(d, &q, b).await,
             Err(e) => Err(e),
         },
-        (&Method::POST, ["prune"]) => Ok(json(
-            StatusCode::OK,
-            &docker::ContainerPruneResponse {
-                containers_deleted: Some(d.prune()),
-                space_reclaimed: Some(0),
-            },
-        )),
+        (&Method::POST, ["prune"]) => {
+            let (ids, space) = d.prune();
+            Ok(json(
+                StatusCode::OK,
+                &docker::ContainerPruneResponse {
+                    containers_deleted: Some(ids),
+                    space_reclaimed: Some(space as i64),
+                },
+            ))
+        }
         (&Method::GET, [id, "json"]) => find(id).map(|c| json(StatusCode::OK, &d.inspect(&c))),
         (&Method::POST, [id, "start"]) => match find(id) {
             Ok(c) => done(d.start_by_hand(c).await),
@@ -123,8 +126,41 @@ fn done(r: crate::errors::Result<()>) -> Reply {
 fn list(d: &Daemon, q: &Query) -> Reply {
     let mut filters = q.filters(
         "container list",
-        &["status", "name", "id", "label", "health"],
+        &[
+            "status",
+            "name",
+            "id",
+            "label",
+            "health",
+            "ancestor",
+            "exited",
+            "before",
+            "since",
+            "isolation",
+            "is-task",
+        ],
     )?;
+    // berth runs no swarm tasks: `is-task=true` lists nothing.
+    if filters
+        .remove("is-task")
+        .is_some_and(|v| v.iter().any(|x| x == "true"))
+    {
+        return Ok(json(
+            StatusCode::OK,
+            &Vec::<docker::ContainerSummary>::new(),
+        ));
+    }
+    let exited = filters
+        .remove("exited")
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            e.parse::<i64>()
+                .map_err(|_| ApiError::bad(format!("invalid filter 'exited={e}'")))
+        })
+        .collect::<Result<Vec<i64>, _>>()?;
+    let before = filters.remove("before").and_then(|v| v.into_iter().next());
+    let since = filters.remove("since").and_then(|v| v.into_iter().next());
     let mut vals = |k: &str| filters.remove(k).unwrap_or_default();
     let f = ListFilter {
         all: q.flag("all", false),
@@ -134,8 +170,17 @@ fn list(d: &Daemon, q: &Query) -> Reply {
         id: vals("id"),
         label: vals("label"),
         health: vals("health"),
+        ancestor: vals("ancestor"),
+        isolation: vals("isolation"),
+        exited,
+        before,
+        since,
     };
-    Ok(json(StatusCode::OK, &d.list(&f)))
+    let mut list = d.list(&f)?;
+    if q.flag("size", false) {
+        d.fill_sizes(&mut list);
+    }
+    Ok(json(StatusCode::OK, &list))
 }
 
 async fn create(d: &Arc<Daemon>, q: &Query, b: CreateBody) -> Reply {
@@ -361,23 +406,36 @@ fn logs(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
 }
 
 async fn stats(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query) -> Reply {
-    let stream = q.flag("stream", true) && !q.flag("one-shot", false);
+    let one_shot = q.flag("one-shot", false);
+    let stream = q.flag("stream", true) && !one_shot;
     let sample = |d: Arc<Daemon>, c: Arc<Ctr>| async move {
         let rec = c.record();
         blocking(move || d.stats(&rec)).await
     };
     if !stream {
-        let s = sample(d.clone(), c).await?;
+        // As dockerd: unless one-shot, a second sample a second later, with the first
+        // as `precpu_stats`, so that the CPU % can be computed.
+        let mut s = sample(d.clone(), c.clone()).await?;
+        if !one_shot && c.record().state.running() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let pre = s.cpu_stats.clone();
+            s = sample(d.clone(), c).await?;
+            s.precpu_stats = pre;
+        }
         return Ok(json(StatusCode::OK, &s));
     }
     let (tx, body) = channel_body();
     let d = d.clone();
     tokio::spawn(async move {
+        let mut pre = None;
         loop {
             let running = c.record().state.running();
-            let Ok(s) = sample(d.clone(), c.clone()).await else {
+            let Ok(mut s) = sample(d.clone(), c.clone()).await else {
                 return;
             };
+            if let Some(p) = pre.replace(s.cpu_stats.clone()) {
+                s.precpu_stats = p;
+            }
             let mut line = serde_json::to_vec(&s).unwrap_or_default();
             line.push(b'\n');
             if tx.send(Bytes::from(line)).is_err() || !running {

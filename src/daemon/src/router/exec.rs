@@ -122,7 +122,7 @@ async fn start(
                 // Record the exit code when it exits, before the stream closes.
                 let (d2, e2) = (d.clone(), e.clone());
                 let waiter = tokio::task::spawn_blocking(move || d2.exec_wait(&e2));
-                relay(up, tty, streams, Some(waiter), None).await;
+                relay(up, tty, streams, Some(waiter), None, e.detach_keys.clone()).await;
             }
             Err(err) => {
                 let code = match err.exit_status() {

@@ -43,7 +43,7 @@ async fn route_images(
         (&Method::POST, "create") => create(d, req, q).await,
         (&Method::POST, "load") => load(d, req).await,
         (&Method::GET, "get") => save(d, q.all("names")).await,
-        (&Method::POST, "prune") => prune(&d),
+        (&Method::POST, "prune") => prune(&d, &q),
         (&Method::GET, "search") => Err(ApiError::not_implemented("image search")),
         (&Method::DELETE, name) if !name.is_empty() => remove(&d, name, &q),
         (_, r) => {
@@ -89,7 +89,7 @@ fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
     })
 }
 
-fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError> {
+pub(crate) fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError> {
     let cfg = d.images.config(r)?;
     let repo_digests: Vec<String> = r
         .repo_digests
@@ -301,7 +301,16 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
     Ok(json(StatusCode::OK, &out))
 }
 
-fn prune(d: &Daemon) -> Result<Resp, ApiError> {
+/// `image prune`: dangling images (untagged), or with `dangling=false` (`-a`) every
+/// image no container uses.
+fn prune(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
+    let filters = q.filters("image prune", &["dangling"])?;
+    let only_dangling = match filters.get("dangling").and_then(|v| v.first()) {
+        None => true,
+        Some(v) if v == "true" || v == "1" => true,
+        Some(v) if v == "false" || v == "0" => false,
+        Some(v) => return Err(ApiError::bad(format!("invalid filter 'dangling={v}'"))),
+    };
     let used: Vec<String> = d
         .containers
         .lock()
@@ -312,16 +321,25 @@ fn prune(d: &Daemon) -> Result<Resp, ApiError> {
     let mut deleted = Vec::new();
     let mut space = 0u64;
     for r in d.images.records()? {
-        if d.images.tags_of(&r.id)?.is_empty() && !used.contains(&r.id.to_string()) {
+        let tagged = !d.images.tags_of(&r.id)?.is_empty();
+        if (!tagged || !only_dangling) && !used.contains(&r.id.to_string()) {
             if let Ok(done) = d.images.remove(&r.id.to_string(), true) {
                 space += r.size;
                 for x in done {
-                    if let berth_image::images::Removed::Deleted(id) = x {
-                        deleted.push(docker::ImageDeleteResponseItem {
-                            untagged: None,
-                            deleted: Some(id.to_string()),
-                        });
-                    }
+                    deleted.push(match x {
+                        berth_image::images::Removed::Deleted(id) => {
+                            docker::ImageDeleteResponseItem {
+                                untagged: None,
+                                deleted: Some(id.to_string()),
+                            }
+                        }
+                        berth_image::images::Removed::Untagged(t) => {
+                            docker::ImageDeleteResponseItem {
+                                untagged: Some(t),
+                                deleted: None,
+                            }
+                        }
+                    });
                 }
             }
         }

@@ -91,12 +91,15 @@ pub fn open_streams(
 /// `done`, when given, is awaited before the connection closes (an exec's exit code is
 /// recorded by then, as the docker CLI reads it once right after the stream ends).
 /// `guard` counts this relay for the container's exit until its output is copied.
+/// `detach`: the detach keys; typed on stdin, they end the session (not the process) and
+/// are not passed on.
 pub async fn relay(
     up: hyper::upgrade::Upgraded,
     tty: bool,
     s: AgentStreams,
     done: Option<tokio::task::JoinHandle<()>>,
     guard: Option<RelayGuard>,
+    detach: Vec<u8>,
 ) {
     let progress = guard.as_ref().map(|g| g.progress());
     let io = TokioIo::new(up);
@@ -137,16 +140,24 @@ pub async fn relay(
         let _ = i.set_nonblocking(true);
         tokio::net::UnixStream::from_std(i).ok()
     });
+    let (detached_tx, detached_rx) = tokio::sync::oneshot::channel::<()>();
     let in_task = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
+        let mut escape = EscapeProxy::new(detach);
         match input {
             Some(mut input) => {
                 loop {
                     match rd.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
                         Ok(n) => {
-                            if input.write_all(&buf[..n]).await.is_err() {
+                            let (pass, detached) = escape.feed(&buf[..n]);
+                            if input.write_all(&pass).await.is_err() {
                                 break;
+                            }
+                            if detached {
+                                // The session ends; the process and its stdin stay.
+                                let _ = detached_tx.send(());
+                                return;
                             }
                         }
                     }
@@ -158,17 +169,107 @@ pub async fn relay(
             }
             None => while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {},
         }
+        drop(detached_tx);
     });
-    for t in tasks {
-        let _ = t.await;
-    }
-    if let Some(d) = done {
-        let _ = d.await;
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let outputs = async {
+        for t in tasks {
+            let _ = t.await;
+        }
+        if let Some(d) = done {
+            let _ = d.await;
+        }
+    };
+    let detached = async {
+        match detached_rx.await {
+            Ok(()) => {}
+            // The input ended without the keys: only the outputs end the session.
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = outputs => {}
+        _ = detached => {
+            for a in aborts {
+                a.abort();
+            }
+        }
     }
     let _ = wr.lock().await.flush().await;
     drop(guard);
     let _ = wr.lock().await.shutdown().await;
     in_task.abort();
+}
+
+/// Docker's default detach keys: ctrl-p, ctrl-q.
+pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
+/// Parses Docker's detach keys (`ctrl-p,ctrl-q`, `a`, `ctrl-@`...); "" is the default.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, Error> {
+    if s.is_empty() {
+        return Ok(DEFAULT_DETACH_KEYS.to_vec());
+    }
+    let bad = || Error::InvalidParameter(format!("Invalid detach keys ({s}) provided"));
+    s.split(',')
+        .map(|k| {
+            let k = k.trim();
+            match k.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => {
+                    let b = c.as_bytes()[0].to_ascii_lowercase();
+                    match b {
+                        b'a'..=b'z' => Ok(b - b'a' + 1),
+                        b'@' => Ok(0),
+                        b'[' => Ok(27),
+                        b'\\' => Ok(28),
+                        b']' => Ok(29),
+                        b'^' => Ok(30),
+                        b'_' => Ok(31),
+                        _ => Err(bad()),
+                    }
+                }
+                None if k.len() == 1 => Ok(k.as_bytes()[0]),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
+}
+
+/// Watches an input stream for the detach keys, as dockerd's escape proxy does: bytes
+/// that start the sequence are held until it completes (detach) or breaks (passed on).
+pub struct EscapeProxy {
+    keys: Vec<u8>,
+    matched: usize,
+}
+
+impl EscapeProxy {
+    /// A proxy for `keys` (none: every byte passes).
+    pub fn new(keys: Vec<u8>) -> EscapeProxy {
+        EscapeProxy { keys, matched: 0 }
+    }
+
+    /// The bytes to pass on, and whether the keys were typed (then the rest is dropped).
+    pub fn feed(&mut self, data: &[u8]) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(data.len());
+        if self.keys.is_empty() {
+            out.extend_from_slice(data);
+            return (out, false);
+        }
+        for &b in data {
+            if b != self.keys[self.matched] && self.matched > 0 {
+                out.extend_from_slice(&self.keys[..self.matched]);
+                self.matched = 0;
+            }
+            if b == self.keys[self.matched] {
+                self.matched += 1;
+                if self.matched == self.keys.len() {
+                    return (out, true);
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        (out, false)
+    }
 }
 
 /// `POST /containers/{id}/attach`.
@@ -179,6 +280,7 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
         ));
     }
     let rec = c.record();
+    let detach = parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
     let want = Want {
         tty: rec.tty,
         stdin: q.flag("stdin", false) && rec.open_stdin,
@@ -250,7 +352,7 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
         } else {
             up
         };
-        relay(up, rec.tty, streams, None, Some(guard)).await;
+        relay(up, rec.tty, streams, None, Some(guard), detach).await;
     });
     Ok(resp)
 }
@@ -265,4 +367,27 @@ pub async fn resize(d: &Arc<Daemon>, c: Arc<Ctr>, exec_id: Option<String>, q: &Q
     let agent = d.agent(&rec);
     blocking(move || agent.resize(exec_id, h as u16, w as u16)).await?;
     Ok(empty(StatusCode::OK))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_and_detach_as_dockers() {
+        assert_eq!(parse_detach_keys("").unwrap(), [16, 17]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [1, b'x']);
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-[").unwrap(), [0, 27]);
+        for bad in ["ctrl-", "ctrl-1", "xy", "ctrl-p,"] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
+        }
+        let mut p = EscapeProxy::new(vec![16, 17]);
+        assert_eq!(p.feed(b"ab"), (b"ab".to_vec(), false));
+        // A start of the sequence is held, then passed on when it breaks.
+        assert_eq!(p.feed(&[16]), (vec![], false));
+        assert_eq!(p.feed(b"c"), (vec![16, b'c'], false));
+        assert_eq!(p.feed(&[16, 16, 17, b'z']), (vec![16], true));
+        let mut p = EscapeProxy::new(vec![b'q']);
+        assert_eq!(p.feed(b"aq"), (b"a".to_vec(), true));
+    }
 }

@@ -1,8 +1,8 @@
 //! `/_ping`, `/version`, `/info`, `/events`, `/system/...`.
 
 use super::{Call, Reply, API_VERSION, MIN_API_VERSION};
+use crate::daemon::events::EventFilter;
 use crate::daemon::Daemon;
-use crate::errors::Error;
 use crate::http::{channel_body, empty, full, json, streamed, Resp};
 use crate::models::{docker, Component, ComponentDetails, Info, Platform, Version};
 use bytes::Bytes;
@@ -17,13 +17,41 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
         (&Method::GET | &Method::HEAD, ["_ping"]) => Ok(ping(&call.method)),
         (&Method::GET, ["version"]) => Ok(json(StatusCode::OK, &version())),
         (&Method::GET, ["info"]) => Ok(json(StatusCode::OK, &info(d))),
-        (&Method::GET, ["events"]) => match call.q.int("until") {
-            Ok(until) => Ok(events(d, until)),
-            Err(e) => Err(e),
-        },
-        (_, ["system", "df"]) => Err(Error::NotImplemented("system df".into()).into()),
+        (&Method::GET, ["events"]) => event_filter(&call.q).map(|f| events(d, f)),
+        (&Method::GET, ["system", "df"]) => system_df(d),
         _ => return None,
     })
+}
+
+/// `system df`: images (with how many containers use each), containers (with their
+/// writable layers' sizes where berthd sees them), and no volumes or build cache (berth
+/// has neither yet).
+fn system_df(d: &Daemon) -> Reply {
+    let recs = d.records();
+    let mut images = Vec::new();
+    let mut layers = 0i64;
+    for r in d.images.records()? {
+        let mut s = super::images::summary(d, &r)?;
+        s.containers = recs.iter().filter(|c| c.image_id == s.id).count() as i64;
+        s.shared_size = 0;
+        layers += s.size;
+        images.push(s);
+    }
+    let mut containers = d.list(&crate::daemon::inspect::ListFilter {
+        all: true,
+        ..Default::default()
+    })?;
+    d.fill_sizes(&mut containers);
+    Ok(json(
+        StatusCode::OK,
+        &docker::SystemDataUsageResponse {
+            layers_size: Some(layers),
+            images: Some(images),
+            containers: Some(containers),
+            volumes: Some(vec![]),
+            build_cache: Some(vec![]),
+        },
+    ))
 }
 
 fn ping(m: &Method) -> Resp {
@@ -232,35 +260,71 @@ fn info(d: &Daemon) -> Info {
     }
 }
 
-fn events(d: &Daemon, until: Option<i64>) -> Resp {
+fn event_filter(q: &crate::http::Query) -> Result<EventFilter, crate::http::ApiError> {
+    let time = |k: &str| {
+        q.get(k)
+            .filter(|v| !v.is_empty())
+            .map(|v| crate::daemon::events::parse_time(v, k))
+            .transpose()
+    };
+    Ok(EventFilter {
+        filters: q.filters("events", &crate::daemon::events::FILTERS)?,
+        since: time("since")?,
+        until: time("until")?,
+    })
+}
+
+/// Sends the history since `since` (up to `until`), then live events until `until`
+/// (forever without one); events already sent from the history are not sent twice.
+fn events(d: &Daemon, f: EventFilter) -> Resp {
     let (tx, body) = channel_body();
+    // Subscribe before reading the history: nothing falls between the two.
     let mut rx = d.events.subscribe();
+    let past: Vec<docker::EventMessage> = match f.since {
+        Some(_) => d
+            .event_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|e| f.matches(e))
+            .cloned()
+            .collect(),
+        None => vec![],
+    };
+    let sent_until = past.last().and_then(|e| e.time_nano).unwrap_or(0);
+    let send = move |tx: &tokio::sync::mpsc::UnboundedSender<Bytes>, ev: &docker::EventMessage| {
+        let mut line = serde_json::to_vec(ev).unwrap_or_default();
+        line.push(b'\n');
+        tx.send(Bytes::from(line)).is_ok()
+    };
     tokio::spawn(async move {
+        for ev in &past {
+            if !send(&tx, ev) {
+                return;
+            }
+        }
         loop {
-            let wait = match until {
-                Some(u) => {
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs() as i64)
-                        .unwrap_or(0);
-                    if now >= u {
-                        return;
-                    }
-                    Duration::from_secs((u - now) as u64)
-                }
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i64)
+                .unwrap_or(0);
+            let wait = match f.until {
+                Some(u) if now >= u => return,
+                Some(u) => Duration::from_nanos((u - now) as u64),
                 None => Duration::from_secs(3600),
             };
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Ok(ev)) => {
-                    let mut line = serde_json::to_vec(&ev).unwrap_or_default();
-                    line.push(b'\n');
-                    if tx.send(Bytes::from(line)).is_err() {
+                    if ev.time_nano.unwrap_or(0) <= sent_until || !f.matches(&ev) {
+                        continue;
+                    }
+                    if !send(&tx, &ev) {
                         return;
                     }
                 }
                 Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => continue,
                 Ok(Err(_)) => return,
-                Err(_) if until.is_some() => return,
+                Err(_) if f.until.is_some() => return,
                 Err(_) => continue,
             }
         }

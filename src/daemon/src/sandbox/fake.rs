@@ -105,7 +105,10 @@ fn serve(l: UnixListener, sock: PathBuf, c: Arc<FakeContainer>, script: Script) 
                         }
                         None => Response::Ok,
                     },
-                    Request::Wait { .. } => Response::Exited { status: c.wait() },
+                    Request::Wait { .. } => Response::Exited {
+                        status: c.wait(),
+                        oom_killed: false,
+                    },
                     Request::Signal { signal, .. } => {
                         c.signals.lock().unwrap().push(signal);
                         if signal == libc::SIGKILL || signal == libc::SIGTERM {

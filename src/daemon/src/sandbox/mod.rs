@@ -136,6 +136,12 @@ pub trait Sandbox: Send + Sync {
     fn check_update(&self, _sized: (i64, i64), _new: (i64, i64)) -> Result<()> {
         Ok(())
     }
+
+    /// Refuses settings this kind of sandbox cannot honour (checked at create). The
+    /// default: all of them.
+    fn check_confinement(&self, _c: &crate::daemon::confinement::Confinement) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The backends, by isolation mode.
@@ -294,7 +300,7 @@ impl AgentRef {
             id: self.id.clone(),
             exec_id,
         })? {
-            Response::Exited { status } => Ok(i64::from(status)),
+            Response::Exited { status, .. } => Ok(i64::from(status)),
             r => Err(unexpected(r)),
         }
     }
@@ -391,7 +397,22 @@ impl AgentRef {
             })
             .await?
         {
-            Response::Exited { status } => Ok(i64::from(status)),
+            Response::Exited { status, .. } => Ok(i64::from(status)),
+            r => Err(unexpected(r)),
+        }
+    }
+
+    /// Waits for the container's process to exit, without a thread: its status, and
+    /// whether the OOM killer ended it.
+    pub async fn wait_main_async(&self) -> Result<(i64, bool)> {
+        match self
+            .call_async(&Request::Wait {
+                id: self.id.clone(),
+                exec_id: None,
+            })
+            .await?
+        {
+            Response::Exited { status, oom_killed } => Ok((i64::from(status), oom_killed)),
             r => Err(unexpected(r)),
         }
     }

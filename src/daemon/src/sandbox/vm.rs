@@ -169,6 +169,16 @@ impl Sandbox for VmSandbox {
         Ok(())
     }
 
+    /// The host's PIDs are out of a guest's reach: it has its own kernel.
+    fn check_confinement(&self, c: &crate::daemon::confinement::Confinement) -> Result<()> {
+        if c.pid_host {
+            return Err(Error::NotImplemented(
+                "HostConfig.PidMode \"host\": a microVM container runs on its own kernel, so the host's processes are out of its reach; use --isolation process".into(),
+            ));
+        }
+        Ok(())
+    }
+
     fn writable_layer(&self, _dir: &Path) -> Option<PathBuf> {
         None
     }
