@@ -784,12 +784,29 @@ fn assert_healthchecks(b: &Berthd) {
         ])
         .trim()
         .to_owned();
-    assert_eq!(health(&id), "starting 0");
+    // Before its first probe (a minute away here) a container is `starting`.
+    let slow = b
+        .ok(&[
+            "run",
+            "-d",
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "60s",
+            "bb:1",
+            "sleep",
+            "300",
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(health(&slow), "starting 0");
+    let ps = b.ok(&["ps", "--no-trunc"]);
     assert!(
-        b.ok(&["ps"]).contains("(health: starting)"),
-        "{}",
-        b.ok(&["ps"])
+        ps.lines()
+            .any(|l| l.starts_with(&slow) && l.contains("(health: starting)")),
+        "{ps}"
     );
+    b.ok(&["rm", "-f", &slow]);
     assert!(
         eventually(60, || health(&id) == "unhealthy 2"),
         "never unhealthy: {}",
@@ -1605,7 +1622,58 @@ fn confinement_settings_apply_inside_process_containers() {
     b.ok(&["rm", &id]);
     let f = b.docker(&["run", "--rm", "--pid", "container:x", "bb:1", "true"]);
     assert_eq!(f.status, 125);
-    assert!(f.stderr.contains("PidMode"), "{}", f.stderr);
+    assert!(f.stderr.contains("PidMode"), "{}", f.stderr); // --privileged: every capability, no seccomp, no no_new_privs, /sys writable, and
+                                                           // the host's devices (here: the first one a plain container lacks).
+    let dev = std::fs::read_dir("/dev")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            use std::os::unix::fs::FileTypeExt;
+            e.file_type().is_ok_and(|t| t.is_char_device())
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            ![
+                "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx",
+            ]
+            .contains(&n.as_str())
+        })
+        .min()
+        .expect("a host device");
+    // Every capability the host's root has to give (this host's may lack some).
+    let bnd = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:").map(|v| v.trim().to_owned()))
+        .unwrap();
+    assert_privileged(&b, &dev, &bnd);
+}
+
+/// `--privileged` as seen from inside; `dev` is a device of the agent's /dev, `caps` the
+/// agent's bounding set.
+fn assert_privileged(b: &Berthd, dev: &str, caps: &str) {
+    let script = format!(
+        "grep -E '^(CapEff|NoNewPrivs|Seccomp):' /proc/self/status; \
+         grep ' /sys ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1; \
+         test -e /dev/{dev} && echo has-{dev}"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "--privileged", "bb:1", "sh", "-c", &script]),
+        format!("CapEff:\t{caps}\nNoNewPrivs:\t0\nSeccomp:\t0\nrw\nhas-{dev}\n")
+    );
+    // Without it, none of that.
+    let plain = b.ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        &format!("{script}; true"),
+    ]);
+    assert!(
+        plain.contains("NoNewPrivs:\t1") && !plain.contains("has-"),
+        "{plain}"
+    );
 }
 
 /// What a container can leave on the host: processes naming the exec root (agents,
@@ -1854,7 +1922,7 @@ fn malformed_requests_get_4xx_never_a_crash() {
             "a known field berth does not apply",
             post(
                 "/v1.44/containers/create",
-                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Privileged":true}}"#,
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Devices":[{"PathOnHost":"/dev/kvm","PathInContainer":"/dev/kvm","CgroupPermissions":"rwm"}]}}"#,
             ),
             501,
         ),
@@ -2102,6 +2170,10 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     step("healthchecks");
     assert_pause_and_update(&b, true);
     step("pause, unpause, update");
+    // --privileged in a microVM: full privilege inside the guest (the VM stays the
+    // boundary), the guest's devices included (its root disk).
+    assert_privileged(&b, "vda", "000001ffffffffff");
+    step("privileged");
     // The host's PIDs are out of a microVM's reach: --pid host is refused, naming it.
     let f = b.docker(&["run", "--rm", "--pid", "host", "bb:1", "true"]);
     assert_eq!(f.status, 125, "{}", f.stderr);

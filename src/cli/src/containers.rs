@@ -89,6 +89,12 @@ pub(crate) struct CreateOpts {
     /// Run an init inside the container that forwards signals and reaps processes.
     #[arg(long)]
     init: bool,
+    /// Give extended privileges to this container.
+    #[arg(long)]
+    privileged: bool,
+    /// PID namespace to use (host: the host's; process isolation only).
+    #[arg(long)]
+    pid: Option<String>,
     /// Command to run to check health.
     #[arg(long = "health-cmd")]
     health_cmd: Option<String>,
@@ -360,6 +366,8 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             group_add: (!o.group_add.is_empty()).then(|| o.group_add.clone()),
             oom_score_adj: o.oom_score_adj,
             init: o.init.then_some(true),
+            privileged: o.privileged.then_some(true),
+            pid_mode: o.pid.clone(),
             log_config: log_config(o)?,
             shm_size: o
                 .shm_size

@@ -43,6 +43,19 @@ pub const GROUP_ADD_ANNOTATION: &str = "org.berth.group-add";
 /// the container's root.
 pub const INIT_ANNOTATION: &str = "org.berth.init";
 
+/// The OCI annotation for Docker's `Privileged`: "true" gives the container every
+/// device of the agent's own /dev (the host's, or the guest's in a microVM). The rest of
+/// what privileged means (capabilities, seccomp, system paths) is in the spec itself.
+pub const PRIVILEGED_ANNOTATION: &str = "org.berth.privileged";
+
+/// Whether a spec is privileged.
+pub fn privileged(spec: &Spec) -> bool {
+    spec.annotations()
+        .as_ref()
+        .and_then(|a| a.get(PRIVILEGED_ANNOTATION))
+        .is_some_and(|v| v == "true")
+}
+
 /// Whether a spec asks for an init.
 pub fn wants_init(spec: &Spec) -> bool {
     spec.annotations()
@@ -147,6 +160,8 @@ pub struct Container {
     seccomp: bool,
     /// `GroupAdd`, which exec'd processes get too (as in Docker).
     group_add: Vec<String>,
+    /// Privileged: exec'd processes' capabilities are limited to the agent's too.
+    privileged: bool,
 }
 
 impl Container {
@@ -162,6 +177,11 @@ impl Container {
         let mut pc = spec::process_config(process, cfg.seccomp)?;
         pc.group_add = group_add.clone();
         pc.init = wants_init(&cfg.spec);
+        if privileged(&cfg.spec) {
+            // "Every capability" is every one this agent has to give (a host whose
+            // root lacks some cannot pass them on).
+            pc.caps.limit_to(crate::security::CapSets::own_bounding());
+        }
         let ns = spec::namespaces(&cfg.spec)?;
         let limits = Limits::from_oci(
             cfg.spec
@@ -201,6 +221,11 @@ impl Container {
                 .unwrap_or(false),
             cwd: Some(pc.cwd.clone()),
             console: None,
+            devices: if privileged(&cfg.spec) {
+                crate::rootfs::host_devices(Path::new("/dev"))
+            } else {
+                vec![]
+            },
         };
         crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         let cgroup = Cgroup::create(&cfg.cgroup_root, &cfg.id, &limits)
@@ -249,6 +274,7 @@ impl Container {
                 created: Some(created),
                 seccomp: cfg.seccomp,
                 group_add,
+                privileged: privileged(&cfg.spec),
             },
             streams,
         ))
@@ -276,6 +302,9 @@ impl Container {
         }
         let mut pc: ProcessConfig = spec::process_config(process, self.seccomp)?;
         pc.group_add = self.group_add.clone();
+        if self.privileged {
+            pc.caps.limit_to(crate::security::CapSets::own_bounding());
+        }
         let (streams, child, _) = make_streams(process.terminal().unwrap_or(false), open_stdin)?;
         let pid = process::exec_in(self.pid, &self.cgroup, &pc, child)?;
         Ok((pid, streams))

@@ -19,7 +19,8 @@ pub mod tty;
 pub mod user;
 
 pub use container::{
-    group_add, wants_init, Config, Container, Streams, GROUP_ADD_ANNOTATION, INIT_ANNOTATION,
+    group_add, privileged, wants_init, Config, Container, Streams, GROUP_ADD_ANNOTATION,
+    INIT_ANNOTATION, PRIVILEGED_ANNOTATION,
 };
 
 /// Errors from the runtime, each naming what failed.

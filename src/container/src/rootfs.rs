@@ -51,6 +51,65 @@ pub struct Plan {
     pub cwd: Option<PathBuf>,
     /// The terminal to bind at /dev/console, if the process has one.
     pub console: Option<PathBuf>,
+    /// More device nodes for /dev (a privileged container gets every device of the
+    /// agent's own /dev: the host's, or the guest's in a microVM).
+    pub devices: Vec<Device>,
+}
+
+/// A device node to create under /dev.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Device {
+    /// Its path under /dev.
+    pub path: PathBuf,
+    /// Type and permission bits (`S_IFCHR` or `S_IFBLK`).
+    pub mode: libc::mode_t,
+    /// Its device number.
+    pub rdev: libc::dev_t,
+}
+
+/// The names a fresh /dev always has (see `populate_dev`).
+const DEFAULT_DEVICES: [&str; 13] = [
+    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "fd", "stdin", "stdout",
+    "stderr", "core",
+];
+
+/// Every character and block device under `dev` (normally /dev), as Docker's privileged
+/// mode copies them: symlinks and the pts, shm, mqueue and fd trees left out, and the
+/// nodes a fresh /dev has anyway.
+pub fn host_devices(dev: &Path) -> Vec<Device> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<Device>) {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(rel) = p.strip_prefix(root) else {
+                continue;
+            };
+            let Ok(m) = std::fs::symlink_metadata(&p) else {
+                continue;
+            };
+            let ft = m.file_type();
+            if ft.is_dir() {
+                if !matches!(rel.to_str(), Some("pts" | "shm" | "mqueue" | "fd")) {
+                    walk(root, &p, out);
+                }
+            } else if (ft.is_char_device() || ft.is_block_device())
+                && !DEFAULT_DEVICES.iter().any(|d| rel == Path::new(d))
+            {
+                out.push(Device {
+                    path: rel.to_path_buf(),
+                    mode: m.mode(),
+                    rdev: m.rdev(),
+                });
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dev, dev, &mut out);
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
 }
 
 /// Joins a container path onto the root without letting `..` climb out.
@@ -296,6 +355,15 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
     }
     if dev_is_tmpfs {
         populate_dev(sys, &plan.rootfs.join("dev"), plan.console.as_deref())?;
+        for d in &plan.devices {
+            let p = join(&plan.rootfs.join("dev"), &d.path)?;
+            if let Some(parent) = p.parent() {
+                sys.mkdir_all(parent)
+                    .map_err(sys_err(format!("creating {}", parent.display())))?;
+            }
+            sys.mknod(&p, d.mode, d.rdev)
+                .map_err(sys_err(format!("creating /dev/{}", d.path.display())))?;
+        }
     }
 
     // Enter it: pivot_root(".", ".") stacks the old root under the new one; detach it.
@@ -416,7 +484,43 @@ mod tests {
             readonly_root: false,
             cwd: Some("/srv/app".into()),
             console: Some("/dev/pts/3".into()),
+            devices: vec![],
         }
+    }
+
+    #[test]
+    fn a_privileged_dev_gets_the_agents_devices() {
+        // /dev itself: the defaults and the pts tree are left out.
+        let devs = host_devices(Path::new("/dev"));
+        assert!(devs.iter().all(|d| !d.path.starts_with("pts")));
+        assert!(!devs
+            .iter()
+            .any(|d| d.path == Path::new("null") || d.path == Path::new("ptmx")));
+        let sys = Recorder::with(&[]);
+        let p = Plan {
+            devices: vec![Device {
+                path: "dri/card0".into(),
+                mode: libc::S_IFCHR | 0o660,
+                rdev: libc::makedev(226, 0),
+            }],
+            ..plan(vec![m("/dev", "tmpfs", "tmpfs", &["mode=755"])])
+        };
+        setup(&sys, &p).unwrap();
+        let calls = sys.calls();
+        assert!(
+            calls.contains(&"mknod /run/c/rootfs/dev/dri/card0 226:0".to_string()),
+            "{calls:?}"
+        );
+        // `..` in a device path is refused.
+        let p = Plan {
+            devices: vec![Device {
+                path: "../../etc/x".into(),
+                mode: libc::S_IFCHR,
+                rdev: 0,
+            }],
+            ..plan(vec![m("/dev", "tmpfs", "tmpfs", &["mode=755"])])
+        };
+        assert!(setup(&Recorder::with(&[]), &p).is_err());
     }
 
     fn m(dest: &str, typ: &str, src: &str, opts: &[&str]) -> Mount {

@@ -102,6 +102,28 @@ pub struct CapSets {
 }
 
 impl CapSets {
+    /// Keeps only the capabilities in `mask` (a privileged container gets every
+    /// capability the agent itself may pass on, no more).
+    pub fn limit_to(&mut self, mask: u64) {
+        self.bounding &= mask;
+        self.effective &= mask;
+        self.permitted &= mask;
+        self.inheritable &= mask;
+        self.ambient &= mask;
+    }
+
+    /// The calling process's bounding set (`CapBnd` in /proc/self/status).
+    pub fn own_bounding() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("CapBnd:"))
+                    .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            })
+            .unwrap_or(u64::MAX)
+    }
+
     /// The mask in the bounding, effective and permitted sets, none inheritable or
     /// ambient (what Docker gives a container).
     pub fn uniform(mask: u64) -> CapSets {

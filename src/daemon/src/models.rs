@@ -157,10 +157,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         ),
         (set(&h.cgroup), "HostConfig.Cgroup"),
         (non_empty(&h.links), "HostConfig.Links (links)"),
-        (
-            set(&h.privileged),
-            "HostConfig.Privileged (privileged containers)",
-        ),
         (set(&h.publish_all_ports), "HostConfig.PublishAllPorts (-P)"),
         (non_empty_map(&h.storage_opt), "HostConfig.StorageOpt"),
         (set(&h.uts_mode), "HostConfig.UTSMode"),

@@ -43,6 +43,10 @@ pub struct Confinement {
     pub init: bool,
     /// `--pid host`: no pid namespace (process isolation only).
     pub pid_host: bool,
+    /// `--privileged`: every capability, no seccomp filter, no masked or read-only
+    /// system paths, /sys writable, and every device of the agent's /dev (the host's in
+    /// process isolation; the guest's in a microVM, where the VM stays the boundary).
+    pub privileged: bool,
 }
 
 /// One resource limit.
@@ -351,7 +355,17 @@ impl Confinement {
             },
             ..Default::default()
         };
+        if h.privileged.unwrap_or(false) {
+            c.privileged = true;
+            c.capabilities = Some(ALL_CAPS.iter().map(|s| s.to_string()).collect());
+            c.systempaths_unconfined = true;
+            // Docker sets no no_new_privs; `--security-opt no-new-privileges` still can.
+            c.allow_new_privileges = true;
+        }
         security_opts(h.security_opt.as_deref().unwrap_or_default(), &mut c)?;
+        if c.privileged {
+            c.seccomp_unconfined = true;
+        }
         if let Some(adj) = h.oom_score_adj.filter(|a| *a != 0) {
             if !(-1000..=1000).contains(&adj) {
                 return Err(bad(format!(
@@ -441,6 +455,22 @@ impl Confinement {
             }
         }
         let mut mounts = spec.mounts().clone().unwrap_or_default();
+        if self.privileged {
+            // /sys writable, as Docker mounts it for a privileged container.
+            for m in mounts
+                .iter_mut()
+                .filter(|m| m.destination().as_os_str() == "/sys")
+            {
+                let opts: Vec<String> = m
+                    .options()
+                    .clone()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|o| o != "ro")
+                    .collect();
+                m.set_options(Some(opts));
+            }
+        }
         if let Some(size) = self.shm_size {
             for m in mounts
                 .iter_mut()
@@ -488,6 +518,12 @@ impl Confinement {
         }
         if self.init {
             a.insert(berth_container::INIT_ANNOTATION.to_owned(), "true".into());
+        }
+        if self.privileged {
+            a.insert(
+                berth_container::PRIVILEGED_ANNOTATION.to_owned(),
+                "true".into(),
+            );
         }
         if !a.is_empty() {
             spec.set_annotations(Some(a));
