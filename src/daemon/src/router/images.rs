@@ -120,15 +120,71 @@ pub(crate) fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummar
     })
 }
 
+/// Docker's reference pattern match: `*` any run of characters but `/`, `?` one.
+fn glob(pat: &[u8], s: &[u8]) -> bool {
+    match (pat.first(), s.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pat[1..], s) || (!s.is_empty() && s[0] != b'/' && glob(pat, &s[1..]))
+        }
+        (Some(b'?'), Some(c)) if *c != b'/' => glob(&pat[1..], &s[1..]),
+        (Some(p), Some(c)) if p == c => glob(&pat[1..], &s[1..]),
+        _ => false,
+    }
+}
+
+/// Whether a tag (`repo:tag`, familiar) matches a `reference` filter: the whole
+/// reference, or its repository when the pattern names no tag.
+fn reference_matches(pattern: &str, tag: &str) -> bool {
+    let repo = tag.rsplit_once(':').map(|(r, _)| r).unwrap_or(tag);
+    glob(pattern.as_bytes(), tag.as_bytes())
+        || (!pattern.contains(':') && glob(pattern.as_bytes(), repo.as_bytes()))
+}
+
+/// `GET /images/json`, with Docker's filters: `reference` (glob over `repo:tag`; the
+/// tags shown are the matching ones), `dangling`, `label` and `before`/`since` (another
+/// image).
 fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
-    let dangling = q
-        .filters("image list", &["dangling"])?
-        .get("dangling")
-        .is_some_and(|v| v.iter().any(|v| v == "true"));
+    let filters = q.filters(
+        "image list",
+        &["dangling", "reference", "label", "before", "since"],
+    )?;
+    let get = |k: &str| filters.get(k).cloned().unwrap_or_default();
+    let dangling = match get("dangling").first().map(String::as_str) {
+        None => None,
+        Some("true" | "1") => Some(true),
+        Some("false" | "0") => Some(false),
+        Some(v) => return Err(ApiError::bad(format!("invalid filter 'dangling={v}'"))),
+    };
+    let created_of = |name: &str| -> Result<i64, ApiError> {
+        let r = resolve(d, name)?;
+        Ok(summary(d, &r)?.created)
+    };
+    let before = get("before").first().map(|n| created_of(n)).transpose()?;
+    let since = get("since").first().map(|n| created_of(n)).transpose()?;
+    let references = get("reference");
+    let labels = get("label");
     let mut out = Vec::new();
     for r in d.images.records()? {
-        let s = summary(d, &r)?;
-        if dangling && !s.repo_tags.is_empty() {
+        let mut s = summary(d, &r)?;
+        if dangling.is_some_and(|want| want != s.repo_tags.is_empty()) {
+            continue;
+        }
+        if !references.is_empty() {
+            s.repo_tags
+                .retain(|t| references.iter().any(|p| reference_matches(p, t)));
+            if s.repo_tags.is_empty() {
+                continue;
+            }
+        }
+        let label_ok = labels.iter().all(|l| match l.split_once('=') {
+            Some((k, v)) => s.labels.get(k).is_some_and(|x| x == v),
+            None => s.labels.contains_key(l),
+        });
+        if !label_ok
+            || before.is_some_and(|b| s.created >= b)
+            || since.is_some_and(|t| s.created <= t)
+        {
             continue;
         }
         out.push(s);
@@ -690,4 +746,20 @@ async fn save(d: Arc<Daemon>, names: Vec<String>) -> Result<Resp, ApiError> {
         drop(tmp);
     });
     Ok(streamed("application/x-tar", body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_filters_match_as_dockers() {
+        assert!(reference_matches("busybox", "busybox:latest"));
+        assert!(reference_matches("busybox:*", "busybox:1.36"));
+        assert!(reference_matches("bu*", "busybox:1"));
+        assert!(!reference_matches("bu*", "library/busybox:1"));
+        assert!(reference_matches("*/busybox", "library/busybox:1"));
+        assert!(!reference_matches("busybox:2", "busybox:1"));
+        assert!(reference_matches("b?:1", "bb:1"));
+    }
 }
