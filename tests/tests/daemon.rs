@@ -1610,6 +1610,38 @@ fn system_df_and_the_prunes_report_what_they_did() {
 }
 
 #[test]
+fn docker_login_checks_credentials_with_the_registry() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    for auth in [
+        Auth::Basic("bob".into(), "hunter2".into()),
+        Auth::Token("alice".into(), "s3cret".into()),
+    ] {
+        let reg = Registry::start(auth.clone()).unwrap();
+        let (user, pass) = match &auth {
+            Auth::Token(u, p) | Auth::Basic(u, p) => (u.clone(), p.clone()),
+            Auth::Anonymous => unreachable!(),
+        };
+        let f = b.docker(&["login", "-u", &user, "-p", "wrong", &reg.host]);
+        assert_ne!(f.status, 0, "{auth:?}: wrong password accepted");
+        assert!(f.stderr.contains("unauthorized"), "{auth:?}: {}", f.stderr);
+        let out = b.ok(&["login", "-u", &user, "-p", &pass, &reg.host]);
+        assert!(out.contains("Login Succeeded"), "{auth:?}: {out}");
+        // The client keeps the credentials and sends them with a push.
+        let name = format!("{}/mine/bb:1", reg.host);
+        b.ok(&["tag", "bb:1", &name]);
+        b.ok(&["push", &name]);
+        b.ok(&["logout", &reg.host]);
+        let f = b.docker(&["push", &name]);
+        assert_ne!(
+            f.status, 0,
+            "{auth:?}: a push without credentials went through"
+        );
+        b.ok(&["rmi", &name]);
+    }
+}
+
+#[test]
 fn confinement_settings_apply_inside_process_containers() {
     let b = Berthd::start(&["--exec-opt", "isolation=process"]);
     b.busybox();

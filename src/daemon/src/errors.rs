@@ -13,6 +13,9 @@ pub enum Error {
     /// No such object (404).
     #[error("{0}")]
     NotFound(String),
+    /// Credentials refused (401).
+    #[error("{0}")]
+    Unauthorized(String),
     /// The object is in the wrong state, or a name is taken (409).
     #[error("{0}")]
     Conflict(String),

@@ -193,6 +193,43 @@ pub fn is_insecure(registry: &str, opts: &RegistryOptions) -> bool {
         || opts.insecure.iter().any(|i| i == registry || i == host)
 }
 
+/// The repository a login check asks for (it need not exist).
+const LOGIN_PROBE: &str = "berth-login-check";
+
+/// Checks credentials against a registry, as `docker login` does, before the client
+/// stores them: the registry is asked for a manifest with them (through its basic or
+/// token authentication, whichever it uses). Refused credentials are
+/// [`Cause::Unauthorized`]; an answer past authentication (the probe repository does not
+/// exist: "manifest unknown") means they were accepted.
+pub async fn login(
+    registry: &str,
+    user: &str,
+    password: &str,
+    opts: &RegistryOptions,
+) -> Result<(), RegistryError> {
+    let reference: Reference = format!("{registry}/{LOGIN_PROBE}:latest").parse().map_err(
+        |e: crate::reference::ReferenceError| RegistryError {
+            image: registry.to_owned(),
+            cause: Cause::Registry(format!("invalid registry address {registry:?}: {e}")),
+        },
+    )?;
+    let opts = RegistryOptions {
+        credentials: Some((user.to_owned(), password.to_owned())),
+        ..opts.clone()
+    };
+    let remote = Remote::new(&reference, &opts).map_err(|e| RegistryError {
+        image: registry.to_owned(),
+        cause: e.cause,
+    })?;
+    match remote.manifest(&remote.reference).await {
+        Ok(_) | Err(Cause::NotFound) => Ok(()),
+        Err(cause) => Err(RegistryError {
+            image: registry.to_owned(),
+            cause,
+        }),
+    }
+}
+
 /// A connection to one registry for one image.
 struct Remote {
     client: oci_client::Client,

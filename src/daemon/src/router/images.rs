@@ -37,6 +37,10 @@ async fn route_images(
     if path == "/commit" && m == Method::POST {
         return commit(d, &q).await;
     }
+    if path == "/auth" && m == Method::POST {
+        let b = super::body::<docker::AuthConfig>(req).await?;
+        return login(&d, b).await;
+    }
     let rest = path.trim_start_matches("/images").trim_start_matches('/');
     match (m, rest) {
         (&Method::GET, "json") => list(&d, &q),
@@ -463,6 +467,46 @@ fn progress_line(p: Progress) -> JsonMessage {
 
 fn error_line(msg: &str) -> JsonMessage {
     JsonMessage::error(msg)
+}
+
+/// The registry a `docker login` names: `host[:port]` from `https://host/v1/` and the
+/// like; none is Docker Hub.
+fn login_registry(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let host = s.split('/').next().unwrap_or("");
+    match host {
+        "" | "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        h => h.to_owned(),
+    }
+}
+
+/// `POST /auth`: checks the credentials against the registry (the client stores them
+/// and sends them with each pull and push, as with dockerd); refused ones are a 401.
+async fn login(d: &Daemon, b: docker::AuthConfig) -> Result<Resp, ApiError> {
+    let registry = login_registry(b.serveraddress.as_deref().unwrap_or(""));
+    let user = b.username.unwrap_or_default();
+    let password = b.password.unwrap_or_default();
+    if user.is_empty() {
+        return Err(ApiError::bad("login needs a username"));
+    }
+    registry::login(&registry, &user, &password, &opts(d, None))
+        .await
+        .map_err(|e| match e.cause {
+            registry::Cause::Unauthorized(m) => crate::errors::Error::Unauthorized(format!(
+                "login attempt to {registry} failed: unauthorized: {m}"
+            )),
+            other => crate::errors::Error::Sandbox(format!("login to {registry}: {other}")),
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        &docker::SystemAuthResponse {
+            status: "Login Succeeded".into(),
+            identity_token: Some(String::new()),
+        },
+    ))
 }
 
 fn opts(d: &Daemon, creds: Option<(String, String)>) -> RegistryOptions {

@@ -34,6 +34,7 @@ pub fn status_of(e: &Error) -> StatusCode {
     match e {
         Error::InvalidParameter(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -147,7 +148,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
     let r = match first.as_str() {
         "containers" => containers::route(&d, call).await,
         "exec" => exec::route(&d, call).await,
-        "images" | "commit" => images::route(d.clone(), call).await,
+        "images" | "commit" | "auth" => images::route(d.clone(), call).await,
         "_ping" | "version" | "info" | "events" | "system" => system::route(&d, call).await,
         _ => notbuilt::route(call),
     };

@@ -54,7 +54,7 @@ pub fn route(call: Call) -> Option<Reply> {
             )
             .into(),
         )),
-        ("networks" | "volumes" | "build" | "plugins" | "session" | "distribution" | "auth", _) => {
+        ("networks" | "volumes" | "build" | "plugins" | "session" | "distribution", _) => {
             Some(Err(Error::NotImplemented(first.to_owned()).into()))
         }
         _ => None,
