@@ -693,6 +693,10 @@ fn assert_confinement_applies(b: &Berthd) {
     assert_ne!(lines[1], "1", "the workload is PID 1: {s}");
     assert_eq!(lines[2], "0", "a zombie was left unreaped: {s}");
     assert_eq!(run(&["--init"], "exit 3").status, 3);
+    // With a terminal, the workload takes the terminal's foreground from the init.
+    let f = run(&["-t", "--init"], "echo tty-ok");
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    assert!(f.stdout.contains("tty-ok"), "{}", f.stdout);
     let f = b.docker(&["run", "--rm", "--init", "bb:1", "no-such-command"]);
     assert_eq!(f.status, 127, "{}", f.stderr);
     // SIGTERM reaches a workload that has no handler for it (as PID 1 it would ignore it):
@@ -1202,19 +1206,19 @@ fn exec_output_from_the_first_byte_and_dockers_126_127() {
     )
     .unwrap();
     assert!(inspect.contains("\"ExitCode\":127"), "{inspect}");
-    // The detach keys (ctrl-p ctrl-q by default) typed on stdin end the session, not the
-    // process, and are not passed on.
+    // The detach keys (ctrl-p ctrl-q by default) typed on a terminal end the session, not
+    // the process, and are not passed on.
     let (st, body) = raw_json(
         &b.sock,
         "POST",
         &format!("/v1.44/containers/{id}/exec"),
-        r#"{"AttachStdin":true,"AttachStdout":true,"Cmd":["cat"]}"#,
+        r#"{"AttachStdin":true,"AttachStdout":true,"Tty":true,"Cmd":["cat"]}"#,
     );
     assert_eq!(st, 201, "{body}");
     let exec = body.split('"').nth(3).unwrap().to_owned();
     let mut s = UnixStream::connect(&b.sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let req = r#"{"Detach":false,"Tty":false}"#;
+    let req = r#"{"Detach":false,"Tty":true}"#;
     write!(
         s,
         "POST /v1.44/exec/{exec}/start HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: tcp\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{req}",

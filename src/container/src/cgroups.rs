@@ -319,6 +319,8 @@ impl Cgroup {
             for (ctrl, set, what) in [
                 ("cpu", l.cpu_quota.is_some(), "a CPU quota"),
                 ("cpuset", l.cpuset_cpus.is_some(), "a cpuset"),
+                ("memory", l.memory.is_some(), "a memory limit"),
+                ("pids", l.pids.is_some(), "a pids limit"),
             ] {
                 if set && self.dir(ctrl).is_none() {
                     return Err(CgroupError::Unsupported(format!(

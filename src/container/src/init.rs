@@ -55,12 +55,16 @@ pub fn block_signals() -> libc::sigset_t {
 /// foreground group when stdin is a terminal, so ^C reaches it once, not through the
 /// init too), and no signal blocked.
 pub fn prepare_child(tty: bool) {
-    // SAFETY: setpgid/tcsetpgrp take integers; SIGTTOU is blocked here, so tcsetpgrp from
-    // a background group does not stop us; the mask is then cleared for the workload.
+    // SAFETY: setpgid/tcsetpgrp/signal take integers. SIGTTOU is ignored around
+    // tcsetpgrp (it is not in the blocked set), so taking the terminal from a background
+    // group does not stop us; its default comes back, and the mask is cleared, for the
+    // workload.
     unsafe {
         libc::setpgid(0, 0);
         if tty {
+            libc::signal(libc::SIGTTOU, libc::SIG_IGN);
             libc::tcsetpgrp(0, libc::getpid());
+            libc::signal(libc::SIGTTOU, libc::SIG_DFL);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

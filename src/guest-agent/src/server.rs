@@ -516,6 +516,11 @@ impl Agent {
             ProcRef::Exec(p) => (p.exit.clone(), false),
         };
         let status = exit.wait();
+        if let (false, Some(x)) = (main, exec_id) {
+            // An exec's exit is reported once (berthd keeps its record): the agent lets
+            // it go, so that execs (healthchecks every few seconds) do not pile up.
+            e.execs.lock().unwrap_or_else(|p| p.into_inner()).remove(x);
+        }
         let oom_killed = main
             && e.container
                 .lock()

@@ -283,6 +283,10 @@ impl Daemon {
                     hc.interval
                 })
                 .await;
+                // As dockerd: no probe while paused (its exec would freeze with it).
+                if c.record().paused {
+                    continue;
+                }
                 let start = now_rfc3339();
                 let at = Instant::now();
                 let o = d.probe(&rec, &hc).await;

@@ -526,8 +526,9 @@ impl Daemon {
                 log.pop_front();
             }
             log.push_back(ev.clone());
+            // Sent under the log's lock: the history and the live stream agree on order.
+            let _ = self.events.send(ev);
         }
-        let _ = self.events.send(ev);
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.

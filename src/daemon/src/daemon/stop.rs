@@ -76,7 +76,10 @@ impl Daemon {
         self.mark_stopped_by_hand(&c)?;
         let agent = self.agent(&rec);
         blocking(move || agent.signal(sig, sig == libc::SIGKILL)).await?;
-        self.thaw_after_signal(&c).await;
+        // As dockerd: a paused container is thawed for a signal that ends it.
+        if sig == libc::SIGKILL || parse_signal(&rec.stop_signal).ok() == Some(sig) {
+            self.thaw_after_signal(&c).await;
+        }
         if sig == libc::SIGKILL {
             wait_phase(&c, Duration::from_secs(10), exited).await;
         }

@@ -91,8 +91,8 @@ pub fn open_streams(
 /// `done`, when given, is awaited before the connection closes (an exec's exit code is
 /// recorded by then, as the docker CLI reads it once right after the stream ends).
 /// `guard` counts this relay for the container's exit until its output is copied.
-/// `detach`: the detach keys; typed on stdin, they end the session (not the process) and
-/// are not passed on.
+/// `detach`: the detach keys; typed on a terminal's input, they end the session (not the
+/// process) and are not passed on.
 pub async fn relay(
     up: hyper::upgrade::Upgraded,
     tty: bool,
@@ -143,7 +143,8 @@ pub async fn relay(
     let (detached_tx, detached_rx) = tokio::sync::oneshot::channel::<()>();
     let in_task = tokio::spawn(async move {
         let mut buf = vec![0u8; 32 * 1024];
-        let mut escape = EscapeProxy::new(detach);
+        // As dockerd: detach keys only on a terminal (piped binary input passes whole).
+        let mut escape = EscapeProxy::new(if tty { detach } else { vec![] });
         match input {
             Some(mut input) => {
                 loop {

@@ -280,7 +280,7 @@ fn events(d: &Daemon, f: EventFilter) -> Resp {
     let (tx, body) = channel_body();
     // Subscribe before reading the history: nothing falls between the two.
     let mut rx = d.events.subscribe();
-    let past: Vec<docker::EventMessage> = match f.since {
+    let past: Vec<docker::EventMessage> = match f.since.or(f.until) {
         Some(_) => d
             .event_log
             .lock()
