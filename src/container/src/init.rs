@@ -72,17 +72,6 @@ pub fn prepare_child(tty: bool) {
     }
 }
 
-/// The exit status an init reports for a `wait` status: the code, or 128 + the signal.
-pub fn exit_code(status: libc::c_int) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
-    }
-}
-
 /// Closes every fd from `from` up: the init holds none of the setup's pipes, so the agent
 /// sees the workload's exec (or its failure) on them alone.
 pub fn close_from(from: RawFd) {
@@ -127,7 +116,7 @@ pub fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> ! {
                 break;
             }
             if pid == child {
-                status = Some(exit_code(st));
+                status = Some(crate::reaper::exit_status(st));
             }
         }
         if let Some(code) = status {
@@ -140,15 +129,6 @@ pub fn supervise(child: libc::pid_t, set: &libc::sigset_t) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exit_codes_are_dockers() {
-        // (code << 8) is an exit; a bare signal number is a kill.
-        assert_eq!(exit_code(3 << 8), 3);
-        assert_eq!(exit_code(0), 0);
-        assert_eq!(exit_code(libc::SIGKILL), 137);
-        assert_eq!(exit_code(libc::SIGTERM), 143);
-    }
 
     #[test]
     fn faults_and_terminal_stops_are_not_forwarded() {
