@@ -48,20 +48,22 @@ pub const INIT_ANNOTATION: &str = "org.berth.init";
 /// what privileged means (capabilities, seccomp, system paths) is in the spec itself.
 pub const PRIVILEGED_ANNOTATION: &str = "org.berth.privileged";
 
-/// Whether a spec is privileged.
-pub fn privileged(spec: &Spec) -> bool {
+/// Whether a spec's annotation `key` is "true".
+fn annotation_set(spec: &Spec, key: &str) -> bool {
     spec.annotations()
         .as_ref()
-        .and_then(|a| a.get(PRIVILEGED_ANNOTATION))
+        .and_then(|a| a.get(key))
         .is_some_and(|v| v == "true")
+}
+
+/// Whether a spec is privileged.
+pub fn privileged(spec: &Spec) -> bool {
+    annotation_set(spec, PRIVILEGED_ANNOTATION)
 }
 
 /// Whether a spec asks for an init.
 pub fn wants_init(spec: &Spec) -> bool {
-    spec.annotations()
-        .as_ref()
-        .and_then(|a| a.get(INIT_ANNOTATION))
-        .is_some_and(|v| v == "true")
+    annotation_set(spec, INIT_ANNOTATION)
 }
 
 /// The groups a spec's annotation adds.
@@ -177,7 +179,8 @@ impl Container {
         let mut pc = spec::process_config(process, cfg.seccomp)?;
         pc.group_add = group_add.clone();
         pc.init = wants_init(&cfg.spec);
-        if privileged(&cfg.spec) {
+        let privileged = privileged(&cfg.spec);
+        if privileged {
             // "Every capability" is every one this agent has to give (a host whose
             // root lacks some cannot pass them on).
             pc.caps.limit_to(crate::security::CapSets::own_bounding());
@@ -221,7 +224,7 @@ impl Container {
                 .unwrap_or(false),
             cwd: Some(pc.cwd.clone()),
             console: None,
-            devices: if privileged(&cfg.spec) {
+            devices: if privileged {
                 crate::rootfs::host_devices(Path::new("/dev"))
             } else {
                 vec![]
@@ -274,7 +277,7 @@ impl Container {
                 created: Some(created),
                 seccomp: cfg.seccomp,
                 group_add,
-                privileged: privileged(&cfg.spec),
+                privileged,
             },
             streams,
         ))

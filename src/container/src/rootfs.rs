@@ -67,11 +67,32 @@ pub struct Device {
     pub rdev: libc::dev_t,
 }
 
-/// The names a fresh /dev always has (see `populate_dev`).
-const DEFAULT_DEVICES: [&str; 13] = [
-    "null", "zero", "full", "random", "urandom", "tty", "console", "ptmx", "fd", "stdin", "stdout",
-    "stderr", "core",
+/// The device nodes of a fresh /dev: (name, major, minor).
+const DEV_NODES: [(&str, u32, u32); 6] = [
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
 ];
+
+/// The links of a fresh /dev: (name, target).
+const DEV_LINKS: [(&str, &str); 6] = [
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+];
+
+/// Whether a fresh /dev has `rel` anyway (its nodes, links and console).
+fn in_fresh_dev(rel: &Path) -> bool {
+    rel == Path::new("console")
+        || DEV_NODES.iter().any(|(n, ..)| rel == Path::new(n))
+        || DEV_LINKS.iter().any(|(n, _)| rel == Path::new(n))
+}
 
 /// Every character and block device under `dev` (normally /dev), as Docker's privileged
 /// mode copies them: symlinks and the pts, shm, mqueue and fd trees left out, and the
@@ -95,9 +116,7 @@ pub fn host_devices(dev: &Path) -> Vec<Device> {
                 if !matches!(rel.to_str(), Some("pts" | "shm" | "mqueue" | "fd")) {
                     walk(root, &p, out);
                 }
-            } else if (ft.is_char_device() || ft.is_block_device())
-                && !DEFAULT_DEVICES.iter().any(|d| rel == Path::new(d))
-            {
+            } else if (ft.is_char_device() || ft.is_block_device()) && !in_fresh_dev(rel) {
                 out.push(Device {
                     path: rel.to_path_buf(),
                     mode: m.mode(),
@@ -429,26 +448,12 @@ fn sys_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RootfsErro
 
 /// Device nodes and links of a fresh /dev (a tmpfs), as Docker creates them.
 fn populate_dev(sys: &dyn Syscall, dev: &Path, console: Option<&Path>) -> Result<(), RootfsError> {
-    for (name, major, minor) in [
-        ("null", 1, 3),
-        ("zero", 1, 5),
-        ("full", 1, 7),
-        ("random", 1, 8),
-        ("urandom", 1, 9),
-        ("tty", 5, 0),
-    ] {
+    for (name, major, minor) in DEV_NODES {
         let p = dev.join(name);
         sys.mknod(&p, libc::S_IFCHR | 0o666, libc::makedev(major, minor))
             .map_err(sys_err(format!("creating /dev/{name}")))?;
     }
-    for (link, target) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-        ("core", "/proc/kcore"),
-    ] {
+    for (link, target) in DEV_LINKS {
         sys.symlink(Path::new(target), &dev.join(link))
             .map_err(sys_err(format!("creating /dev/{link}")))?;
     }

@@ -52,7 +52,7 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
     let cgroupns = h.cgroupns_mode.as_ref().is_some_and(|m| {
         !matches!(
             m,
-            docker::HostConfigCgroupnsModeEnum::EMPTY | docker::HostConfigCgroupnsModeEnum::PRIVATE
+            docker::HostConfigCgroupnsModeEnum::EMPTY | docker::HostConfigCgroupnsModeEnum::HOST
         )
     });
     let networks = b
@@ -143,7 +143,10 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             "HostConfig.VolumesFrom (volumes-from)",
         ),
         (non_empty_map(&h.annotations), "HostConfig.Annotations"),
-        (cgroupns, "HostConfig.CgroupnsMode"),
+        (
+            cgroupns,
+            "HostConfig.CgroupnsMode (a private cgroup namespace: containers share the cgroup namespace of their agent, as on a cgroup v1 host)",
+        ),
         (non_empty(&h.dns), "HostConfig.Dns"),
         (non_empty(&h.dns_options), "HostConfig.DnsOptions"),
         (non_empty(&h.dns_search), "HostConfig.DnsSearch"),
@@ -216,6 +219,7 @@ mod tests {
             ),
             ("Binds", r#"{"Binds":["/:/host"]}"#),
             ("NetworkMode", r#"{"NetworkMode":"host"}"#),
+            ("CgroupnsMode", r#"{"CgroupnsMode":"private"}"#),
         ] {
             let b = body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#));
             match refuse_unapplied(&b) {
@@ -232,6 +236,7 @@ mod tests {
             r#"{"Ulimits":[{"Name":"nofile","Soft":1,"Hard":2}]}"#,
             r#"{"RestartPolicy":{"Name":"always"}}"#,
             r#"{"Init":true}"#,
+            r#"{"CgroupnsMode":"host"}"#,
         ] {
             refuse_unapplied(&body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#))).unwrap();
         }

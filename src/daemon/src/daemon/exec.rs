@@ -6,6 +6,39 @@ use crate::models::ExecBody;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// Docker's default detach keys: ctrl-p, ctrl-q.
+pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
+
+/// Parses Docker's detach keys (`ctrl-p,ctrl-q`, `a`, `ctrl-@`...); "" is the default.
+pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>> {
+    if s.is_empty() {
+        return Ok(DEFAULT_DETACH_KEYS.to_vec());
+    }
+    let bad = || Error::InvalidParameter(format!("Invalid detach keys ({s}) provided"));
+    s.split(',')
+        .map(|k| {
+            let k = k.trim();
+            match k.strip_prefix("ctrl-") {
+                Some(c) if c.len() == 1 => {
+                    let b = c.as_bytes()[0].to_ascii_lowercase();
+                    match b {
+                        b'a'..=b'z' => Ok(b - b'a' + 1),
+                        b'@' => Ok(0),
+                        b'[' => Ok(27),
+                        b'\\' => Ok(28),
+                        b']' => Ok(29),
+                        b'^' => Ok(30),
+                        b'_' => Ok(31),
+                        _ => Err(bad()),
+                    }
+                }
+                None if k.len() == 1 => Ok(k.as_bytes()[0]),
+                _ => Err(bad()),
+            }
+        })
+        .collect()
+}
+
 impl Daemon {
     /// An exec by ID.
     pub fn exec_get(&self, id: &str) -> Result<ExecRec> {
@@ -36,8 +69,7 @@ impl Daemon {
         if b.privileged == Some(true) {
             return Err(Error::NotImplemented("Privileged (privileged exec)".into()));
         }
-        let detach_keys =
-            crate::router::streams::parse_detach_keys(b.detach_keys.as_deref().unwrap_or(""))?;
+        let detach_keys = parse_detach_keys(b.detach_keys.as_deref().unwrap_or(""))?;
         let cmd = b.cmd.unwrap_or_default();
         if cmd.is_empty() {
             return Err(Error::InvalidParameter("No exec command specified".into()));
@@ -151,5 +183,20 @@ impl Daemon {
             x.running = false;
             x.exit_code = Some(code);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detach_keys_parse_as_dockers() {
+        assert_eq!(parse_detach_keys("").unwrap(), [16, 17]);
+        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [1, b'x']);
+        assert_eq!(parse_detach_keys("ctrl-@,ctrl-[").unwrap(), [0, 27]);
+        for bad in ["ctrl-", "ctrl-1", "xy", "ctrl-p,"] {
+            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
+        }
     }
 }

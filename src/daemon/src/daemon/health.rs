@@ -234,7 +234,7 @@ impl Daemon {
             (o, code)
         };
         match tokio::time::timeout(hc.timeout, run).await {
-            Ok((o, Ok(code))) => Outcome {
+            Ok((o, Ok((code, _)))) => Outcome {
                 exit_code: code,
                 output: String::from_utf8_lossy(&o).into_owned(),
             },

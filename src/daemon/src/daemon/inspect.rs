@@ -101,8 +101,9 @@ fn fill_host_config(h: &mut docker::HostConfig) {
         readonly_paths
     );
     h.memory_swappiness.get_or_insert(-1);
+    // No cgroup namespace of its own, in either mode (`spec::docker_default`).
     h.cgroupns_mode
-        .get_or_insert(docker::HostConfigCgroupnsModeEnum::PRIVATE);
+        .get_or_insert(docker::HostConfigCgroupnsModeEnum::HOST);
     if h.ipc_mode.as_deref() == Some("") {
         h.ipc_mode = Some("private".into());
     }

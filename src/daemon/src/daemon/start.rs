@@ -15,10 +15,6 @@ const DRAIN_IDLE: Duration = Duration::from_secs(10);
 impl Daemon {
     /// The OCI spec for a container's process.
     fn spec(&self, rec: &Record, booted: &crate::sandbox::Booted) -> Result<ContainerSpec> {
-        use oci_spec::runtime::{
-            LinuxCpuBuilder, LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder,
-        };
-        let bad = |e: oci_spec::OciSpecError| Error::InvalidParameter(e.to_string());
         let mut oci = berth_container::spec::docker_default(rec.args.clone());
         oci.set_hostname(Some(rec.hostname.clone()));
         if let Some(p) = oci.process_mut() {
@@ -36,36 +32,11 @@ impl Daemon {
                 p.set_user(u);
             }
         }
-        let mut res = LinuxResourcesBuilder::default();
-        if rec.memory > 0 {
-            res = res.memory(
-                LinuxMemoryBuilder::default()
-                    .limit(rec.memory)
-                    .build()
-                    .map_err(bad)?,
-            );
-        }
-        if rec.nano_cpus > 0 {
-            let period = 100_000u64;
-            let quota = (rec.nano_cpus as i128 * period as i128 / 1_000_000_000) as i64;
-            res = res.cpu(
-                LinuxCpuBuilder::default()
-                    .period(period)
-                    .quota(quota)
-                    .build()
-                    .map_err(bad)?,
-            );
-        }
-        if rec.pids_limit > 0 {
-            res = res.pids(
-                LinuxPidsBuilder::default()
-                    .limit(rec.pids_limit)
-                    .build()
-                    .map_err(bad)?,
-            );
-        }
+        let set = |v: i64| (v > 0).then_some(v);
+        let res =
+            super::update::oci_resources(set(rec.memory), set(rec.nano_cpus), set(rec.pids_limit))?;
         if let Some(l) = oci.linux_mut() {
-            l.set_resources(Some(res.build().map_err(bad)?));
+            l.set_resources(Some(res));
         }
         rec.confinement.apply(&mut oci)?;
         Ok(ContainerSpec {
@@ -195,7 +166,7 @@ impl Daemon {
             let health = d.watch_health(c.clone());
             let mut status = None;
             for _ in 0..3 {
-                match agent.wait_main_async().await {
+                match agent.wait_async(None).await {
                     Ok(s) => {
                         status = Some(s);
                         break;

@@ -66,8 +66,10 @@ fn refuse_unapplied(r: &docker::Resources) -> Result<()> {
     }
 }
 
-/// The OCI resources for the limits (only those set: the others stay as they are).
-fn oci_resources(
+/// The OCI resources for the limits given (at start, the container's; at update, the
+/// changed ones: the others stay as they are). CPUs become a CFS quota over a 100 ms
+/// period.
+pub(super) fn oci_resources(
     memory: Option<i64>,
     nano_cpus: Option<i64>,
     pids: Option<i64>,

@@ -202,39 +202,6 @@ pub async fn relay(
     in_task.abort();
 }
 
-/// Docker's default detach keys: ctrl-p, ctrl-q.
-pub const DEFAULT_DETACH_KEYS: [u8; 2] = [0x10, 0x11];
-
-/// Parses Docker's detach keys (`ctrl-p,ctrl-q`, `a`, `ctrl-@`...); "" is the default.
-pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>, Error> {
-    if s.is_empty() {
-        return Ok(DEFAULT_DETACH_KEYS.to_vec());
-    }
-    let bad = || Error::InvalidParameter(format!("Invalid detach keys ({s}) provided"));
-    s.split(',')
-        .map(|k| {
-            let k = k.trim();
-            match k.strip_prefix("ctrl-") {
-                Some(c) if c.len() == 1 => {
-                    let b = c.as_bytes()[0].to_ascii_lowercase();
-                    match b {
-                        b'a'..=b'z' => Ok(b - b'a' + 1),
-                        b'@' => Ok(0),
-                        b'[' => Ok(27),
-                        b'\\' => Ok(28),
-                        b']' => Ok(29),
-                        b'^' => Ok(30),
-                        b'_' => Ok(31),
-                        _ => Err(bad()),
-                    }
-                }
-                None if k.len() == 1 => Ok(k.as_bytes()[0]),
-                _ => Err(bad()),
-            }
-        })
-        .collect()
-}
-
 /// Watches an input stream for the detach keys, as dockerd's escape proxy does: bytes
 /// that start the sequence are held until it completes (detach) or breaks (passed on).
 pub struct EscapeProxy {
@@ -281,7 +248,7 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
         ));
     }
     let rec = c.record();
-    let detach = parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
+    let detach = crate::daemon::exec::parse_detach_keys(q.get("detachKeys").unwrap_or(""))?;
     let want = Want {
         tty: rec.tty,
         stdin: q.flag("stdin", false) && rec.open_stdin,
@@ -375,13 +342,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn detach_keys_parse_and_detach_as_dockers() {
-        assert_eq!(parse_detach_keys("").unwrap(), [16, 17]);
-        assert_eq!(parse_detach_keys("ctrl-a,x").unwrap(), [1, b'x']);
-        assert_eq!(parse_detach_keys("ctrl-@,ctrl-[").unwrap(), [0, 27]);
-        for bad in ["ctrl-", "ctrl-1", "xy", "ctrl-p,"] {
-            assert!(parse_detach_keys(bad).is_err(), "{bad:?}");
-        }
+    fn detach_keys_detach_as_dockers() {
         let mut p = EscapeProxy::new(vec![16, 17]);
         assert_eq!(p.feed(b"ab"), (b"ab".to_vec(), false));
         // A start of the sequence is held, then passed on when it breaks.

@@ -388,27 +388,13 @@ impl AgentRef {
     }
 
     /// Waits for the container's process or an exec to exit, without a thread: its
-    /// status, once its output is drained.
-    pub async fn wait_async(&self, exec_id: Option<String>) -> Result<i64> {
+    /// status, once its output is drained, and whether the OOM killer ended it (the
+    /// container's process only).
+    pub async fn wait_async(&self, exec_id: Option<String>) -> Result<(i64, bool)> {
         match self
             .call_async(&Request::Wait {
                 id: self.id.clone(),
                 exec_id,
-            })
-            .await?
-        {
-            Response::Exited { status, .. } => Ok(i64::from(status)),
-            r => Err(unexpected(r)),
-        }
-    }
-
-    /// Waits for the container's process to exit, without a thread: its status, and
-    /// whether the OOM killer ended it.
-    pub async fn wait_main_async(&self) -> Result<(i64, bool)> {
-        match self
-            .call_async(&Request::Wait {
-                id: self.id.clone(),
-                exec_id: None,
             })
             .await?
         {
