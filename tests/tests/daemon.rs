@@ -2438,6 +2438,200 @@ fn the_berth_cli_runs_containers_with_dockers_flags_and_exit_codes() {
 }
 
 #[test]
+fn the_berth_cli_formats_filters_publishes_and_logs_in() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let config = b.dir.path().join("berth-config");
+    let berth = |args: &[&str]| -> Finished {
+        Command::new(built_binary("berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", b.sock.display()))
+            .args(args)
+            .env("DOCKER_CONFIG", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let ok = |args: &[&str]| -> String {
+        let f = berth(args);
+        assert_eq!(f.status, 0, "berth {args:?}: {}", f.stderr);
+        f.stdout
+    };
+    ok(&["run", "--name", "one", "-l", "tier=web", "bb:1", "true"]);
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "two",
+        "-l",
+        "tier=db",
+        "--stop-signal",
+        "SIGUSR1",
+        "bb:1",
+        "sleep",
+        "100",
+    ]);
+    // --filter and Go templates, as docker ps takes them.
+    assert_eq!(
+        ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            "label=tier=web",
+            "--format",
+            "{{.Names}} {{.State}} {{.Labels}}"
+        ]),
+        "one exited tier=web\n"
+    );
+    assert_eq!(ok(&["ps", "--format", "{{.Names}}"]), "two\n");
+    let t = ok(&["ps", "--format", "table {{.ID}}\t{{.Names}}"]);
+    let mut lines = t.lines();
+    assert!(
+        lines
+            .next()
+            .unwrap_or_default()
+            .starts_with("CONTAINER ID   NAMES"),
+        "{t}"
+    );
+    assert!(lines.next().unwrap_or_default().ends_with("   two"), "{t}");
+    let j = ok(&["ps", "-a", "--format", "json"]);
+    let names: Vec<String> = j
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["Names"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(names.len(), 2, "{j}");
+    assert_eq!(
+        ok(&["ps", "-a", "-q", "--filter", "name=one"]).trim().len(),
+        12
+    );
+    assert_eq!(ok(&["ps", "-l", "--format", "{{.Names}}"]), "two\n");
+    assert_eq!(berth(&["ps", "--filter", "bogus"]).status, 125);
+    assert_eq!(berth(&["ps", "--format", "{{.Names"]).status, 125);
+    // inspect -f reads the inspect document; images take formats and references.
+    assert_eq!(
+        ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.Config.Image}} {{json .Config.Labels}}",
+            "one"
+        ]),
+        "exited bb:1 {\"tier\":\"web\"}\n"
+    );
+    assert_eq!(
+        ok(&["inspect", "--type", "image", "-f", "{{.Id}}", "bb:1"]).len(),
+        72
+    );
+    let f = berth(&["inspect", "--type", "container", "bb:1"]);
+    assert_eq!(f.status, 1);
+    assert!(f.stderr.contains("No such container: bb:1"), "{}", f.stderr);
+    assert_eq!(
+        ok(&["images", "--format", "{{.Repository}}:{{.Tag}}", "bb"]),
+        "bb:1\n"
+    );
+    assert_eq!(
+        ok(&["images", "bb:2"]).lines().count(),
+        1,
+        "only the header"
+    );
+    // stop -s/--timeout: the signal is sent, and after the timeout the container is killed.
+    let t0 = Instant::now();
+    ok(&["stop", "--timeout", "1", "two"]);
+    assert!(t0.elapsed() < Duration::from_secs(8));
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.State.ExitCode}}", "two"]),
+        "137\n"
+    );
+    ok(&["start", "two"]);
+    ok(&["restart", "-t", "0", "-s", "KILL", "two"]);
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.State.Status}}", "two"]),
+        "running\n"
+    );
+    ok(&["rm", "-f", "two"]);
+    // --mount type=tmpfs is applied; what berth has not built is refused by name.
+    let out = ok(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=tmpfs,dst=/scratch,tmpfs-size=1m",
+        "bb:1",
+        "sh",
+        "-c",
+        "grep ' /scratch ' /proc/mounts",
+    ]);
+    assert!(
+        out.contains("tmpfs /scratch tmpfs") && out.contains("size=1024k"),
+        "{out}"
+    );
+    for (flags, field) in [
+        (vec!["-p", "8080:80"], "PortBindings"),
+        (vec!["-P"], "PublishAllPorts"),
+        (vec!["-v", "/tmp:/host"], "Binds"),
+        (vec!["-v", "/data"], "Volumes"),
+        (vec!["--network", "host"], "NetworkMode"),
+        (vec!["--dns", "10.0.0.1"], "Dns"),
+        (vec!["--add-host", "a:10.0.0.1"], "ExtraHosts"),
+        (vec!["--device", "/dev/fuse"], "Devices"),
+    ] {
+        let mut args = vec!["run", "--rm"];
+        args.extend(flags.iter());
+        args.extend(["bb:1", "true"]);
+        let f = berth(&args);
+        assert_eq!(f.status, 125, "{flags:?}");
+        assert!(f.stderr.contains(field), "{flags:?}: {}", f.stderr);
+    }
+    let f = berth(&["run", "--rm", "-p", "80/icmp", "bb:1", "true"]);
+    assert_eq!(f.status, 125);
+    assert!(f.stderr.contains("invalid proto"), "{}", f.stderr);
+    // login checks the credentials through berthd and keeps them where the docker CLI
+    // does; push sends them.
+    let reg = Registry::start(Auth::Basic("bob".into(), "hunter2".into())).unwrap();
+    let f = berth(&["login", "-u", "bob", "-p", "wrong", &reg.host]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("unauthorized"), "{}", f.stderr);
+    assert!(!config.join("config.json").exists());
+    let f: Finished = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo hunter2 | {} -H unix://{} login -u bob --password-stdin {}",
+            built_binary("berth").display(),
+            b.sock.display(),
+            reg.host
+        ))
+        .env("DOCKER_CONFIG", &config)
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(
+        (f.status, f.stdout.as_str()),
+        (0, "Login Succeeded\n"),
+        "{}",
+        f.stderr
+    );
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("config.json")).unwrap()).unwrap();
+    assert_eq!(
+        saved["auths"][&reg.host]["auth"], "Ym9iOmh1bnRlcjI=",
+        "{saved}"
+    );
+    let name = format!("{}/mine/bb:1", reg.host);
+    ok(&["tag", "bb:1", &name]);
+    ok(&["push", &name]);
+    assert!(ok(&["logout", &reg.host]).contains("Removing login credentials"));
+    assert_ne!(
+        berth(&["push", &name]).status,
+        0,
+        "a push without credentials went through"
+    );
+}
+
+#[test]
 fn plain_tcp_is_refused_unless_forced() {
     let port = berth_e2e::registry::free_port().unwrap();
     let tcp = format!("tcp://127.0.0.1:{port}");

@@ -349,3 +349,49 @@ pub struct Info {
     #[serde(rename = "GenericResources", default)]
     pub generic_resources: Vec<docker::GenericResourcesInner>,
 }
+
+/// A duration as Docker words it in `ps`'s STATUS and CREATED columns (go-units'
+/// `HumanDuration`): "Less than a second", "5 seconds", "About a minute", "3 hours",
+/// "2 days", "3 weeks", "4 months", "2 years".
+pub fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (minutes, hours) = (secs / 60, (secs + 1800) / 3600);
+    match secs {
+        0 => "Less than a second".into(),
+        1 => "1 second".into(),
+        2..=59 => format!("{secs} seconds"),
+        _ if minutes == 1 => "About a minute".into(),
+        _ if minutes < 60 => format!("{minutes} minutes"),
+        _ if hours == 1 => "About an hour".into(),
+        _ if hours < 48 => format!("{hours} hours"),
+        _ if hours < 24 * 7 * 2 => format!("{} days", hours / 24),
+        _ if hours < 24 * 30 * 2 => format!("{} weeks", hours / 24 / 7),
+        _ if hours < 24 * 365 * 2 => format!("{} months", hours / 24 / 30),
+        _ => format!("{} years", secs / 3600 / 24 / 365),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_duration;
+
+    #[test]
+    fn durations_read_as_dockers() {
+        let cases = [
+            (0, "Less than a second"),
+            (1, "1 second"),
+            (45, "45 seconds"),
+            (90, "About a minute"),
+            (600, "10 minutes"),
+            (3700, "About an hour"),
+            (5 * 3600, "5 hours"),
+            (3 * 86400, "3 days"),
+            (20 * 86400, "2 weeks"),
+            (100 * 86400, "3 months"),
+            (800 * 86400, "2 years"),
+        ];
+        for (s, want) in cases {
+            assert_eq!(human_duration(s), want, "{s} s");
+        }
+    }
+}

@@ -13,6 +13,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 
 /// A failure: the message and the exit code.
+#[derive(Debug)]
 pub(crate) struct Fail(pub(crate) String, pub(crate) u8);
 
 /// A daemon-side failure (exit code 125).
@@ -43,6 +44,19 @@ impl Conn {
         raw: Option<Bytes>,
         upgrade: bool,
     ) -> Result<Resp, Fail> {
+        self.send_with(method, path, body, raw, upgrade, &[]).await
+    }
+
+    /// [`Conn::send`] with more headers (`X-Registry-Auth`).
+    pub(crate) async fn send_with(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Bytes>,
+        raw: Option<Bytes>,
+        upgrade: bool,
+        headers: &[(&str, String)],
+    ) -> Result<Resp, Fail> {
         let s = tokio::net::UnixStream::connect(&self.sock)
             .await
             .map_err(|e| {
@@ -63,6 +77,9 @@ impl Conn {
             .header("Host", "berth");
         if upgrade {
             b = b.header("Connection", "Upgrade").header("Upgrade", "tcp");
+        }
+        for (k, v) in headers {
+            b = b.header(*k, v.as_str());
         }
         let req = match (body, raw) {
             (Some(v), _) => b.header("Content-Type", "application/json").body(full(v)),

@@ -2,12 +2,14 @@
 //! top, stats and commit, with the create flags and request body that run and create share.
 
 use crate::client::{enc, json, Conn, Fail, Ignored};
+use crate::format::Format;
 use crate::images::{full_name, pull};
 use crate::output::table;
 use crate::stream::{stream, term_size, RawTerm};
 use berth_api::{docker, CreateBody, CreateResponse, HostConfig, IdResponse};
 use clap::Args;
 use http_body_util::BodyExt;
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 // The flags and arguments of `run` and `create`. (A plain comment, not a doc comment:
@@ -122,6 +124,48 @@ pub(crate) struct CreateOpts {
     /// Log driver options (max-size=10m, max-file=3).
     #[arg(long = "log-opt")]
     log_opt: Vec<String>,
+    /// Publish a container's port(s) to the host ([ip:][hostPort:]containerPort[/proto]).
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Expose a port or a range of ports.
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Bind mount a volume (SRC:DST[:OPTS], or a path for an anonymous volume).
+    #[arg(short = 'v', long = "volume")]
+    volume: Vec<String>,
+    /// Attach a filesystem mount (type=bind|volume|tmpfs,source=,target=,...).
+    #[arg(long)]
+    mount: Vec<String>,
+    /// Connect the container to a network (default, bridge, none).
+    #[arg(long, visible_alias = "net")]
+    network: Option<String>,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    dns: Vec<String>,
+    /// Set custom DNS search domains.
+    #[arg(long = "dns-search")]
+    dns_search: Vec<String>,
+    /// Set DNS options.
+    #[arg(long = "dns-option")]
+    dns_option: Vec<String>,
+    /// Add a custom host-to-IP mapping (host:ip).
+    #[arg(long = "add-host")]
+    add_host: Vec<String>,
+    /// Set meta data on a container.
+    #[arg(short = 'l', long = "label")]
+    label: Vec<String>,
+    /// Signal to stop the container.
+    #[arg(long = "stop-signal")]
+    stop_signal: Option<String>,
+    /// Timeout (in seconds) to stop a container.
+    #[arg(long = "stop-timeout", allow_hyphen_values = true)]
+    stop_timeout: Option<i64>,
+    /// Add a host device to the container.
+    #[arg(long)]
+    device: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -290,7 +334,7 @@ fn log_config(o: &CreateOpts) -> Result<Option<docker::HostConfigLogConfig>, Fai
 }
 
 /// Parses a `--memory` size (b, k, m or g) into bytes.
-fn parse_memory(s: &str, flag: &str) -> Result<i64, Fail> {
+pub(crate) fn parse_memory(s: &str, flag: &str) -> Result<i64, Fail> {
     let s = s.trim().to_ascii_lowercase();
     let (num, mul) = match s.trim_end_matches('b').chars().last() {
         Some('k') => (&s[..s.trim_end_matches('b').len() - 1], 1i64 << 10),
@@ -333,10 +377,40 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             format!("{e}={}", std::env::var(e).unwrap_or_default())
         });
     }
+    let (mut exposed, port_bindings) = crate::runflags::publish(&o.publish)?;
+    exposed.extend(crate::runflags::expose(&o.expose)?);
+    let (binds, anonymous) = crate::runflags::volumes(&o.volume)?;
+    let mounts = o
+        .mount
+        .iter()
+        .map(|m| crate::runflags::mount(m))
+        .collect::<Result<Vec<_>, _>>()?;
+    let devices = o
+        .device
+        .iter()
+        .map(|d| crate::runflags::device(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let set = |v: Vec<String>| {
+        (!v.is_empty()).then(|| {
+            v.into_iter()
+                .map(|k| (k, HashMap::new()))
+                .collect::<HashMap<_, _>>()
+        })
+    };
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
     let host_config = HostConfig {
         base: docker::HostConfig {
             auto_remove: Some(o.rm),
-            network_mode: Some("default".into()),
+            network_mode: Some(o.network.clone().unwrap_or_else(|| "default".into())),
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            publish_all_ports: o.publish_all.then_some(true),
+            binds: (!binds.is_empty()).then_some(binds),
+            mounts: (!mounts.is_empty()).then_some(mounts),
+            devices: (!devices.is_empty()).then_some(devices),
+            dns: some_vec(&o.dns),
+            dns_search: some_vec(&o.dns_search),
+            dns_options: some_vec(&o.dns_option),
+            extra_hosts: some_vec(&o.add_host),
             memory: o
                 .memory
                 .as_deref()
@@ -394,6 +468,11 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             user: o.user.clone(),
             hostname: o.hostname.clone(),
             healthcheck: healthcheck(o)?,
+            exposed_ports: set(exposed),
+            volumes: set(anonymous),
+            labels: (!o.label.is_empty()).then(|| crate::runflags::labels(&o.label)),
+            stop_signal: o.stop_signal.clone(),
+            stop_timeout: o.stop_timeout,
             ..Default::default()
         },
         host_config: Some(host_config),
@@ -587,11 +666,28 @@ pub(crate) async fn start(c: &Conn, attach: bool, containers: Vec<String>) -> Re
     .await
 }
 
-/// `stop`.
-pub(crate) async fn stop(c: &Conn, time: Option<i64>, containers: Vec<String>) -> Result<u8, Fail> {
-    let q = time.map(|t| format!("?t={t}")).unwrap_or_default();
+/// `stop` and `restart` (with `-t` and `-s`).
+pub(crate) async fn stop(
+    c: &Conn,
+    verb: &str,
+    time: Option<i64>,
+    signal: Option<String>,
+    containers: Vec<String>,
+) -> Result<u8, Fail> {
+    let mut q: Vec<String> = Vec::new();
+    if let Some(t) = time {
+        q.push(format!("t={t}"));
+    }
+    if let Some(s) = &signal {
+        q.push(format!("signal={}", enc(s)));
+    }
+    let q = if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    };
     each(c, &containers, |n| {
-        ("POST".into(), format!("/containers/{n}/stop{q}"))
+        ("POST".into(), format!("/containers/{n}/{verb}{q}"))
     })
     .await
 }
@@ -603,14 +699,6 @@ pub(crate) async fn kill(c: &Conn, signal: String, containers: Vec<String>) -> R
             "POST".into(),
             format!("/containers/{n}/kill?signal={signal}"),
         )
-    })
-    .await
-}
-
-/// `restart`.
-pub(crate) async fn restart(c: &Conn, containers: Vec<String>) -> Result<u8, Fail> {
-    each(c, &containers, |n| {
-        ("POST".into(), format!("/containers/{n}/restart"))
     })
     .await
 }
@@ -684,42 +772,241 @@ pub(crate) async fn rm(c: &Conn, force: bool, containers: Vec<String>) -> Result
     .await
 }
 
-/// `ps`.
-pub(crate) async fn ps(c: &Conn, all: bool, quiet: bool) -> Result<u8, Fail> {
-    let list: Vec<docker::ContainerSummary> = c
-        .call(
-            "GET",
-            &format!("/containers/json?all={}", u8::from(all)),
-            None,
-        )
-        .await?;
-    let short = |id: &Option<String>| id.as_deref().unwrap_or_default().chars().take(12).collect();
-    if quiet {
-        for x in list {
-            println!("{}", short(&x.id) as String);
+// The flags of `inspect`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct InspectOpts {
+    /// Format output using a Go template or "json".
+    #[arg(short = 'f', long)]
+    format: Option<String>,
+    /// Only inspect objects of this type (container or image).
+    #[arg(long = "type")]
+    typ: Option<String>,
+    /// Display total file sizes if the type is container.
+    #[arg(short = 's', long)]
+    size: bool,
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+// The flags of `ps`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct PsOpts {
+    /// Show all containers (default shows just running).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only display container IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Filter output based on conditions provided (e.g. status=exited, label=k=v).
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a Go template, "table", "table TEMPLATE" or "json".
+    #[arg(long)]
+    format: Option<String>,
+    /// Show n last created containers (includes all states).
+    #[arg(short = 'n', long = "last", default_value_t = -1, allow_hyphen_values = true)]
+    last: i64,
+    /// Show the latest created container (includes all states).
+    #[arg(short = 'l', long)]
+    latest: bool,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Display total file sizes.
+    #[arg(short = 's', long)]
+    size: bool,
+}
+
+/// `--filter key=value` flags as the API's `filters` parameter (JSON: key -> values).
+pub(crate) fn filters_query(filters: &[String]) -> Result<String, Fail> {
+    let mut map: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+    for f in filters {
+        let (k, v) = f.split_once('=').ok_or_else(|| {
+            Fail(format!("invalid argument \"{f}\" for \"-f, --filter\" flag: bad format of filter (expected name=value)"), 125)
+        })?;
+        map.entry(k.trim()).or_default().push(v);
+    }
+    if map.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(format!(
+        "&filters={}",
+        enc(&serde_json::to_string(&map).unwrap_or_default())
+    ))
+}
+
+/// A Unix time as Go prints a `time.Time` in UTC (`2006-01-02 15:04:05 +0000 UTC`), as
+/// Docker's `CreatedAt` columns show it.
+pub(crate) fn go_time(secs: i64) -> String {
+    let t = berth_image::archive::rfc3339(secs);
+    format!(
+        "{} {} +0000 UTC",
+        t.get(..10).unwrap_or_default(),
+        t.get(11..19).unwrap_or_default()
+    )
+}
+
+/// Seconds since a Unix time.
+pub(crate) fn since(secs: i64) -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    now - secs
+}
+
+/// A size as Docker's `units.HumanSizeWithPrecision(size, 3)`: "1.5MB", "742kB", "0B".
+pub(crate) fn human_size(n: i64) -> String {
+    let mut v = n.max(0) as f64;
+    let mut unit = 0;
+    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
+    while v >= 1000.0 && unit < units.len() - 1 {
+        v /= 1000.0;
+        unit += 1;
+    }
+    // Go's `%.3g`: three significant digits, trailing zeros dropped.
+    let decimals = if v >= 100.0 {
+        0
+    } else if v >= 10.0 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        s
+    };
+    format!("{s}{}", units[unit])
+}
+
+/// The column headers of `ps --format table`, field by field, as Docker's.
+const PS_HEADERS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Size", "SIZE"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+    ("LocalVolumes", "LOCAL VOLUMES"),
+];
+
+/// One container as `ps --format` sees it (the fields of Docker's ps formatter).
+fn ps_item(x: &docker::ContainerSummary, trunc: bool) -> serde_json::Value {
+    let id = x.id.clone().unwrap_or_default();
+    let mut cmd = x.command.clone().unwrap_or_default();
+    if trunc && cmd.chars().count() > 20 {
+        cmd = cmd.chars().take(19).collect::<String>() + "…";
+    }
+    let mut labels: Vec<String> = x
+        .labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    labels.sort();
+    let names: Vec<&str> = x
+        .names
+        .iter()
+        .flatten()
+        .map(|n| n.trim_start_matches('/'))
+        .collect();
+    let size = match (x.size_rw, x.size_root_fs) {
+        (Some(rw), Some(root)) => format!("{} (virtual {})", human_size(rw), human_size(root)),
+        (Some(rw), None) => human_size(rw),
+        _ => "0B".into(),
+    };
+    let networks: Vec<String> = x
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .map(|n| {
+            let mut v: Vec<String> = n.keys().cloned().collect();
+            v.sort();
+            v
+        })
+        .unwrap_or_default();
+    let created = x.created.unwrap_or_default();
+    serde_json::json!({
+        "ID": if trunc { id.chars().take(12).collect() } else { id },
+        "Image": x.image.clone().unwrap_or_default(),
+        "Command": format!("\"{cmd}\""),
+        "CreatedAt": go_time(created),
+        "RunningFor": format!("{} ago", berth_api::human_duration(since(created))),
+        "Ports": "",
+        "State": x.state.clone().unwrap_or_default(),
+        "Status": x.status.clone().unwrap_or_default(),
+        "Size": size,
+        "Names": names.join(","),
+        "Labels": labels.join(","),
+        "Mounts": "",
+        "Networks": networks.join(","),
+        "LocalVolumes": "0",
+    })
+}
+
+/// `ps`, with Docker's flags: `-a`, `-q`, `--filter`, `--format`, `-n`, `-l`,
+/// `--no-trunc`, `-s`.
+pub(crate) async fn ps(c: &Conn, o: PsOpts) -> Result<u8, Fail> {
+    let format = Format::parse(o.format.as_deref())?;
+    let limit = if o.latest { 1 } else { o.last };
+    let all = o.all || limit > 0;
+    let mut q = format!("/containers/json?all={}", u8::from(all));
+    if limit > 0 {
+        q.push_str(&format!("&limit={limit}"));
+    }
+    if o.size {
+        q.push_str("&size=1");
+    }
+    q.push_str(&filters_query(&o.filter)?);
+    let list: Vec<docker::ContainerSummary> = c.call("GET", &q, None).await?;
+    let items: Vec<serde_json::Value> = list.iter().map(|x| ps_item(x, !o.no_trunc)).collect();
+    if o.quiet {
+        for i in &items {
+            println!("{}", i["ID"].as_str().unwrap_or_default());
         }
         return Ok(0);
     }
-    let mut rows = vec![["CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"]
-        .map(String::from)
-        .to_vec()];
-    for x in list {
-        let mut cmd = x.command.clone().unwrap_or_default();
-        if cmd.len() > 20 {
-            cmd.truncate(19);
-            cmd.push('…');
+    if !format.is_default() {
+        format.print(&items, PS_HEADERS)?;
+        return Ok(0);
+    }
+    let mut head = vec![
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ];
+    if o.size {
+        head.push("SIZE");
+    }
+    let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
+    for i in &items {
+        let f = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
+        let mut row = vec![
+            f("ID"),
+            f("Image"),
+            f("Command"),
+            f("RunningFor"),
+            f("Status"),
+            f("Ports"),
+            f("Names"),
+        ];
+        if o.size {
+            row.push(f("Size"));
         }
-        rows.push(vec![
-            short(&x.id),
-            x.image.clone().unwrap_or_default(),
-            format!("\"{cmd}\""),
-            x.status.clone().unwrap_or_default(),
-            x.names
-                .as_ref()
-                .and_then(|n| n.first())
-                .map(|n| n.trim_start_matches('/').to_owned())
-                .unwrap_or_default(),
-        ]);
+        rows.push(row);
     }
     table(rows);
     Ok(0)
@@ -728,22 +1015,59 @@ pub(crate) async fn ps(c: &Conn, all: bool, quiet: bool) -> Result<u8, Fail> {
 /// `inspect`: containers first, then images; the first unknown name fails. The objects
 /// are printed as the daemon sent them, field for field (as `docker inspect` does), so
 /// they are kept as JSON values, not read into a model that could drop a field.
-pub(crate) async fn inspect(c: &Conn, names: Vec<String>) -> Result<u8, Fail> {
+pub(crate) async fn inspect(c: &Conn, o: InspectOpts) -> Result<u8, Fail> {
+    let format = Format::parse(o.format.as_deref())?;
+    if matches!(format, Format::Table(_)) {
+        return Err(Fail(
+            "Error: inspect does not take a \"table\" format".into(),
+            125,
+        ));
+    }
+    let kinds: &[&str] = match o.typ.as_deref() {
+        None => &["container", "image"],
+        Some("container") => &["container"],
+        Some("image") => &["image"],
+        Some(t) => {
+            return Err(Fail(
+                format!("Error: \"{t}\" is not a valid value for --type"),
+                125,
+            ))
+        }
+    };
     let mut out: Vec<serde_json::Value> = Vec::new();
-    for n in &names {
-        match c.call("GET", &format!("/containers/{n}/json"), None).await {
-            Ok(v) => out.push(v),
-            Err(_) => match c.call("GET", &format!("/images/{n}/json"), None).await {
-                Ok(v) => out.push(v),
-                Err(_) => {
-                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-                    return Err(Fail(format!("Error: No such object: {n}"), 1));
-                }
-            },
+    let mut missing = None;
+    for n in &o.names {
+        let mut found = None;
+        for k in kinds {
+            let path = match *k {
+                "container" => format!("/containers/{n}/json?size={}", u8::from(o.size)),
+                _ => format!("/images/{n}/json"),
+            };
+            if let Ok(v) = c.call::<serde_json::Value>("GET", &path, None).await {
+                found = Some(v);
+                break;
+            }
+        }
+        match found {
+            Some(v) => out.push(v),
+            None => {
+                missing = Some(match o.typ.as_deref() {
+                    Some(t) => format!("Error: No such {t}: {n}"),
+                    None => format!("Error: No such object: {n}"),
+                });
+                break;
+            }
         }
     }
-    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(0)
+    if format.is_default() {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    } else {
+        format.print(&out, &[])?;
+    }
+    match missing {
+        Some(m) => Err(Fail(m, 1)),
+        None => Ok(0),
+    }
 }
 
 /// `wait`: prints each container's exit code.

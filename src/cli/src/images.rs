@@ -86,55 +86,168 @@ pub(crate) async fn pull(c: &Conn, image: &str) -> Result<(), Fail> {
         // The daemon names the problem.
         Err(_) => (image.to_owned(), "latest".to_owned()),
     };
+    let auth: Vec<(&str, String)> = crate::login::registry_auth(image)
+        .map(|a| ("X-Registry-Auth", a))
+        .into_iter()
+        .collect();
     let r = c
-        .send(
+        .send_with(
             "POST",
             &format!("/images/create?fromImage={}&tag={}", enc(&name), enc(&tag)),
             None,
             None,
             false,
+            &auth,
         )
         .await?;
     progress(r).await
 }
 
-/// `images`.
-pub(crate) async fn images(c: &Conn, quiet: bool) -> Result<u8, Fail> {
-    let list: Vec<docker::ImageSummary> = c.call("GET", "/images/json", None).await?;
-    let mut rows = vec![["REPOSITORY", "TAG", "IMAGE ID", "SIZE"]
-        .map(String::from)
-        .to_vec()];
-    for x in list {
-        let id =
-            x.id.trim_start_matches("sha256:")
-                .get(..12)
+// The flags of `images`.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct ImagesOpts {
+    /// Show all images (berth keeps no intermediate images: the same as without).
+    #[arg(short = 'a', long)]
+    all: bool,
+    /// Only show image IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Filter output based on conditions provided (reference, dangling, label, before, since).
+    #[arg(short = 'f', long = "filter")]
+    filter: Vec<String>,
+    /// Format output using a Go template, "table", "table TEMPLATE" or "json".
+    #[arg(long)]
+    format: Option<String>,
+    /// Don't truncate output.
+    #[arg(long = "no-trunc")]
+    no_trunc: bool,
+    /// Show digests.
+    #[arg(long)]
+    digests: bool,
+    /// Only images of this repository (and tag).
+    reference: Option<String>,
+}
+
+/// The column headers of `images --format table`, field by field, as Docker's.
+const IMAGE_HEADERS: &[(&str, &str)] = &[
+    ("ID", "IMAGE ID"),
+    ("Repository", "REPOSITORY"),
+    ("Tag", "TAG"),
+    ("Digest", "DIGEST"),
+    ("CreatedSince", "CREATED"),
+    ("CreatedAt", "CREATED AT"),
+    ("Size", "SIZE"),
+    ("SharedSize", "SHARED SIZE"),
+    ("UniqueSize", "UNIQUE SIZE"),
+    ("VirtualSize", "VIRTUAL SIZE"),
+    ("Containers", "CONTAINERS"),
+];
+
+/// The rows of one image as `images --format` sees them (one a tag, as Docker's).
+fn image_items(x: &docker::ImageSummary, trunc: bool) -> Vec<serde_json::Value> {
+    let id = if trunc {
+        x.id.trim_start_matches("sha256:")
+            .chars()
+            .take(12)
+            .collect()
+    } else {
+        x.id.clone()
+    };
+    let digest_of = |repo: &str| {
+        x.repo_digests
+            .iter()
+            .find_map(|d| {
+                d.split_once('@')
+                    .filter(|(r, _)| *r == repo)
+                    .map(|(_, d)| d.to_owned())
+            })
+            .unwrap_or_else(|| "<none>".into())
+    };
+    let mut tags: Vec<(String, String)> = x
+        .repo_tags
+        .iter()
+        .map(|t| {
+            // The tag is after the last colon that is not part of a registry's port.
+            match t.rsplit_once(':').filter(|(_, tag)| !tag.contains('/')) {
+                Some((r, tag)) => (r.to_owned(), tag.to_owned()),
+                None => (t.clone(), "<none>".into()),
+            }
+        })
+        .collect();
+    if tags.is_empty() {
+        tags.push(("<none>".into(), "<none>".into()));
+    }
+    let size = crate::containers::human_size(x.size);
+    tags.into_iter()
+        .map(|(repo, tag)| {
+            serde_json::json!({
+                "ID": id,
+                "Digest": digest_of(&repo),
+                "Repository": repo,
+                "Tag": tag,
+                "CreatedSince": format!("{} ago", berth_api::human_duration(crate::containers::since(x.created))),
+                "CreatedAt": crate::containers::go_time(x.created),
+                "Size": size,
+                "SharedSize": "N/A",
+                "UniqueSize": "N/A",
+                "VirtualSize": size,
+                "Containers": "N/A",
+            })
+        })
+        .collect()
+}
+
+/// `images`, with Docker's flags: `-a`, `-q`, `--filter`, `--format`, `--no-trunc`,
+/// `--digests` and a `REPOSITORY[:TAG]` to list only those.
+pub(crate) async fn images(c: &Conn, o: ImagesOpts) -> Result<u8, Fail> {
+    let format = crate::format::Format::parse(o.format.as_deref())?;
+    let mut filters = o.filter.clone();
+    if let Some(r) = &o.reference {
+        filters.push(format!("reference={r}"));
+    }
+    let q = format!(
+        "/images/json?all={}{}",
+        u8::from(o.all),
+        crate::containers::filters_query(&filters)?
+    );
+    let list: Vec<docker::ImageSummary> = c.call("GET", &q, None).await?;
+    if o.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for x in &list {
+            let id = image_items(x, !o.no_trunc)[0]["ID"]
+                .as_str()
                 .unwrap_or_default()
                 .to_owned();
-        if quiet {
-            println!("{id}");
-            continue;
+            if seen.insert(id.clone()) {
+                println!("{id}");
+            }
         }
-        let size = format!("{:.1}MB", x.size as f64 / 1e6);
-        let tags = x.repo_tags;
-        if tags.is_empty() {
-            rows.push(vec![
-                "<none>".into(),
-                "<none>".into(),
-                id.clone(),
-                size.clone(),
-            ]);
-        }
-        for t in tags {
-            let (r, tag) = t
-                .rsplit_once(':')
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .unwrap_or((t.clone(), String::new()));
-            rows.push(vec![r, tag, id.clone(), size.clone()]);
-        }
+        return Ok(0);
     }
-    if !quiet {
-        table(rows);
+    let items: Vec<serde_json::Value> = list
+        .iter()
+        .flat_map(|x| image_items(x, !o.no_trunc))
+        .collect();
+    if !format.is_default() {
+        format.print(&items, IMAGE_HEADERS)?;
+        return Ok(0);
     }
+    let mut head = vec!["REPOSITORY", "TAG"];
+    if o.digests {
+        head.push("DIGEST");
+    }
+    head.extend(["IMAGE ID", "CREATED", "SIZE"]);
+    let mut rows = vec![head.into_iter().map(String::from).collect::<Vec<_>>()];
+    for i in &items {
+        let f = |k: &str| i[k].as_str().unwrap_or_default().to_owned();
+        let mut row = vec![f("Repository"), f("Tag")];
+        if o.digests {
+            row.push(f("Digest"));
+        }
+        row.extend([f("ID"), f("CreatedSince"), f("Size")]);
+        rows.push(row);
+    }
+    table(rows);
     Ok(0)
 }
 
@@ -159,13 +272,18 @@ fn repo_and_tag(name: &str) -> (String, String) {
 pub(crate) async fn push(c: &Conn, image: String) -> Result<u8, Fail> {
     let (name, tag) = repo_and_tag(&image);
     let tag = if tag.is_empty() { "latest".into() } else { tag };
+    let auth: Vec<(&str, String)> = crate::login::registry_auth(&image)
+        .map(|a| ("X-Registry-Auth", a))
+        .into_iter()
+        .collect();
     let r = c
-        .send(
+        .send_with(
             "POST",
             &format!("/images/{name}/push?tag={}", enc(&tag)),
             None,
             None,
             false,
+            &auth,
         )
         .await?;
     progress(r).await.map(|_| 0)

@@ -6,9 +6,12 @@
 mod client;
 mod containers;
 mod exec;
+mod format;
 mod images;
+mod login;
 mod logs;
 mod output;
+mod runflags;
 mod stream;
 mod system;
 
@@ -59,8 +62,17 @@ enum Cmd {
     },
     /// Stop running containers.
     Stop {
-        #[arg(short = 't', long = "time")]
+        /// Seconds to wait before killing the container.
+        #[arg(
+            short = 't',
+            long = "timeout",
+            visible_alias = "time",
+            allow_hyphen_values = true
+        )]
         time: Option<i64>,
+        /// Signal to send to the container.
+        #[arg(short = 's', long)]
+        signal: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -73,6 +85,17 @@ enum Cmd {
     },
     /// Restart containers.
     Restart {
+        /// Seconds to wait before killing the container.
+        #[arg(
+            short = 't',
+            long = "timeout",
+            visible_alias = "time",
+            allow_hyphen_values = true
+        )]
+        time: Option<i64>,
+        /// Signal to send to the container.
+        #[arg(short = 's', long)]
+        signal: Option<String>,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -96,12 +119,7 @@ enum Cmd {
         containers: Vec<String>,
     },
     /// List containers.
-    Ps {
-        #[arg(short = 'a', long)]
-        all: bool,
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
+    Ps(containers::PsOpts),
     /// Fetch a container's logs.
     Logs {
         #[arg(short = 'f', long)]
@@ -119,10 +137,7 @@ enum Cmd {
     /// Attach to a running container.
     Attach { container: String },
     /// Low-level information on containers or images.
-    Inspect {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
+    Inspect(containers::InspectOpts),
     /// Block until containers stop, then print their exit codes.
     Wait {
         #[arg(required = true)]
@@ -141,10 +156,7 @@ enum Cmd {
         repository: Option<String>,
     },
     /// List images.
-    Images {
-        #[arg(short = 'q', long)]
-        quiet: bool,
-    },
+    Images(images::ImagesOpts),
     /// Download an image from a registry.
     Pull { image: String },
     /// Upload an image to a registry.
@@ -179,6 +191,10 @@ enum Cmd {
         file: String,
         reference: Option<String>,
     },
+    /// Log in to a registry.
+    Login(login::LoginOpts),
+    /// Log out from a registry.
+    Logout { server: Option<String> },
     /// Display system-wide information.
     Info,
     /// Show the client and daemon versions.
@@ -205,14 +221,22 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Run { detach, opts } => containers::run(c, opts, detach).await,
         Cmd::Create { opts } => containers::create(c, opts).await,
         Cmd::Start { attach, containers } => containers::start(c, attach, containers).await,
-        Cmd::Stop { time, containers } => containers::stop(c, time, containers).await,
+        Cmd::Stop {
+            time,
+            signal,
+            containers,
+        } => containers::stop(c, "stop", time, signal, containers).await,
         Cmd::Kill { signal, containers } => containers::kill(c, signal, containers).await,
-        Cmd::Restart { containers } => containers::restart(c, containers).await,
+        Cmd::Restart {
+            time,
+            signal,
+            containers,
+        } => containers::stop(c, "restart", time, signal, containers).await,
         Cmd::Pause { containers } => containers::pause(c, "pause", containers).await,
         Cmd::Unpause { containers } => containers::pause(c, "unpause", containers).await,
         Cmd::Update(o) => containers::update(c, o).await,
         Cmd::Rm { force, containers } => containers::rm(c, force, containers).await,
-        Cmd::Ps { all, quiet } => containers::ps(c, all, quiet).await,
+        Cmd::Ps(o) => containers::ps(c, o).await,
         Cmd::Logs {
             follow,
             timestamps,
@@ -222,7 +246,7 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         } => logs::logs(c, follow, timestamps, tail, since, container).await,
         Cmd::Exec(o) => exec::exec(c, o).await,
         Cmd::Attach { container } => exec::attach(c, container).await,
-        Cmd::Inspect { names } => containers::inspect(c, names).await,
+        Cmd::Inspect(o) => containers::inspect(c, o).await,
         Cmd::Wait { containers } => containers::wait(c, containers).await,
         Cmd::Top { container } => containers::top(c, container).await,
         Cmd::Stats { containers } => containers::stats(c, containers).await,
@@ -230,7 +254,9 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             container,
             repository,
         } => containers::commit(c, container, repository).await,
-        Cmd::Images { quiet } => images::images(c, quiet).await,
+        Cmd::Images(o) => images::images(c, o).await,
+        Cmd::Login(o) => login::login(c, o).await,
+        Cmd::Logout { server } => login::logout(server),
         Cmd::Pull { image } => images::pull(c, &image).await.map(|_| 0),
         Cmd::Push { image } => images::push(c, image).await,
         Cmd::Tag { source, target } => images::tag(c, source, target).await,

@@ -11,6 +11,18 @@ pub(crate) struct RawTerm(Option<libc::termios>);
 
 impl RawTerm {
     pub(crate) fn new(on: bool) -> RawTerm {
+        RawTerm::set(on, |t| {
+            // SAFETY: cfmakeraw edits the struct in place.
+            unsafe { libc::cfmakeraw(t) }
+        })
+    }
+
+    /// The terminal without echo (a password prompt) while it lives.
+    pub(crate) fn no_echo() -> RawTerm {
+        RawTerm::set(true, |t| t.c_lflag &= !libc::ECHO)
+    }
+
+    fn set(on: bool, change: impl FnOnce(&mut libc::termios)) -> RawTerm {
         if !on || !std::io::stdin().is_terminal() {
             return RawTerm(None);
         }
@@ -21,8 +33,7 @@ impl RawTerm {
             return RawTerm(None);
         }
         let old = t;
-        // SAFETY: cfmakeraw edits the struct in place.
-        unsafe { libc::cfmakeraw(&mut t) };
+        change(&mut t);
         // SAFETY: applies a valid termios to fd 0.
         unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
         RawTerm(Some(old))

@@ -165,14 +165,7 @@ pub fn status_line(r: &Record, health: Option<&docker::Health>) -> String {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        let s = (now - unix_of(t)).max(0);
-        match s {
-            0..=1 => "Less than a second".to_owned(),
-            2..=59 => format!("{s} seconds"),
-            60..=119 => "About a minute".to_owned(),
-            120..=3599 => format!("{} minutes", s / 60),
-            _ => format!("{} hours", s / 3600),
-        }
+        berth_api::human_duration(now - unix_of(t))
     };
     match r.state.status() {
         "running" if r.paused => format!("Up {} (Paused)", ago(r.state.started_at())),

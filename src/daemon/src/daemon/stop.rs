@@ -129,8 +129,13 @@ impl Daemon {
     }
 
     /// Stops (if running) and starts again.
-    pub async fn restart(self: &Arc<Self>, c: Arc<Ctr>, timeout: Option<i64>) -> Result<()> {
-        match self.stop(c.clone(), timeout, None).await {
+    pub async fn restart(
+        self: &Arc<Self>,
+        c: Arc<Ctr>,
+        timeout: Option<i64>,
+        signal: Option<&str>,
+    ) -> Result<()> {
+        match self.stop(c.clone(), timeout, signal).await {
             Ok(()) | Err(Error::NotModified) => {}
             Err(e) => return Err(e),
         }

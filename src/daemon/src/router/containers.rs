@@ -48,7 +48,7 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
         (&Method::POST, [id, "restart"]) => match (find(id), q.int("t")) {
-            (Ok(c), Ok(t)) => done(d.restart(c, t).await),
+            (Ok(c), Ok(t)) => done(d.restart(c, t, q.get("signal")).await),
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
         (&Method::POST, [id, "kill"]) => match find(id) {
