@@ -317,6 +317,16 @@ fn detached_containers_logs_follow_exec_inspect_and_stop() {
         "bb:committed",
     ]);
     assert!(img.trim().starts_with("sha256:"), "{img}");
+    // Its Parent is the image the container ran, as a committed image's is in Docker.
+    let base = b.ok(&["image", "inspect", "-f", "{{.Id}}", "bb:1"]);
+    assert_eq!(
+        b.ok(&["image", "inspect", "-f", "{{.Parent}}", "bb:committed"]),
+        base
+    );
+    assert_eq!(
+        b.ok(&["image", "inspect", "-f", "{{.Parent}}", "bb:1"]),
+        "\n"
+    );
     assert_eq!(b.ok(&["run", "--rm", "bb:committed"]), "by web\n");
     assert_eq!(
         b.docker(&["run", "--rm", "bb:committed", "cat", "/not-executable"])
@@ -1433,6 +1443,9 @@ fn events_replay_history_and_apply_filters() {
     b.ok(&["run", "--name", "ev1", "--label", "tier=a", "bb:1", "true"]);
     b.ok(&["rm", "ev1"]);
     b.ok(&["run", "--rm", "--name", "ev2", "bb:1", "true"]);
+    b.ok(&["run", "-d", "--name", "ev3", "bb:1", "sleep", "60"]);
+    assert_eq!(b.docker(&["exec", "ev3", "sh", "-c", "exit 3"]).status, 3);
+    b.ok(&["rm", "-f", "ev3"]);
     let t1 = unix_now();
     let events = |extra: &[&str]| -> Vec<String> {
         let mut a = vec![
@@ -1455,11 +1468,49 @@ fn events_replay_history_and_apply_filters() {
         .collect();
     assert_eq!(
         ev1,
-        ["create ev1", "start ev1", "die ev1", "destroy ev1"],
+        [
+            "create ev1",
+            "attach ev1",
+            "start ev1",
+            "die ev1",
+            "destroy ev1"
+        ],
         "{all:?}"
     );
+    // Execs: created, started and dead, with the exec's ID and exit code, as dockerd
+    // reports them (`event=exec_die` matches the action's name).
+    let ev3: Vec<&str> = all
+        .iter()
+        .filter(|l| l.starts_with("exec_") && l.ends_with(" ev3"))
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        ev3,
+        [
+            "exec_create: sh -c exit 3 ev3",
+            "exec_start: sh -c exit 3 ev3",
+            "exec_die ev3"
+        ],
+        "{all:?}"
+    );
+    let code = b.ok(&[
+        "events",
+        "--since",
+        &t0,
+        "--until",
+        &t1,
+        "--filter",
+        "event=exec_die",
+        "--format",
+        "{{.Actor.Attributes.exitCode}} {{.Actor.Attributes.execID}}",
+    ]);
+    let (code, exec_id) = code.trim().split_once(' ').unwrap_or_default();
+    assert_eq!((code, exec_id.len()), ("3", 64));
     assert!(all.contains(&"die ev2".to_owned()), "{all:?}");
-    assert_eq!(events(&["--filter", "event=die"]), ["die ev1", "die ev2"]);
+    assert_eq!(
+        events(&["--filter", "event=die"]),
+        ["die ev1", "die ev2", "die ev3"]
+    );
     assert_eq!(
         events(&["--filter", "label=tier=a", "--filter", "event=start"]),
         ["start ev1"]

@@ -559,6 +559,7 @@ fn stage_and_commit(
         repo_digests: vec![],
         size: 0,
         added: 0,
+        parent: None,
     };
     store.rootfs(&staged)?;
     let tags: Vec<Reference> = tag.into_iter().collect();
@@ -798,7 +799,9 @@ pub fn commit(
         pcfg.set_history(Some(history));
         let mut layers = pmanifest.layers().clone();
         layers.push(media::descriptor(media::OCI_LAYER, &layer, size));
-        new_image(store, &mut st, &pcfg, layers, tag)
+        let mut rec = new_image(store, &mut st, &pcfg, layers, tag)?;
+        rec.parent = Some(parent.id.clone());
+        Ok(store.put_record(rec)?)
     })();
     finish(store, &st, result)
 }

@@ -100,6 +100,10 @@ pub struct ImageRecord {
     pub size: u64,
     /// When it entered this store (seconds since the epoch).
     pub added: u64,
+    /// The image `commit` built it on (Docker's `Parent`); none for pulled, loaded and
+    /// imported images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Digest>,
 }
 
 /// A held lock on the store; released when dropped.
@@ -341,6 +345,7 @@ impl ImageStore {
             all.extend(rec.repo_digests);
             rec.repo_digests = all.into_iter().collect();
             rec.added = old.added;
+            rec.parent = rec.parent.or(old.parent);
         }
         let p = self.record_path(&rec.id);
         write_atomic(&p, &serde_json::to_vec_pretty(&rec).unwrap_or_default())?;
@@ -712,6 +717,7 @@ impl ImageStore {
             repo_digests: repo_digest.into_iter().collect(),
             size: m.layers().iter().map(|l| l.size()).sum(),
             added: now(),
+            parent: None,
         })?;
         for t in tags {
             self.tag(t, &rec.id)?;

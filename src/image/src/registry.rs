@@ -478,6 +478,7 @@ async fn pull_inner(
         repo_digests: vec![],
         size: 0,
         added: 0,
+        parent: None,
     };
     if pull_opts.unpack {
         for l in manifest.layers() {

@@ -91,10 +91,17 @@ impl Daemon {
             pid: 0,
             detach_keys,
         };
+        let what = format!("exec_create: {}", e.cmd.join(" "));
         self.execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.clone(), e);
+        self.event(
+            "container",
+            &what,
+            &rec.id,
+            &[("name", rec.name.clone()), ("execID", id.clone())],
+        );
         Ok(id)
     }
 
@@ -128,6 +135,12 @@ impl Daemon {
             x.running = true;
             x.pid = i64::from(pid);
         });
+        self.event(
+            "container",
+            &format!("exec_start: {}", e.cmd.join(" ")),
+            &rec.id,
+            &[("name", rec.name.clone()), ("execID", e.id.clone())],
+        );
         Ok(pid)
     }
 
@@ -175,14 +188,26 @@ impl Daemon {
 
     /// Waits (blocking) for an exec to exit and records its status.
     pub fn exec_wait(&self, e: &ExecRec) {
-        let code = self
-            .find(&e.container)
-            .and_then(|c| self.agent(&c.record()).wait(Some(e.id.clone())))
+        let c = self.find(&e.container).ok();
+        let code = c
+            .as_ref()
+            .and_then(|c| self.agent(&c.record()).wait(Some(e.id.clone())).ok())
             .unwrap_or(255);
         self.exec_update(&e.id, |x| {
             x.running = false;
             x.exit_code = Some(code);
         });
+        let name = c.map(|c| c.record().name).unwrap_or_default();
+        self.event(
+            "container",
+            "exec_die",
+            &e.container,
+            &[
+                ("name", name),
+                ("execID", e.id.clone()),
+                ("exitCode", code.to_string()),
+            ],
+        );
     }
 }
 

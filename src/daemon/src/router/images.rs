@@ -106,7 +106,7 @@ pub(crate) fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummar
         .collect();
     Ok(docker::ImageSummary {
         id: r.id.to_string(),
-        parent_id: String::new(),
+        parent_id: r.parent.as_ref().map(|p| p.to_string()).unwrap_or_default(),
         repo_tags: d.images.tags_of(&r.id)?,
         repo_digests,
         created: cfg.created().as_deref().map(unix_of).unwrap_or(0),
@@ -216,7 +216,7 @@ fn inspect(d: &Daemon, name: &str) -> Result<Resp, ApiError> {
             id: Some(s.id),
             repo_tags: Some(s.repo_tags),
             repo_digests: Some(s.repo_digests),
-            parent: Some(String::new()),
+            parent: Some(s.parent_id.clone()),
             comment: cfg
                 .history()
                 .as_ref()

@@ -260,6 +260,12 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
     let log_path = d.log_path(&rec.id);
     let (log_out, log_err) = (want.stdout, want.stderr);
     if with_logs && !stream {
+        d.event(
+            "container",
+            "attach",
+            &rec.id,
+            &[("name", rec.name.clone())],
+        );
         let on_up = hyper::upgrade::on(&mut req);
         let resp = upgraded_resp(rec.tty);
         tokio::spawn(async move {
@@ -292,6 +298,12 @@ pub fn attach(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, mut req: Request<Incoming
             ))
         }
     };
+    d.event(
+        "container",
+        "attach",
+        &rec.id,
+        &[("name", rec.name.clone())],
+    );
     let on_up = hyper::upgrade::on(&mut req);
     let d = d.clone();
     let resp = upgraded_resp(rec.tty);
