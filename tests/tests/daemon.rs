@@ -1187,6 +1187,33 @@ fn exec_output_from_the_first_byte_and_dockers_126_127() {
         }
     }
     assert_eq!(lost, 0, "exec output lost in {lost} of 100 tries");
+    // Two starts of one exec at once: one starts it, the other gets dockerd's 409.
+    for _ in 0..10 {
+        let (st, body) = raw_json(
+            &b.sock,
+            "POST",
+            &format!("/v1.44/containers/{id}/exec"),
+            r#"{"Cmd":["sleep","1"]}"#,
+        );
+        assert_eq!(st, 201, "{body}");
+        let exec = body.split('"').nth(3).unwrap().to_owned();
+        let starts: Vec<_> = (0..2)
+            .map(|_| {
+                let (sock, exec) = (b.sock.clone(), exec.clone());
+                std::thread::spawn(move || {
+                    raw_json(
+                        &sock,
+                        "POST",
+                        &format!("/v1.44/exec/{exec}/start"),
+                        r#"{"Detach":true}"#,
+                    )
+                })
+            })
+            .collect();
+        let mut got: Vec<u16> = starts.into_iter().map(|t| t.join().unwrap().0).collect();
+        got.sort();
+        assert_eq!(got, [200, 409]);
+    }
     // A command that can't start: the 101, the error in the stream, and 127 or 126 as the
     // exit code (the docker CLI exits with it).
     let f = b.docker(&["exec", &id, "no-such-command"]);
@@ -2563,7 +2590,11 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
     );
     assert_eq!(ok(&["ps", "-l", "--format", "{{.Names}}"]), "two\n");
     assert_eq!(berth(&["ps", "--filter", "bogus"]).status, 125);
-    assert_eq!(berth(&["ps", "--format", "{{.Names"]).status, 125);
+    // Template errors exit 1, as the docker CLI's; a field the formatter lacks is one.
+    assert_eq!(berth(&["ps", "--format", "{{.Names"]).status, 1);
+    let f = berth(&["ps", "-a", "--format", "{{.Nope}}"]);
+    assert_eq!(f.status, 1);
+    assert!(f.stderr.contains("Nope"), "{}", f.stderr);
     // inspect -f reads the inspect document; images take formats and references.
     assert_eq!(
         ok(&[
@@ -2590,7 +2621,12 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
         1,
         "only the header"
     );
-    // stop -s/--timeout: the signal is sent, and after the timeout the container is killed.
+    // stop --timeout: the stop signal (--stop-signal, which PID 1 here has no handler
+    // for) is sent, and after the timeout the container is killed.
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.Config.StopSignal}}", "two"]),
+        "SIGUSR1\n"
+    );
     let t0 = Instant::now();
     ok(&["stop", "--timeout", "1", "two"]);
     assert!(t0.elapsed() < Duration::from_secs(8));
@@ -2605,6 +2641,28 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
         "running\n"
     );
     ok(&["rm", "-f", "two"]);
+    // stop -s: this signal, not the stop signal, and the workload's handler runs.
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "three",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'exit 7' USR2; sleep 100 & wait",
+    ]);
+    let t0 = Instant::now();
+    ok(&["stop", "-s", "USR2", "--timeout", "30", "three"]);
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the handler ended it"
+    );
+    assert_eq!(
+        ok(&["inspect", "-f", "{{.State.ExitCode}}", "three"]),
+        "7\n"
+    );
+    ok(&["rm", "three"]);
     // --mount type=tmpfs is applied; what berth has not built is refused by name.
     let out = ok(&[
         "run",
@@ -2644,7 +2702,7 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
     // does; push sends them.
     let reg = Registry::start(Auth::Basic("bob".into(), "hunter2".into())).unwrap();
     let f = berth(&["login", "-u", "bob", "-p", "wrong", &reg.host]);
-    assert_ne!(f.status, 0);
+    assert_eq!(f.status, 1);
     assert!(f.stderr.contains("unauthorized"), "{}", f.stderr);
     assert!(!config.join("config.json").exists());
     let f: Finished = Command::new("sh")
@@ -2680,6 +2738,13 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
         0,
         "a push without credentials went through"
     );
+    // A credential helper in the config is refused by name, never bypassed quietly.
+    let mut with_helper = saved.clone();
+    with_helper["credsStore"] = "desktop".into();
+    std::fs::write(config.join("config.json"), with_helper.to_string()).unwrap();
+    let f = berth(&["login", "-u", "bob", "-p", "hunter2", &reg.host]);
+    assert_eq!(f.status, 1);
+    assert!(f.stderr.contains("credsStore"), "{}", f.stderr);
 }
 
 #[test]

@@ -938,7 +938,8 @@ fn ps_item(x: &docker::ContainerSummary, trunc: bool) -> serde_json::Value {
     serde_json::json!({
         "ID": if trunc { id.chars().take(12).collect() } else { id },
         "Image": x.image.clone().unwrap_or_default(),
-        "Command": format!("\"{cmd}\""),
+        // Quoted as Go's strconv.Quote does (JSON's escapes, for what a command holds).
+        "Command": serde_json::to_string(&cmd).unwrap_or_default(),
         "CreatedAt": go_time(created),
         "RunningFor": format!("{} ago", berth_api::human_duration(since(created))),
         "Ports": "",
@@ -970,13 +971,18 @@ pub(crate) async fn ps(c: &Conn, o: PsOpts) -> Result<u8, Fail> {
     let list: Vec<docker::ContainerSummary> = c.call("GET", &q, None).await?;
     let items: Vec<serde_json::Value> = list.iter().map(|x| ps_item(x, !o.no_trunc)).collect();
     if o.quiet {
+        if o.format.is_some() {
+            eprintln!(
+                "WARNING: Ignoring custom format, because both --format and --quiet are set."
+            );
+        }
         for i in &items {
             println!("{}", i["ID"].as_str().unwrap_or_default());
         }
         return Ok(0);
     }
     if !format.is_default() {
-        format.print(&items, PS_HEADERS)?;
+        format.print(&items, PS_HEADERS, true)?;
         return Ok(0);
     }
     let mut head = vec![
@@ -1017,10 +1023,10 @@ pub(crate) async fn ps(c: &Conn, o: PsOpts) -> Result<u8, Fail> {
 /// they are kept as JSON values, not read into a model that could drop a field.
 pub(crate) async fn inspect(c: &Conn, o: InspectOpts) -> Result<u8, Fail> {
     let format = Format::parse(o.format.as_deref())?;
-    if matches!(format, Format::Table(_)) {
+    if matches!(format, Format::Table(..)) {
         return Err(Fail(
             "Error: inspect does not take a \"table\" format".into(),
-            125,
+            1,
         ));
     }
     let kinds: &[&str] = match o.typ.as_deref() {
@@ -1030,7 +1036,7 @@ pub(crate) async fn inspect(c: &Conn, o: InspectOpts) -> Result<u8, Fail> {
         Some(t) => {
             return Err(Fail(
                 format!("Error: \"{t}\" is not a valid value for --type"),
-                125,
+                1,
             ))
         }
     };
@@ -1059,10 +1065,13 @@ pub(crate) async fn inspect(c: &Conn, o: InspectOpts) -> Result<u8, Fail> {
             }
         }
     }
-    if format.is_default() {
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    } else {
-        format.print(&out, &[])?;
+    match format {
+        Format::Default => {
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
+        }
+        // `--format json`: the objects as one JSON array.
+        Format::Json => println!("{}", serde_json::to_string(&out).unwrap_or_default()),
+        _ => format.print(&out, &[], false)?,
     }
     match missing {
         Some(m) => Err(Fail(m, 1)),

@@ -16,14 +16,52 @@ pub(crate) enum Format {
     Default,
     /// `json`: each item as one line of JSON.
     Json,
-    /// `table TEMPLATE`: the template's columns (tab-separated) aligned, under a header.
-    Table(Template),
+    /// `table TEMPLATE`: the template's columns (tab-separated) aligned, under a header
+    /// (the same template, rendered with Docker's header functions).
+    Table(Template, Template),
     /// `TEMPLATE`: the template, once an item.
     Raw(Template),
 }
 
+// A template error exits 1, as the docker CLI's do (125 is for its flag errors).
 fn bad(e: impl std::fmt::Display) -> Fail {
-    Fail(format!("template parsing error: {e}"), 125)
+    Fail(format!("template parsing error: {e}"), 1)
+}
+
+/// Docker's template functions.
+const FUNCS: [(&str, gtmpl::Func); 7] = [
+    ("json", json),
+    ("join", join),
+    ("split", split),
+    ("lower", lower),
+    ("upper", upper),
+    ("title", title),
+    ("truncate", truncate),
+];
+
+/// The same names for a table's header, as the docker CLI's `HeaderFunctions`: each
+/// gives back its first argument, the header text, untouched.
+const HEADER_FUNCS: [(&str, gtmpl::Func); 7] = [
+    ("json", first),
+    ("join", first),
+    ("split", first),
+    ("lower", first),
+    ("upper", first),
+    ("title", first),
+    ("truncate", first),
+];
+
+fn first(args: &[Value]) -> Result<Value, FuncError> {
+    args.first()
+        .cloned()
+        .ok_or_else(|| FuncError::AtLeastXArgs("a header function".into(), 1))
+}
+
+fn template(text: &str, funcs: &[(&str, gtmpl::Func)]) -> Result<Template, Fail> {
+    let mut t = Template::default();
+    t.add_funcs(funcs);
+    t.parse(text).map_err(bad)?;
+    Ok(t)
 }
 
 impl Format {
@@ -38,25 +76,16 @@ impl Format {
         if f == "table" {
             return Ok(Format::Default);
         }
-        let (is_table, text) = match f.strip_prefix("table ") {
-            Some(t) => (true, t),
+        // Docker's test is a prefix: `table{{.ID}}` is a table too.
+        let (is_table, text) = match f.strip_prefix("table") {
+            Some(t) => (true, t.trim_start()),
             None => (false, f),
         };
         // Docker reads `\t` and `\n` typed on the command line as tab and newline.
         let text = text.replace("\\t", "\t").replace("\\n", "\n");
-        let mut t = Template::default();
-        t.add_funcs(&[
-            ("json", json as gtmpl::Func),
-            ("join", join as gtmpl::Func),
-            ("split", split as gtmpl::Func),
-            ("lower", lower as gtmpl::Func),
-            ("upper", upper as gtmpl::Func),
-            ("title", title as gtmpl::Func),
-            ("truncate", truncate as gtmpl::Func),
-        ]);
-        t.parse(text).map_err(bad)?;
+        let t = template(&text, &FUNCS)?;
         Ok(if is_table {
-            Format::Table(t)
+            Format::Table(t, template(&text, &HEADER_FUNCS)?)
         } else {
             Format::Raw(t)
         })
@@ -68,8 +97,15 @@ impl Format {
     }
 
     /// Prints the items (JSON objects) as asked; `headers` names the column of each field
-    /// for a `table` header (a field it does not name gets an empty header, as Docker's).
-    pub(crate) fn print(&self, items: &[Json], headers: &[(&str, &str)]) -> Result<(), Fail> {
+    /// for a `table` header. With `strict`, the items are the fields of Docker's
+    /// formatters, and a field they lack is an error naming it (as Go's templates say of a
+    /// struct); otherwise (inspect documents, maps in Go) it prints `<no value>`.
+    pub(crate) fn print(
+        &self,
+        items: &[Json],
+        headers: &[(&str, &str)],
+        strict: bool,
+    ) -> Result<(), Fail> {
         match self {
             Format::Default => Ok(()),
             Format::Json => {
@@ -80,18 +116,18 @@ impl Format {
             }
             Format::Raw(t) => {
                 for i in items {
-                    println!("{}", render(t, i)?);
+                    println!("{}", render(t, i, strict)?);
                 }
                 Ok(())
             }
-            Format::Table(t) => {
+            Format::Table(t, header) => {
                 let head: serde_json::Map<String, Json> = headers
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), Json::String((*v).to_owned())))
                     .collect();
-                let mut rows = vec![split_row(&render_lenient(t, &Json::Object(head)))];
+                let mut rows = vec![split_row(&render_lenient(header, &Json::Object(head)))];
                 for i in items {
-                    rows.push(split_row(&render(t, i)?));
+                    rows.push(split_row(&render(t, i, strict)?));
                 }
                 table(rows);
                 Ok(())
@@ -104,10 +140,18 @@ fn split_row(s: &str) -> Vec<String> {
     s.split('\t').map(str::to_owned).collect()
 }
 
-/// Renders one item; a field the item lacks is an error naming it, as Go's templates say.
-pub(crate) fn render(t: &Template, item: &Json) -> Result<String, Fail> {
-    t.render(&Context::from(to_value(item)))
-        .map_err(|e| Fail(format!("template: {e}"), 125))
+/// Renders one item (see [`Format::print`] for `strict`).
+pub(crate) fn render(t: &Template, item: &Json, strict: bool) -> Result<String, Fail> {
+    let mut v = to_value(item);
+    if let (true, Value::Map(m)) = (strict, &v) {
+        v = Value::Object(m.clone());
+    }
+    t.render(&Context::from(v)).map_err(|e| {
+        // gtmpl's "no field X for <the whole item>": the field is what matters.
+        let e = e.to_string();
+        let e = e.split(" for ").next().unwrap_or(&e);
+        Fail(format!("template: executing: {e}"), 1)
+    })
 }
 
 /// The header row: rendered against the header names; a template the names can't satisfy
@@ -255,7 +299,7 @@ mod tests {
 
     fn raw(f: &str, item: Json) -> String {
         match Format::parse(Some(f)) {
-            Ok(Format::Raw(t)) => render(&t, &item).unwrap_or_else(|e| e.0),
+            Ok(Format::Raw(t)) => render(&t, &item, false).unwrap_or_else(|e| e.0),
             _ => panic!("{f} is not a plain template"),
         }
     }
@@ -286,9 +330,30 @@ mod tests {
         assert!(matches!(Format::parse(Some("json")), Ok(Format::Json)));
         assert!(matches!(
             Format::parse(Some("table {{.ID}}\\t{{.Names}}")),
-            Ok(Format::Table(_))
+            Ok(Format::Table(..))
+        ));
+        assert!(matches!(
+            Format::parse(Some("table{{.ID}}")),
+            Ok(Format::Table(..))
         ));
         let e = Format::parse(Some("{{.ID")).err().map(|e| e.1);
-        assert_eq!(e, Some(125));
+        assert_eq!(e, Some(1));
+        // A formatter's item has its fields and no others; an inspect document is a map.
+        let Ok(Format::Raw(t)) = Format::parse(Some("{{.Nope}}")) else {
+            panic!("not a plain template")
+        };
+        let item = json!({"ID": "x"});
+        assert!(render(&t, &item, true)
+            .err()
+            .is_some_and(|e| e.0.contains("Nope")));
+        assert_eq!(render(&t, &item, false).unwrap(), "<no value>");
+        // A table's header passes the functions' arguments through.
+        let Ok(Format::Table(_, h)) =
+            Format::parse(Some("table {{json .Labels}}\\t{{upper .Names}}"))
+        else {
+            panic!("not a table")
+        };
+        let head = json!({"Labels": "LABELS", "Names": "NAMES"});
+        assert_eq!(render_lenient(&h, &head), "LABELS\tNAMES");
     }
 }

@@ -212,6 +212,11 @@ pub(crate) async fn images(c: &Conn, o: ImagesOpts) -> Result<u8, Fail> {
     );
     let list: Vec<docker::ImageSummary> = c.call("GET", &q, None).await?;
     if o.quiet {
+        if o.format.is_some() {
+            eprintln!(
+                "WARNING: Ignoring custom format, because both --format and --quiet are set."
+            );
+        }
         let mut seen = std::collections::HashSet::new();
         for x in &list {
             let id = image_items(x, !o.no_trunc)[0]["ID"]
@@ -229,7 +234,7 @@ pub(crate) async fn images(c: &Conn, o: ImagesOpts) -> Result<u8, Fail> {
         .flat_map(|x| image_items(x, !o.no_trunc))
         .collect();
     if !format.is_default() {
-        format.print(&items, IMAGE_HEADERS)?;
+        format.print(&items, IMAGE_HEADERS, true)?;
         return Ok(0);
     }
     let mut head = vec!["REPOSITORY", "TAG"];

@@ -63,6 +63,8 @@ fn write_config(c: &serde_json::Map<String, serde_json::Value>) -> Result<(), Fa
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
     let tmp = p.with_extension("json.tmp");
+    // A fresh file, so that the mode below is the one it gets.
+    let _ = std::fs::remove_file(&tmp);
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -76,17 +78,36 @@ fn write_config(c: &serde_json::Map<String, serde_json::Value>) -> Result<(), Fa
     std::fs::rename(&tmp, &p).map_err(fail)
 }
 
-/// The key of a registry in `auths`: Docker Hub's URL for Hub, else the host.
+/// The key of a registry in `auths`: Docker Hub's URL for Hub, else its host (and port),
+/// as the docker CLI's `ConvertToHostname` makes it: scheme and path dropped.
 fn server_key(server: Option<&str>) -> String {
-    match server.map(|s| {
-        s.trim_start_matches("https://")
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-    }) {
+    let host = server
+        .map(|s| {
+            s.trim_start_matches("https://")
+                .trim_start_matches("http://")
+        })
+        .map(|s| s.split('/').next().unwrap_or_default());
+    match host {
         None | Some("" | "docker.io" | "index.docker.io" | "registry-1.docker.io") => HUB.into(),
-        Some(s) if s.starts_with("index.docker.io/v1") => HUB.into(),
-        Some(s) => s.to_owned(),
+        Some(h) => h.to_owned(),
     }
+}
+
+/// A credential helper the docker CLI would use for `key` (`credsStore`, or
+/// `credHelpers`' entry): berth keeps credentials in config.json only.
+fn helper_for(config: &serde_json::Map<String, serde_json::Value>, key: &str) -> Option<String> {
+    config
+        .get("credHelpers")
+        .and_then(|h| h.get(key))
+        .and_then(|v| v.as_str())
+        .map(|h| format!("credHelpers[{key:?}] = {h:?}"))
+        .or_else(|| {
+            config
+                .get("credsStore")
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(|h| format!("credsStore = {h:?}"))
+        })
 }
 
 /// The stored credentials for the registry of an image reference, as berthd's
@@ -99,7 +120,20 @@ pub(crate) fn registry_auth(image: &str) -> Option<String> {
         .unwrap_or_default();
     let key = server_key(Some(&host));
     let config = read_config().ok()?;
-    let auth = config.get("auths")?.get(&key)?.get("auth")?.as_str()?;
+    let Some(auth) = config
+        .get("auths")
+        .and_then(|a| a.get(&key))
+        .and_then(|a| a.get("auth"))
+        .and_then(|a| a.as_str())
+    else {
+        if let Some(h) = helper_for(&config, &key) {
+            eprintln!(
+                "WARNING: {} sets a credential helper ({h}), which berth does not run: no credentials sent for {key}",
+                config_path().display()
+            );
+        }
+        return None;
+    };
     let plain = base64::engine::general_purpose::STANDARD
         .decode(auth)
         .ok()?;
@@ -135,13 +169,23 @@ pub(crate) async fn login(c: &Conn, o: LoginOpts) -> Result<u8, Fail> {
     if o.password.is_some() && o.password_stdin {
         return Err(Fail(
             "--password and --password-stdin are mutually exclusive".into(),
-            125,
+            1,
         ));
     }
     if o.password_stdin && o.username.is_none() {
         return Err(Fail(
             "Must provide --username with --password-stdin".into(),
-            125,
+            1,
+        ));
+    }
+    let key = server_key(o.server.as_deref());
+    if let Some(h) = helper_for(&read_config()?, &key) {
+        return Err(Fail(
+            format!(
+                "Error: {} sets a credential helper ({h}); berth keeps credentials in config.json only and does not run helpers",
+                config_path().display()
+            ),
+            1,
         ));
     }
     let username = match o.username {
@@ -167,7 +211,6 @@ pub(crate) async fn login(c: &Conn, o: LoginOpts) -> Result<u8, Fail> {
     if username.is_empty() || password.is_empty() {
         return Err(Fail("Error: Username and password are required".into(), 1));
     }
-    let key = server_key(o.server.as_deref());
     let body = serde_json::json!({
         "username": username,
         "password": password,
@@ -221,5 +264,6 @@ mod tests {
         assert_eq!(server_key(Some("https://index.docker.io/v1/")), super::HUB);
         assert_eq!(server_key(Some("localhost:5000")), "localhost:5000");
         assert_eq!(server_key(Some("http://localhost:5000/")), "localhost:5000");
+        assert_eq!(server_key(Some("https://reg:5000/v2/")), "reg:5000");
     }
 }

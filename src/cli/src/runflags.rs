@@ -263,11 +263,12 @@ pub(crate) fn mount(spec: &str) -> Result<docker::Mount, Fail> {
 /// A `--device HOST[:CONTAINER[:PERMISSIONS]]` flag.
 pub(crate) fn device(spec: &str) -> Result<docker::DeviceMapping, Fail> {
     let parts: Vec<&str> = spec.split(':').collect();
+    let perms_ok = |p: &str| !p.is_empty() && p.chars().all(|x| "rwm".contains(x));
     let (host, ctr, perms) = match parts.as_slice() {
         [h] => (*h, *h, "rwm"),
-        [h, c] if c.chars().all(|x| "rwm".contains(x)) && !c.starts_with('/') => (*h, *h, *c),
-        [h, c] => (*h, *c, "rwm"),
-        [h, c, p] => (*h, *c, *p),
+        [h, c] if perms_ok(c) => (*h, *h, *c),
+        [h, c] if c.starts_with('/') => (*h, *c, "rwm"),
+        [h, c, p] if c.starts_with('/') && perms_ok(p) => (*h, *c, *p),
         _ => return Err(bad("--device", spec, "invalid device specification")),
     };
     if !host.starts_with('/') {
@@ -364,6 +365,8 @@ mod tests {
             ),
             (Some("/dev/xvda"), Some("r"))
         );
-        assert!(device("fuse").is_err());
+        for wrong in ["fuse", "/dev/x:", "/dev/x:/dev/y:rwz", "/dev/x:y"] {
+            assert!(device(wrong).is_err(), "{wrong}");
+        }
     }
 }

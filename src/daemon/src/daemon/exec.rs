@@ -50,6 +50,23 @@ impl Daemon {
             .ok_or_else(|| Error::NotFound(format!("No such exec instance: {id}")))
     }
 
+    /// Takes an exec for one start, checking and marking it under the lock, so that of
+    /// two concurrent starts exactly one gets it and the other a 409 (as dockerd's
+    /// "is already running").
+    pub fn exec_claim(&self, id: &str) -> Result<ExecRec> {
+        let mut map = self.execs.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("No such exec instance: {id}")))?;
+        if e.claimed || e.running || e.exit_code.is_some() {
+            return Err(Error::Conflict(format!(
+                "Error: Exec command {id} is already running"
+            )));
+        }
+        e.claimed = true;
+        Ok(e.clone())
+    }
+
     /// Changes an exec's record.
     pub fn exec_update(&self, id: &str, f: impl FnOnce(&mut ExecRec)) {
         if let Some(x) = self
@@ -87,6 +104,7 @@ impl Daemon {
             cwd: b.working_dir.filter(|s| !s.is_empty()),
             user: b.user.filter(|s| !s.is_empty()),
             running: false,
+            claimed: false,
             exit_code: None,
             pid: 0,
             detach_keys,

@@ -284,6 +284,8 @@ pub struct ExecRec {
     pub user: Option<String>,
     /// Running.
     pub running: bool,
+    /// A start request took it (see `Daemon::exec_claim`): a second start is a 409.
+    pub claimed: bool,
     /// Exit code, once exited.
     pub exit_code: Option<i64>,
     /// PID.

@@ -84,18 +84,17 @@ async fn start(
         (false, Some(u)) => Some(u),
         (false, None) => return Err(ApiError::bad("exec start needs an HTTP upgrade (send Connection: Upgrade and Upgrade: tcp), or Detach")),
     };
-    // What would fail the request itself is checked before the 101.
+    // What would fail the request itself is checked before the 101; the claim makes
+    // one start of the exec win, even against a concurrent one.
     d.running_unpaused(&*d.find(&e.container)?)?;
-    if e.running || e.exit_code.is_some() {
-        return Err(crate::errors::Error::Conflict(format!(
-            "Error: Exec command {} is already running",
-            e.id
-        ))
-        .into());
-    }
+    let e = d.exec_claim(&e.id)?;
     let Some(on_up) = on_up else {
         let (d2, e2) = (d.clone(), e.clone());
-        blocking(move || d2.exec_start(&e2)).await?;
+        if let Err(err) = blocking(move || d2.exec_start(&e2)).await {
+            // It never ran: done, with the status a start failure gets.
+            d.exec_update(&e.id, |x| x.exit_code = Some(err.exit_status()));
+            return Err(err.into());
+        }
         let (d2, e2) = (d.clone(), e.clone());
         tokio::task::spawn_blocking(move || d2.exec_wait(&e2));
         return Ok(empty(StatusCode::OK));
