@@ -23,20 +23,27 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     let find = |id: &str| d.find(id).map_err(ApiError::from);
     Some(match (&method, &seg[1..]) {
-        (&Method::GET, ["json"]) => list(d, &q),
+        (&Method::GET, ["json"]) => {
+            let d = d.clone();
+            super::off_thread(move || list(&d, &q)).await
+        }
         (&Method::POST, ["create"]) => match body::<CreateBody>(req).await {
             Ok(b) => create(d, &q, b).await,
             Err(e) => Err(e),
         },
         (&Method::POST, ["prune"]) => {
-            let (ids, space) = d.prune();
-            Ok(json(
-                StatusCode::OK,
-                &docker::ContainerPruneResponse {
-                    containers_deleted: Some(ids),
-                    space_reclaimed: Some(space as i64),
-                },
-            ))
+            let d = d.clone();
+            super::off_thread(move || {
+                let (ids, space) = d.prune();
+                Ok(json(
+                    StatusCode::OK,
+                    &docker::ContainerPruneResponse {
+                        containers_deleted: Some(ids),
+                        space_reclaimed: Some(space as i64),
+                    },
+                ))
+            })
+            .await
         }
         (&Method::GET, [id, "json"]) => find(id).map(|c| json(StatusCode::OK, &d.inspect(&c))),
         (&Method::POST, [id, "start"]) => match find(id) {

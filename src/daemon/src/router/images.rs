@@ -124,17 +124,28 @@ pub(crate) fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummar
     })
 }
 
-/// Docker's reference pattern match: `*` any run of characters but `/`, `?` one.
+/// Docker's reference pattern match: `*` any run of characters but `/`, `?` one. A
+/// table over the pattern (time |pattern| x |text|), so that no pattern a client sends
+/// can make it backtrack for ever.
 fn glob(pat: &[u8], s: &[u8]) -> bool {
-    match (pat.first(), s.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob(&pat[1..], s) || (!s.is_empty() && s[0] != b'/' && glob(pat, &s[1..]))
+    // ok[j]: the pattern so far matches s[..j].
+    let mut ok = vec![false; s.len() + 1];
+    ok[0] = true;
+    for &p in pat {
+        let mut next = vec![false; s.len() + 1];
+        if p == b'*' {
+            for j in 0..=s.len() {
+                next[j] = ok[j] || (j > 0 && next[j - 1] && s[j - 1] != b'/');
+            }
+        } else {
+            for j in 1..=s.len() {
+                let c = s[j - 1];
+                next[j] = ok[j - 1] && if p == b'?' { c != b'/' } else { c == p };
+            }
         }
-        (Some(b'?'), Some(c)) if *c != b'/' => glob(&pat[1..], &s[1..]),
-        (Some(p), Some(c)) if p == c => glob(&pat[1..], &s[1..]),
-        _ => false,
+        ok = next;
     }
+    ok[s.len()]
 }
 
 /// Whether a tag (`repo:tag`, familiar) matches a `reference` filter: the whole
@@ -805,5 +816,17 @@ mod tests {
         assert!(reference_matches("*/busybox", "library/busybox:1"));
         assert!(!reference_matches("busybox:2", "busybox:1"));
         assert!(reference_matches("b?:1", "bb:1"));
+        assert!(!reference_matches("b?", "b/:1"));
+        assert!(reference_matches("*", "bb:1"));
+        assert!(!reference_matches("", "bb:1"));
+    }
+
+    #[test]
+    fn a_hostile_pattern_is_matched_in_no_time() {
+        let pattern = "*a".repeat(40) + "b";
+        let text = "a".repeat(200) + ":1";
+        let t0 = std::time::Instant::now();
+        assert!(!reference_matches(&pattern, &text));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(1));
     }
 }

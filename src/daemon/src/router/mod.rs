@@ -159,6 +159,16 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
     })
 }
 
+/// Runs a handler that walks the disk (writable layers' sizes) on a blocking thread, off
+/// the async workers that every other request needs.
+pub async fn off_thread(f: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(ApiError::from(crate::errors::Error::Sandbox(format!(
+            "a worker failed: {e}"
+        ))))
+    })
+}
+
 /// Reads a typed JSON body (at most 4 MiB); malformed JSON or a wrong type is a 400
 /// naming the problem; an empty body is the type's default.
 pub async fn body<T: serde::de::DeserializeOwned + Default>(

@@ -18,7 +18,10 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
         (&Method::GET, ["version"]) => Ok(json(StatusCode::OK, &version())),
         (&Method::GET, ["info"]) => Ok(json(StatusCode::OK, &info(d))),
         (&Method::GET, ["events"]) => event_filter(&call.q).map(|f| events(d, f)),
-        (&Method::GET, ["system", "df"]) => system_df(d),
+        (&Method::GET, ["system", "df"]) => {
+            let d = d.clone();
+            super::off_thread(move || system_df(&d)).await
+        }
         _ => return None,
     })
 }
