@@ -19,15 +19,21 @@ vmm, kernel, initrd, duration, period = sys.argv[1], sys.argv[2], sys.argv[3], f
 io = [w.split("=", 1)[1] for w in open("/proc/cmdline").read().split() if w.startswith("lab.io=")][0]
 t_end = time.monotonic() + duration
 writes = [0]
-def p9():
-    path = os.path.join(io, "stress-9p")
+
+
+def p9(k):
+    path = os.path.join(io, f"stress-9p-{k}")
     while time.monotonic() < t_end:
         with open(path, "w") as f:
             f.write("x" * 100)
         os.stat(path)
         writes[0] += 1
-        time.sleep(0.01)
-threading.Thread(target=p9, daemon=True).start()
+    os.unlink(path)
+
+
+# Two writers, flat out: each request's completion is an interrupt from QEMU's main loop.
+for k in range(2):
+    threading.Thread(target=p9, args=(k,), daemon=True).start()
 n = 0
 while time.monotonic() < t_end:
     p = subprocess.Popen([vmm, "--kernel", kernel, "--initrd", initrd, "--memory", "128", "--cmdline", "quiet"],

@@ -666,19 +666,31 @@ pub(crate) async fn start(c: &Conn, attach: bool, containers: Vec<String>) -> Re
     .await
 }
 
-/// `stop` and `restart` (with `-t` and `-s`).
-pub(crate) async fn stop(
-    c: &Conn,
-    verb: &str,
+// The flags of `stop` and `restart`.
+#[derive(Args, Clone, Default)]
+pub(crate) struct StopOpts {
+    /// Seconds to wait before killing the container.
+    #[arg(
+        short = 't',
+        long = "timeout",
+        visible_alias = "time",
+        allow_hyphen_values = true
+    )]
     time: Option<i64>,
+    /// Signal to send to the container.
+    #[arg(short = 's', long)]
     signal: Option<String>,
+    #[arg(required = true)]
     containers: Vec<String>,
-) -> Result<u8, Fail> {
+}
+
+/// `stop` and `restart` (with `-t` and `-s`).
+pub(crate) async fn stop(c: &Conn, verb: &str, o: StopOpts) -> Result<u8, Fail> {
     let mut q: Vec<String> = Vec::new();
-    if let Some(t) = time {
+    if let Some(t) = o.time {
         q.push(format!("t={t}"));
     }
-    if let Some(s) = &signal {
+    if let Some(s) = &o.signal {
         q.push(format!("signal={}", enc(s)));
     }
     let q = if q.is_empty() {
@@ -686,7 +698,7 @@ pub(crate) async fn stop(
     } else {
         format!("?{}", q.join("&"))
     };
-    each(c, &containers, |n| {
+    each(c, &o.containers, |n| {
         ("POST".into(), format!("/containers/{n}/{verb}{q}"))
     })
     .await

@@ -61,21 +61,7 @@ enum Cmd {
         containers: Vec<String>,
     },
     /// Stop running containers.
-    Stop {
-        /// Seconds to wait before killing the container.
-        #[arg(
-            short = 't',
-            long = "timeout",
-            visible_alias = "time",
-            allow_hyphen_values = true
-        )]
-        time: Option<i64>,
-        /// Signal to send to the container.
-        #[arg(short = 's', long)]
-        signal: Option<String>,
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Stop(containers::StopOpts),
     /// Kill running containers.
     Kill {
         #[arg(short = 's', long = "signal", default_value = "KILL")]
@@ -84,21 +70,7 @@ enum Cmd {
         containers: Vec<String>,
     },
     /// Restart containers.
-    Restart {
-        /// Seconds to wait before killing the container.
-        #[arg(
-            short = 't',
-            long = "timeout",
-            visible_alias = "time",
-            allow_hyphen_values = true
-        )]
-        time: Option<i64>,
-        /// Signal to send to the container.
-        #[arg(short = 's', long)]
-        signal: Option<String>,
-        #[arg(required = true)]
-        containers: Vec<String>,
-    },
+    Restart(containers::StopOpts),
     /// Pause all processes within containers.
     Pause {
         #[arg(required = true)]
@@ -221,17 +193,9 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Run { detach, opts } => containers::run(c, opts, detach).await,
         Cmd::Create { opts } => containers::create(c, opts).await,
         Cmd::Start { attach, containers } => containers::start(c, attach, containers).await,
-        Cmd::Stop {
-            time,
-            signal,
-            containers,
-        } => containers::stop(c, "stop", time, signal, containers).await,
+        Cmd::Stop(o) => containers::stop(c, "stop", o).await,
         Cmd::Kill { signal, containers } => containers::kill(c, signal, containers).await,
-        Cmd::Restart {
-            time,
-            signal,
-            containers,
-        } => containers::stop(c, "restart", time, signal, containers).await,
+        Cmd::Restart(o) => containers::stop(c, "restart", o).await,
         Cmd::Pause { containers } => containers::pause(c, "pause", containers).await,
         Cmd::Unpause { containers } => containers::pause(c, "unpause", containers).await,
         Cmd::Update(o) => containers::update(c, o).await,
