@@ -72,24 +72,23 @@ fn write_config(c: &serde_json::Map<String, serde_json::Value>) -> Result<(), Fa
         .mode(0o600)
         .open(&tmp)
         .map_err(fail)?;
-    f.write_all(&serde_json::to_vec_pretty(c).unwrap_or_default())
+    let written = f
+        .write_all(&serde_json::to_vec_pretty(c).unwrap_or_default())
         .and_then(|()| f.sync_all())
-        .map_err(fail)?;
-    std::fs::rename(&tmp, &p).map_err(fail)
+        .and_then(|()| std::fs::rename(&tmp, &p));
+    if written.is_err() {
+        // Nothing half-written left behind: the old file stays as it was.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(fail)
 }
 
 /// The key of a registry in `auths`: Docker Hub's URL for Hub, else its host (and port),
-/// as the docker CLI's `ConvertToHostname` makes it: scheme and path dropped.
+/// the registry berthd's login checks (`berth_image::registry::login_host`).
 fn server_key(server: Option<&str>) -> String {
-    let host = server
-        .map(|s| {
-            s.trim_start_matches("https://")
-                .trim_start_matches("http://")
-        })
-        .map(|s| s.split('/').next().unwrap_or_default());
-    match host {
-        None | Some("" | "docker.io" | "index.docker.io" | "registry-1.docker.io") => HUB.into(),
-        Some(h) => h.to_owned(),
+    match berth_image::registry::login_host(server.unwrap_or("")) {
+        h if h == "docker.io" => HUB.into(),
+        h => h,
     }
 }
 
@@ -179,7 +178,8 @@ pub(crate) async fn login(c: &Conn, o: LoginOpts) -> Result<u8, Fail> {
         ));
     }
     let key = server_key(o.server.as_deref());
-    if let Some(h) = helper_for(&read_config()?, &key) {
+    let mut config = read_config()?;
+    if let Some(h) = helper_for(&config, &key) {
         return Err(Fail(
             format!(
                 "Error: {} sets a credential helper ({h}); berth keeps credentials in config.json only and does not run helpers",
@@ -221,7 +221,6 @@ pub(crate) async fn login(c: &Conn, o: LoginOpts) -> Result<u8, Fail> {
         .call("POST", "/auth", json(&body))
         .await
         .map_err(|e| Fail(e.0, 1))?;
-    let mut config = read_config()?;
     let auths = config
         .entry("auths")
         .or_insert_with(|| serde_json::json!({}));

@@ -193,6 +193,20 @@ pub fn is_insecure(registry: &str, opts: &RegistryOptions) -> bool {
         || opts.insecure.iter().any(|i| i == registry || i == host)
 }
 
+/// The registry a login's server address names, as the docker CLI's `ConvertToHostname`
+/// reads it (scheme and path dropped): its host and port, `docker.io` for Docker Hub
+/// under any of its names (or none).
+pub fn login_host(server: &str) -> String {
+    let s = server
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    match s.split('/').next().unwrap_or("") {
+        "" | "docker.io" | "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
+        h => h.to_owned(),
+    }
+}
+
 /// The repository a login check asks for (it need not exist).
 const LOGIN_PROBE: &str = "berth-login-check";
 

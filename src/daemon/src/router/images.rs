@@ -480,24 +480,10 @@ fn error_line(msg: &str) -> JsonMessage {
     JsonMessage::error(msg)
 }
 
-/// The registry a `docker login` names: `host[:port]` from `https://host/v1/` and the
-/// like; none is Docker Hub.
-fn login_registry(server: &str) -> String {
-    let s = server
-        .trim()
-        .trim_start_matches("https://")
-        .trim_start_matches("http://");
-    let host = s.split('/').next().unwrap_or("");
-    match host {
-        "" | "index.docker.io" | "registry-1.docker.io" => "docker.io".into(),
-        h => h.to_owned(),
-    }
-}
-
 /// `POST /auth`: checks the credentials against the registry (the client stores them
 /// and sends them with each pull and push, as with dockerd); refused ones are a 401.
 async fn login(d: &Daemon, b: docker::AuthConfig) -> Result<Resp, ApiError> {
-    let registry = login_registry(b.serveraddress.as_deref().unwrap_or(""));
+    let registry = berth_image::registry::login_host(b.serveraddress.as_deref().unwrap_or(""));
     let user = b.username.unwrap_or_default();
     let password = b.password.unwrap_or_default();
     if user.is_empty() {
