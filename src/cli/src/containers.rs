@@ -139,9 +139,22 @@ pub(crate) struct CreateOpts {
     /// Attach a filesystem mount (type=bind|volume|tmpfs,source=,target=,...).
     #[arg(long)]
     mount: Vec<String>,
-    /// Connect the container to a network (default, bridge, none).
+    /// Connect the container to a network (bridge, host, none, container:NAME, or a
+    /// user-defined network).
     #[arg(long, visible_alias = "net")]
     network: Option<String>,
+    /// Add a network-scoped alias for the container.
+    #[arg(long = "network-alias", visible_alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// IPv4 address (e.g., 172.30.100.104).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Container NIS domain name.
+    #[arg(long)]
+    domainname: Option<String>,
+    /// Container MAC address (e.g., 92:d0:c6:0a:29:33).
+    #[arg(long = "mac-address")]
+    mac_address: Option<String>,
     /// Set custom DNS servers.
     #[arg(long)]
     dns: Vec<String>,
@@ -467,6 +480,8 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             working_dir: o.workdir.clone(),
             user: o.user.clone(),
             hostname: o.hostname.clone(),
+            domainname: o.domainname.clone(),
+            mac_address: o.mac_address.clone(),
             healthcheck: healthcheck(o)?,
             exposed_ports: set(exposed),
             volumes: set(anonymous),
@@ -476,7 +491,25 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             ..Default::default()
         },
         host_config: Some(host_config),
-        networking_config: None,
+        networking_config: (o.ip.is_some() || !o.network_alias.is_empty()).then(|| {
+            let net = o.network.clone().unwrap_or_else(|| "default".into());
+            docker::NetworkingConfig {
+                endpoints_config: Some(
+                    [(
+                        net,
+                        docker::EndpointSettings {
+                            aliases: (!o.network_alias.is_empty()).then(|| o.network_alias.clone()),
+                            ipam_config: o.ip.clone().map(|ip| docker::EndpointIpamConfig {
+                                ipv4_address: Some(ip),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        },
+                    )]
+                    .into(),
+                ),
+            }
+        }),
     })
 }
 

@@ -10,6 +10,7 @@ mod format;
 mod images;
 mod login;
 mod logs;
+mod networks;
 mod output;
 mod runflags;
 mod stream;
@@ -171,6 +172,16 @@ enum Cmd {
     Info,
     /// Show the client and daemon versions.
     Version,
+    /// Manage networks.
+    Network {
+        #[command(subcommand)]
+        cmd: networks::NetworkCmd,
+    },
+    /// List port mappings or a specific mapping for the container.
+    Port {
+        container: String,
+        private_port: Option<String>,
+    },
     /// Manage berth.
     System {
         #[command(subcommand)]
@@ -234,6 +245,11 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
             reference,
         } => images::import(c, change, message, file, reference).await,
         Cmd::Info => system::info(c).await,
+        Cmd::Network { cmd } => networks::network(c, cmd).await,
+        Cmd::Port {
+            container,
+            private_port,
+        } => networks::port(c, container, private_port).await,
         Cmd::Version => system::version(c).await,
         Cmd::System {
             cmd: SystemCmd::Prune { force },

@@ -22,6 +22,10 @@ pub enum Error {
     /// A Docker feature or setting berth has not built (501). Names it.
     #[error("not implemented: {0} is not supported by berthd yet")]
     NotImplemented(String),
+    /// Not allowed on this object: removing a predefined network, one in use (403, as
+    /// dockerd answers).
+    #[error("{0}")]
+    Forbidden(String),
     /// The service is not available in this state: swarm calls on a node that is not in
     /// a swarm (503, as dockerd answers them).
     #[error("{0}")]

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod errors;
 pub mod http;
 pub mod models;
+pub mod network;
 pub mod router;
 pub mod sandbox;
 pub mod state;

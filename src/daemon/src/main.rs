@@ -54,6 +54,12 @@ struct Cli {
     /// Listen on plain TCP without TLS (anyone who can reach it is root on this host).
     #[arg(long)]
     allow_plain_tcp: bool,
+    /// The default bridge's address and prefix (berth0), e.g. 10.88.0.1/16.
+    #[arg(long)]
+    bip: Option<String>,
+    /// The MTU of containers' links.
+    #[arg(long)]
+    mtu: Option<u32>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +92,9 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "exec-opts",
             "kernel",
             "agent-initrd",
+            "bip",
+            "mtu",
+            "default-address-pools",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -130,6 +139,19 @@ fn run(mut cli: Cli) -> Result<(), String> {
             }
         }
     }
+    let mut net = berthd::network::NetOpts::default();
+    if let Some(b) = cli.bip.clone().or_else(|| file["bip"].as_str().map(str::to_owned)) {
+        net.bip = Some(berthd::network::parse_bip(&b)?);
+    }
+    if let Some(m) = cli.mtu.or_else(|| file["mtu"].as_u64().map(|m| m as u32)) {
+        if !(68..=65535).contains(&m) {
+            return Err(format!("--mtu {m}: 68 to 65535"));
+        }
+        net.mtu = m;
+    }
+    if let Some(pools) = file.get("default-address-pools") {
+        net.pools = berthd::network::parse_pools(pools)?;
+    }
     let here = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|p| p.to_owned()))
@@ -147,6 +169,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             .or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
         default_isolation,
         insecure_registries: cli.insecure_registries,
+        net,
     };
     let mut listeners = Vec::new();
     for h in &cli.hosts {

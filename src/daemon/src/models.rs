@@ -55,25 +55,8 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             docker::HostConfigCgroupnsModeEnum::EMPTY | docker::HostConfigCgroupnsModeEnum::HOST
         )
     });
-    let networks = b
-        .networking_config
-        .as_ref()
-        .and_then(|n| n.endpoints_config.as_ref())
-        .is_some_and(|eps| {
-            eps.iter().any(|(name, e)| {
-                !matches!(name.as_str(), "default" | "bridge" | "none")
-                    || non_empty(&e.aliases)
-                    || non_empty(&e.links)
-                    || e.ipam_config.is_some()
-                    || set(&e.ip_address)
-                    || set(&e.mac_address)
-            })
-        });
     let refused: &[(bool, &str)] = &[
-        (set(&c.domainname), "Domainname"),
         (non_empty_map(&c.volumes), "Volumes (volumes)"),
-        (set(&c.mac_address), "MacAddress"),
-        (networks, "NetworkingConfig (user-defined networks)"),
         (set(&h.cpu_shares), "HostConfig.CpuShares"),
         (set(&h.cgroup_parent), "HostConfig.CgroupParent"),
         (set(&h.blkio_weight), "HostConfig.BlkioWeight"),
@@ -129,14 +112,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             log_driver,
             "HostConfig.LogConfig.Type (log drivers other than json-file and none)",
         ),
-        (
-            not_in(&h.network_mode, &["", "default", "bridge", "none"]),
-            "HostConfig.NetworkMode (this network mode)",
-        ),
-        (
-            h.port_bindings.as_ref().is_some_and(|p| !p.is_empty()),
-            "HostConfig.PortBindings (publishing ports)",
-        ),
         (set(&h.volume_driver), "HostConfig.VolumeDriver"),
         (
             non_empty(&h.volumes_from),
@@ -147,20 +122,11 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             cgroupns,
             "HostConfig.CgroupnsMode (a private cgroup namespace: containers share the cgroup namespace of their agent, as on a cgroup v1 host)",
         ),
-        (non_empty(&h.dns), "HostConfig.Dns"),
-        (non_empty(&h.dns_options), "HostConfig.DnsOptions"),
-        (non_empty(&h.dns_search), "HostConfig.DnsSearch"),
-        (
-            non_empty(&h.extra_hosts),
-            "HostConfig.ExtraHosts (--add-host)",
-        ),
         (
             not_in(&h.ipc_mode, &["", "private"]),
             "HostConfig.IpcMode (this IPC mode)",
         ),
         (set(&h.cgroup), "HostConfig.Cgroup"),
-        (non_empty(&h.links), "HostConfig.Links (links)"),
-        (set(&h.publish_all_ports), "HostConfig.PublishAllPorts (-P)"),
         (non_empty_map(&h.storage_opt), "HostConfig.StorageOpt"),
         (set(&h.uts_mode), "HostConfig.UTSMode"),
         (set(&h.userns_mode), "HostConfig.UsernsMode"),
@@ -213,12 +179,7 @@ mod tests {
                 "compress",
                 r#"{"LogConfig":{"Type":"json-file","Config":{"compress":"true"}}}"#,
             ),
-            (
-                "PortBindings",
-                r#"{"PortBindings":{"80/tcp":[{"HostPort":"8080"}]}}"#,
-            ),
             ("Binds", r#"{"Binds":["/:/host"]}"#),
-            ("NetworkMode", r#"{"NetworkMode":"host"}"#),
             ("CgroupnsMode", r#"{"CgroupnsMode":"private"}"#),
         ] {
             let b = body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#));

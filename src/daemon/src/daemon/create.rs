@@ -239,6 +239,21 @@ impl Daemon {
         );
         let healthcheck = super::health::HealthCheck::from_config(health_config.as_ref())?;
         let id = new_id();
+        let mut exposed: Vec<String> = ic.exposed_ports().clone().unwrap_or_default();
+        exposed.extend(config.exposed_ports.iter().flatten().map(|(k, _)| k.clone()));
+        exposed.sort();
+        exposed.dedup();
+        let net = self.net_plan(
+            &id,
+            isolation,
+            &super::networking::NetRequest {
+                hc,
+                nc: body.networking_config.as_ref(),
+                domainname: config.domainname.clone().unwrap_or_default(),
+                mac: config.mac_address.clone().filter(|m| !m.is_empty()),
+                exposed,
+            },
+        )?;
         let labels = config
             .labels
             .clone()
@@ -298,6 +313,7 @@ impl Daemon {
                 .log_config
                 .as_ref()
                 .is_some_and(|l| l.typ.as_deref() == Some("none")),
+            net,
             confinement,
             restart_policy,
             healthcheck,
@@ -312,9 +328,13 @@ impl Daemon {
             state: State::default(),
         };
         let dir = self.dir(&id);
-        std::fs::create_dir_all(&dir).map_err(Error::io(format!("{}", dir.display())))?;
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            self.net_release(&id, &rec.net);
+            return Err(Error::io(format!("{}", dir.display()))(e));
+        }
         if let Err(e) = self.save(&rec) {
             let _ = std::fs::remove_dir_all(&dir);
+            self.net_release(&id, &rec.net);
             return Err(e);
         }
         let (name, image) = (rec.name.clone(), rec.image.clone());

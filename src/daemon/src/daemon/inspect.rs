@@ -225,9 +225,7 @@ impl Daemon {
         let r = c.record();
         let mut hc = r.host_config.clone();
         hc.isolation = Some(r.isolation.as_str().to_owned());
-        if hc.base.network_mode.as_deref().is_none_or(|m| m.is_empty()) {
-            hc.base.network_mode = Some("none".into());
-        }
+        hc.base.network_mode = Some(self.net_mode_name(&r));
         fill_host_config(&mut hc.base);
         let mut config = r.config.clone();
         config.labels = Some(r.labels.clone().into_iter().collect());
@@ -261,9 +259,9 @@ impl Daemon {
                     health: c.health.lock().unwrap_or_else(|e| e.into_inner()).clone(),
                 }),
                 image: Some(r.image_id.clone()),
-                resolv_conf_path: Some(String::new()),
-                hostname_path: Some(String::new()),
-                hosts_path: Some(String::new()),
+                resolv_conf_path: Some(self.etc_path(&r, "resolv.conf")),
+                hostname_path: Some(self.etc_path(&r, "hostname")),
+                hosts_path: Some(self.etc_path(&r, "hosts")),
                 log_path: Some(if r.log_none {
                     String::new()
                 } else {
@@ -283,26 +281,14 @@ impl Daemon {
                     name: "berth-overlay".into(),
                     data: Default::default(),
                 }),
-                network_settings: Some(docker::NetworkSettings {
-                    networks: Some(Default::default()),
-                    ports: Some(Default::default()),
-                    bridge: Some(String::new()),
-                    sandbox_id: Some(String::new()),
-                    hairpin_mode: Some(false),
-                    link_local_ipv6_address: Some(String::new()),
-                    link_local_ipv6_prefix_len: Some(0),
-                    sandbox_key: Some(String::new()),
-                    secondary_ip_addresses: Some(vec![]),
-                    secondary_ipv6_addresses: Some(vec![]),
-                    endpoint_id: Some(String::new()),
-                    gateway: Some(String::new()),
-                    global_ipv6_address: Some(String::new()),
-                    global_ipv6_prefix_len: Some(0),
-                    ip_address: Some(String::new()),
-                    ip_prefix_len: Some(0),
-                    ipv6_gateway: Some(String::new()),
-                    mac_address: Some(String::new()),
-                }),
+                network_settings: Some(self.net_settings(
+                    &r,
+                    &r.config
+                        .exposed_ports
+                        .as_ref()
+                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                        .unwrap_or_default(),
+                )),
                 ..Default::default()
             },
             host_config: hc,
@@ -392,15 +378,15 @@ impl Daemon {
                 image_id: Some(r.image_id.clone()),
                 command: Some(r.args.join(" ")),
                 created: Some(unix_of(&r.created)),
-                ports: Some(vec![]),
+                ports: Some(self.ps_ports(&r)),
                 labels: Some(r.labels.clone().into_iter().collect()),
                 state: Some(status_name(&r).to_owned()),
                 status: Some(status_line(&r, h.as_ref())),
                 host_config: Some(docker::ContainerSummaryHostConfig {
-                    network_mode: Some("none".into()),
+                    network_mode: Some(self.net_mode_name(&r)),
                 }),
                 network_settings: Some(docker::ContainerSummaryNetworkSettings {
-                    networks: Some(Default::default()),
+                    networks: Some(self.ps_networks(&r)),
                 }),
                 mounts: Some(vec![]),
                 ..Default::default()

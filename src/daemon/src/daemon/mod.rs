@@ -17,6 +17,7 @@ pub mod exec;
 pub mod health;
 pub mod inspect;
 pub mod logs;
+pub mod networking;
 pub mod pause;
 pub mod remove;
 pub mod restart;
@@ -58,6 +59,8 @@ pub struct Opts {
     pub default_isolation: Isolation,
     /// Registries reached over plain HTTP.
     pub insecure_registries: Vec<String>,
+    /// Network settings (`--bip`, `--mtu`, `default-address-pools`).
+    pub net: crate::network::NetOpts,
 }
 
 /// A container's lifecycle, as waiters see it.
@@ -125,6 +128,9 @@ pub struct Record {
     /// `--log-driver none`: no log is kept (`docker logs` answers 501, as dockerd).
     #[serde(default)]
     pub log_none: bool,
+    /// Its networks, addresses, published ports and DNS settings.
+    #[serde(default)]
+    pub net: crate::network::NetConfig,
     /// Read-only root, capabilities, seccomp, ulimits, tmpfs mounts... as applied.
     #[serde(default)]
     pub confinement: confinement::Confinement,
@@ -310,6 +316,12 @@ pub struct Daemon {
     pub events: broadcast::Sender<docker::EventMessage>,
     /// The last events, for `/events?since=` (dockerd keeps a bounded history too).
     pub event_log: Mutex<std::collections::VecDeque<docker::EventMessage>>,
+    /// Networks.
+    pub networks: Arc<crate::network::Networks>,
+    /// What berthd holds for networks while it runs (proxies, DNS servers).
+    pub net_rt: networking::NetRuntime,
+    /// Itself, weakly (for tasks that must not keep it alive).
+    pub weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
 }
 
 /// A random 64-hex ID.
@@ -403,6 +415,10 @@ impl Daemon {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let (events, _) = broadcast::channel(256);
+        let networks = Arc::new(
+            crate::network::Networks::open(opts.data_root.join("network"), opts.net.clone())
+                .map_err(|e| format!("networks: {e}"))?,
+        );
         let d = Arc::new(Daemon {
             opts,
             rt,
@@ -412,8 +428,13 @@ impl Daemon {
             execs: Mutex::new(HashMap::new()),
             events,
             event_log: Mutex::new(std::collections::VecDeque::new()),
+            networks,
+            net_rt: Default::default(),
+            weak: Default::default(),
         });
+        let _ = d.weak.set(Arc::downgrade(&d));
         d.adopt();
+        d.net_reconcile();
         d.restart_on_boot();
         Ok(d)
     }
@@ -511,6 +532,7 @@ impl Daemon {
         let ev = docker::EventMessage {
             typ: Some(match kind {
                 "image" => docker::EventMessageTypeEnum::IMAGE,
+                "network" => docker::EventMessageTypeEnum::NETWORK,
                 _ => docker::EventMessageTypeEnum::CONTAINER,
             }),
             action: Some(action.to_owned()),

@@ -50,6 +50,7 @@ impl Daemon {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("removing container {}", rec.id))(e)),
         }
+        self.net_release(&rec.id, &rec.net);
         // The event first: it carries the container's labels from the registry.
         self.event(
             "container",

@@ -39,6 +39,7 @@ impl Daemon {
             l.set_resources(Some(res));
         }
         rec.confinement.apply(&mut oci)?;
+        self.net_spec(rec, &mut oci)?;
         Ok(ContainerSpec {
             oci,
             rootfs: booted.rootfs.clone(),
@@ -79,6 +80,7 @@ impl Daemon {
             }
             Err(e) => {
                 self.agent(&rec).release();
+                self.net_down(&rec.id);
                 let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
                 let (status, msg) = (e.exit_status(), e.to_string());
                 if let Err(se) = self.update(c, |r| {
@@ -97,6 +99,8 @@ impl Daemon {
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).map_err(Error::io(format!("{}", run.display())))?;
         let sandbox = self.sandbox(rec);
+        // Host ports first: a taken one fails the start before anything boots.
+        let proxies = self.net_bind(rec)?;
         let mut booted = sandbox.boot(&SandboxSpec {
             id: rec.id.clone(),
             dir: self.dir(&rec.id),
@@ -118,6 +122,7 @@ impl Daemon {
                 )))
             }
         };
+        self.net_up(c, rec, pid, proxies)?;
         let agent = self.agent(rec);
         if let (true, Some((rows, cols))) = (rec.tty, rec.console_size) {
             agent.resize(None, rows, cols)?;
@@ -209,9 +214,11 @@ impl Daemon {
     /// Records an exit (`oom`: the kernel's OOM killer ended it).
     pub fn finish(&self, c: &Arc<Ctr>, status: i64, oom: bool, error: &str) {
         let name = c.record().name;
+        self.net_down(&c.id);
         if let Err(e) = self.update(c, |r| {
             r.paused = false;
             r.oom_killed = oom;
+            r.net.published.clear();
             r.state.exited(status, error.into(), now_rfc3339())
         }) {
             super::log_failure("recording an exit", &e);

@@ -44,6 +44,10 @@ impl World {
             agent_initrd: None,
             default_isolation: process(),
             insecure_registries: vec![],
+            net: crate::network::NetOpts {
+                enabled: false,
+                ..Default::default()
+            },
         };
         let images = Arc::new(ImageStore::open(&opts.data_root.join("image")).unwrap());
         let fake: Arc<dyn Sandbox> = self.fake.clone();
@@ -86,6 +90,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         stop_timeout: 10,
         labels: Default::default(),
         log_rotation: Default::default(),
+        net: Default::default(),
         confinement: Default::default(),
         restart_policy: Default::default(),
         healthcheck: None,

@@ -10,6 +10,7 @@
 pub mod containers;
 pub mod exec;
 pub mod images;
+pub mod networks;
 pub mod notbuilt;
 pub mod streams;
 pub mod system;
@@ -38,6 +39,7 @@ pub fn status_of(e: &Error) -> StatusCode {
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::NotModified => StatusCode::NOT_MODIFIED,
         Error::Start { user_error, .. } => {
             if *user_error {
@@ -148,6 +150,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
     let r = match first.as_str() {
         "containers" => containers::route(&d, call).await,
         "exec" => exec::route(&d, call).await,
+        "networks" => networks::route(&d, call).await,
         "images" | "commit" | "auth" => images::route(d.clone(), call).await,
         "_ping" | "version" | "info" | "events" | "system" => system::route(&d, call).await,
         _ => notbuilt::route(call),

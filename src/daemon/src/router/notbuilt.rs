@@ -17,12 +17,6 @@ pub fn route(call: Call) -> Option<Reply> {
         use hyper::StatusCode;
         let none = || Some(vec![]);
         let reply = match first {
-            "networks" => Some(json(
-                StatusCode::OK,
-                &docker::NetworkPruneResponse {
-                    networks_deleted: none(),
-                },
-            )),
             "volumes" => Some(json(
                 StatusCode::OK,
                 &docker::VolumePruneResponse {
@@ -54,7 +48,7 @@ pub fn route(call: Call) -> Option<Reply> {
             )
             .into(),
         )),
-        ("networks" | "volumes" | "build" | "plugins" | "session" | "distribution", _) => {
+        ("volumes" | "build" | "plugins" | "session" | "distribution", _) => {
             Some(Err(Error::NotImplemented(first.to_owned()).into()))
         }
         _ => None,

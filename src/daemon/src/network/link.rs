@@ -1,0 +1,233 @@
+//! Links, addresses and routes over netlink (the `rtnetlink` crate): bridges, the veth
+//! pairs of process containers and the taps of microVMs. Each call runs on a thread of
+//! its own with its own netlink socket, so that it can enter a container's network
+//! namespace (`setns` changes only the calling thread's).
+
+use super::NetError;
+use futures_util::TryStreamExt;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+
+type Result<T> = std::result::Result<T, NetError>;
+
+fn nl(what: String) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    move |e| NetError::Netlink(what, e.to_string())
+}
+
+/// Runs `f` with a netlink handle, in the network namespace at `netns` (berthd's own
+/// when None).
+pub fn run<T, F, Fut>(netns: Option<PathBuf>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>>,
+{
+    std::thread::spawn(move || {
+        if let Some(p) = &netns {
+            let ns = std::fs::File::open(p)
+                .map_err(|e| NetError::Netns(format!("{}: {e}", p.display())))?;
+            // SAFETY: setns on an open network namespace fd; it changes only this thread.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+                return Err(NetError::Netns(format!(
+                    "entering {}: {}",
+                    p.display(),
+                    std::io::Error::last_os_error()
+                )));
+            }
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NetError::Netns(format!("a netlink runtime: {e}")))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = rtnetlink::new_connection()
+                .map_err(|e| NetError::Netns(format!("a netlink socket: {e}")))?;
+            tokio::spawn(conn);
+            f(handle).await
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| Err(NetError::Netns("a netlink worker panicked".into())))
+}
+
+/// A link's index by name, if it exists.
+pub async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>> {
+    let mut links = h.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(l) => Ok(l.map(|l| l.header.index)),
+        // No such device.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => Ok(None),
+        Err(e) => Err(nl(format!("looking up link {name}"))(e)),
+    }
+}
+
+/// Every link's name.
+pub async fn names(h: &Handle) -> Result<Vec<String>> {
+    use rtnetlink::packet_route::link::LinkAttribute;
+    let mut out = Vec::new();
+    let mut links = h.link().get().execute();
+    while let Some(l) = links.try_next().await.map_err(nl("listing links".into()))? {
+        for a in l.attributes {
+            if let LinkAttribute::IfName(n) = a {
+                out.push(n);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Makes sure bridge `name` exists, holds `gw/len` and is up.
+pub async fn ensure_bridge(h: &Handle, name: &str, gw: Ipv4Addr, len: u8, mtu: u32) -> Result<()> {
+    let idx = match index_of(h, name).await? {
+        Some(i) => i,
+        None => {
+            h.link()
+                .add(LinkBridge::new(name).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(nl(format!("creating bridge {name}")))?;
+            index_of(h, name)
+                .await?
+                .ok_or_else(|| NetError::Netns(format!("bridge {name} vanished")))?
+        }
+    };
+    let mut has = false;
+    let mut addrs = h.address().get().set_link_index_filter(idx).execute();
+    while let Some(a) = addrs
+        .try_next()
+        .await
+        .map_err(nl(format!("reading {name}'s addresses")))?
+    {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        has |= a.attributes.iter().any(|x| {
+            matches!(x, AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == gw)
+        });
+    }
+    if !has {
+        h.address()
+            .add(idx, gw.into(), len)
+            .execute()
+            .await
+            .map_err(nl(format!("adding {gw}/{len} to {name}")))?;
+    }
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bringing {name} up")))
+}
+
+/// Deletes a link if it exists.
+pub async fn delete(h: &Handle, name: &str) -> Result<()> {
+    if let Some(i) = index_of(h, name).await? {
+        match h.link().del(i).execute().await {
+            Ok(()) => {}
+            Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -libc::ENODEV => {}
+            Err(e) => return Err(nl(format!("deleting {name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Creates a veth pair: `host` on `bridge` (up), `peer` moved into the network namespace
+/// of process `pid`.
+pub async fn veth_into(
+    h: &Handle,
+    host: &str,
+    peer: &str,
+    bridge: &str,
+    mtu: u32,
+    pid: i32,
+) -> Result<()> {
+    delete(h, host).await?;
+    h.link()
+        .add(LinkVeth::new(host, peer).mtu(mtu).build())
+        .execute()
+        .await
+        .map_err(nl(format!("creating veth {host}")))?;
+    let done = async {
+        let br = index_of(h, bridge)
+            .await?
+            .ok_or_else(|| NetError::Netns(format!("bridge {bridge} is missing")))?;
+        let hi = index_of(h, host)
+            .await?
+            .ok_or_else(|| NetError::Netns(format!("veth {host} vanished")))?;
+        let pi = index_of(h, peer)
+            .await?
+            .ok_or_else(|| NetError::Netns(format!("veth {peer} vanished")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(pi).setns_by_pid(pid as u32).build())
+            .execute()
+            .await
+            .map_err(nl(format!("moving {peer} into the container")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(hi).controller(br).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("attaching {host} to {bridge}")))
+    }
+    .await;
+    if done.is_err() {
+        let _ = delete(h, host).await;
+    }
+    done
+}
+
+/// Inside the container's namespace: names `tmp` `ifname`, gives it `mac`, `addr/len` and
+/// `mtu`, brings it up, and routes everything through `gateway` if given.
+#[allow(clippy::too_many_arguments)]
+pub async fn configure(
+    h: &Handle,
+    tmp: &str,
+    ifname: &str,
+    mac: [u8; 6],
+    addr: Ipv4Addr,
+    len: u8,
+    mtu: u32,
+    gateway: Option<Ipv4Addr>,
+) -> Result<()> {
+    let i = index_of(h, tmp)
+        .await?
+        .ok_or_else(|| NetError::Netns(format!("{tmp} is not in the container")))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(i)
+                .name(ifname.to_owned())
+                .address(mac.to_vec())
+                .mtu(mtu)
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("naming {ifname}")))?;
+    h.address()
+        .add(i, addr.into(), len)
+        .execute()
+        .await
+        .map_err(nl(format!("adding {addr}/{len} to {ifname}")))?;
+    h.link()
+        .set(LinkUnspec::new_with_index(i).up().build())
+        .execute()
+        .await
+        .map_err(nl(format!("bringing {ifname} up")))?;
+    if let Some(gw) = gateway {
+        let r = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(gw)
+            .output_interface(i)
+            .build();
+        h.route()
+            .add(r)
+            .execute()
+            .await
+            .map_err(nl(format!("routing through {gw}")))?;
+    }
+    Ok(())
+}
+
+/// Removes an interface from inside a container's namespace (`disconnect`).
+pub async fn remove_in(h: &Handle, ifname: &str) -> Result<()> {
+    delete(h, ifname).await
+}
