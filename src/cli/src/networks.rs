@@ -124,7 +124,14 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
             format,
         } => {
             let list: Vec<docker::Network> = c
-                .call("GET", &format!("/networks?{}", filters_query(&filter)?.trim_start_matches('&')), None)
+                .call(
+                    "GET",
+                    &format!(
+                        "/networks?{}",
+                        filters_query(&filter)?.trim_start_matches('&')
+                    ),
+                    None,
+                )
                 .await?;
             let id = |n: &docker::Network| {
                 let id = n.id.clone().unwrap_or_default();
@@ -191,20 +198,25 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
             Ok(0)
         }
         NetworkCmd::Create(o) => {
-            if o.subnet.len() > 1 || o.gateway.len() > o.subnet.len().max(1) || o.ip_range.len() > o.subnet.len().max(1) {
+            if o.subnet.len() > 1
+                || o.gateway.len() > o.subnet.len().max(1)
+                || o.ip_range.len() > o.subnet.len().max(1)
+            {
                 return Err(Fail(
-                    "Error: one --subnet at most, with at most one --gateway and one --ip-range".into(),
+                    "Error: one --subnet at most, with at most one --gateway and one --ip-range"
+                        .into(),
                     1,
                 ));
             }
-            let config = (!o.subnet.is_empty() || !o.gateway.is_empty() || !o.ip_range.is_empty()).then(|| {
-                vec![docker::IpamConfig {
-                    subnet: o.subnet.first().cloned(),
-                    gateway: o.gateway.first().cloned(),
-                    ip_range: o.ip_range.first().cloned(),
-                    auxiliary_addresses: None,
-                }]
-            });
+            let config = (!o.subnet.is_empty() || !o.gateway.is_empty() || !o.ip_range.is_empty())
+                .then(|| {
+                    vec![docker::IpamConfig {
+                        subnet: o.subnet.first().cloned(),
+                        gateway: o.gateway.first().cloned(),
+                        ip_range: o.ip_range.first().cloned(),
+                        auxiliary_addresses: None,
+                    }]
+                });
             let req = docker::NetworkCreateRequest {
                 name: o.name.clone(),
                 check_duplicate: None,
@@ -221,7 +233,8 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
                 options: Some(kv(&o.opt)),
                 labels: Some(kv(&o.label)),
             };
-            let r: docker::NetworkCreateResponse = c.call("POST", "/networks/create", json(&req)).await?;
+            let r: docker::NetworkCreateResponse =
+                c.call("POST", "/networks/create", json(&req)).await?;
             println!("{}", r.id.unwrap_or_default());
             Ok(0)
         }
@@ -229,17 +242,27 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
             let mut out = Vec::new();
             let mut missing = None;
             for n in &networks {
-                match c.call::<serde_json::Value>("GET", &format!("/networks/{}", crate::client::enc(n)), None).await {
+                match c
+                    .call::<serde_json::Value>(
+                        "GET",
+                        &format!("/networks/{}", crate::client::enc(n)),
+                        None,
+                    )
+                    .await
+                {
                     Ok(v) => out.push(v),
                     Err(_) => {
-                        missing = Some(format!("Error response from daemon: network {n} not found"));
+                        missing =
+                            Some(format!("Error response from daemon: network {n} not found"));
                         break;
                     }
                 }
             }
             let f = Format::parse(format.as_deref())?;
             match f {
-                Format::Default => println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default()),
+                Format::Default => {
+                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
+                }
                 Format::Json => println!("{}", serde_json::to_string(&out).unwrap_or_default()),
                 _ => f.print(&out, &[], false)?,
             }
@@ -251,7 +274,14 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
         NetworkCmd::Rm { networks } => {
             let mut status = 0;
             for n in networks {
-                match c.call::<Ignored>("DELETE", &format!("/networks/{}", crate::client::enc(&n)), None).await {
+                match c
+                    .call::<Ignored>(
+                        "DELETE",
+                        &format!("/networks/{}", crate::client::enc(&n)),
+                        None,
+                    )
+                    .await
+                {
                     Ok(_) => println!("{n}"),
                     Err(Fail(m, _)) => {
                         eprintln!("{m}");
@@ -267,7 +297,14 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
                 return Ok(1);
             }
             let r: docker::NetworkPruneResponse = c
-                .call("POST", &format!("/networks/prune?{}", filters_query(&filter)?.trim_start_matches('&')), None)
+                .call(
+                    "POST",
+                    &format!(
+                        "/networks/prune?{}",
+                        filters_query(&filter)?.trim_start_matches('&')
+                    ),
+                    None,
+                )
                 .await?;
             let gone = r.networks_deleted.unwrap_or_default();
             if !gone.is_empty() {
@@ -295,8 +332,12 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
                     ..Default::default()
                 }),
             };
-            c.call::<Ignored>("POST", &format!("/networks/{}/connect", crate::client::enc(&network)), json(&req))
-                .await?;
+            c.call::<Ignored>(
+                "POST",
+                &format!("/networks/{}/connect", crate::client::enc(&network)),
+                json(&req),
+            )
+            .await?;
             Ok(0)
         }
         NetworkCmd::Disconnect {
@@ -308,8 +349,12 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
                 container: Some(container),
                 force: Some(force),
             };
-            c.call::<Ignored>("POST", &format!("/networks/{}/disconnect", crate::client::enc(&network)), json(&req))
-                .await?;
+            c.call::<Ignored>(
+                "POST",
+                &format!("/networks/{}/disconnect", crate::client::enc(&network)),
+                json(&req),
+            )
+            .await?;
             Ok(0)
         }
     }
@@ -318,18 +363,25 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
 /// `port CONTAINER [PRIVATE_PORT[/PROTO]]`.
 pub(crate) async fn port(c: &Conn, container: String, private: Option<String>) -> Result<u8, Fail> {
     let v: docker::ContainerInspectResponse = c
-        .call("GET", &format!("/containers/{}/json", crate::client::enc(&container)), None)
+        .call(
+            "GET",
+            &format!("/containers/{}/json", crate::client::enc(&container)),
+            None,
+        )
         .await?;
-    let ports = v
-        .network_settings
-        .and_then(|n| n.ports)
-        .unwrap_or_default();
+    let ports = v.network_settings.and_then(|n| n.ports).unwrap_or_default();
     let mut keys: Vec<&String> = ports.keys().collect();
     keys.sort_by_key(|k| {
         let (p, proto) = k.split_once('/').unwrap_or((k, "tcp"));
         (p.parse::<u32>().unwrap_or(0), proto.to_owned())
     });
-    let want = private.map(|p| if p.contains('/') { p } else { format!("{p}/tcp") });
+    let want = private.map(|p| {
+        if p.contains('/') {
+            p
+        } else {
+            format!("{p}/tcp")
+        }
+    });
     let mut found = false;
     for k in keys {
         if want.as_ref().is_some_and(|w| w != k) {

@@ -315,11 +315,12 @@ impl Container {
 
     /// Sends `sig` to the process (or, with `all`, to every process in the container).
     pub fn signal(&self, sig: i32, all: bool) -> Result<(), Error> {
-        let pids = if all {
-            self.cgroup.pids()
-        } else {
-            vec![self.pid]
-        };
+        let mut pids = if all { self.cgroup.pids() } else { vec![] };
+        // The cgroup unreadable (no cgroup mounts in this mount namespace): the main
+        // process at least.
+        if pids.is_empty() {
+            pids.push(self.pid);
+        }
         for pid in pids {
             // SAFETY: kill takes a pid and a signal number.
             if unsafe { libc::kill(pid, sig) } < 0 {

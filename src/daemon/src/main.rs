@@ -57,6 +57,10 @@ struct Cli {
     /// The default bridge's address and prefix (berth0), e.g. 10.88.0.1/16.
     #[arg(long)]
     bip: Option<String>,
+    /// The default bridge: "none" turns it off (containers get no network unless they
+    /// name one), as dockerd's --bridge=none.
+    #[arg(short = 'b', long)]
+    bridge: Option<String>,
     /// The MTU of containers' links.
     #[arg(long)]
     mtu: Option<u32>,
@@ -93,6 +97,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "kernel",
             "agent-initrd",
             "bip",
+            "bridge",
             "mtu",
             "default-address-pools",
         ];
@@ -140,7 +145,11 @@ fn run(mut cli: Cli) -> Result<(), String> {
         }
     }
     let mut net = berthd::network::NetOpts::default();
-    if let Some(b) = cli.bip.clone().or_else(|| file["bip"].as_str().map(str::to_owned)) {
+    if let Some(b) = cli
+        .bip
+        .clone()
+        .or_else(|| file["bip"].as_str().map(str::to_owned))
+    {
         net.bip = Some(berthd::network::parse_bip(&b)?);
     }
     if let Some(m) = cli.mtu.or_else(|| file["mtu"].as_u64().map(|m| m as u32)) {
@@ -148,6 +157,18 @@ fn run(mut cli: Cli) -> Result<(), String> {
             return Err(format!("--mtu {m}: 68 to 65535"));
         }
         net.mtu = m;
+    }
+    match cli
+        .bridge
+        .clone()
+        .or_else(|| file["bridge"].as_str().map(str::to_owned))
+        .as_deref()
+    {
+        None | Some("") | Some("berth0") => {}
+        Some("none") => net.default_bridge = false,
+        Some(b) => return Err(format!(
+            "--bridge {b:?}: berthd manages its own default bridge (berth0); \"none\" turns it off"
+        )),
     }
     if let Some(pools) = file.get("default-address-pools") {
         net.pools = berthd::network::parse_pools(pools)?;

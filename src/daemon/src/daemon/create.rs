@@ -240,7 +240,13 @@ impl Daemon {
         let healthcheck = super::health::HealthCheck::from_config(health_config.as_ref())?;
         let id = new_id();
         let mut exposed: Vec<String> = ic.exposed_ports().clone().unwrap_or_default();
-        exposed.extend(config.exposed_ports.iter().flatten().map(|(k, _)| k.clone()));
+        exposed.extend(
+            config
+                .exposed_ports
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.clone()),
+        );
         exposed.sort();
         exposed.dedup();
         let net = self.net_plan(

@@ -281,14 +281,16 @@ impl Daemon {
                     name: "berth-overlay".into(),
                     data: Default::default(),
                 }),
-                network_settings: Some(self.net_settings(
-                    &r,
-                    &r.config
-                        .exposed_ports
-                        .as_ref()
-                        .map(|m| m.keys().cloned().collect::<Vec<_>>())
-                        .unwrap_or_default(),
-                )),
+                network_settings: Some(
+                    self.net_settings(
+                        &r,
+                        &r.config
+                            .exposed_ports
+                            .as_ref()
+                            .map(|m| m.keys().cloned().collect::<Vec<_>>())
+                            .unwrap_or_default(),
+                    ),
+                ),
                 ..Default::default()
             },
             host_config: hc,

@@ -7,9 +7,7 @@
 use super::{Ctr, Daemon, Record};
 use crate::errors::{Error, Result};
 use crate::models::docker;
-use crate::network::{
-    self, dns, etc, link, nft, ports, Endpoint, Mode, NetConfig, NetworkRec,
-};
+use crate::network::{self, dns, etc, link, nft, ports, Endpoint, Mode, NetConfig, NetworkRec};
 use crate::sandbox::Isolation;
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -24,6 +22,19 @@ pub struct NetRuntime {
     pub dns: Mutex<HashMap<String, dns::Server>>,
     /// Serialises changes to links and the nftables table.
     pub lock: Mutex<()>,
+    /// What this berthd last put in place (touched only under `lock`).
+    applied: Mutex<Applied>,
+}
+
+/// The ruleset and default bridge this berthd put in place, so that a berthd with no
+/// networks in use never touches the host's nftables or links (another berthd in the same
+/// namespace, a test's, keeps its own).
+#[derive(Default)]
+struct Applied {
+    /// The ruleset last loaded (None: nothing known yet).
+    rules: Option<Option<String>>,
+    /// This berthd brought the default bridge up.
+    default_bridge: bool,
 }
 
 fn bad(m: impl Into<String>) -> Error {
@@ -46,7 +57,9 @@ pub struct NetRequest<'a> {
 
 impl Daemon {
     fn default_mode_is_none(&self, isolation: Isolation) -> bool {
-        isolation == Isolation::Vm || !self.networks.opts.enabled
+        isolation == Isolation::Vm
+            || !self.networks.opts.enabled
+            || !self.networks.opts.default_bridge
     }
 
     /// Plans a new container's networking and takes its addresses. On error nothing is
@@ -55,12 +68,11 @@ impl Daemon {
         let hc = r.hc;
         let mode_s = hc.network_mode.clone().unwrap_or_default();
         let eps: Vec<(String, docker::EndpointSettings)> = {
-            let mut v: Vec<(String, docker::EndpointSettings)> = r
-                .nc
-                .and_then(|n| n.endpoints_config.clone())
-                .unwrap_or_default()
-                .into_iter()
-                .collect();
+            let mut v: Vec<(String, docker::EndpointSettings)> =
+                r.nc.and_then(|n| n.endpoints_config.clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
@@ -95,7 +107,9 @@ impl Daemon {
             cfg.extra_hosts.push((name.to_owned(), addr.to_owned()));
         }
         if hc.links.as_ref().is_some_and(|l| !l.is_empty())
-            || eps.iter().any(|(_, e)| e.links.as_ref().is_some_and(|l| !l.is_empty()))
+            || eps
+                .iter()
+                .any(|(_, e)| e.links.as_ref().is_some_and(|l| !l.is_empty()))
         {
             return Err(Error::NotImplemented(
                 "links (--link, a legacy feature; user-defined networks resolve names)".into(),
@@ -109,6 +123,11 @@ impl Daemon {
             "" | "default" | "bridge" => {
                 if vm {
                     return Err(not_for_vm("bridge networks"));
+                }
+                if !self.networks.opts.default_bridge {
+                    return Err(bad(
+                        "the default bridge network is disabled on this berthd (--bridge none): use a user-defined network",
+                    ));
                 }
                 cfg.mode = Mode::Bridge;
                 Some("bridge".into())
@@ -164,7 +183,11 @@ impl Daemon {
                 }
                 return Err(bad(format!(
                     "published ports need a bridge network (network mode {:?})",
-                    if mode_s.is_empty() { "default" } else { &mode_s }
+                    if mode_s.is_empty() {
+                        "default"
+                    } else {
+                        &mode_s
+                    }
                 )));
             }
             if matches!(cfg.mode, Mode::Container(_))
@@ -274,8 +297,7 @@ impl Daemon {
         }
         let mac = match mac {
             Some(m) => Some(
-                network::parse_mac(m)
-                    .ok_or_else(|| bad(format!("invalid MAC address: {m}")))?,
+                network::parse_mac(m).ok_or_else(|| bad(format!("invalid MAC address: {m}")))?,
             ),
             None => None,
         };
@@ -340,7 +362,8 @@ impl Daemon {
                 .iter()
                 .map(|(n, a)| {
                     let a = if a == "host-gateway" {
-                        gw.map(|g| g.to_string()).unwrap_or_else(|| "127.0.0.1".into())
+                        gw.map(|g| g.to_string())
+                            .unwrap_or_else(|| "127.0.0.1".into())
                     } else {
                         a.clone()
                     };
@@ -388,7 +411,10 @@ impl Daemon {
         let mut mounts = oci.mounts().clone().unwrap_or_default();
         for name in ["hosts", "resolv.conf", "hostname"] {
             let dest = format!("/etc/{name}");
-            if mounts.iter().any(|m| m.destination().to_str() == Some(&dest)) {
+            if mounts
+                .iter()
+                .any(|m| m.destination().to_str() == Some(&dest))
+            {
                 continue;
             }
             mounts.push(
@@ -435,7 +461,13 @@ impl Daemon {
 
     /// Connects a created container (its init is `pid`, waiting to start) to its
     /// networks, and publishes its ports.
-    pub fn net_up(&self, c: &Ctr, rec: &Record, pid: i32, proxies: Vec<ports::Proxy>) -> Result<()> {
+    pub fn net_up(
+        &self,
+        c: &Ctr,
+        rec: &Record,
+        pid: i32,
+        proxies: Vec<ports::Proxy>,
+    ) -> Result<()> {
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut route = true;
         for e in &rec.net.endpoints {
@@ -443,7 +475,8 @@ impl Daemon {
             self.plug(&rec.id, &net, e, pid, route && !net.internal)?;
             route &= net.internal;
         }
-        let published: Vec<network::Published> = proxies.iter().map(|p| p.published.clone()).collect();
+        let published: Vec<network::Published> =
+            proxies.iter().map(|p| p.published.clone()).collect();
         self.net_rt
             .proxies
             .lock()
@@ -470,9 +503,10 @@ impl Daemon {
         let (ifname, ip, len) = (e.ifname.clone(), e.ip, e.prefix);
         let mac = network::parse_mac(&e.mac).unwrap_or_else(|| network::mac_of(ip));
         let gw = if route { e.gateway } else { None };
-        let r = link::run(Some(format!("/proc/{pid}/ns/net").into()), move |h| async move {
-            link::configure(&h, &peer, &ifname, mac, ip, len, mtu, gw).await
-        });
+        let r = link::run(
+            Some(format!("/proc/{pid}/ns/net").into()),
+            move |h| async move { link::configure(&h, &peer, &ifname, mac, ip, len, mtu, gw).await },
+        );
         if r.is_err() {
             let _ = link::run(None, move |h| async move { link::delete(&h, &host).await });
         }
@@ -543,10 +577,19 @@ impl Daemon {
             return Ok(());
         }
         let live = self.live(starting);
-        let proxies = self.net_rt.proxies.lock().unwrap_or_else(|e| e.into_inner());
+        let proxies = self
+            .net_rt
+            .proxies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let mut bridges = Vec::new();
         let mut default_used = false;
-        for n in self.networks.all().into_iter().filter(NetworkRec::is_bridge) {
+        for n in self
+            .networks
+            .all()
+            .into_iter()
+            .filter(NetworkRec::is_bridge)
+        {
             let used = live
                 .iter()
                 .any(|r| r.net.endpoints.iter().any(|e| e.network_id == n.id));
@@ -584,9 +627,25 @@ impl Daemon {
             }
         }
         drop(proxies);
-        nft::apply(nft::ruleset(&bridges, &dnats).as_deref())?;
-        if !default_used {
-            link::run(None, |h| async move { link::delete(&h, network::DEFAULT_BRIDGE).await })?;
+        let rules = nft::ruleset(&bridges, &dnats);
+        let mut applied = self
+            .net_rt
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        // Nothing of ours to remove, and nothing to add: leave the host as it is.
+        let first_and_empty = applied.rules.is_none() && rules.is_none();
+        if !first_and_empty && applied.rules.as_ref() != Some(&rules) {
+            nft::apply(rules.as_deref())?;
+        }
+        applied.rules = Some(rules);
+        if default_used {
+            applied.default_bridge = true;
+        } else if applied.default_bridge {
+            link::run(None, |h| async move {
+                link::delete(&h, network::DEFAULT_BRIDGE).await
+            })?;
+            applied.default_bridge = false;
         }
         Ok(())
     }
@@ -653,7 +712,9 @@ impl Daemon {
                 for n in names {
                     let ours = n.len() == 12
                         && n.starts_with("vb")
-                        && n[2..].bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+                        && n[2..]
+                            .bytes()
+                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
                     if ours && !keep.contains(&n) {
                         let _ = link::run(None, move |h| async move { link::delete(&h, &n).await });
                     }
@@ -672,7 +733,9 @@ impl Daemon {
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
         let n = self.networks.plan(req)?;
         self.networks.insert(n.clone())?;
-        let up = self.ensure_bridge(&n).and_then(|_| self.sync_rules_locked(None));
+        let up = self
+            .ensure_bridge(&n)
+            .and_then(|_| self.sync_rules_locked(None));
         if let Err(e) = up {
             self.drop_network(&n);
             let _ = self.networks.delete(&n.id);
@@ -718,7 +781,11 @@ impl Daemon {
                 "error while removing network: network {} id {} has active endpoints ({})",
                 n.name,
                 n.id,
-                users.iter().map(|r| r.name.as_str()).collect::<Vec<_>>().join(", ")
+                users
+                    .iter()
+                    .map(|r| r.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         self.networks.delete(&n.id)?;
@@ -739,7 +806,12 @@ impl Daemon {
 
     /// `POST /networks/{id}/connect`: a created or stopped container gets the network
     /// at its next start; a running process container is plugged in at once.
-    pub fn network_connect(&self, key: &str, ctr: &str, e: &docker::EndpointSettings) -> Result<()> {
+    pub fn network_connect(
+        &self,
+        key: &str,
+        ctr: &str,
+        e: &docker::EndpointSettings,
+    ) -> Result<()> {
         let n = self.networks.find(key)?;
         let c = self.find(ctr)?;
         let _op = c.op.blocking_lock();
@@ -754,14 +826,19 @@ impl Daemon {
             Mode::Bridge => {}
             _ if rec.isolation == Isolation::Vm => {
                 return Err(Error::NotImplemented(
-                    "networks for microVM containers (their virtio-net device is not built yet)".into(),
+                    "networks for microVM containers (their virtio-net device is not built yet)"
+                        .into(),
                 ))
             }
             _ => {
                 return Err(bad(format!(
                     "container {} is in network mode {:?}: it cannot be connected to a network",
                     rec.name,
-                    rec.host_config.base.network_mode.clone().unwrap_or_default()
+                    rec.host_config
+                        .base
+                        .network_mode
+                        .clone()
+                        .unwrap_or_default()
                 )))
             }
         }
@@ -771,12 +848,23 @@ impl Daemon {
                 rec.name, n.name
             )));
         }
-        let used: Vec<&str> = rec.net.endpoints.iter().map(|e| e.ifname.as_str()).collect();
+        let used: Vec<&str> = rec
+            .net
+            .endpoints
+            .iter()
+            .map(|e| e.ifname.as_str())
+            .collect();
         let ifname = (0..)
             .map(|i| format!("eth{i}"))
             .find(|n| !used.contains(&n.as_str()))
             .unwrap_or_default();
-        let ep = self.endpoint_for(&rec.id, &n, e, e.mac_address.as_deref().filter(|m| !m.is_empty()), &ifname)?;
+        let ep = self.endpoint_for(
+            &rec.id,
+            &n,
+            e,
+            e.mac_address.as_deref().filter(|m| !m.is_empty()),
+            &ifname,
+        )?;
         if rec.state.running() {
             let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
             let route = rec.net.endpoints.is_empty() && !n.internal;
@@ -807,7 +895,13 @@ impl Daemon {
         let c = self.find(ctr)?;
         let _op = c.op.blocking_lock();
         let rec = c.record();
-        let Some(ep) = rec.net.endpoints.iter().find(|e| e.network_id == n.id).cloned() else {
+        let Some(ep) = rec
+            .net
+            .endpoints
+            .iter()
+            .find(|e| e.network_id == n.id)
+            .cloned()
+        else {
             return Err(Error::Forbidden(format!(
                 "container {} is not connected to network {}",
                 rec.name, n.name
@@ -816,9 +910,10 @@ impl Daemon {
         if rec.state.running() {
             let pid = rec.state.pid();
             let ifname = ep.ifname.clone();
-            link::run(Some(format!("/proc/{pid}/ns/net").into()), move |h| async move {
-                link::remove_in(&h, &ifname).await
-            })?;
+            link::run(
+                Some(format!("/proc/{pid}/ns/net").into()),
+                move |h| async move { link::remove_in(&h, &ifname).await },
+            )?;
         }
         self.update(&c, |r| {
             r.net.endpoints.retain(|e| e.network_id != n.id);
@@ -850,7 +945,8 @@ impl Daemon {
             .iter()
             .map(|(n, a)| {
                 let a = if a == "host-gateway" {
-                    gw.map(|g| g.to_string()).unwrap_or_else(|| "127.0.0.1".into())
+                    gw.map(|g| g.to_string())
+                        .unwrap_or_else(|| "127.0.0.1".into())
                 } else {
                     a.clone()
                 };
@@ -858,7 +954,10 @@ impl Daemon {
             })
             .collect();
         // Written in place, not renamed over: the container's bind mount holds the inode.
-        let _ = std::fs::write(&p, etc::hosts(&rec.hostname, &rec.net.domainname, &own, &extra));
+        let _ = std::fs::write(
+            &p,
+            etc::hosts(&rec.hostname, &rec.net.domainname, &own, &extra),
+        );
     }
 
     /// `POST /networks/prune`: removes user networks no container uses.
@@ -977,7 +1076,11 @@ impl Daemon {
             );
         }
         if matches!(r.net.mode, Mode::Host | Mode::None) {
-            let name = if r.net.mode == Mode::Host { "host" } else { "none" };
+            let name = if r.net.mode == Mode::Host {
+                "host"
+            } else {
+                "none"
+            };
             if let Ok(n) = self.networks.find(name) {
                 networks.insert(
                     name.to_owned(),
@@ -994,7 +1097,9 @@ impl Daemon {
                 ports.insert(k.clone(), None);
             }
             for p in &r.net.ports {
-                ports.entry(format!("{}/{}", p.port, p.proto)).or_insert(None);
+                ports
+                    .entry(format!("{}/{}", p.port, p.proto))
+                    .or_insert(None);
             }
             for p in &r.net.published {
                 let v = ports
@@ -1027,8 +1132,8 @@ impl Daemon {
             link_local_ipv6_prefix_len: Some(0),
             ports: Some(ports),
             sandbox_key: s(running.then(|| format!("/proc/{}/ns/net", r.state.pid()))),
-            secondary_ip_addresses: None,
-            secondary_ipv6_addresses: None,
+            secondary_ip_addresses: Some(vec![]),
+            secondary_ipv6_addresses: Some(vec![]),
             endpoint_id: s(legacy.map(|(e, _)| e.endpoint_id.clone())),
             gateway: s(gw),
             global_ipv6_address: s(None),

@@ -89,10 +89,10 @@ pub async fn answer(q: &[u8], from: SocketAddr, net: &str, dir: &dyn Directory) 
     }
     let mut ips = dir.lookup(net, &name);
     if ips.is_empty() {
-        if let Some(short) = dir
-            .network_name(net)
-            .and_then(|n| name.strip_suffix(&format!(".{}", n.to_ascii_lowercase())).map(str::to_owned))
-        {
+        if let Some(short) = dir.network_name(net).and_then(|n| {
+            name.strip_suffix(&format!(".{}", n.to_ascii_lowercase()))
+                .map(str::to_owned)
+        }) {
             ips = dir.lookup(net, &short);
         }
     }
@@ -100,7 +100,11 @@ pub async fn answer(q: &[u8], from: SocketAddr, net: &str, dir: &dyn Directory) 
         // A container's name: its addresses for A, no other records (no forwarding).
         if matches!(query.query_type(), RecordType::A | RecordType::ANY) {
             for ip in ips {
-                reply.add_answer(Record::from_rdata(query.name().clone(), 600, RData::A(A::from(ip))));
+                reply.add_answer(Record::from_rdata(
+                    query.name().clone(),
+                    600,
+                    RData::A(A::from(ip)),
+                ));
             }
         }
         return reply.to_vec().ok();
@@ -128,7 +132,10 @@ async fn forward(q: &[u8], up: SocketAddr) -> Option<Vec<u8>> {
     s.connect(up).await.ok()?;
     s.send(q).await.ok()?;
     let mut b = vec![0u8; 4096];
-    let n = tokio::time::timeout(FORWARD_WAIT, s.recv(&mut b)).await.ok()?.ok()?;
+    let n = tokio::time::timeout(FORWARD_WAIT, s.recv(&mut b))
+        .await
+        .ok()?
+        .ok()?;
     b.truncate(n);
     Some(b)
 }
@@ -165,7 +172,10 @@ mod tests {
     }
 
     fn ask(d: &Dir, name: &str, t: RecordType) -> Message {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let from: SocketAddr = "10.0.0.3:5000".parse().unwrap();
         let r = rt.block_on(answer(&query(name, t), from, "n1", d)).unwrap();
         Message::from_vec(&r).unwrap()
@@ -181,9 +191,15 @@ mod tests {
             assert_eq!(m.answers()[0].data(), &RData::A(A::new(10, 0, 0, 2)));
         }
         let m = ask(&d, "web.", RecordType::AAAA);
-        assert_eq!((m.response_code(), m.answers().len()), (ResponseCode::NoError, 0));
+        assert_eq!(
+            (m.response_code(), m.answers().len()),
+            (ResponseCode::NoError, 0)
+        );
         // Unknown, with nowhere to forward: SERVFAIL.
-        assert_eq!(ask(&d, "db.", RecordType::A).response_code(), ResponseCode::ServFail);
+        assert_eq!(
+            ask(&d, "db.", RecordType::A).response_code(),
+            ResponseCode::ServFail
+        );
         // Forwarded to an upstream, its answer relayed as it is.
         let up = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = up.local_addr().unwrap();
@@ -194,7 +210,11 @@ mod tests {
             let mut r = Message::new();
             r.set_id(q.id()).set_message_type(MessageType::Response);
             r.add_query(q.queries()[0].clone());
-            r.add_answer(Record::from_rdata(q.queries()[0].name().clone(), 5, RData::A(A::new(192, 0, 2, 1))));
+            r.add_answer(Record::from_rdata(
+                q.queries()[0].name().clone(),
+                5,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
             up.send_to(&r.to_vec().unwrap(), from).unwrap();
         });
         let m = ask(&Dir(Some(addr)), "example.org.", RecordType::A);

@@ -5,7 +5,12 @@ use std::net::Ipv4Addr;
 
 /// /etc/hosts: Docker's fixed entries, then `--add-host`s, then the container's own
 /// addresses with its hostname.
-pub fn hosts(hostname: &str, domainname: &str, own: &[Ipv4Addr], extra: &[(String, String)]) -> String {
+pub fn hosts(
+    hostname: &str,
+    domainname: &str,
+    own: &[Ipv4Addr],
+    extra: &[(String, String)],
+) -> String {
     let mut s = String::from(
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
     );
@@ -34,7 +39,8 @@ pub fn nameservers(conf: &str) -> Vec<String> {
 }
 
 fn loopback(ns: &str) -> bool {
-    ns.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback())
+    ns.parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback())
 }
 
 /// A container's resolv.conf.
@@ -43,13 +49,22 @@ fn loopback(ns: &str) -> bool {
 /// and forwards to `--dns` or the host's. Without (the default bridge), the container
 /// gets `--dns` or the host's nameservers, loopback ones dropped (they would be the
 /// container's own loopback), and Google's if none are left, as Docker does.
-pub fn resolv_conf(host: &str, dns: Option<Ipv4Addr>, user_dns: &[String], search: &[String], options: &[String]) -> String {
+pub fn resolv_conf(
+    host: &str,
+    dns: Option<Ipv4Addr>,
+    user_dns: &[String],
+    search: &[String],
+    options: &[String],
+) -> String {
     let mut out = String::new();
     let servers: Vec<String> = match dns {
         Some(a) => vec![a.to_string()],
         None if !user_dns.is_empty() => user_dns.to_vec(),
         None => {
-            let mut v: Vec<String> = nameservers(host).into_iter().filter(|n| !loopback(n)).collect();
+            let mut v: Vec<String> = nameservers(host)
+                .into_iter()
+                .filter(|n| !loopback(n))
+                .collect();
             if v.is_empty() {
                 v = vec!["8.8.8.8".into(), "8.8.4.4".into()];
             }
@@ -68,7 +83,12 @@ pub fn resolv_conf(host: &str, dns: Option<Ipv4Addr>, user_dns: &[String], searc
     let search = if search.is_empty() {
         host_line("search").unwrap_or_default()
     } else {
-        search.iter().filter(|s| s.as_str() != ".").cloned().collect::<Vec<_>>().join(" ")
+        search
+            .iter()
+            .filter(|s| s.as_str() != ".")
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     if !search.is_empty() {
         out.push_str(&format!("search {search}\n"));
@@ -123,10 +143,19 @@ mod tests {
             "nameserver 8.8.8.8\nnameserver 8.8.4.4\n"
         );
         assert_eq!(
-            resolv_conf(host, Some(Ipv4Addr::new(172, 18, 0, 1)), &["9.9.9.9".into()], &["a.b".into()], &["ndots:2".into()]),
+            resolv_conf(
+                host,
+                Some(Ipv4Addr::new(172, 18, 0, 1)),
+                &["9.9.9.9".into()],
+                &["a.b".into()],
+                &["ndots:2".into()]
+            ),
             "nameserver 172.18.0.1\nsearch a.b\noptions ndots:2\n"
         );
         assert_eq!(upstreams(host, &[]).len(), 2);
-        assert_eq!(upstreams(host, &["9.9.9.9".into()])[0].to_string(), "9.9.9.9:53");
+        assert_eq!(
+            upstreams(host, &["9.9.9.9".into()])[0].to_string(),
+            "9.9.9.9:53"
+        );
     }
 }

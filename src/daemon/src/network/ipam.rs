@@ -315,8 +315,24 @@ mod tests {
         assert!(want(Ipv4Addr::new(10, 0, 1, 2)).is_err());
         assert!(want(Ipv4Addr::new(10, 0, 0, 1)).is_err());
         assert!(want(Ipv4Addr::new(10, 0, 0, 7)).is_err());
-        allocate(&net, None, gw, &mut leases, "a", Some(Ipv4Addr::new(10, 0, 0, 5))).unwrap();
-        assert!(allocate(&net, None, gw, &mut leases, "b", Some(Ipv4Addr::new(10, 0, 0, 5))).is_err());
+        allocate(
+            &net,
+            None,
+            gw,
+            &mut leases,
+            "a",
+            Some(Ipv4Addr::new(10, 0, 0, 5)),
+        )
+        .unwrap();
+        assert!(allocate(
+            &net,
+            None,
+            gw,
+            &mut leases,
+            "b",
+            Some(Ipv4Addr::new(10, 0, 0, 5))
+        )
+        .is_err());
         // A range.
         let r = s("10.0.0.4/30");
         assert_eq!(

@@ -102,9 +102,10 @@ pub async fn ensure_bridge(h: &Handle, name: &str, gw: Ipv4Addr, len: u8, mtu: u
         .map_err(nl(format!("reading {name}'s addresses")))?
     {
         use rtnetlink::packet_route::address::AddressAttribute;
-        has |= a.attributes.iter().any(|x| {
-            matches!(x, AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == gw)
-        });
+        has |= a
+            .attributes
+            .iter()
+            .any(|x| matches!(x, AddressAttribute::Address(std::net::IpAddr::V4(v)) if *v == gw));
     }
     if !has {
         h.address()
@@ -159,7 +160,11 @@ pub async fn veth_into(
             .await?
             .ok_or_else(|| NetError::Netns(format!("veth {peer} vanished")))?;
         h.link()
-            .set(LinkUnspec::new_with_index(pi).setns_by_pid(pid as u32).build())
+            .set(
+                LinkUnspec::new_with_index(pi)
+                    .setns_by_pid(pid as u32)
+                    .build(),
+            )
             .execute()
             .await
             .map_err(nl(format!("moving {peer} into the container")))?;

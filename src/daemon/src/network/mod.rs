@@ -109,6 +109,9 @@ pub struct NetOpts {
     pub pools: Vec<Pool>,
     /// The default MTU.
     pub mtu: u32,
+    /// Whether the default bridge network is on (`--bridge none` turns it off: containers
+    /// get no network unless they name one).
+    pub default_bridge: bool,
     /// Whether berthd manages links and nftables at all (off in unit tests with fake
     /// sandboxes, which must not touch the host's network).
     pub enabled: bool,
@@ -120,6 +123,7 @@ impl Default for NetOpts {
             bip: None,
             pools: ipam::default_pools(),
             mtu: 1500,
+            default_bridge: true,
             enabled: true,
         }
     }
@@ -127,9 +131,9 @@ impl Default for NetOpts {
 
 /// Parses `--bip` (`a.b.c.d/len`, the bridge's own address).
 pub fn parse_bip(s: &str) -> std::result::Result<(Ipv4Addr, u8), String> {
-    let (a, l) = s
-        .split_once('/')
-        .ok_or_else(|| format!("--bip {s:?}: expected an address with a prefix, like 10.88.0.1/16"))?;
+    let (a, l) = s.split_once('/').ok_or_else(|| {
+        format!("--bip {s:?}: expected an address with a prefix, like 10.88.0.1/16")
+    })?;
     let a: Ipv4Addr = a.parse().map_err(|_| format!("--bip {s:?}: bad address"))?;
     let l: u8 = l
         .parse()
@@ -297,7 +301,10 @@ impl Networks {
                     Err(e) => crate::log(
                         "warn",
                         "skipping an unreadable network record",
-                        &[("path", &p.display().to_string()), ("error", &e.to_string())],
+                        &[
+                            ("path", &p.display().to_string()),
+                            ("error", &e.to_string()),
+                        ],
                     ),
                 }
             }
@@ -334,10 +341,10 @@ impl Networks {
                 },
             };
             if name == "bridge" {
-                let want = match self.opts.bip {
-                    Some((gw, len)) => Some((Subnet::containing(gw, len), gw)),
-                    None => None,
-                };
+                let want = self
+                    .opts
+                    .bip
+                    .map(|(gw, len)| (Subnet::containing(gw, len), gw));
                 match (want, rec.subnet) {
                     (Some((s, gw)), _) => {
                         if rec.subnet != Some(s) && !rec.leases.is_empty() {
@@ -454,7 +461,9 @@ impl Networks {
             )));
         }
         if self.by_name(&name).is_some() {
-            return Err(Error::Conflict(format!("network with name {name} already exists")));
+            return Err(Error::Conflict(format!(
+                "network with name {name} already exists"
+            )));
         }
         match req.driver.as_deref().unwrap_or("") {
             "" | "bridge" => {}
@@ -475,7 +484,9 @@ impl Networks {
             ));
         }
         if req.ingress.unwrap_or(false) {
-            return Err(Error::NotImplemented("Ingress (a swarm's routing mesh)".into()));
+            return Err(Error::NotImplemented(
+                "Ingress (a swarm's routing mesh)".into(),
+            ));
         }
         let mut mtu = self.opts.mtu;
         let mut bridge = None;
@@ -529,7 +540,10 @@ impl Networks {
         let id = crate::daemon::new_id();
         let (subnet, gateway, ip_range) = match configs.first() {
             Some(c) if c.subnet.as_deref().is_some_and(|s| !s.is_empty()) => {
-                if c.auxiliary_addresses.as_ref().is_some_and(|a| !a.is_empty()) {
+                if c.auxiliary_addresses
+                    .as_ref()
+                    .is_some_and(|a| !a.is_empty())
+                {
                     return Err(Error::NotImplemented(
                         "IPAM.Config.AuxiliaryAddresses".into(),
                     ));
@@ -540,7 +554,11 @@ impl Networks {
                         "subnet {s} is too small: a /30 at most"
                     )));
                 }
-                if let Some(o) = self.all().iter().find(|n| n.subnet.is_some_and(|x| x.overlaps(&s))) {
+                if let Some(o) = self
+                    .all()
+                    .iter()
+                    .find(|n| n.subnet.is_some_and(|x| x.overlaps(&s)))
+                {
                     return Err(Error::Conflict(format!(
                         "Pool overlaps with other one on this address space (network {} has {})",
                         o.name,
@@ -599,12 +617,7 @@ impl Networks {
             ip_range,
             internal: req.internal.unwrap_or(false),
             attachable: req.attachable.unwrap_or(false),
-            labels: req
-                .labels
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            labels: req.labels.clone().unwrap_or_default().into_iter().collect(),
             options,
             mtu,
             leases: BTreeMap::new(),
@@ -637,7 +650,12 @@ impl Networks {
     }
 
     /// Takes an address on network `id` for container `owner` (saved before it returns).
-    pub fn lease(&self, id: &str, owner: &str, want: Option<Ipv4Addr>) -> Result<(NetworkRec, Ipv4Addr)> {
+    pub fn lease(
+        &self,
+        id: &str,
+        owner: &str,
+        want: Option<Ipv4Addr>,
+    ) -> Result<(NetworkRec, Ipv4Addr)> {
         let mut map = self.nets.lock().unwrap_or_else(|e| e.into_inner());
         let n = map
             .get(id)
@@ -750,7 +768,13 @@ mod tests {
         r.driver = Some("overlay".into());
         assert!(matches!(n.plan(&r), Err(Error::NotImplemented(_))));
         let mut r = req("o");
-        r.options = Some([("com.docker.network.bridge.enable_icc".to_string(), "false".to_string())].into());
+        r.options = Some(
+            [(
+                "com.docker.network.bridge.enable_icc".to_string(),
+                "false".to_string(),
+            )]
+            .into(),
+        );
         assert!(matches!(n.plan(&r), Err(Error::NotImplemented(m)) if m.contains("enable_icc")));
         // A subnet: host bits, overlap, gateway, range.
         let sub = |s: &str, gw: Option<&str>, range: Option<&str>| {
@@ -766,7 +790,10 @@ mod tests {
             });
             n.plan(&r)
         };
-        assert!(sub("10.200.0.0/16", None, None).unwrap_err().to_string().contains("overlaps"));
+        assert!(sub("10.200.0.0/16", None, None)
+            .unwrap_err()
+            .to_string()
+            .contains("overlaps"));
         assert!(sub("10.9.0.1/24", None, None).is_err());
         assert!(sub("10.9.0.0/24", Some("10.9.1.1"), None).is_err());
         assert!(sub("10.9.0.0/24", None, Some("10.8.0.0/25")).is_err());
@@ -777,14 +804,22 @@ mod tests {
         assert_eq!(ip, Ipv4Addr::new(10, 9, 0, 128));
         // A chosen subnet avoids the others; a second "s" is a conflict.
         let auto = n.plan(&req("auto")).unwrap();
-        assert!(!auto.subnet.unwrap().overlaps(&"10.200.0.0/24".parse().unwrap()));
+        assert!(!auto
+            .subnet
+            .unwrap()
+            .overlaps(&"10.200.0.0/24".parse().unwrap()));
         assert!(matches!(n.plan(&req("s")), Err(Error::Conflict(_))));
         // Reopened: the same networks, IDs and leases.
         drop(n);
         let n = Networks::open(dir.clone(), opts).unwrap();
         assert_eq!(n.find("bridge").unwrap().id, bridge.id);
         let s2 = n.find("s").unwrap();
-        assert_eq!(s2.leases.get(&Ipv4Addr::new(10, 9, 0, 128)).map(String::as_str), Some("c1"));
+        assert_eq!(
+            s2.leases
+                .get(&Ipv4Addr::new(10, 9, 0, 128))
+                .map(String::as_str),
+            Some("c1")
+        );
         let (_, ip) = n.lease(&s.id, "c2", None).unwrap();
         assert_eq!(ip, Ipv4Addr::new(10, 9, 0, 129));
         n.release(&s.id, "c1").unwrap();

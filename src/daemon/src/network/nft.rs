@@ -73,7 +73,9 @@ pub fn ruleset(bridges: &[BridgeRules], ports: &[Dnat]) -> Option<String> {
     }
     t.push_str("  }\n");
     // Outbound NAT for networks that reach outside.
-    t.push_str("  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n");
+    t.push_str(
+        "  chain postrouting {\n    type nat hook postrouting priority srcnat; policy accept;\n",
+    );
     for b in bridges.iter().filter(|b| !b.internal) {
         t.push_str(&format!(
             "    ip saddr {} oifname != {} masquerade\n",
@@ -123,11 +125,7 @@ pub fn apply(ruleset: Option<&str>) -> Result<(), NetError> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| {
-            NetError::Nft(format!(
-                "running nft (Debian's nftables package): {e}"
-            ))
-        })?;
+        .map_err(|e| NetError::Nft(format!("running nft (Debian's nftables package): {e}")))?;
     if let Some(mut i) = child.stdin.take() {
         i.write_all(script.as_bytes())
             .map_err(|e| NetError::Nft(format!("writing to nft: {e}")))?;
@@ -170,9 +168,15 @@ mod tests {
             }],
         )
         .unwrap();
-        assert!(r.contains("ip daddr 127.0.0.1 tcp dport 8080 dnat to 172.17.0.2:80"), "{r}");
+        assert!(
+            r.contains("ip daddr 127.0.0.1 tcp dport 8080 dnat to 172.17.0.2:80"),
+            "{r}"
+        );
         assert!(r.contains("ip saddr 172.18.0.0/16 oifname != \"br-a\" masquerade"));
-        assert!(!r.contains("172.19.0.0/16 oifname"), "an internal network is not NATed");
+        assert!(
+            !r.contains("172.19.0.0/16 oifname"),
+            "an internal network is not NATed"
+        );
         assert!(r.contains("iifname \"br-i\" oifname != \"br-i\" drop"));
         assert!(r.contains("iifname \"berth0\" oifname { \"br-a\", \"br-i\" } drop"));
     }

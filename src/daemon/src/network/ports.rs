@@ -42,10 +42,8 @@ fn host_ports(s: &str) -> Result<(u16, u16)> {
     if s.is_empty() {
         return Ok((0, 0));
     }
-    let one = |x: &str| -> Result<u16> {
-        x.parse()
-            .map_err(|_| bad(format!("invalid hostPort: {s}")))
-    };
+    let one =
+        |x: &str| -> Result<u16> { x.parse().map_err(|_| bad(format!("invalid hostPort: {s}"))) };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
@@ -151,7 +149,12 @@ fn bind_one(proto: &str, addr: SocketAddr) -> std::io::Result<(Bound, u16)> {
 
 /// Takes the host port `r` asks for and forwards it to `target`. `who` names the
 /// container in errors.
-pub fn bind(r: &PortReq, target: Ipv4Addr, rt: &tokio::runtime::Handle, who: &str) -> Result<Proxy> {
+pub fn bind(
+    r: &PortReq,
+    target: Ipv4Addr,
+    rt: &tokio::runtime::Handle,
+    who: &str,
+) -> Result<Proxy> {
     let ip = r.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
     let (lo, hi) = r.host_ports;
     let mut last = None;
@@ -204,7 +207,8 @@ async fn tcp(l: std::net::TcpListener, to: SocketAddr) {
         };
         tokio::spawn(async move {
             if let Ok(Ok(mut up)) =
-                tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to)).await
+                tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to))
+                    .await
             {
                 let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
             }
@@ -243,7 +247,8 @@ async fn udp(s: std::net::UdpSocket, to: SocketAddr) {
                     let (back, u2, flows2) = (s.clone(), u.clone(), flows.clone());
                     tokio::spawn(async move {
                         let mut b = vec![0u8; 65536];
-                        while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, u2.recv(&mut b)).await {
+                        while let Ok(Ok(n)) = tokio::time::timeout(UDP_IDLE, u2.recv(&mut b)).await
+                        {
                             let _ = back.send_to(&b[..n], from).await;
                         }
                         flows2.lock().await.remove(&from);
@@ -323,8 +328,14 @@ mod tests {
             host_ports: (hp, hp),
             ..req.clone()
         };
-        let e = bind(&again, Ipv4Addr::LOCALHOST, rt.handle(), "t2").err().unwrap().to_string();
-        assert!(e.contains("address already in use") && e.contains(&hp.to_string()), "{e}");
+        let e = bind(&again, Ipv4Addr::LOCALHOST, rt.handle(), "t2")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("address already in use") && e.contains(&hp.to_string()),
+            "{e}"
+        );
         let t = std::thread::spawn(move || {
             use std::io::Write;
             let (mut s, _) = backend.accept().unwrap();

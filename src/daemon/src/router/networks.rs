@@ -51,18 +51,20 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
                 .map(|_| empty(StatusCode::NO_CONTENT))
                 .map_err(ApiError::from)
         }
-        (&Method::POST, [id, "connect"]) => match body::<docker::NetworkConnectRequest>(req).await {
-            Ok(b) => {
-                let (d, id) = (d.clone(), id.to_string());
-                let ctr = b.container.clone().unwrap_or_default();
-                let ep = b.endpoint_config.clone().unwrap_or_default();
-                blocking(move || d.network_connect(&id, &ctr, &ep))
-                    .await
-                    .map(|_| empty(StatusCode::OK))
-                    .map_err(ApiError::from)
+        (&Method::POST, [id, "connect"]) => {
+            match body::<docker::NetworkConnectRequest>(req).await {
+                Ok(b) => {
+                    let (d, id) = (d.clone(), id.to_string());
+                    let ctr = b.container.clone().unwrap_or_default();
+                    let ep = b.endpoint_config.clone().unwrap_or_default();
+                    blocking(move || d.network_connect(&id, &ctr, &ep))
+                        .await
+                        .map(|_| empty(StatusCode::OK))
+                        .map_err(ApiError::from)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         (&Method::POST, [id, "disconnect"]) => {
             match body::<docker::NetworkDisconnectRequest>(req).await {
                 Ok(b) => {
@@ -112,7 +114,10 @@ pub fn inspect(d: &Daemon, n: &NetworkRec) -> docker::Network {
     };
     let mut options: HashMap<String, String> = n.options.clone().into_iter().collect();
     if n.name == "bridge" {
-        options.insert("com.docker.network.bridge.default_bridge".into(), "true".into());
+        options.insert(
+            "com.docker.network.bridge.default_bridge".into(),
+            "true".into(),
+        );
         options.insert("com.docker.network.bridge.name".into(), n.bridge.clone());
         options.insert("com.docker.network.driver.mtu".into(), n.mtu.to_string());
     }
@@ -170,10 +175,7 @@ fn list(d: &Arc<Daemon>, q: &Query) -> Reply {
         .filter(|n| v("driver").is_empty() || v("driver").contains(&n.driver))
         .filter(|n| v("label").iter().all(|l| label_match(n, l)))
         .filter(|n| {
-            v("type").is_empty()
-                || v("type")
-                    .iter()
-                    .any(|t| (t == "builtin") == n.predefined())
+            v("type").is_empty() || v("type").iter().any(|t| (t == "builtin") == n.predefined())
         })
         .filter(|_| v("scope").is_empty() || v("scope").iter().any(|s| s == "local"))
         .filter(|n| match dangling {
