@@ -166,9 +166,10 @@ fn run(mut cli: Cli) -> Result<(), String> {
     {
         None | Some("") | Some("berth0") => {}
         Some("none") => net.default_bridge = false,
-        Some(b) => return Err(format!(
-            "--bridge {b:?}: berthd manages its own default bridge (berth0); \"none\" turns it off"
-        )),
+        Some(b) => {
+            let why = "berthd manages its own default bridge (berth0); \"none\" turns it off";
+            return Err(format!("--bridge {b:?}: {why}"));
+        }
     }
     if let Some(pools) = file.get("default-address-pools") {
         net.pools = berthd::network::parse_pools(pools)?;

@@ -56,6 +56,10 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         )
     });
     let refused: &[(bool, &str)] = &[
+        (
+            set(&c.domainname),
+            "Domainname (the NIS domain name is not set in the container's UTS namespace)",
+        ),
         (non_empty_map(&c.volumes), "Volumes (volumes)"),
         (set(&h.cpu_shares), "HostConfig.CpuShares"),
         (set(&h.cgroup_parent), "HostConfig.CgroupParent"),

@@ -89,6 +89,16 @@ impl Daemon {
             domainname: r.domainname.clone(),
             ..Default::default()
         };
+        if vm
+            && (!cfg.dns.is_empty()
+                || !cfg.dns_search.is_empty()
+                || !cfg.dns_options.is_empty()
+                || hc.extra_hosts.as_ref().is_some_and(|h| !h.is_empty()))
+        {
+            return Err(not_for_vm(
+                "HostConfig.Dns, DnsSearch, DnsOptions and ExtraHosts (the guest's /etc files)",
+            ));
+        }
         for d in &cfg.dns {
             d.parse::<std::net::IpAddr>()
                 .map_err(|_| bad(format!("{d} is not an ip address (--dns)")))?;
@@ -333,6 +343,11 @@ impl Daemon {
     /// modes. Called while building the container's spec.
     pub fn net_spec(&self, rec: &Record, oci: &mut oci_spec::runtime::Spec) -> Result<()> {
         use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
+        if rec.isolation == Isolation::Vm {
+            // A microVM has loopback only (refused otherwise at create); the guest's
+            // /etc files come with networking for microVMs.
+            return Ok(());
+        }
         let dir = self.dir(&rec.id);
         let cfg = &rec.net;
         let (files_dir, share) = match &cfg.mode {
@@ -356,20 +371,7 @@ impl Daemon {
         if !matches!(cfg.mode, Mode::Container(_)) {
             let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
             let own: Vec<Ipv4Addr> = cfg.endpoints.iter().map(|e| e.ip).collect();
-            let gw = cfg.endpoints.first().and_then(|e| e.gateway);
-            let extra: Vec<(String, String)> = cfg
-                .extra_hosts
-                .iter()
-                .map(|(n, a)| {
-                    let a = if a == "host-gateway" {
-                        gw.map(|g| g.to_string())
-                            .unwrap_or_else(|| "127.0.0.1".into())
-                    } else {
-                        a.clone()
-                    };
-                    (n.clone(), a)
-                })
-                .collect();
+            let extra = extra_hosts(cfg);
             let (hosts, resolv) = match cfg.mode {
                 Mode::Host => (
                     std::fs::read_to_string("/etc/hosts").unwrap_or_default()
@@ -938,21 +940,7 @@ impl Daemon {
             return;
         }
         let own: Vec<Ipv4Addr> = rec.net.endpoints.iter().map(|e| e.ip).collect();
-        let gw = rec.net.endpoints.first().and_then(|e| e.gateway);
-        let extra: Vec<(String, String)> = rec
-            .net
-            .extra_hosts
-            .iter()
-            .map(|(n, a)| {
-                let a = if a == "host-gateway" {
-                    gw.map(|g| g.to_string())
-                        .unwrap_or_else(|| "127.0.0.1".into())
-                } else {
-                    a.clone()
-                };
-                (n.clone(), a)
-            })
-            .collect();
+        let extra = extra_hosts(&rec.net);
         // Written in place, not renamed over: the container's bind mount holds the inode.
         let _ = std::fs::write(
             &p,
@@ -978,6 +966,24 @@ impl Daemon {
     fn me(&self) -> Weak<Daemon> {
         self.weak.get().cloned().unwrap_or_default()
     }
+}
+
+/// `--add-host` entries with `host-gateway` made the container's gateway (the host's
+/// address on its first network; loopback without one).
+fn extra_hosts(cfg: &NetConfig) -> Vec<(String, String)> {
+    let gw = cfg.endpoints.first().and_then(|e| e.gateway);
+    cfg.extra_hosts
+        .iter()
+        .map(|(n, a)| {
+            let a = if a == "host-gateway" {
+                gw.map(|g| g.to_string())
+                    .unwrap_or_else(|| "127.0.0.1".into())
+            } else {
+                a.clone()
+            };
+            (n.clone(), a)
+        })
+        .collect()
 }
 
 fn has_settings(e: &docker::EndpointSettings) -> bool {
