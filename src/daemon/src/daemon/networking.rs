@@ -57,7 +57,7 @@ pub struct NetRequest<'a> {
 
 impl Daemon {
     fn default_mode_is_none(&self, isolation: Isolation) -> bool {
-        isolation == Isolation::Vm
+        !self.sandboxes.get(isolation).networks()
             || !self.networks.opts.enabled
             || !self.networks.opts.default_bridge
     }
@@ -76,7 +76,7 @@ impl Daemon {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        let vm = isolation == Isolation::Vm;
+        let vm = !self.sandboxes.get(isolation).networks();
         let not_for_vm = |what: &str| {
             Error::NotImplemented(format!(
                 "{what} for microVM containers (their virtio-net device is not built yet; process isolation, --isolation process, has networks)"
@@ -343,7 +343,7 @@ impl Daemon {
     /// modes. Called while building the container's spec.
     pub fn net_spec(&self, rec: &Record, oci: &mut oci_spec::runtime::Spec) -> Result<()> {
         use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
-        if rec.isolation == Isolation::Vm {
+        if !self.sandbox(rec).networks() {
             // A microVM has loopback only (refused otherwise at create); the guest's
             // /etc files come with networking for microVMs.
             return Ok(());
@@ -826,7 +826,7 @@ impl Daemon {
         }
         match rec.net.mode {
             Mode::Bridge => {}
-            _ if rec.isolation == Isolation::Vm => {
+            _ if !self.sandbox(&rec).networks() => {
                 return Err(Error::NotImplemented(
                     "networks for microVM containers (their virtio-net device is not built yet)"
                         .into(),

@@ -137,6 +137,13 @@ pub trait Sandbox: Send + Sync {
         Ok(())
     }
 
+    /// Whether this kind of sandbox puts containers on networks (a veth into their own
+    /// namespace) and lets them share the host's or another container's namespace. The
+    /// default: yes.
+    fn networks(&self) -> bool {
+        true
+    }
+
     /// Refuses settings this kind of sandbox cannot honour (checked at create). The
     /// default: all of them.
     fn check_confinement(&self, _c: &crate::daemon::confinement::Confinement) -> Result<()> {
