@@ -162,6 +162,7 @@ fn spec_for(a: &Agent, args: &[&str]) -> ContainerSpec {
         log_max_files: 0,
         seccomp_unconfined: false,
         log_base: 0,
+        etc_files: vec![],
     }
 }
 

@@ -2,7 +2,7 @@
 //! namespace this test creates ("host"), joined by a veth to a second one ("outside").
 //! No packet leaves the two namespaces: every address used is theirs or a container's.
 
-use berth_e2e::{built_binary, busybox_rootfs, Finished, TempDir};
+use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, Lab, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -33,7 +33,10 @@ fn must(cmd: &str) -> String {
 
 impl Netns {
     fn new() -> Netns {
-        let id = std::process::id();
+        // Unique among this process's tests, which run side by side.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let id = format!("{}{seq}", std::process::id());
         let n = Netns {
             host: format!("bnh{id}"),
             out: format!("bno{id}"),
@@ -76,18 +79,25 @@ struct Berthd {
     exec_root: PathBuf,
     sock: PathBuf,
     ns: String,
+    args: Vec<String>,
 }
 
 impl Berthd {
+    /// berthd with process isolation.
     fn start(ns: &Netns) -> Berthd {
+        Berthd::start_with(ns, &["--exec-opt", "isolation=process"])
+    }
+
+    fn start_with(ns: &Netns, args: &[&str]) -> Berthd {
         let dir = TempDir::new("berthd-net").unwrap();
-        let exec_root = PathBuf::from(format!("/tmp/berth-net-{}", std::process::id()));
+        let exec_root = PathBuf::from(format!("/tmp/berth-net-{}", ns.host));
         let mut b = Berthd {
             child: None,
             sock: exec_root.join("berthd.sock"),
             dir,
             exec_root,
             ns: ns.host.clone(),
+            args: args.iter().map(|s| s.to_string()).collect(),
         };
         b.spawn();
         b
@@ -108,7 +118,7 @@ impl Berthd {
             .arg(self.dir.path().join("data"))
             .arg("--exec-root")
             .arg(&self.exec_root)
-            .args(["--exec-opt", "isolation=process"])
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -184,18 +194,8 @@ impl Drop for Berthd {
     }
 }
 
-/// busybox's wget (without -T, which crashes Debian's static busybox 1.35), bounded.
-fn wget(url: &str) -> String {
-    format!("timeout 5 wget -qO- {url}")
-}
-
-const PAGE: &str = "hello from berth";
-
-#[test]
-fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_containers() {
-    let ns = Netns::new();
-    let mut b = Berthd::start(&ns);
-    // An image with httpd, a page, and an EXPOSEd port.
+/// Imports "web:1": busybox with a page in /www, EXPOSE 80. Returns the root's path.
+fn web_image(b: &Berthd) -> PathBuf {
     let root = b.dir.path().join("root");
     busybox_rootfs(&root).unwrap();
     std::fs::create_dir_all(root.join("www")).unwrap();
@@ -207,6 +207,23 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
         tar.display()
     ));
     b.ok(&["import", "-c", "EXPOSE 80", tar.to_str().unwrap(), "web:1"]);
+    root
+}
+
+/// busybox's wget (without -T, which crashes Debian's static busybox 1.35), bounded. The
+/// trailing `exit` keeps sh as the container's PID 1, so that wget is not: PID 1 ignores
+/// timeout's SIGTERM.
+fn wget(url: &str) -> String {
+    format!("timeout 5 wget -qO- {url}; exit $?")
+}
+
+const PAGE: &str = "hello from berth";
+
+#[test]
+fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_containers() {
+    let ns = Netns::new();
+    let mut b = Berthd::start(&ns);
+    let root = web_image(&b);
     let httpd = ["httpd", "-f", "-p", "80", "-h", "/www"];
     let run_d = |extra: &[&str]| {
         let mut a = vec!["run", "-d"];
@@ -414,7 +431,18 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
         "{{.Name}}",
     ]);
     assert_eq!(ls.trim(), "front");
-    // berthd killed -9 and restarted: addresses, ports and names still work.
+    // berthd killed -9 and restarted with 5 containers on 2 networks and the default
+    // bridge: addresses, ports and names still work.
+    run_d(&[
+        "--name",
+        "db",
+        "--network",
+        "back",
+        "--network-alias",
+        "store",
+    ]);
+    let names = b.ok(&["ps", "--format", "{{.Names}}"]);
+    assert!(names.lines().count() >= 5, "{names}");
     let before = b.ok(&[
         "inspect",
         "-f",
@@ -447,6 +475,17 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
         "wget -qO- http://alpha/index.html",
     ]);
     assert_eq!(out.trim(), PAGE);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "back",
+        "web:1",
+        "sh",
+        "-c",
+        "wget -qO- http://store/index.html",
+    ]);
+    assert_eq!(out.trim(), PAGE);
 
     // rm -f everything and remove the networks: nothing is left.
     for id in b.ok(&["ps", "-aq"]).split_whitespace() {
@@ -470,4 +509,210 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
             serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
         assert_eq!(v["leases"], serde_json::json!({}), "{}", e.path().display());
     }
+}
+
+/// The same scenario with microVM containers, in the lab (a KVM host): each microVM gets a
+/// tap on its network's bridge and the guest agent configures virtio-net.
+#[test]
+fn published_ports_and_names_for_microvm_containers_in_the_lab() {
+    if std::env::var_os("BERTH_IN_LAB").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let name = "published_ports_and_names_for_microvm_containers_in_the_lab";
+        let out = Lab::new()
+            .timeout(Duration::from_secs(1500))
+            .run(&[
+                exe.to_str().unwrap(),
+                "--exact",
+                name,
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .unwrap();
+        eprintln!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(out.status, 0, "the microVM network test failed in the lab");
+        assert!(
+            out.stdout.contains("test result: ok. 1 passed"),
+            "the inner test did not run"
+        );
+        return;
+    }
+    let (kernel, _) = guest_kernel().unwrap();
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    assert!(initrd.is_file(), "run scripts/build-agent first");
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let ns = Netns::new();
+    let b = Berthd::start_with(
+        &ns,
+        &[
+            "--kernel",
+            kernel.to_str().unwrap(),
+            "--agent-initrd",
+            initrd.to_str().unwrap(),
+        ],
+    );
+    let root = web_image(&b);
+    step("berthd up");
+    b.ok(&["network", "create", "front"]);
+    // A microVM serving a published port on a user network, with an alias.
+    let web = b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "front",
+        "--network-alias",
+        "alpha",
+        "-p",
+        "8080:80",
+        "web:1",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    step("web started");
+    let got = ns.in_out(&wget(&format!("http://{HOST_IP}:8080/index.html")));
+    assert_eq!(
+        got.stdout.trim(),
+        PAGE,
+        "from outside: {}{}",
+        got.stderr,
+        b.log()
+    );
+    let got = ns.in_host(&wget("http://127.0.0.1:8080/index.html"));
+    assert_eq!(got.stdout.trim(), PAGE, "from the host: {}", got.stderr);
+    let f = b.docker(&["run", "-d", "-p", "8080:80", "web:1", "true"]);
+    assert_eq!(f.status, 125, "{}", f.stderr);
+    assert!(f.stderr.contains("address already in use"), "{}", f.stderr);
+    // A second microVM resolves it by name and alias, through the embedded DNS.
+    let out = b.ok(&[
+        "run", "--rm", "--network", "front", "--add-host", "db.local:10.9.9.9", "web:1", "sh",
+        "-c",
+        "wget -qO- http://web/index.html && wget -qO- http://alpha/index.html && cat /etc/resolv.conf /etc/hosts && ip -4 addr show eth0",
+    ]);
+    step("names resolved");
+    assert_eq!(out.matches(PAGE).count(), 2, "{out}");
+    let gw = b.ok(&[
+        "network",
+        "inspect",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+        "front",
+    ]);
+    assert!(out.contains(&format!("nameserver {}", gw.trim())), "{out}");
+    assert!(out.contains("10.9.9.9\tdb.local"), "{out}");
+    let ip = b.ok(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.front.IPAddress}}",
+        web.trim(),
+    ]);
+    assert!(b
+        .ok(&["exec", "web", "ip", "-4", "addr", "show", "eth0"])
+        .contains(&format!("{}/", ip.trim())));
+    // The default bridge reaches outside through NAT.
+    let mut server = Command::new("ip")
+        .args([
+            "netns", "exec", &ns.out, "busybox", "httpd", "-f", "-p", "9999", "-h",
+        ])
+        .arg(root.join("www"))
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "web:1",
+        "sh",
+        "-c",
+        &wget(&format!("http://{OUT_IP}:9999/index.html")),
+    ]);
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(out.trim(), PAGE);
+    step("outside reached");
+    // Hot-plug is refused with the reason; a running microVM keeps its network.
+    let f = b.docker(&["network", "connect", "bridge", "web"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("hot-plug"), "{}", f.stderr);
+    // Cleanup: no tap, bridge or rule is left.
+    b.ok(&["rm", "-f", "web"]);
+    b.ok(&["network", "rm", "front"]);
+    let links = must(&format!("ip -n {} -o link", ns.host));
+    assert!(
+        !links.contains(" tb") && !links.contains("berth0") && !links.contains(" br-"),
+        "{links}"
+    );
+    let tables = must(&format!("ip netns exec {} nft list tables", ns.host));
+    assert!(!tables.contains("berth"), "{tables}");
+    step("cleaned up");
+}
+
+/// docker-compose 1.29 (Debian's) against berthd: a two-service project whose second
+/// service fetches a page from the first by its service name; ps, logs, down.
+#[test]
+fn docker_compose_up_ps_logs_down_of_a_two_service_project() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        panic!("docker-compose is missing: scripts/test installs Debian's docker-compose");
+    }
+    let ns = Netns::new();
+    let b = Berthd::start(&ns);
+    web_image(&b);
+    let proj = b.dir.path().join("proj");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("docker-compose.yml"),
+        r#"version: "2.4"
+services:
+  web:
+    image: web:1
+    command: httpd -f -p 80 -h /www
+  probe:
+    image: web:1
+    depends_on: [web]
+    command: sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/index.html && exit 0; sleep 1; done; exit 1'
+"#,
+    )
+    .unwrap();
+    let compose = |args: &[&str]| -> Finished {
+        Command::new("timeout")
+            .args(["-s", "KILL", "180", "docker-compose", "-p", "proj"])
+            .args(args)
+            .current_dir(&proj)
+            .env("DOCKER_HOST", format!("unix://{}", b.sock.display()))
+            .env("DOCKER_CONFIG", b.dir.path().join("docker-config"))
+            .env("COMPOSE_INTERACTIVE_NO_CLI", "1")
+            .env_remove("DOCKER_CONTEXT")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let f = compose(&["up", "-d"]);
+    assert_eq!(f.status, 0, "up: {}{}\n{}", f.stdout, f.stderr, b.log());
+    assert_eq!(b.ok(&["wait", "proj_probe_1"]).trim(), "0");
+    let f = compose(&["logs", "--no-color", "probe"]);
+    assert!(f.stdout.contains(PAGE), "logs: {}{}", f.stdout, f.stderr);
+    let f = compose(&["ps"]);
+    assert!(
+        f.stdout.contains("proj_web_1") && f.stdout.contains("Up"),
+        "ps: {}{}",
+        f.stdout,
+        f.stderr
+    );
+    assert!(f.stdout.contains("proj_probe_1"), "ps: {}", f.stdout);
+    assert!(b.ok(&["network", "ls"]).contains("proj_default"));
+    let f = compose(&["down"]);
+    assert_eq!(f.status, 0, "down: {}{}", f.stdout, f.stderr);
+    assert_eq!(b.ok(&["ps", "-aq"]), "");
+    assert!(!b.ok(&["network", "ls"]).contains("proj_default"));
 }

@@ -9,6 +9,7 @@
 //! A bad request never stops the agent: in a microVM its death is a kernel panic.
 
 mod init;
+mod net;
 mod output;
 mod run;
 mod server;

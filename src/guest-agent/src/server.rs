@@ -193,6 +193,18 @@ impl Agent {
                 target,
                 read_only,
             } => self.mount_storage(&source, &fstype, &target, read_only),
+            Request::ConfigureNetwork { interfaces } => {
+                if self.in_vm {
+                    crate::net::configure(&interfaces)
+                        .map(|()| Response::Ok)
+                        .map_err(|e| err(ErrorKind::InvalidArgument, format!("network: {e}")))
+                } else {
+                    Err(err(
+                        ErrorKind::InvalidArgument,
+                        "configure_network is for the agent in a microVM (the host's agent leaves the host's network alone)",
+                    ))
+                }
+            }
             Request::Create { id, spec } => self.create(id, *spec),
             Request::Start { id } => self.start(&id),
             Request::Exec { id, exec_id, spec } => self.exec(&id, exec_id, *spec),
@@ -257,6 +269,51 @@ impl Agent {
         Ok(Response::Ok)
     }
 
+    /// Writes a container's /etc files from the host and binds them over the image's.
+    fn etc_files(
+        &self,
+        id: &str,
+        files: &[berth_protocol::EtcFile],
+        oci: &mut oci_spec::runtime::Spec,
+    ) -> Result<(), Reply> {
+        let dir = self.state_dir.join(format!("{id}.etc"));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| err(ErrorKind::Internal, format!("{}: {e}", dir.display())))?;
+        let mut mounts = oci.mounts().clone().unwrap_or_default();
+        for f in files {
+            if !berth_protocol::ETC_FILES.contains(&f.name.as_str()) {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "etc file {:?}: only hosts, hostname and resolv.conf",
+                        f.name
+                    ),
+                ));
+            }
+            let p = dir.join(&f.name);
+            std::fs::write(&p, &f.content)
+                .map_err(|e| err(ErrorKind::Internal, format!("{}: {e}", p.display())))?;
+            let dest = format!("/etc/{}", f.name);
+            if mounts
+                .iter()
+                .any(|m| m.destination().to_str() == Some(&dest))
+            {
+                continue;
+            }
+            mounts.push(
+                oci_spec::runtime::MountBuilder::default()
+                    .destination(dest)
+                    .typ("bind")
+                    .source(p)
+                    .options(vec!["rbind".into(), "rprivate".into()])
+                    .build()
+                    .map_err(|e| err(ErrorKind::Internal, format!("a mount: {e}")))?,
+            );
+        }
+        oci.set_mounts(Some(mounts));
+        Ok(())
+    }
+
     fn create(&self, id: String, spec: berth_protocol::ContainerSpec) -> Result<Reply, Reply> {
         if !valid_id(&id) {
             return Err(err(
@@ -271,9 +328,13 @@ impl Agent {
                 format!("container {id} already exists"),
             ));
         }
+        let mut oci = spec.oci;
+        if !spec.etc_files.is_empty() {
+            self.etc_files(&id, &spec.etc_files, &mut oci)?;
+        }
         let cfg = Config {
             id: id.clone(),
-            spec: spec.oci,
+            spec: oci,
             layers: spec.rootfs.layers.iter().map(PathBuf::from).collect(),
             writable: spec.rootfs.writable.map(PathBuf::from),
             state_dir: self.state_dir.clone(),

@@ -203,6 +203,41 @@ pub struct ContainerSpec {
     /// for the container's process and every process exec'd in it.
     #[serde(default)]
     pub seccomp_unconfined: bool,
+    /// /etc files the agent writes and binds over the image's (a microVM's hosts,
+    /// hostname and resolv.conf, which berthd cannot bind from the host).
+    #[serde(default)]
+    pub etc_files: Vec<EtcFile>,
+}
+
+/// One of the /etc files a container gets from its host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcFile {
+    /// "hosts", "hostname" or "resolv.conf".
+    pub name: String,
+    /// Its content.
+    pub content: String,
+}
+
+/// The /etc files a container may get from its host.
+pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
+
+/// A microVM's network interface, configured by the guest agent before any workload runs
+/// (no DHCP on the boot path).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestInterface {
+    /// The virtio-net device's MAC address (aa:bb:cc:dd:ee:ff), which names it.
+    pub mac: String,
+    /// Its IPv4 address.
+    pub address: std::net::Ipv4Addr,
+    /// The subnet's prefix length.
+    pub prefix_len: u8,
+    /// The MTU.
+    pub mtu: u32,
+    /// The default route's gateway (on one interface at most).
+    #[serde(default)]
+    pub gateway: Option<std::net::Ipv4Addr>,
 }
 
 /// A process to run in an existing container.
@@ -230,6 +265,12 @@ pub enum Request {
         target: String,
         /// Mount read-only.
         read_only: bool,
+    },
+    /// Configure the microVM's network interfaces (address, MTU, default route) and
+    /// bring them up. Refused outside a microVM.
+    ConfigureNetwork {
+        /// The interfaces, by MAC address.
+        interfaces: Vec<GuestInterface>,
     },
     /// Set up a container (namespaces, root, cgroup); its process waits for `start`.
     Create {

@@ -257,6 +257,7 @@ impl Daemon {
                 nc: body.networking_config.as_ref(),
                 domainname: config.domainname.clone().unwrap_or_default(),
                 mac: config.mac_address.clone().filter(|m| !m.is_empty()),
+                hostname_set: config.hostname.as_deref().is_some_and(|h| !h.is_empty()),
                 exposed,
             },
         )?;

@@ -22,6 +22,9 @@ pub struct NetRuntime {
     pub dns: Mutex<HashMap<String, dns::Server>>,
     /// Serialises changes to links and the nftables table.
     pub lock: Mutex<()>,
+    /// Containers whose networking is up (from their start's plugging to their exit's
+    /// teardown): the ones the ruleset and the default bridge are kept for.
+    plugged: Mutex<std::collections::HashSet<String>>,
     /// What this berthd last put in place (touched only under `lock`).
     applied: Mutex<Applied>,
 }
@@ -51,15 +54,15 @@ pub struct NetRequest<'a> {
     pub domainname: String,
     /// Config.MacAddress.
     pub mac: Option<String>,
+    /// Config.Hostname was given.
+    pub hostname_set: bool,
     /// Exposed ports, the image's and the body's ("80/tcp").
     pub exposed: Vec<String>,
 }
 
 impl Daemon {
-    fn default_mode_is_none(&self, isolation: Isolation) -> bool {
-        !self.sandboxes.get(isolation).networks()
-            || !self.networks.opts.enabled
-            || !self.networks.opts.default_bridge
+    fn default_mode_is_none(&self) -> bool {
+        !self.networks.opts.enabled || !self.networks.opts.default_bridge
     }
 
     /// Plans a new container's networking and takes its addresses. On error nothing is
@@ -76,12 +79,8 @@ impl Daemon {
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         };
-        let vm = !self.sandboxes.get(isolation).networks();
-        let not_for_vm = |what: &str| {
-            Error::NotImplemented(format!(
-                "{what} for microVM containers (their virtio-net device is not built yet; process isolation, --isolation process, has networks)"
-            ))
-        };
+        // A sandbox with its own kernel (a microVM) cannot share a network namespace.
+        let vm = self.sandboxes.get(isolation).taps();
         let mut cfg = NetConfig {
             dns: hc.dns.clone().unwrap_or_default(),
             dns_search: hc.dns_search.clone().unwrap_or_default(),
@@ -89,16 +88,6 @@ impl Daemon {
             domainname: r.domainname.clone(),
             ..Default::default()
         };
-        if vm
-            && (!cfg.dns.is_empty()
-                || !cfg.dns_search.is_empty()
-                || !cfg.dns_options.is_empty()
-                || hc.extra_hosts.as_ref().is_some_and(|h| !h.is_empty()))
-        {
-            return Err(not_for_vm(
-                "HostConfig.Dns, DnsSearch, DnsOptions and ExtraHosts (the guest's /etc files)",
-            ));
-        }
         for d in &cfg.dns {
             d.parse::<std::net::IpAddr>()
                 .map_err(|_| bad(format!("{d} is not an ip address (--dns)")))?;
@@ -126,14 +115,11 @@ impl Daemon {
             ));
         }
         let primary: Option<String> = match mode_s.as_str() {
-            "" | "default" if self.default_mode_is_none(isolation) => {
+            "" | "default" if self.default_mode_is_none() => {
                 cfg.mode = Mode::None;
                 None
             }
             "" | "default" | "bridge" => {
-                if vm {
-                    return Err(not_for_vm("bridge networks"));
-                }
                 if !self.networks.opts.default_bridge {
                     return Err(bad(
                         "the default bridge network is disabled on this berthd (--bridge none): use a user-defined network",
@@ -169,28 +155,33 @@ impl Daemon {
                 None
             }
             name => {
-                if vm {
-                    return Err(not_for_vm("user-defined networks"));
-                }
                 cfg.mode = Mode::Bridge;
                 Some(name.to_owned())
             }
         };
         if cfg.mode != Mode::Bridge {
-            if let Some((n, _)) = eps
-                .iter()
-                .find(|(n, e)| !matches!(n.as_str(), "default") && n != &mode_s && has_settings(e))
-            {
+            if let Some((n, _)) = eps.iter().find(|(n, e)| {
+                !matches!(n.as_str(), "default" | "host" | "none") && !n.starts_with("container:")
+                    || has_settings(e)
+            }) {
+                if n == &mode_s || matches!(n.as_str(), "default" | "host" | "none") {
+                    return Err(bad(format!(
+                        "IP addresses, aliases and MAC addresses are supported on bridge networks only (network mode {mode_s:?})"
+                    )));
+                }
                 return Err(bad(format!(
                     "container cannot be connected to network {n} in network mode {mode_s:?}"
                 )));
             }
+            if r.mac.is_some() {
+                return Err(bad("conflicting options: mac-address and the network mode"));
+            }
+            if r.hostname_set && matches!(cfg.mode, Mode::Container(_)) {
+                return Err(bad("conflicting options: hostname and the network mode"));
+            }
             if hc.port_bindings.as_ref().is_some_and(|p| !p.is_empty())
                 || hc.publish_all_ports.unwrap_or(false)
             {
-                if vm {
-                    return Err(not_for_vm("published ports"));
-                }
                 return Err(bad(format!(
                     "published ports need a bridge network (network mode {:?})",
                     if mode_s.is_empty() {
@@ -201,10 +192,13 @@ impl Daemon {
                 )));
             }
             if matches!(cfg.mode, Mode::Container(_))
-                && (!cfg.dns.is_empty() || !cfg.extra_hosts.is_empty() || r.mac.is_some())
+                && (!cfg.dns.is_empty()
+                    || !cfg.dns_search.is_empty()
+                    || !cfg.dns_options.is_empty()
+                    || !cfg.extra_hosts.is_empty())
             {
                 return Err(bad(
-                    "conflicting options: dns, add-host and mac-address cannot be set with --network container:",
+                    "conflicting options: dns, dns-search, dns-option and add-host cannot be set with --network container:",
                 ));
             }
             return Ok(cfg);
@@ -314,6 +308,20 @@ impl Daemon {
         if e.driver_opts.as_ref().is_some_and(|o| !o.is_empty()) {
             return Err(Error::NotImplemented("endpoint DriverOpts".into()));
         }
+        if e.links.as_ref().is_some_and(|l| !l.is_empty()) {
+            return Err(Error::NotImplemented(
+                "links (--link, a legacy feature; user-defined networks resolve names)".into(),
+            ));
+        }
+        if e.ipam_config
+            .as_ref()
+            .and_then(|c| c.link_local_ips.as_ref())
+            .is_some_and(|l| !l.is_empty())
+        {
+            return Err(Error::NotImplemented(
+                "link-local addresses (--link-local-ip)".into(),
+            ));
+        }
         let (n, ip) = self.networks.lease(&net.id, id, want)?;
         let subnet = n.subnet.ok_or_else(|| bad("the network has no subnet"))?;
         Ok(Endpoint {
@@ -341,13 +349,17 @@ impl Daemon {
     /// Writes the container's /etc/hosts, /etc/hostname and /etc/resolv.conf and binds
     /// them in; shares the host's or another container's network namespace for those
     /// modes. Called while building the container's spec.
-    pub fn net_spec(&self, rec: &Record, oci: &mut oci_spec::runtime::Spec) -> Result<()> {
+    ///
+    /// A sandbox with its own kernel gets the files' content instead (its agent writes and
+    /// binds them in the guest), and its container uses the guest's own network
+    /// namespace, where the agent configured the interfaces: the microVM is the boundary.
+    pub fn net_spec(
+        &self,
+        rec: &Record,
+        oci: &mut oci_spec::runtime::Spec,
+    ) -> Result<Vec<berth_protocol::EtcFile>> {
         use oci_spec::runtime::{LinuxNamespaceType, MountBuilder};
-        if !self.sandbox(rec).networks() {
-            // A microVM has loopback only (refused otherwise at create); the guest's
-            // /etc files come with networking for microVMs.
-            return Ok(());
-        }
+        let taps = self.sandbox(rec).taps();
         let dir = self.dir(&rec.id);
         let cfg = &rec.net;
         let (files_dir, share) = match &cfg.mode {
@@ -379,7 +391,13 @@ impl Daemon {
                             .iter()
                             .map(|(n, a)| format!("{a}\t{n}\n"))
                             .collect::<String>(),
-                    host_resolv.clone(),
+                    etc::resolv_conf(
+                        &host_resolv,
+                        None,
+                        &cfg.dns,
+                        &cfg.dns_search,
+                        &cfg.dns_options,
+                    ),
                 ),
                 _ => {
                     let embedded = cfg.endpoints.iter().find_map(|e| {
@@ -401,11 +419,28 @@ impl Daemon {
                     )
                 }
             };
-            for (name, body) in [
+            let files = [
                 ("hosts", hosts),
                 ("resolv.conf", resolv),
                 ("hostname", format!("{}\n", rec.hostname)),
-            ] {
+            ];
+            if taps {
+                if !cfg.endpoints.is_empty() {
+                    if let Some(l) = oci.linux_mut() {
+                        let mut ns = l.namespaces().clone().unwrap_or_default();
+                        ns.retain(|n| n.typ() != LinuxNamespaceType::Network);
+                        l.set_namespaces(Some(ns));
+                    }
+                }
+                return Ok(files
+                    .into_iter()
+                    .map(|(name, content)| berth_protocol::EtcFile {
+                        name: name.into(),
+                        content,
+                    })
+                    .collect());
+            }
+            for (name, body) in files {
                 let p = dir.join(name);
                 std::fs::write(&p, body).map_err(Error::io(format!("{}", p.display())))?;
             }
@@ -445,7 +480,71 @@ impl Daemon {
             }
             l.set_namespaces(Some(ns));
         }
-        Ok(())
+        Ok(Vec::new())
+    }
+
+    /// A microVM's taps, one per network, on their bridges (nothing for other
+    /// sandboxes). On error none is left.
+    pub fn net_taps(&self, rec: &Record) -> Result<Vec<crate::sandbox::Nic>> {
+        if !self.sandbox(rec).taps() || rec.net.endpoints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut nics = Vec::new();
+        let mut route = true;
+        let r = (|| {
+            for e in &rec.net.endpoints {
+                let net = self.networks.find(&e.network_id)?;
+                self.ensure_bridge(&net)?;
+                let tap = network::tap_name(&rec.id, &net.id);
+                let (t, bridge, mtu) = (tap.clone(), net.bridge.clone(), net.mtu);
+                link::run(None, move |h| async move {
+                    link::delete(&h, &t).await?;
+                    link::create_tap(&t)?;
+                    link::attach(&h, &t, &bridge, mtu).await
+                })?;
+                let gateway = e.gateway.filter(|_| route && !net.internal);
+                route &= net.internal;
+                nics.push(crate::sandbox::Nic {
+                    tap,
+                    guest: berth_protocol::GuestInterface {
+                        mac: e.mac.clone(),
+                        address: e.ip,
+                        prefix_len: e.prefix,
+                        mtu: net.mtu,
+                        gateway,
+                    },
+                });
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            self.delete_taps(rec);
+            return Err(e);
+        }
+        Ok(nics)
+    }
+
+    /// Deletes a container's taps (if it has any).
+    fn delete_taps(&self, rec: &Record) {
+        if !self.sandbox(rec).taps() {
+            return;
+        }
+        let taps: Vec<String> = rec
+            .net
+            .endpoints
+            .iter()
+            .map(|e| network::tap_name(&rec.id, &e.network_id))
+            .collect();
+        let r = link::run(None, move |h| async move {
+            for t in taps {
+                link::delete(&h, &t).await?;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            super::log_failure("removing a microVM's taps", &e.into());
+        }
     }
 
     /// Takes the host ports a container publishes, before its sandbox boots (a taken
@@ -472,7 +571,13 @@ impl Daemon {
     ) -> Result<()> {
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
         let mut route = true;
-        for e in &rec.net.endpoints {
+        // A microVM's taps went on their bridges before it booted.
+        let endpoints = if self.sandbox(rec).taps() {
+            &[][..]
+        } else {
+            &rec.net.endpoints[..]
+        };
+        for e in endpoints {
             let net = self.networks.find(&e.network_id)?;
             self.plug(&rec.id, &net, e, pid, route && !net.internal)?;
             route &= net.internal;
@@ -488,7 +593,8 @@ impl Daemon {
             r.net.published = published;
             Ok(())
         })?;
-        self.sync_rules_locked(Some(&rec.id))
+        self.plugged(&rec.id, true);
+        self.sync_rules_locked()
     }
 
     /// One veth: the host end on the network's bridge, the other as `e.ifname` in the
@@ -558,27 +664,51 @@ impl Daemon {
             .remove(id);
         drop(held);
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.sync_rules_locked(None) {
+        if let Ok(c) = self.find(id) {
+            self.delete_taps(&c.record());
+        }
+        self.plugged(id, false);
+        if let Err(e) = self.sync_rules_locked() {
             super::log_failure("updating berth's nftables table", &e);
         }
     }
 
-    /// Running containers with their records, `starting` counted as running.
-    fn live(&self, starting: Option<&str>) -> Vec<Record> {
+    /// Marks a container's networking up or down.
+    fn plugged(&self, id: &str, up: bool) {
+        let mut p = self
+            .net_rt
+            .plugged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if up {
+            p.insert(id.to_owned());
+        } else {
+            p.remove(id);
+        }
+    }
+
+    /// The containers whose networking is up.
+    fn live(&self) -> Vec<Record> {
+        let p = self
+            .net_rt
+            .plugged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.records()
             .into_iter()
-            .filter(|r| r.state.running() || Some(r.id.as_str()) == starting)
+            .filter(|r| p.contains(&r.id))
             .collect()
     }
 
     /// Rewrites berth's nftables table from the networks and the running containers'
     /// published ports, and removes the default bridge when nothing uses it (the caller
     /// holds `net_rt.lock`).
-    fn sync_rules_locked(&self, starting: Option<&str>) -> Result<()> {
+    fn sync_rules_locked(&self) -> Result<()> {
         if !self.networks.opts.enabled {
             return Ok(());
         }
-        let live = self.live(starting);
+        let live = self.live();
         let proxies = self
             .net_rt
             .proxies
@@ -674,8 +804,10 @@ impl Daemon {
         }
         let mut keep: std::collections::HashSet<String> = std::collections::HashSet::new();
         for r in recs.iter().filter(|r| r.state.running()) {
+            self.plugged(&r.id, true);
             for e in &r.net.endpoints {
                 keep.insert(network::veth_name(&r.id, &e.network_id));
+                keep.insert(network::tap_name(&r.id, &e.network_id));
                 if let Ok(n) = self.networks.find(&e.network_id) {
                     if let Err(e) = self.ensure_bridge(&n) {
                         super::log_failure("restoring a network's bridge", &e);
@@ -712,12 +844,7 @@ impl Daemon {
         match link::run(None, |h| async move { link::names(&h).await }) {
             Ok(names) => {
                 for n in names {
-                    let ours = n.len() == 12
-                        && n.starts_with("vb")
-                        && n[2..]
-                            .bytes()
-                            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-                    if ours && !keep.contains(&n) {
+                    if network::is_endpoint_link(&n) && !keep.contains(&n) {
                         let _ = link::run(None, move |h| async move { link::delete(&h, &n).await });
                     }
                 }
@@ -725,7 +852,7 @@ impl Daemon {
             Err(e) => super::log_failure("listing links", &e.into()),
         }
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = self.sync_rules_locked(None) {
+        if let Err(e) = self.sync_rules_locked() {
             super::log_failure("restoring berth's nftables table", &e);
         }
     }
@@ -734,10 +861,19 @@ impl Daemon {
     pub fn network_create(&self, req: &docker::NetworkCreateRequest) -> Result<String> {
         let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
         let n = self.networks.plan(req)?;
+        if self.networks.opts.enabled {
+            let names = link::run(None, |h| async move { link::names(&h).await })?;
+            if names.contains(&n.bridge) {
+                return Err(Error::Conflict(format!(
+                    "bridge name {} is already in use by another interface on this host",
+                    n.bridge
+                )));
+            }
+        }
         self.networks.insert(n.clone())?;
         let up = self
             .ensure_bridge(&n)
-            .and_then(|_| self.sync_rules_locked(None));
+            .and_then(|_| self.sync_rules_locked());
         if let Err(e) = up {
             self.drop_network(&n);
             let _ = self.networks.delete(&n.id);
@@ -792,7 +928,7 @@ impl Daemon {
         }
         self.networks.delete(&n.id)?;
         self.drop_network(&n);
-        self.sync_rules_locked(None)?;
+        self.sync_rules_locked()?;
         self.event_network("destroy", &n, None);
         Ok(())
     }
@@ -824,14 +960,11 @@ impl Daemon {
                 n.name
             )));
         }
+        if rec.state.running() && self.sandbox(&rec).taps() {
+            return Err(hot_plug());
+        }
         match rec.net.mode {
             Mode::Bridge => {}
-            _ if !self.sandbox(&rec).networks() => {
-                return Err(Error::NotImplemented(
-                    "networks for microVM containers (their virtio-net device is not built yet)"
-                        .into(),
-                ))
-            }
             _ => {
                 return Err(bad(format!(
                     "container {} is in network mode {:?}: it cannot be connected to a network",
@@ -870,10 +1003,7 @@ impl Daemon {
         if rec.state.running() {
             let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
             let route = rec.net.endpoints.is_empty() && !n.internal;
-            let r = self
-                .plug(&rec.id, &n, &ep, rec.state.pid() as i32, route)
-                .and_then(|_| self.sync_rules_locked(None));
-            if let Err(err) = r {
+            if let Err(err) = self.plug(&rec.id, &n, &ep, rec.state.pid() as i32, route) {
                 let _ = self.networks.release(&n.id, &rec.id);
                 return Err(err);
             }
@@ -885,6 +1015,11 @@ impl Daemon {
         if let Err(err) = saved {
             let _ = self.networks.release(&n.id, &rec.id);
             return Err(err);
+        }
+        if rec.state.running() {
+            let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
+            self.plugged(&rec.id, true);
+            self.sync_rules_locked()?;
         }
         self.rewrite_hosts(&c);
         self.event_network("connect", &n, Some(&rec.id));
@@ -909,6 +1044,18 @@ impl Daemon {
                 rec.name, n.name
             )));
         };
+        if rec.state.running() && self.sandbox(&rec).taps() {
+            return Err(hot_plug());
+        }
+        if rec.state.running()
+            && !rec.net.published.is_empty()
+            && rec.net.endpoints.first().map(|f| &f.network_id) == Some(&n.id)
+        {
+            return Err(Error::Forbidden(format!(
+                "container {} publishes ports on network {}: stop it before disconnecting it",
+                rec.name, n.name
+            )));
+        }
         if rec.state.running() {
             let pid = rec.state.pid();
             let ifname = ep.ifname.clone();
@@ -924,7 +1071,7 @@ impl Daemon {
         self.networks.release(&n.id, &rec.id)?;
         {
             let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.sync_rules_locked(None)?;
+            self.sync_rules_locked()?;
         }
         self.rewrite_hosts(&c);
         self.event_network("disconnect", &n, Some(&rec.id));
@@ -986,6 +1133,14 @@ fn extra_hosts(cfg: &NetConfig) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Refusal of connect and disconnect on a running microVM.
+fn hot_plug() -> Error {
+    Error::NotImplemented(
+        "connecting or disconnecting a running microVM container (virtio-net hot-plug is not built): stop it, connect or disconnect, and start it again"
+            .into(),
+    )
+}
+
 fn has_settings(e: &docker::EndpointSettings) -> bool {
     e.aliases.as_ref().is_some_and(|a| !a.is_empty())
         || e.ipam_config.is_some()
@@ -996,34 +1151,63 @@ fn has_settings(e: &docker::EndpointSettings) -> bool {
 struct DaemonDirectory(Weak<Daemon>);
 
 impl dns::Directory for DaemonDirectory {
-    fn lookup(&self, net: &str, name: &str) -> Vec<Ipv4Addr> {
+    fn lookup(&self, net: &str, from: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+        let d = self.0.upgrade()?;
+        let recs: Vec<Record> = d
+            .records()
+            .into_iter()
+            .filter(|r| r.state.running())
+            .collect();
+        let asker = recs.iter().find(|r| {
+            r.net
+                .endpoints
+                .iter()
+                .any(|e| e.network_id == net && e.ip == from)
+        })?;
+        // The network asked on first, then the asker's others (as Docker's resolver).
+        let mut nets: Vec<&str> = vec![net];
+        nets.extend(
+            asker
+                .net
+                .endpoints
+                .iter()
+                .map(|e| e.network_id.as_str())
+                .filter(|n| *n != net),
+        );
+        for n in nets {
+            let mut out = Vec::new();
+            for r in &recs {
+                let Some(e) = r.net.endpoints.iter().find(|e| e.network_id == n) else {
+                    continue;
+                };
+                let hit = r.name.eq_ignore_ascii_case(name)
+                    || r.id[..12].eq_ignore_ascii_case(name)
+                    || r.hostname.eq_ignore_ascii_case(name)
+                    || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
+                if hit {
+                    out.push(e.ip);
+                }
+            }
+            if !out.is_empty() {
+                return Some(out);
+            }
+        }
+        Some(Vec::new())
+    }
+
+    fn upstreams(&self, net: &str, from: Ipv4Addr) -> Vec<SocketAddr> {
         let Some(d) = self.0.upgrade() else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        for r in d.records().into_iter().filter(|r| r.state.running()) {
-            let Some(e) = r.net.endpoints.iter().find(|e| e.network_id == net) else {
-                continue;
-            };
-            let hit = r.name.eq_ignore_ascii_case(name)
-                || r.id[..12].eq_ignore_ascii_case(name)
-                || r.hostname.eq_ignore_ascii_case(name)
-                || e.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
-            if hit {
-                out.push(e.ip);
-            }
+        if d.networks.find(net).map_or(true, |n| n.internal) {
+            return Vec::new();
         }
-        out
-    }
-
-    fn upstreams(&self, from: Ipv4Addr) -> Vec<SocketAddr> {
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let own = self.0.upgrade().and_then(|d| {
-            d.records()
-                .into_iter()
-                .find(|r| r.state.running() && r.net.endpoints.iter().any(|e| e.ip == from))
-                .map(|r| r.net.dns)
-        });
+        let own = d
+            .records()
+            .into_iter()
+            .find(|r| r.state.running() && r.net.endpoints.iter().any(|e| e.ip == from))
+            .map(|r| r.net.dns);
         etc::upstreams(&host, &own.unwrap_or_default())
     }
 

@@ -39,8 +39,9 @@ impl Daemon {
             l.set_resources(Some(res));
         }
         rec.confinement.apply(&mut oci)?;
-        self.net_spec(rec, &mut oci)?;
+        let etc_files = self.net_spec(rec, &mut oci)?;
         Ok(ContainerSpec {
+            etc_files,
             oci,
             rootfs: booted.rootfs.clone(),
             open_stdin: rec.open_stdin,
@@ -84,6 +85,7 @@ impl Daemon {
                 let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
                 let (status, msg) = (e.exit_status(), e.to_string());
                 if let Err(se) = self.update(c, |r| {
+                    r.net.published.clear();
                     r.state.start_failed(status, msg, now_rfc3339());
                     Ok(())
                 }) {
@@ -101,6 +103,8 @@ impl Daemon {
         let sandbox = self.sandbox(rec);
         // Host ports first: a taken one fails the start before anything boots.
         let proxies = self.net_bind(rec)?;
+        // A microVM's taps go on their bridges before it boots.
+        let nics = self.net_taps(rec)?;
         let mut booted = sandbox.boot(&SandboxSpec {
             id: rec.id.clone(),
             dir: self.dir(&rec.id),
@@ -109,6 +113,7 @@ impl Daemon {
             image_id: rec.image_id.clone(),
             memory: rec.memory,
             nano_cpus: rec.nano_cpus,
+            nics,
         })?;
         let spec = self.spec(rec, &booted)?;
         let pid = match answer(booted.client.call(&Request::Create {

@@ -14,10 +14,13 @@ use std::time::Duration;
 
 /// What the server knows: the daemon's containers.
 pub trait Directory: Send + Sync + 'static {
-    /// The addresses `name` (lower case, no trailing dot) has on network `net`.
-    fn lookup(&self, net: &str, name: &str) -> Vec<Ipv4Addr>;
-    /// Where to forward other names asked by the container at `from`.
-    fn upstreams(&self, from: Ipv4Addr) -> Vec<SocketAddr>;
+    /// The addresses `name` (lower case, no trailing dot) has for the container at
+    /// `from` on network `net`: on `net` first, then on its other networks. None when no
+    /// running container on `net` has the address `from` (its question is refused).
+    fn lookup(&self, net: &str, from: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>>;
+    /// Where to forward other names asked by the container at `from` on `net` (none for
+    /// an internal network, which reaches nothing outside).
+    fn upstreams(&self, net: &str, from: Ipv4Addr) -> Vec<SocketAddr>;
     /// The network's name (for `name.network` queries).
     fn network_name(&self, net: &str) -> Option<String>;
 }
@@ -87,13 +90,21 @@ pub async fn answer(q: &[u8], from: SocketAddr, net: &str, dir: &dyn Directory) 
     if name.ends_with('.') {
         name.pop();
     }
-    let mut ips = dir.lookup(net, &name);
+    let client = match from.ip() {
+        std::net::IpAddr::V4(a) => a,
+        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
+    };
+    let Some(mut ips) = dir.lookup(net, client, &name) else {
+        // Not one of the network's containers: nothing is told to strangers.
+        reply.set_response_code(ResponseCode::Refused);
+        return reply.to_vec().ok();
+    };
     if ips.is_empty() {
         if let Some(short) = dir.network_name(net).and_then(|n| {
             name.strip_suffix(&format!(".{}", n.to_ascii_lowercase()))
                 .map(str::to_owned)
         }) {
-            ips = dir.lookup(net, &short);
+            ips = dir.lookup(net, client, &short).unwrap_or_default();
         }
     }
     if !ips.is_empty() {
@@ -109,11 +120,7 @@ pub async fn answer(q: &[u8], from: SocketAddr, net: &str, dir: &dyn Directory) 
         }
         return reply.to_vec().ok();
     }
-    let client = match from.ip() {
-        std::net::IpAddr::V4(a) => a,
-        std::net::IpAddr::V6(_) => Ipv4Addr::UNSPECIFIED,
-    };
-    for up in dir.upstreams(client) {
+    for up in dir.upstreams(net, client) {
         if let Some(r) = forward(q, up).await {
             return Some(r);
         }
@@ -150,13 +157,16 @@ mod tests {
     struct Dir(Option<SocketAddr>);
 
     impl Directory for Dir {
-        fn lookup(&self, net: &str, name: &str) -> Vec<Ipv4Addr> {
-            match (net, name) {
+        fn lookup(&self, net: &str, from: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
+            if from != Ipv4Addr::new(10, 0, 0, 3) {
+                return None;
+            }
+            Some(match (net, name) {
                 ("n1", "web") | ("n1", "alias") => vec![Ipv4Addr::new(10, 0, 0, 2)],
                 _ => vec![],
-            }
+            })
         }
-        fn upstreams(&self, _: Ipv4Addr) -> Vec<SocketAddr> {
+        fn upstreams(&self, _: &str, _: Ipv4Addr) -> Vec<SocketAddr> {
             self.0.into_iter().collect()
         }
         fn network_name(&self, _: &str) -> Option<String> {
@@ -172,11 +182,15 @@ mod tests {
     }
 
     fn ask(d: &Dir, name: &str, t: RecordType) -> Message {
+        ask_from(d, name, t, "10.0.0.3:5000")
+    }
+
+    fn ask_from(d: &Dir, name: &str, t: RecordType, from: &str) -> Message {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let from: SocketAddr = "10.0.0.3:5000".parse().unwrap();
+        let from: SocketAddr = from.parse().unwrap();
         let r = rt.block_on(answer(&query(name, t), from, "n1", d)).unwrap();
         Message::from_vec(&r).unwrap()
     }
@@ -194,6 +208,12 @@ mod tests {
         assert_eq!(
             (m.response_code(), m.answers().len()),
             (ResponseCode::NoError, 0)
+        );
+        // A stranger gets nothing, not even forwarding.
+        let m = ask_from(&d, "web.", RecordType::A, "10.9.9.9:53");
+        assert_eq!(
+            (m.response_code(), m.answers().len()),
+            (ResponseCode::Refused, 0)
         );
         // Unknown, with nowhere to forward: SERVFAIL.
         assert_eq!(

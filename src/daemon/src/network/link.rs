@@ -232,6 +232,81 @@ pub async fn configure(
     Ok(())
 }
 
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETPERSIST: libc::c_ulong = 0x4004_54cb;
+const IFF_TAP: libc::c_short = 0x0002;
+const IFF_NO_PI: libc::c_short = 0x1000;
+const IFF_VNET_HDR: libc::c_short = 0x4000;
+
+/// Creates persistent tap `name` (for a microVM's virtio-net: no packet info, with the
+/// virtio-net header, as berth-vmm opens it). Netlink cannot create taps: this is the
+/// tun driver's own ioctl interface.
+pub fn create_tap(name: &str) -> Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    if name.is_empty() || name.len() > 15 {
+        return Err(NetError::Netns(format!("bad tap name {name:?}")));
+    }
+    let path = c"/dev/net/tun";
+    // SAFETY: open(2) on a NUL-terminated path; the descriptor is owned below.
+    let raw = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(NetError::Netns(format!(
+            "/dev/net/tun (the tun module): {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; 16],
+        flags: libc::c_short,
+        pad: [u8; 22],
+    }
+    let mut req = IfReq {
+        name: [0; 16],
+        flags: IFF_TAP | IFF_NO_PI | IFF_VNET_HDR,
+        pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is laid out as.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
+        return Err(NetError::Netns(format!(
+            "creating tap {name}: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: TUNSETPERSIST takes an integer argument.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), TUNSETPERSIST, 1 as libc::c_ulong) } < 0 {
+        return Err(NetError::Netns(format!(
+            "making tap {name} persistent: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// Puts link `name` on `bridge` with `mtu`, up.
+pub async fn attach(h: &Handle, name: &str, bridge: &str, mtu: u32) -> Result<()> {
+    let br = index_of(h, bridge)
+        .await?
+        .ok_or_else(|| NetError::Netns(format!("bridge {bridge} is missing")))?;
+    let i = index_of(h, name)
+        .await?
+        .ok_or_else(|| NetError::Netns(format!("{name} vanished")))?;
+    h.link()
+        .set(
+            LinkUnspec::new_with_index(i)
+                .controller(br)
+                .mtu(mtu)
+                .up()
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("attaching {name} to {bridge}")))
+}
+
 /// Removes an interface from inside a container's namespace (`disconnect`).
 pub async fn remove_in(h: &Handle, ifname: &str) -> Result<()> {
     delete(h, ifname).await

@@ -634,18 +634,22 @@ impl Networks {
         Ok(())
     }
 
-    /// Forgets a network (its record file too).
+    /// Forgets a network (its record file too); refused while it has leases.
     pub fn delete(&self, id: &str) -> Result<()> {
+        let mut map = self.nets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get(id).filter(|n| !n.leases.is_empty()) {
+            return Err(Error::Forbidden(format!(
+                "error while removing network: network {} id {} has active endpoints",
+                n.name, n.id
+            )));
+        }
         let p = self.dir.join(format!("{id}.json"));
         match std::fs::remove_file(&p) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io(format!("{}", p.display()))(e)),
         }
-        self.nets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        map.remove(id);
         Ok(())
     }
 
@@ -734,6 +738,20 @@ pub fn veth_name(ctr: &str, net: &str) -> String {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     format!("vb{:010x}", h & 0xff_ffff_ffff)
+}
+
+/// The tap of a microVM container `ctr` on network `net` ("tb" and ten hex digits).
+pub fn tap_name(ctr: &str, net: &str) -> String {
+    format!("tb{}", &veth_name(ctr, net)[2..])
+}
+
+/// Whether link `name` is one berth names after a container (a veth's host end or a tap).
+pub fn is_endpoint_link(name: &str) -> bool {
+    name.len() == 12
+        && (name.starts_with("vb") || name.starts_with("tb"))
+        && name[2..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 #[cfg(test)]

@@ -54,9 +54,13 @@ pub fn ruleset(bridges: &[BridgeRules], ports: &[Dnat]) -> Option<String> {
     t.push_str(&format!("table ip {TABLE} {{\n"));
     // Published ports: traffic to any local address but loopback (which berthd's proxy
     // serves) goes to the container.
-    t.push_str(
-        "  chain prerouting {\n    type nat hook prerouting priority dstnat; policy accept;\n    fib daddr type local jump publish\n  }\n",
-    );
+    // Containers reaching a published port through the host's address are served by
+    // the proxy (as Docker's userland proxy does): their traffic is not rewritten.
+    let all: Vec<String> = bridges.iter().map(|b| q(&b.bridge)).collect();
+    t.push_str(&format!(
+        "  chain prerouting {{\n    type nat hook prerouting priority dstnat; policy accept;\n    iifname != {{ {} }} fib daddr type local jump publish\n  }}\n",
+        all.join(", ")
+    ));
     t.push_str(
         "  chain output {\n    type nat hook output priority -100; policy accept;\n    ip daddr != 127.0.0.0/8 fib daddr type local jump publish\n  }\n",
     );
@@ -106,6 +110,18 @@ pub fn ruleset(bridges: &[BridgeRules], ports: &[Dnat]) -> Option<String> {
                 others.join(", ")
             ));
         }
+    }
+    // Nothing outside reaches a container unless it answers the container or is a
+    // published port (forwarding is on, and the host's own policy may accept).
+    for b in bridges.iter().filter(|b| !b.internal) {
+        let br = q(&b.bridge);
+        t.push_str(&format!(
+            "    oifname {br} iifname != {br} ct state established,related accept\n"
+        ));
+        t.push_str(&format!(
+            "    oifname {br} iifname != {br} ct status dnat accept\n"
+        ));
+        t.push_str(&format!("    oifname {br} iifname != {br} drop\n"));
     }
     t.push_str("  }\n}\n");
     Some(t)
@@ -179,5 +195,8 @@ mod tests {
         );
         assert!(r.contains("iifname \"br-i\" oifname != \"br-i\" drop"));
         assert!(r.contains("iifname \"berth0\" oifname { \"br-a\", \"br-i\" } drop"));
+        assert!(r.contains("iifname != { \"berth0\", \"br-a\", \"br-i\" } fib daddr"));
+        assert!(r.contains("oifname \"br-a\" iifname != \"br-a\" ct status dnat accept"));
+        assert!(r.contains("oifname \"br-a\" iifname != \"br-a\" drop"));
     }
 }

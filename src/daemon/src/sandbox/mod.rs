@@ -90,6 +90,17 @@ pub struct SandboxSpec {
     pub memory: i64,
     /// CPUs in 1e-9 units (0: none).
     pub nano_cpus: i64,
+    /// Its network interfaces, for a sandbox with [`Sandbox::taps`] (empty otherwise).
+    pub nics: Vec<Nic>,
+}
+
+/// A network interface of a sandbox with a kernel of its own.
+#[derive(Debug, Clone)]
+pub struct Nic {
+    /// The host's tap, already on its network's bridge.
+    pub tap: String,
+    /// How the guest configures its end.
+    pub guest: berth_protocol::GuestInterface,
 }
 
 /// A booted sandbox, ready for the container to be created in it.
@@ -137,11 +148,12 @@ pub trait Sandbox: Send + Sync {
         Ok(())
     }
 
-    /// Whether this kind of sandbox puts containers on networks (a veth into their own
-    /// namespace) and lets them share the host's or another container's namespace. The
-    /// default: yes.
-    fn networks(&self) -> bool {
-        true
+    /// Whether this kind of sandbox has a kernel of its own: its containers reach their
+    /// networks through taps (a virtio-net device each), get their /etc files through
+    /// the agent, and cannot share the host's or another container's network namespace.
+    /// The default: no (a veth into the container's namespace on the host).
+    fn taps(&self) -> bool {
+        false
     }
 
     /// Refuses settings this kind of sandbox cannot honour (checked at create). The

@@ -9,7 +9,7 @@ use crate::errors::{Error, Result};
 use berth_image::ImageStore;
 use berth_protocol::client::Endpoint;
 use berth_protocol::{Request, RootfsSpec};
-use berth_vmm::config::{DiskConfig, VmConfig, VsockConfig};
+use berth_vmm::config::{DiskConfig, NetConfig, VmConfig, VsockConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,14 @@ impl VmSandbox {
                 uds: spec.run_dir.join("vm.sock"),
             }),
             control_socket: Some(spec.run_dir.join("control.sock")),
+            net: spec
+                .nics
+                .iter()
+                .map(|n| NetConfig {
+                    tap: n.tap.clone(),
+                    mac: Some(n.guest.mac.clone()),
+                })
+                .collect(),
             console: format!("file:{}", spec.dir.join("console.log").display()),
             ..VmConfig::default()
         })
@@ -127,6 +135,11 @@ impl Sandbox for VmSandbox {
             target: layer.clone(),
             read_only: true,
         }))?;
+        if !spec.nics.is_empty() {
+            answer(client.call(&Request::ConfigureNetwork {
+                interfaces: spec.nics.iter().map(|n| n.guest.clone()).collect(),
+            }))?;
+        }
         Ok(Booted {
             rootfs: RootfsSpec {
                 layers: vec![layer],
@@ -169,10 +182,9 @@ impl Sandbox for VmSandbox {
         Ok(())
     }
 
-    /// The host's PIDs are out of a guest's reach: it has its own kernel.
-    /// Not yet: the guest's virtio-net wiring (a tap per network) is not built.
-    fn networks(&self) -> bool {
-        false
+    /// A tap per network, and the guest agent configures virtio-net.
+    fn taps(&self) -> bool {
+        true
     }
 
     fn check_confinement(&self, c: &crate::daemon::confinement::Confinement) -> Result<()> {

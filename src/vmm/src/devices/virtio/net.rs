@@ -61,10 +61,13 @@ struct IfReq {
 
 /// Opens the existing tap `name` with virtio-net headers.
 fn open_tap(name: &str) -> Result<File, NetError> {
-    // TUNSETIFF would create a missing tap: check it exists and is a tun/tap first.
-    if name.contains('/')
-        || !std::path::Path::new(&format!("/sys/class/net/{name}/tun_flags")).exists()
-    {
+    // TUNSETIFF would create a missing tap: check it exists first, in this process's
+    // network namespace (not through /sys, which shows the namespace of whoever mounted
+    // it). TUNSETIFF refuses a device of another kind with EINVAL.
+    let cname = std::ffi::CString::new(name).map_err(|_| NetError::NoTap(name.to_owned()))?;
+    // SAFETY: if_nametoindex reads a NUL-terminated string that lives across the call.
+    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || index == 0 {
         return Err(NetError::NoTap(name.to_owned()));
     }
     let err = |what| {
