@@ -140,7 +140,7 @@ def native(release, runs):
         time.sleep(0.5)
         lo = gbps(lab.in_host(f"iperf3 -c 127.0.0.1 -p 5299 -t {secs} -J"))
         srv.wait()
-        lo_rtt = rtt_us(lab.in_host("ping -c 20 -i 0.2 127.0.0.1"))
+        lo_rtt = rtt_us(lab.in_host("busybox ping -c 20 -i 0.2 127.0.0.1"))
         print(f"loopback_tcp_gbps {lo:.2f}")
         print(f"loopback_rtt_us {lo_rtt:.0f}")
         lab.ok(["network", "create", "bnet"])

@@ -64,6 +64,30 @@ impl Netns {
     }
 }
 
+impl Netns {
+    /// No link of berth's (`prefix`: a veth's or a tap's), no bridge and no nft table in
+    /// the host namespace (the default bridge goes a few seconds after its last use).
+    fn assert_clean(&self, prefix: &str) {
+        let t0 = Instant::now();
+        loop {
+            let links = must(&format!("ip -n {} -o link", self.host));
+            let tables = must(&format!("ip netns exec {} nft list tables", self.host));
+            let clean = !links.contains(prefix)
+                && !links.contains("berth0")
+                && !links.contains(" br-")
+                && !tables.contains("berth");
+            if clean {
+                return;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "left behind:\n{links}\n{tables}"
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&format!(
@@ -492,13 +516,7 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
         b.ok(&["rm", "-f", id]);
     }
     b.ok(&["network", "rm", "front", "back"]);
-    let links = must(&format!("ip -n {} -o link", ns.host));
-    assert!(
-        !links.contains(" vb") && !links.contains("berth0") && !links.contains(" br-"),
-        "{links}"
-    );
-    let tables = must(&format!("ip netns exec {} nft list tables", ns.host));
-    assert!(!tables.contains("berth"), "{tables}");
+    ns.assert_clean(" vb");
     let f = ns.in_host(&wget("http://127.0.0.1:8080/"));
     assert_ne!(f.status, 0, "port 8080 is still served");
     for e in std::fs::read_dir(b.dir.path().join("data/network"))
@@ -643,13 +661,7 @@ fn published_ports_and_names_for_microvm_containers_in_the_lab() {
     // Cleanup: no tap, bridge or rule is left.
     b.ok(&["rm", "-f", "web"]);
     b.ok(&["network", "rm", "front"]);
-    let links = must(&format!("ip -n {} -o link", ns.host));
-    assert!(
-        !links.contains(" tb") && !links.contains("berth0") && !links.contains(" br-"),
-        "{links}"
-    );
-    let tables = must(&format!("ip netns exec {} nft list tables", ns.host));
-    assert!(!tables.contains("berth"), "{tables}");
+    ns.assert_clean(" tb");
     step("cleaned up");
 }
 

@@ -38,7 +38,14 @@ struct Applied {
     rules: Option<Option<String>>,
     /// This berthd brought the default bridge up.
     default_bridge: bool,
+    /// A removal of the unused default bridge is scheduled.
+    reaping: bool,
 }
+
+/// How long the default bridge (and its rules) outlive its last container: back-to-back
+/// `run --rm`s reuse them instead of creating and deleting a bridge and rewriting the
+/// table each time (deleting a bridge alone takes tens of milliseconds).
+const DEFAULT_BRIDGE_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn bad(m: impl Into<String>) -> Error {
     Error::InvalidParameter(m.into())
@@ -602,14 +609,13 @@ impl Daemon {
     fn plug(&self, id: &str, net: &NetworkRec, e: &Endpoint, pid: i32, route: bool) -> Result<()> {
         self.ensure_bridge(net)?;
         let host = network::veth_name(id, &net.id);
-        let peer = format!("vp{}", &host[2..]);
         let (bridge, mtu) = (net.bridge.clone(), net.mtu);
-        let (h2, p2) = (host.clone(), peer.clone());
-        link::run(None, move |h| async move {
-            link::veth_into(&h, &h2, &p2, &bridge, mtu, pid).await
-        })?;
         let (ifname, ip, len) = (e.ifname.clone(), e.ip, e.prefix);
         let mac = network::parse_mac(&e.mac).unwrap_or_else(|| network::mac_of(ip));
+        let (h2, p2, peer) = (host.clone(), ifname.clone(), ifname.clone());
+        link::run(None, move |h| async move {
+            link::veth_into(&h, &h2, &p2, &bridge, mtu, mac, pid).await
+        })?;
         let gw = if route { e.gateway } else { None };
         let r = link::run(
             Some(format!("/proc/{pid}/ns/net").into()),
@@ -709,6 +715,12 @@ impl Daemon {
             return Ok(());
         }
         let live = self.live();
+        let kept = self
+            .net_rt
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .default_bridge;
         let proxies = self
             .net_rt
             .proxies
@@ -727,7 +739,8 @@ impl Daemon {
                 .any(|r| r.net.endpoints.iter().any(|e| e.network_id == n.id));
             if n.name == "bridge" {
                 default_used = used;
-                if !used {
+                // Still up in its grace period: its rules stay as they are.
+                if !used && !kept {
                     continue;
                 }
             }
@@ -773,13 +786,49 @@ impl Daemon {
         applied.rules = Some(rules);
         if default_used {
             applied.default_bridge = true;
-        } else if applied.default_bridge {
-            link::run(None, |h| async move {
-                link::delete(&h, network::DEFAULT_BRIDGE).await
-            })?;
-            applied.default_bridge = false;
+        } else if applied.default_bridge && !applied.reaping {
+            applied.reaping = true;
+            let me = self.me();
+            std::thread::spawn(move || {
+                std::thread::sleep(DEFAULT_BRIDGE_GRACE);
+                if let Some(d) = me.upgrade() {
+                    d.reap_default_bridge();
+                }
+            });
         }
         Ok(())
+    }
+
+    /// Removes the default bridge and its rules if nothing used it during its grace.
+    fn reap_default_bridge(&self) {
+        let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let used = self.live().iter().any(|r| {
+            r.net.endpoints.iter().any(|e| {
+                self.networks
+                    .find(&e.network_id)
+                    .is_ok_and(|n| n.name == "bridge")
+            })
+        });
+        {
+            let mut applied = self
+                .net_rt
+                .applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            applied.reaping = false;
+            if used || !applied.default_bridge {
+                return;
+            }
+            applied.default_bridge = false;
+        }
+        if let Err(e) = self.sync_rules_locked() {
+            super::log_failure("updating berth's nftables table", &e);
+        }
+        if let Err(e) = link::run(None, |h| async move {
+            link::delete(&h, network::DEFAULT_BRIDGE).await
+        }) {
+            super::log_failure("removing the default bridge", &e.into());
+        }
     }
 
     /// After a restart: bridges and DNS servers back, running containers' ports bound
@@ -1153,11 +1202,9 @@ struct DaemonDirectory(Weak<Daemon>);
 impl dns::Directory for DaemonDirectory {
     fn lookup(&self, net: &str, from: Ipv4Addr, name: &str) -> Option<Vec<Ipv4Addr>> {
         let d = self.0.upgrade()?;
-        let recs: Vec<Record> = d
-            .records()
-            .into_iter()
-            .filter(|r| r.state.running())
-            .collect();
+        // Containers whose networking is up: a workload asks as soon as it starts, before
+        // its start is recorded.
+        let recs: Vec<Record> = d.live();
         let asker = recs.iter().find(|r| {
             r.net
                 .endpoints
@@ -1204,9 +1251,9 @@ impl dns::Directory for DaemonDirectory {
         }
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let own = d
-            .records()
+            .live()
             .into_iter()
-            .find(|r| r.state.running() && r.net.endpoints.iter().any(|e| e.ip == from))
+            .find(|r| r.net.endpoints.iter().any(|e| e.ip == from))
             .map(|r| r.net.dns);
         etc::upstreams(&host, &own.unwrap_or_default())
     }

@@ -133,52 +133,48 @@ pub async fn delete(h: &Handle, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Creates a veth pair: `host` on `bridge` (up), `peer` moved into the network namespace
-/// of process `pid`.
+/// Creates a veth pair: `host` on `bridge` (up), `peer` created directly in the network
+/// namespace of process `pid` with `mac` and `mtu` (created there, not moved: moving a
+/// link between namespaces waits for an RCU grace period, ~20 ms).
+#[allow(clippy::too_many_arguments)]
 pub async fn veth_into(
     h: &Handle,
     host: &str,
     peer: &str,
     bridge: &str,
     mtu: u32,
+    mac: [u8; 6],
     pid: i32,
 ) -> Result<()> {
+    use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo};
     delete(h, host).await?;
+    let br = index_of(h, bridge)
+        .await?
+        .ok_or_else(|| NetError::Netns(format!("bridge {bridge} is missing")))?;
+    let mut msg = LinkVeth::new(host, peer)
+        .mtu(mtu)
+        .controller(br)
+        .up()
+        .build();
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .mtu(mtu)
+        .address(mac.to_vec())
+        .setns_by_pid(pid as u32)
+        .build();
+    for a in msg.attributes.iter_mut() {
+        if let LinkAttribute::LinkInfo(infos) = a {
+            for i in infos.iter_mut() {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = i {
+                    *p = peer_msg.clone();
+                }
+            }
+        }
+    }
     h.link()
-        .add(LinkVeth::new(host, peer).mtu(mtu).build())
+        .add(msg)
         .execute()
         .await
-        .map_err(nl(format!("creating veth {host}")))?;
-    let done = async {
-        let br = index_of(h, bridge)
-            .await?
-            .ok_or_else(|| NetError::Netns(format!("bridge {bridge} is missing")))?;
-        let hi = index_of(h, host)
-            .await?
-            .ok_or_else(|| NetError::Netns(format!("veth {host} vanished")))?;
-        let pi = index_of(h, peer)
-            .await?
-            .ok_or_else(|| NetError::Netns(format!("veth {peer} vanished")))?;
-        h.link()
-            .set(
-                LinkUnspec::new_with_index(pi)
-                    .setns_by_pid(pid as u32)
-                    .build(),
-            )
-            .execute()
-            .await
-            .map_err(nl(format!("moving {peer} into the container")))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(hi).controller(br).up().build())
-            .execute()
-            .await
-            .map_err(nl(format!("attaching {host} to {bridge}")))
-    }
-    .await;
-    if done.is_err() {
-        let _ = delete(h, host).await;
-    }
-    done
+        .map_err(nl(format!("creating veth {host} on {bridge}")))
 }
 
 /// Inside the container's namespace: names `tmp` `ifname`, gives it `mac`, `addr/len` and
