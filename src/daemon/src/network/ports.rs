@@ -196,6 +196,9 @@ pub fn bind(
     })
 }
 
+/// The TCP proxy's buffer, each way.
+const PROXY_BUF: usize = 64 << 10;
+
 async fn tcp(l: std::net::TcpListener, to: SocketAddr) {
     let Ok(l) = tokio::net::TcpListener::from_std(l) else {
         return;
@@ -210,7 +213,12 @@ async fn tcp(l: std::net::TcpListener, to: SocketAddr) {
                 tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect(to))
                     .await
             {
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut up).await;
+                let _ = c.set_nodelay(true);
+                let _ = up.set_nodelay(true);
+                // 64 KiB buffers: a bulk transfer moves in fewer, larger writes.
+                let _ =
+                    tokio::io::copy_bidirectional_with_sizes(&mut c, &mut up, PROXY_BUF, PROXY_BUF)
+                        .await;
             }
         });
     }
