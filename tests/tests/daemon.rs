@@ -2133,10 +2133,10 @@ fn malformed_requests_get_4xx_never_a_crash() {
         ("services", get("/v1.44/services"), 503),
         ("swarm init", post("/v1.44/swarm/init", "{}"), 501),
         (
-            "bind mounts",
+            "a volume driver",
             post(
                 "/v1.44/containers/create",
-                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Binds":["/:/host"]}}"#,
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"VolumeDriver":"convoy"}}"#,
             ),
             501,
         ),
@@ -2682,8 +2682,7 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
         "{out}"
     );
     for (flags, field) in [
-        (vec!["-v", "/tmp:/host"], "Binds"),
-        (vec!["-v", "/data"], "Volumes"),
+        (vec!["-v", "/tmp:/host:shared"], "bind propagation"),
         (vec!["--device", "/dev/fuse"], "Devices"),
         // This berthd runs with --bridge none: publishing needs a network.
         (
@@ -2790,4 +2789,200 @@ fn plain_tcp_is_refused_unless_forced() {
         b.log().contains("plain TCP without TLS"),
         "a loud warning in the log"
     );
+}
+
+/// Named volumes, anonymous volumes with the image's content copied up, bind mounts
+/// (read-only ones refuse writes; host changes show live), `--volumes-from`, `rm -v`, and
+/// data that outlives its container and a SIGKILLed berthd (process isolation).
+#[test]
+fn volumes_and_bind_mounts_keep_data_and_confine_writes() {
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    b.busybox();
+    // An image with content at a VOLUME path.
+    let root = b.dir.path().join("volroot");
+    busybox_rootfs(&root).unwrap();
+    std::fs::create_dir_all(root.join("seed")).unwrap();
+    std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
+    let tar = b.dir.path().join("vol.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    b.ok(&[
+        "import",
+        "-c",
+        "VOLUME /seed",
+        tar.to_str().unwrap(),
+        "vol:1",
+    ]);
+
+    // A named volume: written by one container, read by the next after the first is gone.
+    b.ok(&["volume", "create", "--label", "k=v", "data"]);
+    b.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "-v",
+        "data:/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    b.ok(&["rm", "writer"]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "-v", "data:/data", "bb:1", "cat", "/data/f"]),
+        "kept\n"
+    );
+    let mp = b.ok(&[
+        "volume",
+        "inspect",
+        "-f",
+        "{{.Mountpoint}} {{.Labels.k}}",
+        "data",
+    ]);
+    let (mountpoint, label) = mp.trim().split_once(' ').unwrap();
+    assert_eq!(label, "v");
+    assert_eq!(
+        std::fs::read_to_string(Path::new(mountpoint).join("f")).unwrap(),
+        "kept\n"
+    );
+    // In use: rm is refused with 409 naming it.
+    let user = b.ok(&["run", "-d", "-v", "data:/data", "bb:1", "sleep", "300"]);
+    let f = b.docker(&["volume", "rm", "data"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("volume is in use"), "{}", f.stderr);
+    // --volumes-from, read-only: the same data, writes refused.
+    let out = b.docker(&[
+        "run",
+        "--rm",
+        "--volumes-from",
+        &format!("{}:ro", user.trim()),
+        "bb:1",
+        "sh",
+        "-c",
+        "cat /data/f; echo x > /data/g",
+    ]);
+    assert_eq!(out.stdout, "kept\n");
+    assert!(
+        out.stderr.contains("Read-only file system"),
+        "{}",
+        out.stderr
+    );
+    // Survives a SIGKILLed berthd.
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    b.spawn(&args);
+    assert_eq!(b.ok(&["exec", user.trim(), "cat", "/data/f"]), "kept\n");
+    b.ok(&["rm", "-f", user.trim()]);
+    assert!(b.ok(&["volume", "ls", "-q"]).lines().any(|l| l == "data"));
+
+    // A bind mount: host changes show live; :ro refuses writes (EROFS).
+    let host = b.dir.path().join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    let spec = format!("{}:/shared", host.display());
+    let live = b.ok(&["run", "-d", "-v", &spec, "bb:1", "sleep", "300"]);
+    std::fs::write(host.join("new"), "fresh\n").unwrap();
+    assert_eq!(
+        b.ok(&["exec", live.trim(), "cat", "/shared/new"]),
+        "fresh\n"
+    );
+    b.ok(&["exec", live.trim(), "sh", "-c", "echo back > /shared/back"]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("back")).unwrap(),
+        "back\n"
+    );
+    b.ok(&["rm", "-f", live.trim()]);
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{spec}:ro"),
+        "bb:1",
+        "sh",
+        "-c",
+        "echo x > /shared/x",
+    ]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("Read-only file system"), "{}", f.stderr);
+    assert!(!host.join("x").exists());
+    // --mount type=bind refuses a missing source; -v creates it.
+    let missing = b.dir.path().join("made-by-v");
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "--mount",
+        &format!("type=bind,src={},dst=/m", missing.display()),
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(f.status, 125);
+    assert!(
+        f.stderr.contains("bind source path does not exist"),
+        "{}",
+        f.stderr
+    );
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/m", missing.display()),
+        "bb:1",
+        "true",
+    ]);
+    assert!(missing.is_dir());
+
+    // The image's VOLUME: an anonymous volume seeded with the image's content, shown in
+    // inspect, and removed by rm -v.
+    let id = b.ok(&["run", "-d", "vol:1", "cat", "/seed/hello"]);
+    let id = id.trim();
+    assert_eq!(b.ok(&["wait", id]).trim(), "0");
+    assert_eq!(b.ok(&["logs", id]), "from the image\n");
+    let name = b.ok(&[
+        "inspect",
+        "-f",
+        "{{(index .Mounts 0).Name}} {{(index .Mounts 0).Destination}}",
+        id,
+    ]);
+    let (anon, dest) = name.trim().split_once(' ').unwrap();
+    assert_eq!(dest, "/seed");
+    assert_eq!(anon.len(), 64);
+    assert!(b.ok(&["volume", "ls", "-q"]).contains(anon));
+    b.ok(&["rm", "-v", id]);
+    assert!(
+        !b.ok(&["volume", "ls", "-q"]).contains(anon),
+        "rm -v removes the anonymous volume"
+    );
+    // --rm removes anonymous volumes too, never named ones.
+    b.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "/scratch",
+        "-v",
+        "data:/data",
+        "bb:1",
+        "true",
+    ]);
+    let left = b.ok(&["volume", "ls", "-q"]);
+    assert_eq!(left.trim(), "data", "{left}");
+    // Bad input: clear errors, nothing made.
+    for (spec, want) in [
+        ("a/b:/x", "invalid characters"),
+        ("data:/x:bogus", "invalid mode"),
+        ("data:relative", "must be absolute"),
+    ] {
+        let f = b.docker(&["run", "--rm", "-v", spec, "bb:1", "true"]);
+        assert_eq!(f.status, 125, "{spec}");
+        assert!(f.stderr.contains(want), "{spec}: {}", f.stderr);
+    }
+    assert_eq!(b.ok(&["volume", "ls", "-q"]).trim(), "data");
+    b.ok(&["volume", "rm", "data"]);
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
 }

@@ -139,6 +139,9 @@ pub(crate) struct CreateOpts {
     /// Attach a filesystem mount (type=bind|volume|tmpfs,source=,target=,...).
     #[arg(long)]
     mount: Vec<String>,
+    /// Mount volumes from the specified container(s) (NAME[:ro|rw]).
+    #[arg(long = "volumes-from")]
+    volumes_from: Vec<String>,
     /// Connect the container to a network (bridge, host, none, container:NAME, or a
     /// user-defined network).
     #[arg(long, visible_alias = "net")]
@@ -419,6 +422,7 @@ fn create_body(o: &CreateOpts) -> Result<CreateBody, Fail> {
             publish_all_ports: o.publish_all.then_some(true),
             binds: (!binds.is_empty()).then_some(binds),
             mounts: (!mounts.is_empty()).then_some(mounts),
+            volumes_from: (!o.volumes_from.is_empty()).then(|| o.volumes_from.clone()),
             devices: (!devices.is_empty()).then_some(devices),
             dns: some_vec(&o.dns),
             dns_search: some_vec(&o.dns_search),
@@ -807,11 +811,20 @@ pub(crate) async fn update(c: &Conn, o: UpdateOpts) -> Result<u8, Fail> {
 }
 
 /// `rm`.
-pub(crate) async fn rm(c: &Conn, force: bool, containers: Vec<String>) -> Result<u8, Fail> {
+pub(crate) async fn rm(
+    c: &Conn,
+    force: bool,
+    volumes: bool,
+    containers: Vec<String>,
+) -> Result<u8, Fail> {
     each(c, &containers, |n| {
         (
             "DELETE".into(),
-            format!("/containers/{n}?force={}", u8::from(force)),
+            format!(
+                "/containers/{n}?force={}&v={}",
+                u8::from(force),
+                u8::from(volumes)
+            ),
         )
     })
     .await

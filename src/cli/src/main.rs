@@ -15,6 +15,7 @@ mod output;
 mod runflags;
 mod stream;
 mod system;
+mod volumes;
 
 use clap::{Parser, Subcommand};
 use client::{daemon_err, Conn, Fail};
@@ -88,6 +89,9 @@ enum Cmd {
     Rm {
         #[arg(short = 'f', long)]
         force: bool,
+        /// Remove anonymous volumes associated with the container.
+        #[arg(short = 'v', long)]
+        volumes: bool,
         #[arg(required = true)]
         containers: Vec<String>,
     },
@@ -172,6 +176,11 @@ enum Cmd {
     Info,
     /// Show the client and daemon versions.
     Version,
+    /// Manage volumes.
+    Volume {
+        #[command(subcommand)]
+        cmd: volumes::VolumeCmd,
+    },
     /// Manage networks.
     Network {
         #[command(subcommand)]
@@ -210,7 +219,11 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Pause { containers } => containers::pause(c, "pause", containers).await,
         Cmd::Unpause { containers } => containers::pause(c, "unpause", containers).await,
         Cmd::Update(o) => containers::update(c, o).await,
-        Cmd::Rm { force, containers } => containers::rm(c, force, containers).await,
+        Cmd::Rm {
+            force,
+            volumes,
+            containers,
+        } => containers::rm(c, force, volumes, containers).await,
         Cmd::Ps(o) => containers::ps(c, o).await,
         Cmd::Logs {
             follow,
@@ -246,6 +259,7 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         } => images::import(c, change, message, file, reference).await,
         Cmd::Info => system::info(c).await,
         Cmd::Network { cmd } => networks::network(c, cmd).await,
+        Cmd::Volume { cmd } => volumes::volume(c, cmd).await,
         Cmd::Port {
             container,
             private_port,

@@ -1,8 +1,8 @@
 //! The `run`/`create` flags that take a small language of their own, parsed as the docker
 //! CLI parses them: `-p`/`--publish`, `--expose`, `-v`/`--volume`, `--mount`, `--device`
 //! and `--label`. What they ask for goes into the create body as Docker's fields; berthd
-//! applies it or refuses it by name (publishing, bind mounts and volumes are not built
-//! yet: a 501 that names the field, never a flag silently dropped here).
+//! applies it or refuses it by name (a 400 or 501 that names the field, never a flag
+//! silently dropped here).
 
 use crate::client::Fail;
 use berth_api::docker;

@@ -11,6 +11,7 @@ pub mod network;
 pub mod router;
 pub mod sandbox;
 pub mod state;
+pub mod volume;
 
 /// One structured log line (JSON) on stderr.
 pub fn log(level: &str, msg: &str, fields: &[(&str, &str)]) {

@@ -60,7 +60,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             set(&c.domainname),
             "Domainname (the NIS domain name is not set in the container's UTS namespace)",
         ),
-        (non_empty_map(&c.volumes), "Volumes (volumes)"),
         (set(&h.cpu_shares), "HostConfig.CpuShares"),
         (set(&h.cgroup_parent), "HostConfig.CgroupParent"),
         (set(&h.blkio_weight), "HostConfig.BlkioWeight"),
@@ -111,15 +110,15 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
             set(&h.io_maximum_bandwidth),
             "HostConfig.IOMaximumBandwidth",
         ),
-        (non_empty(&h.binds), "HostConfig.Binds (bind mounts)"),
         (
             log_driver,
             "HostConfig.LogConfig.Type (log drivers other than json-file and none)",
         ),
-        (set(&h.volume_driver), "HostConfig.VolumeDriver"),
         (
-            non_empty(&h.volumes_from),
-            "HostConfig.VolumesFrom (volumes-from)",
+            h.volume_driver
+                .as_deref()
+                .is_some_and(|v| !v.is_empty() && v != "local"),
+            "HostConfig.VolumeDriver (berth has the local driver)",
         ),
         (non_empty_map(&h.annotations), "HostConfig.Annotations"),
         (
@@ -183,7 +182,7 @@ mod tests {
                 "compress",
                 r#"{"LogConfig":{"Type":"json-file","Config":{"compress":"true"}}}"#,
             ),
-            ("Binds", r#"{"Binds":["/:/host"]}"#),
+            ("VolumeDriver", r#"{"VolumeDriver":"convoy"}"#),
             ("CgroupnsMode", r#"{"CgroupnsMode":"private"}"#),
         ] {
             let b = body(&format!(r#"{{"Image":"x","HostConfig":{json}}}"#));

@@ -261,6 +261,16 @@ impl Daemon {
                 exposed,
             },
         )?;
+        let mut anonymous: Vec<String> = ic.volumes().clone().unwrap_or_default();
+        anonymous.extend(config.volumes.iter().flatten().map(|(k, _)| k.clone()));
+        let mounts =
+            match self.mounts_plan(isolation, &super::volumes::VolumeRequest { hc, anonymous }) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.net_release(&id, &net);
+                    return Err(e);
+                }
+            };
         let labels = config
             .labels
             .clone()
@@ -321,6 +331,7 @@ impl Daemon {
                 .as_ref()
                 .is_some_and(|l| l.typ.as_deref() == Some("none")),
             net,
+            mounts,
             confinement,
             restart_policy,
             healthcheck,
@@ -337,11 +348,13 @@ impl Daemon {
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             self.net_release(&id, &rec.net);
+            self.remove_anonymous_volumes(&rec);
             return Err(Error::io(format!("{}", dir.display()))(e));
         }
         if let Err(e) = self.save(&rec) {
             let _ = std::fs::remove_dir_all(&dir);
             self.net_release(&id, &rec.net);
+            self.remove_anonymous_volumes(&rec);
             return Err(e);
         }
         let (name, image) = (rec.name.clone(), rec.image.clone());

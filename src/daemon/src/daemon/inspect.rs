@@ -274,7 +274,7 @@ impl Daemon {
                 mount_label: Some(String::new()),
                 process_label: Some(String::new()),
                 app_armor_profile: Some(String::new()),
-                mounts: Some(vec![]),
+                mounts: Some(self.mount_points(&r)),
                 config: Some(config),
                 exec_ids: Some(exec_ids),
                 graph_driver: Some(docker::GraphDriverData {
@@ -390,7 +390,7 @@ impl Daemon {
                 network_settings: Some(docker::ContainerSummaryNetworkSettings {
                     networks: Some(self.ps_networks(&r)),
                 }),
-                mounts: Some(vec![]),
+                mounts: Some(self.mount_points(&r)),
                 ..Default::default()
             })
             .collect())

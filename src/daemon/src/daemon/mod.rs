@@ -24,6 +24,7 @@ pub mod restart;
 pub mod start;
 pub mod stop;
 pub mod update;
+pub mod volumes;
 
 use crate::errors::{Error, Result};
 use crate::models::{docker, HostConfig};
@@ -131,6 +132,9 @@ pub struct Record {
     /// Its networks, addresses, published ports and DNS settings.
     #[serde(default)]
     pub net: crate::network::NetConfig,
+    /// Its bind mounts and volumes.
+    #[serde(default)]
+    pub mounts: Vec<volumes::MountRec>,
     /// Read-only root, capabilities, seccomp, ulimits, tmpfs mounts... as applied.
     #[serde(default)]
     pub confinement: confinement::Confinement,
@@ -320,6 +324,8 @@ pub struct Daemon {
     pub networks: Arc<crate::network::Networks>,
     /// What berthd holds for networks while it runs (proxies, DNS servers).
     pub net_rt: networking::NetRuntime,
+    /// Named and anonymous volumes.
+    pub volumes: Arc<crate::volume::Volumes>,
     /// Itself, weakly (for tasks that must not keep it alive).
     pub weak: std::sync::OnceLock<std::sync::Weak<Daemon>>,
 }
@@ -419,7 +425,12 @@ impl Daemon {
             crate::network::Networks::open(opts.data_root.join("network"), opts.net.clone())
                 .map_err(|e| format!("networks: {e}"))?,
         );
+        let volumes = Arc::new(
+            crate::volume::Volumes::open(opts.data_root.join("volumes"))
+                .map_err(|e| format!("volumes: {e}"))?,
+        );
         let d = Arc::new(Daemon {
+            volumes,
             opts,
             rt,
             images,

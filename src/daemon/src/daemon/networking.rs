@@ -180,6 +180,7 @@ impl Daemon {
                     "container cannot be connected to network {n} in network mode {mode_s:?}"
                 )));
             }
+            // Refused with none too: there is no interface to give it to.
             if r.mac.is_some() {
                 return Err(bad("conflicting options: mac-address and the network mode"));
             }
@@ -236,6 +237,12 @@ impl Daemon {
             wanted.push((net, e.clone()));
         }
         for (net, _) in &wanted {
+            if vm && net.mtu > 1500 {
+                return Err(Error::NotImplemented(format!(
+                    "network {} has MTU {}: microVM containers take networks with an MTU of 1500 at most (berth-vmm's virtio-net has no large receive buffers)",
+                    net.name, net.mtu
+                )));
+            }
             if !net.is_bridge() {
                 return Err(bad(format!(
                     "container cannot be disconnected from host network or connected to host network ({})",
@@ -529,11 +536,14 @@ impl Daemon {
             self.delete_taps(rec);
             return Err(e);
         }
+        // Its bridges are in use from now on (the default one is not reaped while the
+        // microVM boots).
+        self.plugged(&rec.id, true);
         Ok(nics)
     }
 
-    /// Deletes a container's taps (if it has any).
-    fn delete_taps(&self, rec: &Record) {
+    /// Deletes a container's taps (if it has any). Idempotent.
+    pub fn delete_taps(&self, rec: &Record) {
         if !self.sandbox(rec).taps() {
             return;
         }
@@ -639,6 +649,14 @@ impl Daemon {
         link::run(None, move |h| async move {
             link::ensure_bridge(&h, &name, gw, subnet.len, mtu).await
         })?;
+        if net.name == "bridge" {
+            // Up now: reaped once unused, whatever happens to the start that wanted it.
+            self.net_rt
+                .applied
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .default_bridge = true;
+        }
         if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() != "1") {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(Error::io("enabling IPv4 forwarding (net.ipv4.ip_forward)"))?;
@@ -892,6 +910,14 @@ impl Daemon {
         }
         match link::run(None, |h| async move { link::names(&h).await }) {
             Ok(names) => {
+                if names.iter().any(|n| n == network::DEFAULT_BRIDGE) {
+                    // Left by an earlier berthd of this data root: reaped once unused.
+                    self.net_rt
+                        .applied
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .default_bridge = true;
+                }
                 for n in names {
                     if network::is_endpoint_link(&n) && !keep.contains(&n) {
                         let _ = link::run(None, move |h| async move { link::delete(&h, &n).await });
@@ -1049,8 +1075,10 @@ impl Daemon {
             e.mac_address.as_deref().filter(|m| !m.is_empty()),
             &ifname,
         )?;
+        // One lock scope from the veth to the record: the default bridge is not reaped
+        // in between.
+        let guard = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
         if rec.state.running() {
-            let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
             let route = rec.net.endpoints.is_empty() && !n.internal;
             if let Err(err) = self.plug(&rec.id, &n, &ep, rec.state.pid() as i32, route) {
                 let _ = self.networks.release(&n.id, &rec.id);
@@ -1066,10 +1094,9 @@ impl Daemon {
             return Err(err);
         }
         if rec.state.running() {
-            let _g = self.net_rt.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.plugged(&rec.id, true);
             self.sync_rules_locked()?;
         }
+        drop(guard);
         self.rewrite_hosts(&c);
         self.event_network("connect", &n, Some(&rec.id));
         Ok(())
@@ -1246,16 +1273,25 @@ impl dns::Directory for DaemonDirectory {
         let Some(d) = self.0.upgrade() else {
             return Vec::new();
         };
-        if d.networks.find(net).map_or(true, |n| n.internal) {
+        let Some(asker) = d.live().into_iter().find(|r| {
+            r.net
+                .endpoints
+                .iter()
+                .any(|e| e.network_id == net && e.ip == from)
+        }) else {
+            return Vec::new();
+        };
+        // Forwarded when the asker reaches outside through any of its networks.
+        let outside = asker
+            .net
+            .endpoints
+            .iter()
+            .any(|e| d.networks.find(&e.network_id).is_ok_and(|n| !n.internal));
+        if !outside {
             return Vec::new();
         }
         let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        let own = d
-            .live()
-            .into_iter()
-            .find(|r| r.net.endpoints.iter().any(|e| e.ip == from))
-            .map(|r| r.net.dns);
-        etc::upstreams(&host, &own.unwrap_or_default())
+        etc::upstreams(&host, &asker.net.dns)
     }
 
     fn network_name(&self, net: &str) -> Option<String> {

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 impl Daemon {
-    /// Removes a container; a running one only with `force` (killed first).
-    pub async fn remove(self: &Arc<Self>, c: Arc<Ctr>, force: bool) -> Result<()> {
+    /// Removes a container; a running one only with `force` (killed first); its
+    /// anonymous volumes too with `volumes` (`rm -v`).
+    pub async fn remove(self: &Arc<Self>, c: Arc<Ctr>, force: bool, volumes: bool) -> Result<()> {
         let _op = c.op.lock().await;
         let rec = c.record();
         if rec.state.running() {
@@ -38,12 +39,15 @@ impl Daemon {
         if matches!(*c.phase.borrow(), Phase::Removed(_)) {
             return Ok(());
         }
-        self.remove_now(&c)
+        self.remove_now(&c, volumes)
     }
 
     /// Removes a stopped container: its files, its record, its name.
-    pub fn remove_now(&self, c: &Arc<Ctr>) -> Result<()> {
+    pub fn remove_now(&self, c: &Arc<Ctr>, volumes: bool) -> Result<()> {
         let rec = c.record();
+        // A microVM whose exit was never seen (an agent that did not answer) leaves no
+        // tap behind.
+        self.delete_taps(&rec);
         let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
         match std::fs::remove_dir_all(self.dir(&rec.id)) {
             Ok(()) => {}
@@ -62,6 +66,10 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&rec.id);
+        // Out of the registry, its volumes count as unused.
+        if volumes {
+            self.remove_anonymous_volumes(&rec);
+        }
         c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
         Ok(())
     }
@@ -82,7 +90,7 @@ impl Daemon {
             .into_iter()
             .filter(|c| {
                 let size = self.rw_size(&c.record()).unwrap_or(0) as u64;
-                let ok = self.remove_now(c).is_ok();
+                let ok = self.remove_now(c, false).is_ok();
                 if ok {
                     space += size;
                 }

@@ -39,6 +39,13 @@ impl Daemon {
             l.set_resources(Some(res));
         }
         rec.confinement.apply(&mut oci)?;
+        let image_root = if rec.mounts.iter().any(|m| m.copy_up) {
+            let img = self.images.resolve(&rec.image_id)?;
+            Some(self.images.rootfs(&img)?)
+        } else {
+            None
+        };
+        self.mounts_spec(rec, image_root.as_deref(), &mut oci)?;
         let etc_files = self.net_spec(rec, &mut oci)?;
         Ok(ContainerSpec {
             etc_files,
@@ -207,7 +214,7 @@ impl Daemon {
             }
             if rec.auto_remove {
                 let _ = tokio::task::spawn_blocking(move || {
-                    if let Err(e) = d.remove_now(&c) {
+                    if let Err(e) = d.remove_now(&c, true) {
                         super::log_failure("removing an --rm container", &e);
                     }
                 })

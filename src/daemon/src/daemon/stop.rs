@@ -119,7 +119,7 @@ impl Daemon {
         let (d, c2) = (self.clone(), c.clone());
         match blocking(move || d.start(&c2)).await {
             Err(e) if !matches!(e, Error::NotModified) && c.record().auto_remove => {
-                if let Err(re) = self.remove_now(&c) {
+                if let Err(re) = self.remove_now(&c, true) {
                     super::log_failure("removing an --rm container that failed to start", &re);
                 }
                 Err(e)

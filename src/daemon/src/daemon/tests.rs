@@ -91,6 +91,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         labels: Default::default(),
         log_rotation: Default::default(),
         net: Default::default(),
+        mounts: Vec::new(),
         confinement: Default::default(),
         restart_policy: Default::default(),
         healthcheck: None,
@@ -224,7 +225,7 @@ fn stop_signals_then_waits_for_the_exit() {
         rt.block_on(d.stop(c.clone(), Some(5), None)),
         Err(Error::NotModified)
     ));
-    rt.block_on(d.remove(c.clone(), false)).unwrap();
+    rt.block_on(d.remove(c.clone(), false, false)).unwrap();
     assert!(d.find(&c.id).is_err() && !d.dir(&c.id).exists());
 }
 

@@ -89,7 +89,10 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
                 .map_err(ApiError::from)
         }),
         (&Method::DELETE, [id]) => match find(id) {
-            Ok(c) => done(d.remove(c, q.flag("force", false)).await),
+            Ok(c) => done(
+                d.remove(c, q.flag("force", false), q.flag("v", false))
+                    .await,
+            ),
             Err(e) => Err(e),
         },
         (&Method::POST, [id, "exec"]) => match body::<ExecBody>(req).await {

@@ -14,6 +14,7 @@ pub mod networks;
 pub mod notbuilt;
 pub mod streams;
 pub mod system;
+pub mod volumes;
 
 use crate::daemon::Daemon;
 use crate::errors::Error;
@@ -151,6 +152,7 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
         "containers" => containers::route(&d, call).await,
         "exec" => exec::route(&d, call).await,
         "networks" => networks::route(&d, call).await,
+        "volumes" => volumes::route(&d, call).await,
         "images" | "commit" | "auth" => images::route(d.clone(), call).await,
         "_ping" | "version" | "info" | "events" | "system" => system::route(&d, call).await,
         _ => notbuilt::route(call),

@@ -5,7 +5,7 @@
 use super::{Call, Reply};
 use crate::errors::Error;
 
-/// Routes networks, volumes, build, swarm and the rest; None for an unknown path.
+/// Routes build, swarm and the rest; None for an unknown path.
 pub fn route(call: Call) -> Option<Reply> {
     let first = call.seg.first()?.as_str();
     let second = call.seg.get(1).map(String::as_str);
@@ -17,13 +17,6 @@ pub fn route(call: Call) -> Option<Reply> {
         use hyper::StatusCode;
         let none = || Some(vec![]);
         let reply = match first {
-            "volumes" => Some(json(
-                StatusCode::OK,
-                &docker::VolumePruneResponse {
-                    volumes_deleted: none(),
-                    space_reclaimed: Some(0),
-                },
-            )),
             "build" => Some(json(
                 StatusCode::OK,
                 &docker::BuildPruneResponse {
@@ -48,7 +41,7 @@ pub fn route(call: Call) -> Option<Reply> {
             )
             .into(),
         )),
-        ("volumes" | "build" | "plugins" | "session" | "distribution", _) => {
+        ("build" | "plugins" | "session" | "distribution", _) => {
             Some(Err(Error::NotImplemented(first.to_owned()).into()))
         }
         _ => None,

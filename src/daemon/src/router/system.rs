@@ -27,8 +27,8 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
 }
 
 /// `system df`: images (with how many containers use each), containers (with their
-/// writable layers' sizes where berthd sees them), and no volumes or build cache (berth
-/// has neither yet).
+/// writable layers' sizes where berthd sees them), volumes (with their sizes and how many
+/// containers use each), and no build cache (berth has none).
 fn system_df(d: &Daemon) -> Reply {
     let recs = d.records();
     let mut images = Vec::new();
@@ -51,7 +51,13 @@ fn system_df(d: &Daemon) -> Reply {
             layers_size: Some(layers),
             images: Some(images),
             containers: Some(containers),
-            volumes: Some(vec![]),
+            volumes: Some(
+                d.volumes
+                    .all()
+                    .iter()
+                    .map(|v| d.volume_view(v, true))
+                    .collect(),
+            ),
             build_cache: Some(vec![]),
         },
     ))
@@ -192,8 +198,8 @@ fn info(d: &Daemon) -> Info {
             index_server_address: Some("https://index.docker.io/v1/".into()),
             driver_status: Some(vec![]),
             plugins: Some(docker::PluginsInfo {
-                volume: Some(vec![]),
-                network: Some(vec![]),
+                volume: Some(vec!["local".into()]),
+                network: Some(vec!["bridge".into(), "host".into(), "null".into()]),
                 authorization: Some(vec![]),
                 log: Some(vec!["json-file".into(), "none".into()]),
             }),

@@ -1,0 +1,616 @@
+//! A container's volumes and bind mounts over its life: planned at create (`-v`,
+//! `--mount type=bind|volume`, `Config.Volumes` and the image's `VOLUME`s,
+//! `--volumes-from`; named volumes created on first use, anonymous ones made), bound into
+//! the container at each start (a volume still empty gets the image's content at that
+//! path first, as Docker copies it up), and released at remove (anonymous volumes go
+//! with `rm -v` and `--rm`). The volume objects are in [`crate::volume`].
+
+use super::{Daemon, Record};
+use crate::errors::{Error, Result};
+use crate::models::docker;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// What a mount brings in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MountKind {
+    /// A host path.
+    Bind,
+    /// A named or anonymous volume.
+    Volume,
+}
+
+/// One bind mount or volume of a container, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountRec {
+    /// Bind or volume.
+    pub kind: MountKind,
+    /// The host path (a bind's source; a volume's is its Mountpoint, found at start).
+    #[serde(default)]
+    pub source: String,
+    /// The volume's name ("" for a bind).
+    #[serde(default)]
+    pub name: String,
+    /// Where it appears in the container.
+    pub destination: String,
+    /// Writable.
+    pub rw: bool,
+    /// The mode as given (`-v`'s third field), for inspect.
+    #[serde(default)]
+    pub mode: String,
+    /// A volume gets the image's content at `destination` while it is empty (not
+    /// `nocopy`).
+    #[serde(default)]
+    pub copy_up: bool,
+}
+
+fn bad(m: impl Into<String>) -> Error {
+    Error::InvalidParameter(m.into())
+}
+
+/// A container path: absolute, not "/", no "..".
+fn check_destination(d: &str) -> Result<String> {
+    let p = Path::new(d);
+    if !p.is_absolute() {
+        return Err(bad(format!(
+            "invalid mount config: mount path must be absolute: {d}"
+        )));
+    }
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(bad(format!("invalid mount path: {d:?} contains \"..\"")));
+    }
+    let clean: PathBuf = p.components().collect();
+    if clean == Path::new("/") {
+        return Err(bad("invalid specification: destination can't be '/'"));
+    }
+    Ok(clean.display().to_string())
+}
+
+/// A host path: absolute, no "..".
+fn check_source(s: &str) -> Result<PathBuf> {
+    let p = Path::new(s);
+    if p.components().any(|c| c == Component::ParentDir) {
+        return Err(bad(format!("invalid mount source: {s:?} contains \"..\"")));
+    }
+    Ok(p.components().collect())
+}
+
+/// The parts of a create body volumes read.
+pub struct VolumeRequest<'a> {
+    /// HostConfig.
+    pub hc: &'a docker::HostConfig,
+    /// Config.Volumes and the image's VOLUMEs.
+    pub anonymous: Vec<String>,
+}
+
+impl Daemon {
+    /// Plans a new container's mounts; named volumes it names are created, anonymous ones
+    /// made. On error, nothing it made is left.
+    pub fn mounts_plan(
+        &self,
+        isolation: crate::sandbox::Isolation,
+        r: &VolumeRequest,
+    ) -> Result<Vec<MountRec>> {
+        let mut made: Vec<String> = Vec::new();
+        let out = self.mounts_plan_inner(r, &mut made);
+        let out = out.and_then(|m| {
+            if !m.is_empty() && self.sandboxes.get(isolation).taps() {
+                return Err(Error::NotImplemented(
+                    "volumes and bind mounts for microVM containers (their shared-filesystem device is not built yet; --isolation process has them)".into(),
+                ));
+            }
+            Ok(m)
+        });
+        if out.is_err() {
+            for v in made {
+                let _ = self.volumes.remove(&v);
+            }
+        }
+        out
+    }
+
+    fn mounts_plan_inner(
+        &self,
+        r: &VolumeRequest,
+        made: &mut Vec<String>,
+    ) -> Result<Vec<MountRec>> {
+        let hc = r.hc;
+        let mut out: Vec<MountRec> = Vec::new();
+        let volume = |name: Option<&str>,
+                      labels: BTreeMap<String, String>,
+                      made: &mut Vec<String>|
+         -> Result<String> {
+            let (v, new) = self.volumes.create(name, labels, &BTreeMap::new())?;
+            if new {
+                made.push(v.name.clone());
+                self.event("volume", "create", &v.name, &[("driver", v.driver.clone())]);
+            }
+            Ok(v.name)
+        };
+        for b in hc.binds.iter().flatten() {
+            let parts: Vec<&str> = b.split(':').collect();
+            let (src, dst, mode) = match parts.as_slice() {
+                [d] => ("", *d, ""),
+                [s, d] => (*s, *d, ""),
+                [s, d, m] => (*s, *d, *m),
+                _ => return Err(bad(format!("invalid volume specification: '{b}'"))),
+            };
+            let destination = check_destination(dst)
+                .map_err(|e| bad(format!("invalid volume specification: '{b}': {e}")))?;
+            let mut rw = true;
+            let mut nocopy = false;
+            for o in mode.split(',').filter(|o| !o.is_empty()) {
+                match o {
+                    "ro" => rw = false,
+                    "rw" => rw = true,
+                    // SELinux relabelling: a no-op on a host without SELinux, as dockerd.
+                    "z" | "Z" => {}
+                    "nocopy" => nocopy = true,
+                    "private" | "rprivate" => {}
+                    "shared" | "rshared" | "slave" | "rslave" => {
+                        return Err(Error::NotImplemented(format!(
+                            "bind propagation {o:?} (berth's binds are rprivate)"
+                        )))
+                    }
+                    _ => return Err(bad(format!("invalid mode: {o}"))),
+                }
+            }
+            if src.is_empty() {
+                let name = volume(None, BTreeMap::new(), made)?;
+                out.push(MountRec {
+                    kind: MountKind::Volume,
+                    source: String::new(),
+                    name,
+                    destination,
+                    rw,
+                    mode: mode.into(),
+                    copy_up: !nocopy,
+                });
+            } else if src.starts_with('/') {
+                if nocopy {
+                    return Err(bad(format!("invalid mode: nocopy (for a bind mount: {b})")));
+                }
+                let source = check_source(src)?;
+                // `-v` creates a missing host directory, as Docker.
+                if !source.exists() {
+                    std::fs::create_dir_all(&source).map_err(Error::io(format!(
+                        "creating bind source {}",
+                        source.display()
+                    )))?;
+                }
+                out.push(MountRec {
+                    kind: MountKind::Bind,
+                    source: source.display().to_string(),
+                    name: String::new(),
+                    destination,
+                    rw,
+                    mode: mode.into(),
+                    copy_up: false,
+                });
+            } else {
+                let name = volume(Some(src), BTreeMap::new(), made)?;
+                out.push(MountRec {
+                    kind: MountKind::Volume,
+                    source: String::new(),
+                    name,
+                    destination,
+                    rw,
+                    mode: mode.into(),
+                    copy_up: !nocopy,
+                });
+            }
+        }
+        for m in hc.mounts.iter().flatten() {
+            let typ = m.typ.unwrap_or(docker::MountTypeEnum::EMPTY);
+            let kind = match typ {
+                docker::MountTypeEnum::BIND => MountKind::Bind,
+                docker::MountTypeEnum::VOLUME => MountKind::Volume,
+                // tmpfs mounts are the confinement's.
+                docker::MountTypeEnum::TMPFS => continue,
+                other => {
+                    return Err(Error::NotImplemented(format!(
+                        "HostConfig.Mounts of type {:?}",
+                        other.to_string()
+                    )))
+                }
+            };
+            let target = m.target.clone().unwrap_or_default();
+            let destination = check_destination(&target)?;
+            let rw = !m.read_only.unwrap_or(false);
+            if m.consistency
+                .as_deref()
+                .is_some_and(|c| !matches!(c, "" | "default" | "consistent"))
+            {
+                return Err(Error::NotImplemented(format!(
+                    "mount consistency {:?}",
+                    m.consistency.clone().unwrap_or_default()
+                )));
+            }
+            if m.tmpfs_options.is_some() {
+                return Err(bad(format!(
+                    "invalid mount config for type \"{}\": TmpfsOptions given for a {} mount",
+                    typ, typ
+                )));
+            }
+            let src = m.source.clone().unwrap_or_default();
+            match kind {
+                MountKind::Bind => {
+                    if m.volume_options.is_some() {
+                        return Err(bad(
+                            "invalid mount config for type \"bind\": VolumeOptions given for a bind mount",
+                        ));
+                    }
+                    if let Some(o) = &m.bind_options {
+                        if o.propagation.is_some_and(|p| {
+                            !matches!(
+                                p,
+                                docker::MountBindOptionsPropagationEnum::EMPTY
+                                    | docker::MountBindOptionsPropagationEnum::PRIVATE
+                                    | docker::MountBindOptionsPropagationEnum::RPRIVATE
+                            )
+                        }) {
+                            return Err(Error::NotImplemented(
+                                "bind-propagation other than private/rprivate (berth's binds are rprivate)".into(),
+                            ));
+                        }
+                        if o.non_recursive.unwrap_or(false)
+                            || o.create_mountpoint.unwrap_or(false)
+                            || o.read_only_non_recursive.unwrap_or(false)
+                            || o.read_only_force_recursive.unwrap_or(false)
+                        {
+                            return Err(Error::NotImplemented(
+                                "bind options NonRecursive, CreateMountpoint, ReadOnlyNonRecursive and ReadOnlyForceRecursive".into(),
+                            ));
+                        }
+                    }
+                    if !src.starts_with('/') {
+                        return Err(bad(format!(
+                            "invalid mount config for type \"bind\": invalid mount path: '{src}' mount path must be absolute"
+                        )));
+                    }
+                    let source = check_source(&src)?;
+                    if !source.exists() {
+                        return Err(bad(format!(
+                            "invalid mount config for type \"bind\": bind source path does not exist: {}",
+                            source.display()
+                        )));
+                    }
+                    out.push(MountRec {
+                        kind,
+                        source: source.display().to_string(),
+                        name: String::new(),
+                        destination,
+                        rw,
+                        mode: String::new(),
+                        copy_up: false,
+                    });
+                }
+                MountKind::Volume => {
+                    if m.bind_options.is_some() {
+                        return Err(bad(
+                            "invalid mount config for type \"volume\": BindOptions given for a volume mount",
+                        ));
+                    }
+                    let o = m.volume_options.clone().unwrap_or_default();
+                    if let Some(dc) = &o.driver_config {
+                        if dc
+                            .name
+                            .as_deref()
+                            .is_some_and(|n| !n.is_empty() && n != "local")
+                            || dc.options.as_ref().is_some_and(|x| !x.is_empty())
+                        {
+                            return Err(Error::NotImplemented(
+                                "volume drivers and driver options (berth has the local driver, without options)".into(),
+                            ));
+                        }
+                    }
+                    let labels: BTreeMap<String, String> =
+                        o.labels.clone().unwrap_or_default().into_iter().collect();
+                    let name = volume(Some(src.as_str()).filter(|s| !s.is_empty()), labels, made)?;
+                    out.push(MountRec {
+                        kind,
+                        source: String::new(),
+                        name,
+                        destination,
+                        rw,
+                        mode: String::new(),
+                        copy_up: !o.no_copy.unwrap_or(false),
+                    });
+                }
+            }
+        }
+        for spec in hc.volumes_from.iter().flatten() {
+            let (who, mode) = match spec.rsplit_once(':') {
+                Some((w, m)) if matches!(m, "ro" | "rw") => (w, Some(m)),
+                _ => (spec.as_str(), None),
+            };
+            let other = self.find(who)?.record();
+            for m in &other.mounts {
+                let mut m = m.clone();
+                if let Some(mode) = mode {
+                    m.rw = mode == "rw";
+                }
+                m.copy_up = false;
+                out.push(m);
+            }
+        }
+        // Anonymous volumes for the image's and the body's VOLUMEs not mounted otherwise.
+        let mut anon = r.anonymous.clone();
+        anon.sort();
+        anon.dedup();
+        for d in anon {
+            let destination = check_destination(&d)?;
+            if out.iter().any(|m| m.destination == destination) {
+                continue;
+            }
+            let name = volume(None, BTreeMap::new(), made)?;
+            out.push(MountRec {
+                kind: MountKind::Volume,
+                source: String::new(),
+                name,
+                destination,
+                rw: true,
+                mode: String::new(),
+                copy_up: true,
+            });
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in &out {
+            if !seen.insert(m.destination.clone()) {
+                return Err(bad(format!("Duplicate mount point: {}", m.destination)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a container's binds and volumes to its spec, copying the image's content
+    /// into volumes that are still empty. `image_root`: the image's root on the host.
+    pub fn mounts_spec(
+        &self,
+        rec: &Record,
+        image_root: Option<&Path>,
+        oci: &mut oci_spec::runtime::Spec,
+    ) -> Result<()> {
+        use oci_spec::runtime::MountBuilder;
+        if rec.mounts.is_empty() {
+            return Ok(());
+        }
+        let mut mounts = oci.mounts().clone().unwrap_or_default();
+        for m in &rec.mounts {
+            let source = match m.kind {
+                MountKind::Bind => PathBuf::from(&m.source),
+                MountKind::Volume => {
+                    self.volumes.get(&m.name)?;
+                    let dir = self.volumes.mountpoint(&m.name);
+                    if m.copy_up && crate::volume::is_empty_dir(&dir) {
+                        if let Some(root) = image_root {
+                            copy_up(root, &m.destination, &dir)?;
+                        }
+                    }
+                    dir
+                }
+            };
+            if !source.exists() {
+                return Err(bad(format!(
+                    "bind source path does not exist: {}",
+                    source.display()
+                )));
+            }
+            let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
+            if !m.rw {
+                opts.push("ro".into());
+            }
+            mounts.retain(|x| x.destination() != Path::new(&m.destination));
+            mounts.push(
+                MountBuilder::default()
+                    .destination(m.destination.clone())
+                    .typ("bind")
+                    .source(source)
+                    .options(opts)
+                    .build()
+                    .map_err(|e| Error::Sandbox(format!("a mount: {e}")))?,
+            );
+        }
+        oci.set_mounts(Some(mounts));
+        Ok(())
+    }
+
+    /// Containers using volume `name`.
+    pub fn volume_users(&self, name: &str) -> Vec<Record> {
+        self.records()
+            .into_iter()
+            .filter(|r| {
+                r.mounts
+                    .iter()
+                    .any(|m| m.kind == MountKind::Volume && m.name == name)
+            })
+            .collect()
+    }
+
+    /// Removes a container's anonymous volumes that no other container uses (`rm -v`,
+    /// `--rm`).
+    pub fn remove_anonymous_volumes(&self, rec: &Record) {
+        for m in rec.mounts.iter().filter(|m| m.kind == MountKind::Volume) {
+            let anonymous = self.volumes.get(&m.name).is_ok_and(|v| v.anonymous);
+            let others = self.volume_users(&m.name).iter().any(|r| r.id != rec.id);
+            if anonymous && !others {
+                match self.volumes.remove(&m.name) {
+                    Ok(()) => {
+                        self.event("volume", "destroy", &m.name, &[("driver", "local".into())])
+                    }
+                    Err(e) => super::log_failure("removing an anonymous volume", &e),
+                }
+            }
+        }
+    }
+
+    /// `DELETE /volumes/{name}`: refused while a container uses it (409), unless
+    /// `force`... which Docker also refuses for a volume in use.
+    pub fn volume_remove(&self, name: &str, force: bool) -> Result<()> {
+        let v = match self.volumes.get(name) {
+            Ok(v) => v,
+            Err(_) if force => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let users = self.volume_users(&v.name);
+        if !users.is_empty() {
+            return Err(Error::Conflict(format!(
+                "remove {}: volume is in use - [{}]",
+                v.name,
+                users
+                    .iter()
+                    .map(|r| r.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        self.volumes.remove(&v.name)?;
+        self.event("volume", "destroy", &v.name, &[("driver", v.driver)]);
+        Ok(())
+    }
+
+    /// A volume as the API shows it.
+    pub fn volume_view(&self, v: &crate::volume::VolumeRec, usage: bool) -> docker::Volume {
+        docker::Volume {
+            name: v.name.clone(),
+            driver: v.driver.clone(),
+            mountpoint: self.volumes.mountpoint(&v.name).display().to_string(),
+            created_at: Some(v.created.clone()),
+            status: None,
+            labels: v.labels.clone().into_iter().collect(),
+            scope: Some(docker::VolumeScopeEnum::LOCAL),
+            cluster_volume: None,
+            options: Default::default(),
+            usage_data: usage.then(|| docker::VolumeUsageData {
+                size: self.volumes.size(&v.name),
+                ref_count: self.volume_users(&v.name).len() as i64,
+            }),
+        }
+    }
+
+    /// `Mounts` in a container's inspect and ps.
+    pub fn mount_points(&self, rec: &Record) -> Vec<docker::MountPoint> {
+        rec.mounts
+            .iter()
+            .map(|m| docker::MountPoint {
+                typ: Some(match m.kind {
+                    MountKind::Bind => docker::MountPointTypeEnum::BIND,
+                    MountKind::Volume => docker::MountPointTypeEnum::VOLUME,
+                }),
+                name: (m.kind == MountKind::Volume).then(|| m.name.clone()),
+                source: Some(match m.kind {
+                    MountKind::Bind => m.source.clone(),
+                    MountKind::Volume => self.volumes.mountpoint(&m.name).display().to_string(),
+                }),
+                destination: Some(m.destination.clone()),
+                driver: (m.kind == MountKind::Volume).then(|| "local".into()),
+                mode: Some(m.mode.clone()),
+                rw: Some(m.rw),
+                propagation: Some(match m.kind {
+                    MountKind::Bind => "rprivate".into(),
+                    MountKind::Volume => String::new(),
+                }),
+            })
+            .collect()
+    }
+}
+
+/// Copies the image's content at `dest` (under `root`) into an empty volume `into`:
+/// files, directories, symlinks, with their modes and owners. Nothing is followed out of
+/// the image: a symlink on the way to `dest` means there is nothing to copy.
+fn copy_up(root: &Path, dest: &str, into: &Path) -> Result<()> {
+    let mut p = root.to_path_buf();
+    for c in Path::new(dest).components() {
+        if let Component::Normal(n) = c {
+            p.push(n);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => return Ok(()),
+                Ok(_) => {}
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+    if !p.is_dir() {
+        return Ok(());
+    }
+    let what = |x: &Path| format!("copying the image's {} into its volume", x.display());
+    copy_tree(&p, into).map_err(Error::io(what(Path::new(dest))))?;
+    // The volume's root takes the image directory's mode and owner.
+    let m = std::fs::symlink_metadata(&p).map_err(Error::io(what(Path::new(dest))))?;
+    set_meta(into, &m).map_err(Error::io(what(Path::new(dest))))
+}
+
+fn set_meta(p: &Path, m: &std::fs::Metadata) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    std::os::unix::fs::lchown(p, Some(m.uid()), Some(m.gid()))?;
+    if !m.file_type().is_symlink() {
+        std::fs::set_permissions(p, m.permissions())?;
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let m = std::fs::symlink_metadata(&src)?;
+        let t = m.file_type();
+        if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
+        } else if t.is_dir() {
+            std::fs::create_dir(&dst)?;
+            copy_tree(&src, &dst)?;
+        } else if t.is_file() {
+            std::fs::copy(&src, &dst)?;
+        } else {
+            // Devices, fifos, sockets: not content a volume is seeded with.
+            continue;
+        }
+        set_meta(&dst, &m)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn destinations_are_absolute_clean_and_not_root() {
+        assert_eq!(check_destination("/data/").unwrap(), "/data");
+        assert_eq!(check_destination("/a//b").unwrap(), "/a/b");
+        assert!(check_destination("data").is_err());
+        assert!(check_destination("/").is_err());
+        assert!(check_destination("/a/../etc").is_err());
+        assert!(check_source("/a/../etc").is_err());
+    }
+
+    #[test]
+    fn copy_up_copies_the_tree_and_follows_no_symlink_out() {
+        let base = std::env::temp_dir().join(format!("berth-copyup-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let root = base.join("root");
+        std::fs::create_dir_all(root.join("data/sub")).unwrap();
+        std::fs::write(root.join("data/sub/f"), "x").unwrap();
+        std::os::unix::fs::symlink("sub/f", root.join("data/link")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
+        let vol = base.join("vol");
+        std::fs::create_dir_all(&vol).unwrap();
+        copy_up(&root, "/data", &vol).unwrap();
+        assert_eq!(std::fs::read_to_string(vol.join("sub/f")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_link(vol.join("link")).unwrap(),
+            Path::new("sub/f")
+        );
+        let vol2 = base.join("vol2");
+        std::fs::create_dir_all(&vol2).unwrap();
+        copy_up(&root, "/evil", &vol2).unwrap();
+        assert!(
+            crate::volume::is_empty_dir(&vol2),
+            "a symlink out of the image is not followed"
+        );
+        let _ = std::fs::remove_dir_all(&base);
+    }
+}
