@@ -666,7 +666,8 @@ fn published_ports_and_names_for_microvm_containers_in_the_lab() {
 }
 
 /// docker-compose 1.29 (Debian's) against berthd: a two-service project whose second
-/// service fetches a page from the first by its service name; ps, logs, down.
+/// service fetches a page from the first by its service name and leaves it in a named
+/// volume both mount; ps, logs, down -v.
 #[test]
 fn docker_compose_up_ps_logs_down_of_a_two_service_project() {
     if Command::new("docker-compose")
@@ -688,10 +689,14 @@ services:
   web:
     image: web:1
     command: httpd -f -p 80 -h /www
+    volumes: ["shared:/shared"]
   probe:
     image: web:1
     depends_on: [web]
-    command: sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/index.html && exit 0; sleep 1; done; exit 1'
+    volumes: ["shared:/shared"]
+    command: sh -c 'for i in 1 2 3 4 5 6 7 8 9 10; do wget -qO- http://web/index.html | tee /shared/page && exit 0; sleep 1; done; exit 1'
+volumes:
+  shared:
 "#,
     )
     .unwrap();
@@ -723,8 +728,15 @@ services:
     );
     assert!(f.stdout.contains("proj_probe_1"), "ps: {}", f.stdout);
     assert!(b.ok(&["network", "ls"]).contains("proj_default"));
-    let f = compose(&["down"]);
+    // The named volume: what one service wrote, the other reads.
+    assert_eq!(
+        b.ok(&["exec", "proj_web_1", "cat", "/shared/page"]).trim(),
+        PAGE
+    );
+    assert!(b.ok(&["volume", "ls", "-q"]).contains("proj_shared"));
+    let f = compose(&["down", "-v"]);
     assert_eq!(f.status, 0, "down: {}{}", f.stdout, f.stderr);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert!(!b.ok(&["network", "ls"]).contains("proj_default"));
+    assert_eq!(b.ok(&["volume", "ls", "-q"]), "", "down -v removes the volume");
 }
