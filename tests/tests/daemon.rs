@@ -2986,3 +2986,150 @@ fn volumes_and_bind_mounts_keep_data_and_confine_writes() {
     b.ok(&["volume", "rm", "data"]);
     assert_eq!(b.ok(&["volume", "ls", "-q"]), "");
 }
+
+/// docker cp both ways (running and stopped containers), export and diff; every path
+/// resolves inside the container's root, symlinks and "../" included (process isolation).
+#[test]
+fn cp_export_and_diff_stay_inside_the_container() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let work = b.dir.path().join("cp");
+    std::fs::create_dir_all(&work).unwrap();
+    let id = b.ok(&[
+        "run", "-d", "bb:1", "sh", "-c",
+        "mkdir -p /data/sub; echo deep > /data/sub/x; ln -sfn / /hostroot; ln -sfn /etc /tmp/evil; rm -f /etc/group; sleep 300",
+    ]);
+    let id = id.trim();
+    std::thread::sleep(Duration::from_millis(500));
+    // Out: a directory, a file, a directory's contents.
+    b.ok(&[
+        "cp",
+        &format!("{id}:/data"),
+        work.join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("d/sub/x")).unwrap(),
+        "deep\n"
+    );
+    b.ok(&["cp", &format!("{id}:/data/sub/x"), work.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(work.join("x")).unwrap(), "deep\n");
+    // A symlink to / in the container is the container's root, not the host's.
+    let f = b.docker(&[
+        "cp",
+        &format!("{id}:/hostroot/etc/shadow"),
+        work.join("s").to_str().unwrap(),
+    ]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("Could not find the file"), "{}", f.stderr);
+    assert!(!work.join("s").exists());
+    // In: a file through a symlink to /etc lands in the container's /etc.
+    let marker = format!("berth-cp-test-{}", std::process::id());
+    std::fs::write(work.join(&marker), "in\n").unwrap();
+    b.ok(&[
+        "cp",
+        work.join(&marker).to_str().unwrap(),
+        &format!("{id}:/tmp/evil/"),
+    ]);
+    assert_eq!(
+        b.ok(&["exec", id, "cat", &format!("/etc/{marker}")]),
+        "in\n"
+    );
+    assert!(
+        !Path::new("/etc").join(&marker).exists(),
+        "written on the host"
+    );
+    // A tar whose entries climb out with ../ stays inside too.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let name = format!("../../../../tmp/{marker}-escape");
+    // The tar crate refuses to write "..": set the name's bytes directly.
+    h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+    h.set_cksum();
+    tar.append(&h, &b"out"[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let mut child = b
+        .docker_cmd(&["cp", "-", &format!("{id}:/tmp")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(&tar).unwrap();
+    let _ = child.wait_with_output().unwrap();
+    assert!(
+        !Path::new(&format!("/tmp/{marker}-escape")).exists(),
+        "escaped to the host"
+    );
+    // diff: what the workload changed, not berth's mount points.
+    let diff = b.ok(&["diff", id]);
+    for want in [
+        "A /data",
+        "A /data/sub/x",
+        "D /etc/group",
+        "A /hostroot",
+        &format!("A /etc/{marker}"),
+    ] {
+        assert!(diff.lines().any(|l| l == want), "{want}: {diff}");
+    }
+    assert!(!diff.contains("/etc/hosts"), "{diff}");
+    // Stopped: cp both ways through its layers, then started again with the file.
+    b.ok(&["stop", "-t", "1", id]);
+    b.ok(&[
+        "cp",
+        &format!("{id}:/data/sub/x"),
+        work.join("x2").to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(work.join("x2")).unwrap(), "deep\n");
+    b.ok(&[
+        "cp",
+        work.join(&marker).to_str().unwrap(),
+        &format!("{id}:/stopped.txt"),
+    ]);
+    b.ok(&["start", id]);
+    assert_eq!(b.ok(&["exec", id, "cat", "/stopped.txt"]), "in\n");
+    // export: the whole filesystem, without /proc's content.
+    let out = b.docker_cmd(&["export", id]).output().unwrap();
+    assert!(out.status.success());
+    let mut names = Vec::new();
+    for e in tar::Archive::new(&out.stdout[..]).entries().unwrap() {
+        names.push(e.unwrap().path().unwrap().display().to_string());
+    }
+    assert!(names.iter().any(|n| n == "bin/busybox"), "{names:?}");
+    assert!(names.iter().any(|n| n == "data/sub/x"));
+    assert!(
+        !names.iter().any(|n| n.starts_with("proc/1")),
+        "runtime mounts exported"
+    );
+    // The berth CLI: cp, export -o, diff.
+    let berth = |args: &[&str]| -> Finished {
+        Command::new(built_binary("berth"))
+            .arg("-H")
+            .arg(format!("unix://{}", b.sock.display()))
+            .args(args)
+            .output()
+            .unwrap()
+            .into()
+    };
+    let f = berth(&[
+        "cp",
+        &format!("{id}:/data/."),
+        work.join("contents").to_str().unwrap(),
+    ]);
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    assert!(work.join("contents/sub/x").is_file());
+    let f = berth(&["export", "-o", work.join("e.tar").to_str().unwrap(), id]);
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    assert!(std::fs::metadata(work.join("e.tar")).unwrap().len() > 100_000);
+    assert!(berth(&["diff", id]).stdout.contains("A /data/sub/x"));
+    let f = berth(&["cp", &format!("{id}:/nope"), "x"]);
+    assert_eq!(f.status, 1);
+    assert!(
+        f.stderr.contains("Could not find the file /nope"),
+        "{}",
+        f.stderr
+    );
+    b.ok(&["rm", "-f", id]);
+}

@@ -738,5 +738,9 @@ volumes:
     assert_eq!(f.status, 0, "down: {}{}", f.stdout, f.stderr);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     assert!(!b.ok(&["network", "ls"]).contains("proj_default"));
-    assert_eq!(b.ok(&["volume", "ls", "-q"]), "", "down -v removes the volume");
+    assert_eq!(
+        b.ok(&["volume", "ls", "-q"]),
+        "",
+        "down -v removes the volume"
+    );
 }

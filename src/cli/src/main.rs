@@ -6,6 +6,7 @@
 mod client;
 mod containers;
 mod exec;
+mod files;
 mod format;
 mod images;
 mod login;
@@ -176,6 +177,24 @@ enum Cmd {
     Info,
     /// Show the client and daemon versions.
     Version,
+    /// Copy files/folders between a container and the local filesystem
+    /// (CONTAINER:SRC DEST, SRC CONTAINER:DEST; "-" is a tar on stdin or stdout).
+    Cp {
+        /// Archive mode (copy all uid/gid information).
+        #[arg(short = 'a', long)]
+        archive: bool,
+        src: String,
+        dest: String,
+    },
+    /// Export a container's filesystem as a tar archive.
+    Export {
+        /// Write to a file, instead of STDOUT.
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+        container: String,
+    },
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff { container: String },
     /// Manage volumes.
     Volume {
         #[command(subcommand)]
@@ -260,6 +279,9 @@ async fn dispatch(c: &Conn, cmd: Cmd) -> Result<u8, Fail> {
         Cmd::Info => system::info(c).await,
         Cmd::Network { cmd } => networks::network(c, cmd).await,
         Cmd::Volume { cmd } => volumes::volume(c, cmd).await,
+        Cmd::Cp { archive, src, dest } => files::cp(c, src, dest, archive).await,
+        Cmd::Export { output, container } => files::export(c, output, container).await,
+        Cmd::Diff { container } => files::diff(c, container).await,
         Cmd::Port {
             container,
             private_port,

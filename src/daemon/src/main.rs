@@ -67,6 +67,12 @@ struct Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    // berthd's own archive helper (`docker cp`, export): a child chrooted into a
+    // container's root (src/daemon/src/archive_helper.rs).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__archive") {
+        return std::process::ExitCode::from(berthd::archive_helper::main(&args[2..]) as u8);
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 //! The core returns [`crate::errors::Error`]; it never builds HTTP replies.
 
 pub mod adopt;
+pub mod archive;
 pub mod confinement;
 pub mod create;
 pub mod events;

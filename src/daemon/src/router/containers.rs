@@ -121,11 +121,74 @@ pub async fn route(d: &Arc<Daemon>, call: Call) -> Option<Reply> {
                 .map_err(ApiError::from),
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
-        (_, [_, what @ ("archive" | "export" | "changes")]) => {
-            Err(Error::NotImplemented(format!("containers/{{id}}/{what}")).into())
-        }
+        (&Method::HEAD | &Method::GET, [id, "archive"]) => match find(id) {
+            Ok(c) => archive_get(d, c, &q, method == Method::HEAD).await,
+            Err(e) => Err(e),
+        },
+        (&Method::PUT, [id, "archive"]) => match find(id) {
+            Ok(c) => {
+                let path = q.get("path").unwrap_or("").to_owned();
+                let owners = q.flag("copyUIDGID", false);
+                match super::body_bytes(req, 1 << 30).await {
+                    Ok(tar) => {
+                        let d2 = d.clone();
+                        blocking(move || d2.archive_put(&c, &path, &tar, owners))
+                            .await
+                            .map(|_| empty(StatusCode::OK))
+                            .map_err(ApiError::from)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        },
+        (&Method::GET, [id, "export"]) => match find(id) {
+            Ok(c) => {
+                let d2 = d.clone();
+                blocking(move || d2.export(&c))
+                    .await
+                    .map(|tar| tarball(tar, None))
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        },
+        (&Method::GET, [id, "changes"]) => match find(id) {
+            Ok(c) => {
+                let d2 = d.clone();
+                blocking(move || d2.changes(&c))
+                    .await
+                    .map(|ch| json(StatusCode::OK, &ch))
+                    .map_err(ApiError::from)
+            }
+            Err(e) => Err(e),
+        },
         _ => return None,
     })
+}
+
+/// A tar reply, with a path's stat header for the archive API.
+fn tarball(tar: Vec<u8>, stat: Option<String>) -> crate::router::Resp {
+    let mut r = streamed("application/x-tar", crate::http::full(tar));
+    if let Some(s) = stat.and_then(|s| s.parse().ok()) {
+        r.headers_mut().insert("X-Docker-Container-Path-Stat", s);
+    }
+    r
+}
+
+/// `HEAD`/`GET /containers/{id}/archive`.
+async fn archive_get(d: &Arc<Daemon>, c: Arc<Ctr>, q: &Query, head: bool) -> Reply {
+    let path = q.get("path").unwrap_or("").to_owned();
+    let d2 = d.clone();
+    if head {
+        let stat = blocking(move || d2.archive_stat(&c, &path)).await?;
+        let mut r = empty(StatusCode::OK);
+        if let Ok(v) = stat.parse() {
+            r.headers_mut().insert("X-Docker-Container-Path-Stat", v);
+        }
+        return Ok(r);
+    }
+    let (stat, tar) = blocking(move || d2.archive_get(&c, &path)).await?;
+    Ok(tarball(tar, Some(stat)))
 }
 
 fn done(r: crate::errors::Result<()>) -> Reply {
