@@ -20,22 +20,32 @@ fn split(arg: &str) -> Option<(&str, &str)> {
     arg.split_once(':').filter(|(c, _)| !c.is_empty())
 }
 
+/// A bodiless request; an error status becomes the daemon's message (a 404 passes when
+/// `missing_ok`).
+async fn ask(
+    c: &Conn,
+    method: &str,
+    path: &str,
+    missing_ok: bool,
+) -> Result<crate::client::Resp, Fail> {
+    let r = c.send(method, path, None, None, false).await?;
+    let s = r.status();
+    if s.is_success() || (missing_ok && s.as_u16() == 404) {
+        Ok(r)
+    } else {
+        Err(error_of(r).await)
+    }
+}
+
+fn archive_path(ctr: &str, path: &str) -> String {
+    format!("/containers/{}/archive?path={}", enc(ctr), enc(path))
+}
+
 /// A container path's stat (the `X-Docker-Container-Path-Stat` header), None if missing.
 async fn stat(c: &Conn, ctr: &str, path: &str) -> Result<Option<serde_json::Value>, Fail> {
-    let r = c
-        .send(
-            "HEAD",
-            &format!("/containers/{}/archive?path={}", enc(ctr), enc(path)),
-            None,
-            None,
-            false,
-        )
-        .await?;
+    let r = ask(c, "HEAD", &archive_path(ctr, path), true).await?;
     if r.status().as_u16() == 404 {
         return Ok(None);
-    }
-    if !r.status().is_success() {
-        return Err(error_of(r).await);
     }
     let h = r
         .headers()
@@ -74,18 +84,7 @@ async fn cp_inner(c: &Conn, src: String, dest: String, archive: bool) -> Result<
 }
 
 async fn copy_out(c: &Conn, ctr: &str, path: &str, dest: &str) -> Result<u8, Fail> {
-    let r = c
-        .send(
-            "GET",
-            &format!("/containers/{}/archive?path={}", enc(ctr), enc(path)),
-            None,
-            None,
-            false,
-        )
-        .await?;
-    if !r.status().is_success() {
-        return Err(error_of(r).await);
-    }
+    let r = ask(c, "GET", &archive_path(ctr, path), false).await?;
     let mut tar = Vec::new();
     read_body(r, |b| tar.extend_from_slice(b)).await?;
     if dest == "-" {
@@ -219,18 +218,13 @@ pub(crate) async fn export(c: &Conn, output: Option<String>, ctr: String) -> Res
             "cowardly refusing to save to a terminal. Use the -o flag or redirect",
         ));
     }
-    let r = c
-        .send(
-            "GET",
-            &format!("/containers/{}/export", enc(&ctr)),
-            None,
-            None,
-            false,
-        )
-        .await?;
-    if !r.status().is_success() {
-        return Err(error_of(r).await);
-    }
+    let r = ask(
+        c,
+        "GET",
+        &format!("/containers/{}/export", enc(&ctr)),
+        false,
+    )
+    .await?;
     let mut out: Box<dyn Write> = match &output {
         Some(f) => Box::new(std::fs::File::create(f).map_err(|e| fail(format!("{f}: {e}")))?),
         None => Box::new(std::io::stdout()),
@@ -255,15 +249,13 @@ fn stdout_is_tty() -> bool {
 
 /// `diff CONTAINER`.
 pub(crate) async fn diff(c: &Conn, ctr: String) -> Result<u8, Fail> {
-    let r = c
-        .send(
-            "GET",
-            &format!("/containers/{}/changes", enc(&ctr)),
-            None,
-            None,
-            false,
-        )
-        .await?;
+    let r = ask(
+        c,
+        "GET",
+        &format!("/containers/{}/changes", enc(&ctr)),
+        false,
+    )
+    .await?;
     let changes: Vec<docker::FilesystemChange> = json_reply(r).await?;
     for ch in changes {
         let k = match ch.kind {

@@ -239,57 +239,10 @@ pub(crate) async fn network(c: &Conn, cmd: NetworkCmd) -> Result<u8, Fail> {
             Ok(0)
         }
         NetworkCmd::Inspect { format, networks } => {
-            let mut out = Vec::new();
-            let mut missing = None;
-            for n in &networks {
-                match c
-                    .call::<serde_json::Value>(
-                        "GET",
-                        &format!("/networks/{}", crate::client::enc(n)),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(v) => out.push(v),
-                    Err(_) => {
-                        missing =
-                            Some(format!("Error response from daemon: network {n} not found"));
-                        break;
-                    }
-                }
-            }
-            let f = Format::parse(format.as_deref())?;
-            match f {
-                Format::Default => {
-                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
-                }
-                Format::Json => println!("{}", serde_json::to_string(&out).unwrap_or_default()),
-                _ => f.print(&out, &[], false)?,
-            }
-            match missing {
-                Some(m) => Err(Fail(m, 1)),
-                None => Ok(0),
-            }
+            crate::output::inspect_each(c, "/networks", &networks, format).await
         }
         NetworkCmd::Rm { networks } => {
-            let mut status = 0;
-            for n in networks {
-                match c
-                    .call::<Ignored>(
-                        "DELETE",
-                        &format!("/networks/{}", crate::client::enc(&n)),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(_) => println!("{n}"),
-                    Err(Fail(m, _)) => {
-                        eprintln!("{m}");
-                        status = 1;
-                    }
-                }
-            }
-            Ok(status)
+            Ok(crate::output::remove_each(c, "/networks", &networks, "").await)
         }
         NetworkCmd::Prune { force, filter } => {
             if !force {

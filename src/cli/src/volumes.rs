@@ -1,6 +1,6 @@
 //! `berth volume ...`.
 
-use crate::client::{json, Conn, Fail, Ignored};
+use crate::client::{json, Conn, Fail};
 use crate::containers::filters_query;
 use crate::format::Format;
 use berth_api::docker;
@@ -155,55 +155,15 @@ pub(crate) async fn volume(c: &Conn, cmd: VolumeCmd) -> Result<u8, Fail> {
             Ok(0)
         }
         VolumeCmd::Inspect { format, volumes } => {
-            let mut out = Vec::new();
-            let mut missing = None;
-            for v in &volumes {
-                match c
-                    .call::<serde_json::Value>(
-                        "GET",
-                        &format!("/volumes/{}", crate::client::enc(v)),
-                        None,
-                    )
-                    .await
-                {
-                    Ok(x) => out.push(x),
-                    Err(Fail(m, _)) => {
-                        missing = Some(m);
-                        break;
-                    }
-                }
-            }
-            let f = Format::parse(format.as_deref())?;
-            match f {
-                Format::Default => {
-                    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default())
-                }
-                Format::Json => println!("{}", serde_json::to_string(&out).unwrap_or_default()),
-                _ => f.print(&out, &[], false)?,
-            }
-            match missing {
-                Some(m) => Err(Fail(m, 1)),
-                None => Ok(0),
-            }
+            crate::output::inspect_each(c, "/volumes", &volumes, format).await
         }
-        VolumeCmd::Rm { force, volumes } => {
-            let mut status = 0;
-            for v in volumes {
-                let path = format!(
-                    "/volumes/{}{}",
-                    crate::client::enc(&v),
-                    if force { "?force=1" } else { "" }
-                );
-                match c.call::<Ignored>("DELETE", &path, None).await {
-                    Ok(_) => println!("{v}"),
-                    Err(Fail(m, _)) => {
-                        eprintln!("{m}");
-                        status = 1;
-                    }
-                }
-            }
-            Ok(status)
-        }
+        VolumeCmd::Rm { force, volumes } => Ok(crate::output::remove_each(
+            c,
+            "/volumes",
+            &volumes,
+            if force { "?force=1" } else { "" },
+        )
+        .await),
         VolumeCmd::Prune { all, force, filter } => {
             if !force {
                 eprintln!("WARNING! This will remove anonymous local volumes not used by at least one container. Pass -f to go ahead.");

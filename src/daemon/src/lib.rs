@@ -9,6 +9,7 @@ pub mod errors;
 pub mod http;
 pub mod models;
 pub mod network;
+pub mod persist;
 pub mod router;
 pub mod sandbox;
 pub mod state;

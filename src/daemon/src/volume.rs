@@ -142,19 +142,11 @@ impl Volumes {
     }
 
     fn save(&self, v: &VolumeRec) -> Result<()> {
-        use std::io::Write;
-        let p = self.dir.join(&v.name).join("volume.json");
-        let tmp = p.with_extension("tmp");
-        let what = || format!("saving volume {}", v.name);
-        let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Io {
-            what: what(),
-            err: std::io::Error::other(e),
-        })?;
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(what()))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(Error::io(what()))?;
-        std::fs::rename(&tmp, &p).map_err(Error::io(what()))
+        crate::persist::write_json(
+            &self.dir.join(&v.name).join("volume.json"),
+            v,
+            &format!("saving volume {}", v.name),
+        )
     }
 
     /// A volume by name.

@@ -496,19 +496,11 @@ impl Daemon {
 
     /// Writes a record atomically: aside, synced, then renamed over the old one.
     pub fn save(&self, rec: &Record) -> Result<()> {
-        use std::io::Write;
-        let p = self.dir(&rec.id).join("config.v2.json");
-        let tmp = p.with_extension("tmp");
-        let what = || format!("saving container {}", rec.id);
-        let body = serde_json::to_vec_pretty(rec).map_err(|e| Error::Io {
-            what: what(),
-            err: std::io::Error::other(e),
-        })?;
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(what()))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(Error::io(what()))?;
-        std::fs::rename(&tmp, &p).map_err(Error::io(what()))
+        crate::persist::write_json(
+            &self.dir(&rec.id).join("config.v2.json"),
+            rec,
+            &format!("saving container {}", rec.id),
+        )
     }
 
     /// Changes a container's record through `f` and saves it; the record in memory

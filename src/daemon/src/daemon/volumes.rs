@@ -46,6 +46,32 @@ pub struct MountRec {
     pub copy_up: bool,
 }
 
+impl MountRec {
+    fn volume(name: String, destination: String, rw: bool, mode: &str, copy_up: bool) -> Self {
+        MountRec {
+            kind: MountKind::Volume,
+            source: String::new(),
+            name,
+            destination,
+            rw,
+            mode: mode.into(),
+            copy_up,
+        }
+    }
+
+    fn bind(source: &Path, destination: String, rw: bool, mode: &str) -> Self {
+        MountRec {
+            kind: MountKind::Bind,
+            source: source.display().to_string(),
+            name: String::new(),
+            destination,
+            rw,
+            mode: mode.into(),
+            copy_up: false,
+        }
+    }
+}
+
 fn bad(m: impl Into<String>) -> Error {
     Error::InvalidParameter(m.into())
 }
@@ -157,18 +183,11 @@ impl Daemon {
                     _ => return Err(bad(format!("invalid mode: {o}"))),
                 }
             }
-            if src.is_empty() {
-                let name = volume(None, BTreeMap::new(), made)?;
-                out.push(MountRec {
-                    kind: MountKind::Volume,
-                    source: String::new(),
-                    name,
-                    destination,
-                    rw,
-                    mode: mode.into(),
-                    copy_up: !nocopy,
-                });
-            } else if src.starts_with('/') {
+            if !src.starts_with('/') {
+                // A named volume, or an anonymous one for `-v /path`.
+                let name = volume(Some(src).filter(|s| !s.is_empty()), BTreeMap::new(), made)?;
+                out.push(MountRec::volume(name, destination, rw, mode, !nocopy));
+            } else {
                 if nocopy {
                     return Err(bad(format!("invalid mode: nocopy (for a bind mount: {b})")));
                 }
@@ -180,26 +199,7 @@ impl Daemon {
                         source.display()
                     )))?;
                 }
-                out.push(MountRec {
-                    kind: MountKind::Bind,
-                    source: source.display().to_string(),
-                    name: String::new(),
-                    destination,
-                    rw,
-                    mode: mode.into(),
-                    copy_up: false,
-                });
-            } else {
-                let name = volume(Some(src), BTreeMap::new(), made)?;
-                out.push(MountRec {
-                    kind: MountKind::Volume,
-                    source: String::new(),
-                    name,
-                    destination,
-                    rw,
-                    mode: mode.into(),
-                    copy_up: !nocopy,
-                });
+                out.push(MountRec::bind(&source, destination, rw, mode));
             }
         }
         for m in hc.mounts.iter().flatten() {
@@ -277,15 +277,7 @@ impl Daemon {
                             source.display()
                         )));
                     }
-                    out.push(MountRec {
-                        kind,
-                        source: source.display().to_string(),
-                        name: String::new(),
-                        destination,
-                        rw,
-                        mode: String::new(),
-                        copy_up: false,
-                    });
+                    out.push(MountRec::bind(&source, destination, rw, ""));
                 }
                 MountKind::Volume => {
                     if m.bind_options.is_some() {
@@ -309,15 +301,13 @@ impl Daemon {
                     let labels: BTreeMap<String, String> =
                         o.labels.clone().unwrap_or_default().into_iter().collect();
                     let name = volume(Some(src.as_str()).filter(|s| !s.is_empty()), labels, made)?;
-                    out.push(MountRec {
-                        kind,
-                        source: String::new(),
+                    out.push(MountRec::volume(
                         name,
                         destination,
                         rw,
-                        mode: String::new(),
-                        copy_up: !o.no_copy.unwrap_or(false),
-                    });
+                        "",
+                        !o.no_copy.unwrap_or(false),
+                    ));
                 }
             }
         }
@@ -346,15 +336,7 @@ impl Daemon {
                 continue;
             }
             let name = volume(None, BTreeMap::new(), made)?;
-            out.push(MountRec {
-                kind: MountKind::Volume,
-                source: String::new(),
-                name,
-                destination,
-                rw: true,
-                mode: String::new(),
-                copy_up: true,
-            });
+            out.push(MountRec::volume(name, destination, true, "", true));
         }
         let mut seen = std::collections::HashSet::new();
         for m in &out {

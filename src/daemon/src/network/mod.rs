@@ -394,19 +394,11 @@ impl Networks {
 
     /// Writes a network's record atomically.
     pub fn save(&self, n: &NetworkRec) -> Result<()> {
-        use std::io::Write;
-        let p = self.dir.join(format!("{}.json", n.id));
-        let tmp = p.with_extension("tmp");
-        let what = || format!("saving network {}", n.name);
-        let body = serde_json::to_vec_pretty(n).map_err(|e| Error::Io {
-            what: what(),
-            err: std::io::Error::other(e),
-        })?;
-        let mut f = std::fs::File::create(&tmp).map_err(Error::io(what()))?;
-        f.write_all(&body)
-            .and_then(|_| f.sync_all())
-            .map_err(Error::io(what()))?;
-        std::fs::rename(&tmp, &p).map_err(Error::io(what()))
+        crate::persist::write_json(
+            &self.dir.join(format!("{}.json", n.id)),
+            n,
+            &format!("saving network {}", n.name),
+        )
     }
 
     /// Every network.
