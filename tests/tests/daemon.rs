@@ -3132,4 +3132,46 @@ fn cp_export_and_diff_stay_inside_the_container() {
         f.stderr
     );
     b.ok(&["rm", "-f", id]);
+    // A container sharing the host's PIDs can't reach the host through /proc/1/root: the
+    // helper has no /proc.
+    let hp = b.ok(&[
+        "run",
+        "-d",
+        "--pid",
+        "host",
+        "bb:1",
+        "sh",
+        "-c",
+        "ln -s /proc/1/root/etc /app; sleep 300",
+    ]);
+    let hp = hp.trim();
+    std::thread::sleep(Duration::from_millis(300));
+    let f = b.docker(&[
+        "cp",
+        &format!("{hp}:/app/hostname"),
+        work.join("h").to_str().unwrap(),
+    ]);
+    assert_ne!(f.status, 0, "read the host's /etc/hostname");
+    assert!(!work.join("h").exists());
+    b.ok(&["rm", "-f", hp]);
+    // Into a created container's volume: the data is in the volume when it starts.
+    let cr = b.ok(&[
+        "create",
+        "-v",
+        "seed:/data",
+        "bb:1",
+        "cat",
+        &format!("/data/{marker}"),
+    ]);
+    let cr = cr.trim();
+    b.ok(&[
+        "cp",
+        work.join(&marker).to_str().unwrap(),
+        &format!("{cr}:/data/"),
+    ]);
+    b.ok(&["start", cr]);
+    assert_eq!(b.ok(&["wait", cr]).trim(), "0");
+    assert_eq!(b.ok(&["logs", cr]), "in\n");
+    b.ok(&["rm", "-v", cr]);
+    b.ok(&["volume", "rm", "seed"]);
 }

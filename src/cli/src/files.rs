@@ -145,7 +145,26 @@ fn crate_name(path: &str) -> String {
 }
 
 async fn copy_in(c: &Conn, src: &str, ctr: &str, path: &str, archive: bool) -> Result<u8, Fail> {
-    let (dir, name): (String, Option<String>) = match stat(c, ctr, path).await? {
+    // A symlink at the destination is followed once (its target, in the container), as
+    // the docker CLI does.
+    let mut path = path.to_owned();
+    let mut st = stat(c, ctr, &path).await?;
+    if let Some(link) = st
+        .as_ref()
+        .filter(|s| s["mode"].as_u64().is_some_and(|m| m & (1 << 27) != 0))
+        .and_then(|s| s["linkTarget"].as_str().map(str::to_owned))
+        .filter(|l| !l.is_empty())
+    {
+        path = if link.starts_with('/') {
+            link
+        } else {
+            let parent = Path::new(&path).parent().unwrap_or(Path::new("/"));
+            parent.join(link).display().to_string()
+        };
+        st = stat(c, ctr, &path).await?;
+    }
+    let path = path.as_str();
+    let (dir, name): (String, Option<String>) = match st {
         Some(st) if is_dir(&st) => (path.to_owned(), None),
         Some(_) if src != "-" && Path::new(src).is_dir() => {
             return Err(fail(format!(

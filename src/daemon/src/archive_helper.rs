@@ -6,9 +6,9 @@
 //! chrootarchive does too; threads make it unsafe inside berthd itself.)
 //!
 //! Ops: `stat PATH` (the path's stat as Docker's JSON on stdout; exit 2 if missing),
-//! `get PATH` (a tar of it on stdout), `put DIR OWNERS` (a tar from stdin unpacked into
-//! DIR; OWNERS 1 keeps the archive's owners, 0 makes root own everything), `export` (a
-//! tar of the whole root on stdout).
+//! `get PATH` (a tar of it on stdout), `put DIR` (a tar from stdin unpacked into DIR,
+//! owners kept), `export` (a tar of the whole root on stdout). Where: [`Root`], its first
+//! argument.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -54,27 +54,224 @@ fn fail(m: impl std::fmt::Display, code: i32) -> i32 {
     code
 }
 
+/// Where the helper works: given to it as JSON (its first argument).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct Root {
+    /// A running container: its init's PID. The helper joins its mount namespace, takes
+    /// a private copy, and unmounts the kernel's filesystems there (/proc, /sys, /dev's
+    /// ptys...): nothing reaches the host through their magic links, and they are not
+    /// copied.
+    #[serde(default)]
+    pub live_pid: Option<i32>,
+    /// Otherwise: a directory to enter, after mounting `overlay` (options) there and the
+    /// binds on it, in a private mount namespace that ends with the helper.
+    #[serde(default)]
+    pub dir: String,
+    /// The overlay's options (lowerdir=..., and upperdir/workdir for a writable one).
+    #[serde(default)]
+    pub overlay: Option<String>,
+    /// Mount it read-only.
+    #[serde(default)]
+    pub read_only: bool,
+    /// Binds on it: (host source, destination in the root, read-only).
+    #[serde(default)]
+    pub binds: Vec<(String, String, bool)>,
+}
+
+fn sys(r: libc::c_int, what: &str) -> Result<(), String> {
+    if r != 0 {
+        return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+fn cstr(s: &str) -> Result<std::ffi::CString, String> {
+    std::ffi::CString::new(s).map_err(|_| format!("NUL in {s:?}"))
+}
+
+/// A private mount namespace: nothing mounted here is seen elsewhere or outlives us.
+fn private_mounts() -> Result<(), String> {
+    // SAFETY: unshare and mount with valid arguments; single-threaded process.
+    sys(unsafe { libc::unshare(libc::CLONE_NEWNS) }, "unshare")?;
+    sys(
+        // SAFETY: as above; a null source and type for a propagation change.
+        unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        },
+        "making mounts private",
+    )
+}
+
+/// Whether `rel` (inside `root`) goes through no symlink.
+fn no_symlinks(root: &Path, rel: &str) -> bool {
+    let mut p = root.to_path_buf();
+    for c in Path::new(rel).components() {
+        if let std::path::Component::Normal(n) = c {
+            p.push(n);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.file_type().is_symlink() => return false,
+                _ => {}
+            }
+        }
+    }
+    true
+}
+
+fn enter(r: &Root) -> Result<(), String> {
+    if let Some(pid) = r.live_pid {
+        use std::os::unix::fs::MetadataExt as _;
+        let ns = format!("/proc/{pid}/ns/mnt");
+        let theirs = std::fs::metadata(&ns).map_err(|e| format!("{ns}: {e}"))?;
+        let ours = std::fs::metadata("/proc/self/ns/mnt").map_err(|e| e.to_string())?;
+        if theirs.ino() == ours.ino() && theirs.dev() == ours.dev() {
+            // Not a container's (its PID was reused): never the host's root.
+            return Err("the container is not running".into());
+        }
+        let f = std::fs::File::open(&ns).map_err(|e| format!("{ns}: {e}"))?;
+        use std::os::fd::AsRawFd;
+        sys(
+            // SAFETY: setns on an open mount-namespace fd; single-threaded process.
+            unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNS) },
+            "joining the container's mounts",
+        )?;
+        private_mounts()?;
+        // The kernel's filesystems, deepest first.
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut kernel: Vec<String> = info
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let fstype = right.split_whitespace().next()?;
+                let point = left.split_whitespace().nth(4)?;
+                matches!(
+                    fstype,
+                    "proc"
+                        | "sysfs"
+                        | "devpts"
+                        | "mqueue"
+                        | "cgroup"
+                        | "cgroup2"
+                        | "debugfs"
+                        | "securityfs"
+                        | "tracefs"
+                        | "bpf"
+                )
+                .then(|| point.to_owned())
+            })
+            .collect();
+        kernel.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in kernel {
+            let c = cstr(&p)?;
+            // SAFETY: umount2 on a NUL-terminated path in our private namespace.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+        // setns left us at the container's root.
+        // SAFETY: chdir and chroot on NUL-terminated paths.
+        sys(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir")?;
+        return Ok(());
+    }
+    let dir = cstr(&r.dir)?;
+    if r.overlay.is_some() || !r.binds.is_empty() {
+        private_mounts()?;
+    }
+    if let Some(o) = &r.overlay {
+        let data = cstr(o)?;
+        let flags = if r.read_only { libc::MS_RDONLY } else { 0 };
+        sys(
+            // SAFETY: mount with NUL-terminated strings valid for the call.
+            unsafe {
+                libc::mount(
+                    c"overlay".as_ptr(),
+                    dir.as_ptr(),
+                    c"overlay".as_ptr(),
+                    flags,
+                    data.as_ptr().cast(),
+                )
+            },
+            "mounting the container's filesystem",
+        )?;
+    }
+    // Binds in depth order, each on a destination that goes through no symlink.
+    let mut binds = r.binds.clone();
+    binds.sort_by_key(|b| Path::new(&b.1).components().count());
+    for (src, dst, ro) in &binds {
+        if !no_symlinks(Path::new(&r.dir), dst) {
+            return Err(format!("mount destination {dst} goes through a symlink"));
+        }
+        let target = Path::new(&r.dir).join(dst.trim_start_matches('/'));
+        if !target.exists() {
+            // Where the image has nothing yet, the mount point is made as the runtime
+            // makes it (in a writable view only; a read-only one skips it).
+            if r.read_only || std::fs::create_dir_all(&target).is_err() {
+                continue;
+            }
+        }
+        let (s, t) = (cstr(src)?, cstr(&target.display().to_string())?);
+        sys(
+            // SAFETY: bind mount with NUL-terminated paths.
+            unsafe {
+                libc::mount(
+                    s.as_ptr(),
+                    t.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                )
+            },
+            &format!("binding {dst}"),
+        )?;
+        if *ro || r.read_only {
+            sys(
+                // SAFETY: as above, a read-only remount of the bind.
+                unsafe {
+                    libc::mount(
+                        std::ptr::null(),
+                        t.as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    )
+                },
+                &format!("making {dst} read-only"),
+            )?;
+        }
+    }
+    sys(
+        // SAFETY: chroot and chdir on NUL-terminated paths; this process is single-threaded
+        // and holds no descriptor outside the new root but stdio.
+        unsafe { libc::chroot(dir.as_ptr()) },
+        "entering the container's root",
+    )?;
+    // SAFETY: chdir on a NUL-terminated path.
+    sys(unsafe { libc::chdir(c"/".as_ptr()) }, "chdir")
+}
+
 /// Runs the helper (after `__archive`); returns the exit code.
 pub fn main(args: &[String]) -> i32 {
     let (Some(root), Some(op)) = (args.first(), args.get(1)) else {
-        return fail("usage: berthd __archive ROOT stat|get|put|export ...", 64);
-    };
-    let Ok(croot) = std::ffi::CString::new(root.as_str()) else {
-        return fail("bad root", 64);
-    };
-    // SAFETY: chroot and chdir on NUL-terminated paths; this process is single-threaded
-    // here and holds no descriptor outside the new root but stdio.
-    if unsafe { libc::chroot(croot.as_ptr()) } != 0 || unsafe { libc::chdir(c"/".as_ptr()) } != 0 {
         return fail(
-            format!("entering {root}: {}", std::io::Error::last_os_error()),
-            1,
+            "usage: berthd __archive ROOT-JSON stat|get|put|export ...",
+            64,
         );
+    };
+    let root: Root = match serde_json::from_str(root) {
+        Ok(r) => r,
+        Err(e) => return fail(format!("bad root: {e}"), 64),
+    };
+    if let Err(e) = enter(&root) {
+        return fail(e, 1);
     }
     let path = args.get(2).cloned().unwrap_or_default();
     match op.as_str() {
         "stat" => stat(&path),
         "get" => get(&path),
-        "put" => put(&path, args.get(3).is_some_and(|o| o == "1")),
+        "put" => put(&path),
         "export" => export(),
         _ => fail(format!("unknown op {op}"), 64),
     }
@@ -155,7 +352,9 @@ fn get(path: &str) -> i32 {
     }
 }
 
-fn put(dir: &str, owners: bool) -> i32 {
+/// Unpacks a tar from stdin into `dir`, keeping the archive's owners and modes (as
+/// dockerd without `-a`).
+fn put(dir: &str) -> i32 {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => return fail(format!("extraction point is not a directory: {dir}"), 3),
@@ -163,7 +362,7 @@ fn put(dir: &str, owners: bool) -> i32 {
     }
     let mut a = tar::Archive::new(std::io::stdin().lock());
     a.set_preserve_permissions(true);
-    a.set_preserve_ownerships(owners);
+    a.set_preserve_ownerships(true);
     a.set_overwrite(true);
     a.set_unpack_xattrs(false);
     match a.unpack(dir) {

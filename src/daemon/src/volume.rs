@@ -60,7 +60,12 @@ pub fn check_name(name: &str) -> Result<()> {
 impl Volumes {
     /// Opens (creating) the store under `dir`.
     pub fn open(dir: PathBuf) -> Result<Volumes> {
+        use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(&dir).map_err(Error::io(format!("{}", dir.display())))?;
+        // Traversable by root only: a setuid file a container leaves in a volume is not
+        // reachable by the host's users (as dockerd's 0701).
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o701))
+            .map_err(Error::io(format!("{}", dir.display())))?;
         let mut vols = BTreeMap::new();
         for e in std::fs::read_dir(&dir)
             .map_err(Error::io(format!("{}", dir.display())))?

@@ -1,10 +1,10 @@
 //! File transfer with a container's filesystem: the archive API (`docker cp` both ways,
 //! also for stopped containers), `export` and `changes` (`docker diff`). The reading and
 //! writing is done by berthd's archive helper, chrooted into the container's root
-//! ([`crate::archive_helper`]). Process isolation: a running container's root is
-//! `/proc/PID/root` (its volumes and binds included); a stopped one's is its overlay,
-//! mounted for the operation (read-only for reads). A microVM's filesystem lives in its
-//! guest: 501 until the agent serves it.
+//! ([`crate::archive_helper`]). Process isolation: a running container is entered in
+//! (a private copy of) its own mounts, without the kernel's filesystems; a stopped one's
+//! overlay and volumes are mounted for the helper alone (read-only for reads). A
+//! microVM's filesystem lives in its guest: 501 until the agent serves it.
 
 use super::{Ctr, Daemon, Record};
 use crate::errors::{Error, Result};
@@ -13,50 +13,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-/// A container's root, as the helper enters it; a mounted overlay is unmounted when
-/// dropped.
+/// Where the helper works, and the empty directory made for it (removed when dropped;
+/// the helper's mounts there live in its own mount namespace and end with it).
 struct View {
-    root: PathBuf,
-    mounted: bool,
+    root: crate::archive_helper::Root,
+    made: Option<PathBuf>,
 }
 
 impl Drop for View {
     fn drop(&mut self) {
-        if self.mounted {
-            if let Ok(c) = std::ffi::CString::new(self.root.as_os_str().as_encoded_bytes()) {
-                // SAFETY: umount2 on a NUL-terminated path.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-            }
-            let _ = std::fs::remove_dir(&self.root);
+        if let Some(d) = &self.made {
+            let _ = std::fs::remove_dir(d);
         }
     }
-}
-
-fn mount_overlay(target: &Path, data: &str) -> Result<()> {
-    let c = |s: &str| std::ffi::CString::new(s).map_err(|_| Error::Sandbox("NUL in a path".into()));
-    let (t, d) = (c(&target.display().to_string())?, c(data)?);
-    let ro = if data.contains("upperdir=") {
-        0
-    } else {
-        libc::MS_RDONLY
-    };
-    // SAFETY: NUL-terminated strings valid for the call.
-    let r = unsafe {
-        libc::mount(
-            c"overlay".as_ptr(),
-            t.as_ptr(),
-            c"overlay".as_ptr(),
-            ro,
-            d.as_ptr().cast(),
-        )
-    };
-    if r != 0 {
-        return Err(Error::Sandbox(format!(
-            "mounting the container's filesystem: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
 }
 
 /// What the helper answered.
@@ -67,9 +36,10 @@ struct Out {
 }
 
 impl Daemon {
-    /// The container's root for one operation. `write`: a stopped container's overlay is
-    /// mounted writable; `live`: a running container is entered at `/proc/PID/root`
-    /// (otherwise its layers are read, as `export` does).
+    /// The container's root for one operation. A running container is entered in its
+    /// own mounts when `live` (volumes and binds included); otherwise its layers are
+    /// mounted for the helper: writable for a stopped container's `write`, with its
+    /// volumes and binds when `live` (not for export).
     fn fs_view(&self, rec: &Record, write: bool, live: bool) -> Result<View> {
         let Some(upper) = self.sandbox(rec).writable_layer(&self.dir(&rec.id)) else {
             return Err(Error::NotImplemented(
@@ -78,8 +48,11 @@ impl Daemon {
         };
         if rec.state.running() && (live || write) {
             return Ok(View {
-                root: PathBuf::from(format!("/proc/{}/root", rec.state.pid())),
-                mounted: false,
+                root: crate::archive_helper::Root {
+                    live_pid: Some(rec.state.pid() as i32),
+                    ..Default::default()
+                },
+                made: None,
             });
         }
         let img = self.images.resolve(&rec.image_id)?;
@@ -95,7 +68,11 @@ impl Daemon {
             .join("archive")
             .join(&super::new_id()[..16]);
         std::fs::create_dir_all(&target).map_err(Error::io(format!("{}", target.display())))?;
-        let data = if write && !rec.state.running() {
+        // A stopped container's own view (cp either way) is its writable overlay, where
+        // its volumes' mount points can be made, as its start makes them; export reads
+        // the layers alone.
+        let writable = live && !rec.state.running();
+        let overlay = if writable {
             format!(
                 "lowerdir={},upperdir={},workdir={}",
                 image_root.display(),
@@ -105,21 +82,41 @@ impl Daemon {
         } else {
             format!("lowerdir={}:{}", upper.display(), image_root.display())
         };
-        if let Err(e) = mount_overlay(&target, &data) {
-            let _ = std::fs::remove_dir(&target);
-            return Err(e);
-        }
+        let binds = if live {
+            rec.mounts
+                .iter()
+                .map(|m| {
+                    let src = match m.kind {
+                        super::volumes::MountKind::Bind => m.source.clone(),
+                        super::volumes::MountKind::Volume => {
+                            self.volumes.mountpoint(&m.name).display().to_string()
+                        }
+                    };
+                    (src, m.destination.clone(), !m.rw)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(View {
-            root: target,
-            mounted: true,
+            root: crate::archive_helper::Root {
+                live_pid: None,
+                dir: target.display().to_string(),
+                overlay: Some(overlay),
+                read_only: !writable,
+                binds,
+            },
+            made: Some(target),
         })
     }
 
     fn helper(&self, v: &View, args: &[&str], input: Option<&[u8]>) -> Result<Out> {
-        let exe = std::env::current_exe().map_err(Error::io("finding berthd's binary"))?;
-        let mut child = Command::new(exe)
+        let root = serde_json::to_string(&v.root)
+            .map_err(|e| Error::Sandbox(format!("the archive helper's root: {e}")))?;
+        // This very binary, even if the file was replaced since berthd started.
+        let mut child = Command::new("/proc/self/exe")
             .arg("__archive")
-            .arg(&v.root)
+            .arg(root)
             .args(args)
             .stdin(if input.is_some() {
                 Stdio::piped()
@@ -195,22 +192,29 @@ impl Daemon {
         }
     }
 
-    /// `PUT /containers/{id}/archive`: unpacks a tar into a directory of the container.
-    pub fn archive_put(&self, c: &Ctr, path: &str, tar: &[u8], owners: bool) -> Result<()> {
+    /// `PUT /containers/{id}/archive`: unpacks a tar into a directory of the container,
+    /// the archive's owners kept (as dockerd without `copyUIDGID`).
+    pub fn archive_put(&self, c: &Ctr, path: &str, tar: &[u8], copy_uid_gid: bool) -> Result<()> {
         let _op = c.op.blocking_lock();
         let rec = c.record();
         let path = check_path(path)?;
-        if rec.confinement.readonly_rootfs {
+        if copy_uid_gid && !rec.user.is_empty() {
+            return Err(Error::NotImplemented(
+                "copyUIDGID (docker cp -a) for a container with a User: the files keep the archive's owners".into(),
+            ));
+        }
+        // A read-only root takes files only in its writable volumes and binds.
+        let in_writable_mount = rec
+            .mounts
+            .iter()
+            .any(|m| m.rw && Path::new(&path).starts_with(&m.destination));
+        if rec.confinement.readonly_rootfs && !in_writable_mount {
             return Err(Error::Forbidden(
                 "container rootfs is marked read-only".into(),
             ));
         }
         let v = self.fs_view(&rec, true, true)?;
-        let o = self.helper(
-            &v,
-            &["put", &path, if owners { "1" } else { "0" }],
-            Some(tar),
-        )?;
+        let o = self.helper(&v, &["put", &path], Some(tar))?;
         match o.code {
             0 => Ok(()),
             2 => Err(Error::NotFound(format!(
@@ -218,8 +222,28 @@ impl Daemon {
                 rec.name
             ))),
             3 => Err(Error::InvalidParameter(o.stderr)),
-            _ => Err(Error::InvalidParameter(o.stderr)),
+            _ => Err(Error::Sandbox(o.stderr)),
         }
+    }
+
+    /// Unpacks `tar` into host directory `dir` (a volume) through the helper, chrooted
+    /// there.
+    pub(super) fn unpack_into(&self, dir: &Path, tar: &[u8]) -> Result<()> {
+        let v = View {
+            root: crate::archive_helper::Root {
+                dir: dir.display().to_string(),
+                ..Default::default()
+            },
+            made: None,
+        };
+        let o = self.helper(&v, &["put", "/"], Some(tar))?;
+        if o.code != 0 {
+            return Err(Error::Sandbox(format!(
+                "copying the image's content into a volume: {}",
+                o.stderr
+            )));
+        }
+        Ok(())
     }
 
     /// `GET /containers/{id}/export`: the container's filesystem (its image and its

@@ -360,15 +360,23 @@ impl Daemon {
             return Ok(());
         }
         let mut mounts = oci.mounts().clone().unwrap_or_default();
-        for m in &rec.mounts {
+        // Shallow first: `/a` is mounted before `/a/b`, never over it (as Docker).
+        let mut ordered: Vec<&MountRec> = rec.mounts.iter().collect();
+        ordered.sort_by_key(|m| Path::new(&m.destination).components().count());
+        for m in ordered {
             let source = match m.kind {
                 MountKind::Bind => PathBuf::from(&m.source),
                 MountKind::Volume => {
                     self.volumes.get(&m.name)?;
                     let dir = self.volumes.mountpoint(&m.name);
-                    if m.copy_up && crate::volume::is_empty_dir(&dir) {
-                        if let Some(root) = image_root {
-                            copy_up(root, &m.destination, &dir)?;
+                    if let (true, Some(root)) = (m.copy_up, image_root) {
+                        // One copy-up at a time: two containers starting on one empty
+                        // volume seed it once.
+                        let _g = COPY_UP.lock().unwrap_or_else(|e| e.into_inner());
+                        if crate::volume::is_empty_dir(&dir) {
+                            if let Some(tar) = image_tar(root, &m.destination)? {
+                                self.unpack_into(&dir, &tar)?;
+                            }
                         }
                     }
                     dir
@@ -499,60 +507,38 @@ impl Daemon {
     }
 }
 
-/// Copies the image's content at `dest` (under `root`) into an empty volume `into`:
-/// files, directories, symlinks, with their modes and owners. Nothing is followed out of
-/// the image: a symlink on the way to `dest` means there is nothing to copy.
-fn copy_up(root: &Path, dest: &str, into: &Path) -> Result<()> {
+/// Serialises copy-ups.
+static COPY_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A tar of the image's content at `dest` (under `root`, berth's own extracted image),
+/// None if there is nothing there: a symlink on the way to `dest` means nothing, and
+/// no symlink inside is followed. The volume gets it through the archive helper,
+/// chrooted into the volume, so that whatever a container left there can't redirect a
+/// write to the host.
+fn image_tar(root: &Path, dest: &str) -> Result<Option<Vec<u8>>> {
     let mut p = root.to_path_buf();
     for c in Path::new(dest).components() {
         if let Component::Normal(n) = c {
             p.push(n);
             match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.file_type().is_symlink() => return Ok(()),
+                Ok(m) if m.file_type().is_symlink() => return Ok(None),
                 Ok(_) => {}
-                Err(_) => return Ok(()),
+                Err(_) => return Ok(None),
             }
         }
     }
     if !p.is_dir() {
-        return Ok(());
+        return Ok(None);
     }
-    let what = |x: &Path| format!("copying the image's {} into its volume", x.display());
-    copy_tree(&p, into).map_err(Error::io(what(Path::new(dest))))?;
-    // The volume's root takes the image directory's mode and owner.
-    let m = std::fs::symlink_metadata(&p).map_err(Error::io(what(Path::new(dest))))?;
-    set_meta(into, &m).map_err(Error::io(what(Path::new(dest))))
-}
-
-fn set_meta(p: &Path, m: &std::fs::Metadata) -> std::io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    std::os::unix::fs::lchown(p, Some(m.uid()), Some(m.gid()))?;
-    if !m.file_type().is_symlink() {
-        std::fs::set_permissions(p, m.permissions())?;
-    }
-    Ok(())
-}
-
-fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(from)? {
-        let e = e?;
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        let m = std::fs::symlink_metadata(&src)?;
-        let t = m.file_type();
-        if t.is_symlink() {
-            std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
-        } else if t.is_dir() {
-            std::fs::create_dir(&dst)?;
-            copy_tree(&src, &dst)?;
-        } else if t.is_file() {
-            std::fs::copy(&src, &dst)?;
-        } else {
-            // Devices, fifos, sockets: not content a volume is seeded with.
-            continue;
-        }
-        set_meta(&dst, &m)?;
-    }
-    Ok(())
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    b.mode(tar::HeaderMode::Complete);
+    b.append_dir_all(".", &p)
+        .and_then(|_| b.into_inner())
+        .map(Some)
+        .map_err(Error::io(format!(
+            "reading the image's {dest} for its volume"
+        )))
 }
 
 #[cfg(test)]
@@ -570,29 +556,33 @@ mod tests {
     }
 
     #[test]
-    fn copy_up_copies_the_tree_and_follows_no_symlink_out() {
+    fn the_images_content_is_archived_without_following_symlinks() {
         let base = std::env::temp_dir().join(format!("berth-copyup-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         let root = base.join("root");
         std::fs::create_dir_all(root.join("data/sub")).unwrap();
         std::fs::write(root.join("data/sub/f"), "x").unwrap();
-        std::os::unix::fs::symlink("sub/f", root.join("data/link")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("data/link")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("evil")).unwrap();
-        let vol = base.join("vol");
-        std::fs::create_dir_all(&vol).unwrap();
-        copy_up(&root, "/data", &vol).unwrap();
-        assert_eq!(std::fs::read_to_string(vol.join("sub/f")).unwrap(), "x");
-        assert_eq!(
-            std::fs::read_link(vol.join("link")).unwrap(),
-            Path::new("sub/f")
-        );
-        let vol2 = base.join("vol2");
-        std::fs::create_dir_all(&vol2).unwrap();
-        copy_up(&root, "/evil", &vol2).unwrap();
+        let tar = image_tar(&root, "/data").unwrap().unwrap();
+        let mut names = Vec::new();
+        for e in tar::Archive::new(&tar[..]).entries().unwrap() {
+            let e = e.unwrap();
+            names.push((
+                e.path().unwrap().display().to_string(),
+                e.header().entry_type().is_symlink(),
+            ));
+        }
+        assert!(names.contains(&("sub/f".to_string(), false)), "{names:?}");
         assert!(
-            crate::volume::is_empty_dir(&vol2),
-            "a symlink out of the image is not followed"
+            names.contains(&("link".to_string(), true)),
+            "a symlink stays one"
         );
+        assert!(
+            image_tar(&root, "/evil").unwrap().is_none(),
+            "not followed out of the image"
+        );
+        assert!(image_tar(&root, "/none").unwrap().is_none());
         let _ = std::fs::remove_dir_all(&base);
     }
 }
