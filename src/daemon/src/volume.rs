@@ -33,6 +33,8 @@ pub struct VolumeRec {
 pub struct Volumes {
     dir: PathBuf,
     vols: Mutex<BTreeMap<String, VolumeRec>>,
+    /// Volumes a container being created will use, before its record exists (counted).
+    held: Mutex<BTreeMap<String, usize>>,
 }
 
 /// The label Docker puts on anonymous volumes.
@@ -93,7 +95,37 @@ impl Volumes {
         Ok(Volumes {
             dir,
             vols: Mutex::new(vols),
+            held: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Marks volumes as about to be used (a create in progress); `release` undoes it.
+    pub fn hold(&self, names: &[String]) {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for n in names {
+            *h.entry(n.clone()).or_default() += 1;
+        }
+    }
+
+    /// Undoes [`Volumes::hold`].
+    pub fn release(&self, names: &[String]) {
+        let mut h = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        for n in names {
+            if let Some(c) = h.get_mut(n) {
+                *c -= 1;
+                if *c == 0 {
+                    h.remove(n);
+                }
+            }
+        }
+    }
+
+    /// Whether a create in progress holds the volume.
+    pub fn is_held(&self, name: &str) -> bool {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name)
     }
 
     /// A volume's directory, what containers mount (its Mountpoint).
@@ -270,6 +302,14 @@ mod tests {
             Err(Error::NotImplemented(_))
         ));
         assert_eq!(v2.all().len(), 1);
+        // Held by two creates in progress, free after both let go.
+        let n = vec![anon.name.clone()];
+        v2.hold(&n);
+        v2.hold(&n);
+        v2.release(&n);
+        assert!(v2.is_held(&anon.name));
+        v2.release(&n);
+        assert!(!v2.is_held(&anon.name));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -348,17 +348,21 @@ impl Daemon {
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             self.net_release(&id, &rec.net);
+            self.release_volumes(&rec.mounts);
             self.remove_anonymous_volumes(&rec);
             return Err(Error::io(format!("{}", dir.display()))(e));
         }
         if let Err(e) = self.save(&rec) {
             let _ = std::fs::remove_dir_all(&dir);
             self.net_release(&id, &rec.net);
+            self.release_volumes(&rec.mounts);
             self.remove_anonymous_volumes(&rec);
             return Err(e);
         }
         let (name, image) = (rec.name.clone(), rec.image.clone());
+        let mounts = rec.mounts.clone();
         self.insert(rec);
+        self.release_volumes(&mounts);
         self.event(
             "container",
             "create",

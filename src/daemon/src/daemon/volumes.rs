@@ -123,6 +123,7 @@ impl Daemon {
         let out = self.mounts_plan_inner(r, &mut made);
         let out = out.and_then(|m| {
             if !m.is_empty() && self.sandboxes.get(isolation).taps() {
+                self.release_volumes(&m);
                 return Err(Error::NotImplemented(
                     "volumes and bind mounts for microVM containers (their shared-filesystem device is not built yet; --isolation process has them)".into(),
                 ));
@@ -142,6 +143,20 @@ impl Daemon {
         r: &VolumeRequest,
         made: &mut Vec<String>,
     ) -> Result<Vec<MountRec>> {
+        let held = std::cell::RefCell::new(Vec::<String>::new());
+        let out = self.mounts_plan_body(r, made, &held);
+        if out.is_err() {
+            self.volumes.release(&held.borrow());
+        }
+        out
+    }
+
+    fn mounts_plan_body(
+        &self,
+        r: &VolumeRequest,
+        made: &mut Vec<String>,
+        held: &std::cell::RefCell<Vec<String>>,
+    ) -> Result<Vec<MountRec>> {
         let hc = r.hc;
         let mut out: Vec<MountRec> = Vec::new();
         let volume = |name: Option<&str>,
@@ -149,6 +164,9 @@ impl Daemon {
                       made: &mut Vec<String>|
          -> Result<String> {
             let (v, new) = self.volumes.create(name, labels, &BTreeMap::new())?;
+            // Held until the container's record exists: not pruned under the create.
+            self.volumes.hold(std::slice::from_ref(&v.name));
+            held.borrow_mut().push(v.name.clone());
             if new {
                 made.push(v.name.clone());
                 self.event("volume", "create", &v.name, &[("driver", v.driver.clone())]);
@@ -407,6 +425,23 @@ impl Daemon {
         Ok(())
     }
 
+    /// Lets go of the volumes a create held ([`Daemon::mounts_plan`]), once its record
+    /// exists or the create failed.
+    pub fn release_volumes(&self, mounts: &[MountRec]) {
+        let names: Vec<String> = mounts
+            .iter()
+            .filter(|m| m.kind == MountKind::Volume)
+            .map(|m| m.name.clone())
+            .collect();
+        self.volumes.release(&names);
+    }
+
+    /// Containers using volume `name` (a container being created counts, before its
+    /// record exists).
+    pub fn volume_in_use(&self, name: &str) -> bool {
+        self.volumes.is_held(name) || !self.volume_users(name).is_empty()
+    }
+
     /// Containers using volume `name`.
     pub fn volume_users(&self, name: &str) -> Vec<Record> {
         self.records()
@@ -445,7 +480,7 @@ impl Daemon {
             Err(e) => return Err(e),
         };
         let users = self.volume_users(&v.name);
-        if !users.is_empty() {
+        if !users.is_empty() || self.volumes.is_held(&v.name) {
             return Err(Error::Conflict(format!(
                 "remove {}: volume is in use - [{}]",
                 v.name,
