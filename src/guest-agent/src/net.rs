@@ -13,6 +13,7 @@ const SIOCSIFADDR: libc::c_ulong = 0x8916;
 const SIOCSIFNETMASK: libc::c_ulong = 0x891c;
 const SIOCSIFMTU: libc::c_ulong = 0x8922;
 const SIOCADDRT: libc::c_ulong = 0x890b;
+const SIOCSIFNAME: libc::c_ulong = 0x8923;
 const IFF_UP: libc::c_short = 0x1;
 const RTF_UP: libc::c_ushort = 0x1;
 const RTF_GATEWAY: libc::c_ushort = 0x2;
@@ -93,6 +94,14 @@ fn up(fd: &OwnedFd, name: &str) -> Result<(), String> {
     ioctl(fd, SIOCSIFFLAGS, &mut r, &format!("bringing {name} up"))
 }
 
+/// Renames a (down) interface.
+fn rename(fd: &OwnedFd, from: &str, to: &str) -> Result<(), String> {
+    let mut r = req(from);
+    let n = to.len().min(15);
+    r.data[..n].copy_from_slice(&to.as_bytes()[..n]);
+    ioctl(fd, SIOCSIFNAME, &mut r, &format!("renaming {from} to {to}"))
+}
+
 /// The interface whose MAC address is `mac`.
 fn name_of(mac: &str) -> Result<String, String> {
     let want = mac.trim().to_ascii_lowercase();
@@ -128,11 +137,36 @@ pub fn configure(ifs: &[GuestInterface]) -> Result<(), String> {
     // SAFETY: `raw` is a fresh descriptor nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(raw) };
     up(&fd, "lo")?;
-    for i in ifs {
+    // Named as berth recorded them (probe order may differ): through temporary names
+    // first, so that two swapped names never collide.
+    let mut names = Vec::new();
+    for (n, i) in ifs.iter().enumerate() {
+        let kernel = name_of(&i.mac)?;
+        let want = if i.ifname.is_empty() {
+            kernel.clone()
+        } else {
+            i.ifname.clone()
+        };
+        if want.len() > 15 || want.contains('/') {
+            return Err(format!("bad interface name {want:?}"));
+        }
+        if kernel != want {
+            let tmp = format!("berthtmp{n}");
+            rename(&fd, &kernel, &tmp)?;
+            names.push((Some(tmp), want));
+        } else {
+            names.push((None, want));
+        }
+    }
+    for (tmp, want) in &names {
+        if let Some(t) = tmp {
+            rename(&fd, t, want)?;
+        }
+    }
+    for (i, (_, name)) in ifs.iter().zip(names) {
         if i.prefix_len == 0 || i.prefix_len > 32 {
             return Err(format!("bad prefix length {}", i.prefix_len));
         }
-        let name = name_of(&i.mac)?;
         let mut r = req(&name);
         r.data[..4].copy_from_slice(&(i.mtu as libc::c_int).to_ne_bytes());
         ioctl(

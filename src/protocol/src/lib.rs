@@ -227,8 +227,11 @@ pub const ETC_FILES: [&str; 3] = ["hosts", "hostname", "resolv.conf"];
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestInterface {
-    /// The virtio-net device's MAC address (aa:bb:cc:dd:ee:ff), which names it.
+    /// The virtio-net device's MAC address (aa:bb:cc:dd:ee:ff), which finds it.
     pub mac: String,
+    /// Its name in the guest (eth0, eth1... as berth recorded it); empty: the kernel's.
+    #[serde(default)]
+    pub ifname: String,
     /// Its IPv4 address.
     pub address: std::net::Ipv4Addr,
     /// The subnet's prefix length.

@@ -523,6 +523,7 @@ impl Daemon {
                     tap,
                     guest: berth_protocol::GuestInterface {
                         mac: e.mac.clone(),
+                        ifname: e.ifname.clone(),
                         address: e.ip,
                         prefix_len: e.prefix,
                         mtu: net.mtu,
