@@ -2912,6 +2912,28 @@ fn volumes_and_bind_mounts_keep_data_and_confine_writes() {
     assert_ne!(f.status, 0);
     assert!(f.stderr.contains("Read-only file system"), "{}", f.stderr);
     assert!(!host.join("x").exists());
+    // ... and so are the mounts below it.
+    std::fs::create_dir_all(host.join("sub")).unwrap();
+    let sub = host.join("sub");
+    assert!(Command::new("mount")
+        .args(["-t", "tmpfs", "tmpfs"])
+        .arg(&sub)
+        .status()
+        .unwrap()
+        .success());
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{spec}:ro"),
+        "bb:1",
+        "sh",
+        "-c",
+        "echo x > /shared/sub/x",
+    ]);
+    let _ = Command::new("umount").arg(&sub).status();
+    assert_ne!(f.status, 0, "a submount of a :ro bind was writable");
+    assert!(f.stderr.contains("Read-only file system"), "{}", f.stderr);
     // --mount type=bind refuses a missing source; -v creates it.
     let missing = b.dir.path().join("made-by-v");
     let f = b.docker(&[

@@ -336,6 +336,13 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
                 )
                 .map_err(sys_err(format!("remounting {shown}")))?;
             }
+            // A read-only recursive bind is read-only all the way down: its submounts
+            // too (otherwise they would stay writable under a `:ro` volume).
+            if flags & libc::MS_RDONLY != 0 && flags & libc::MS_REC != 0 {
+                sys.readonly_recursive(&dest).map_err(sys_err(format!(
+                    "making {shown} read-only with its submounts (mount_setattr, Linux 5.12)"
+                )))?;
+            }
         } else if typ == "cgroup" || typ == "cgroup2" {
             // The container's view of cgroups: cgroup2 where the host runs it; on a v1
             // host the hierarchies are not exposed (an empty read-only tmpfs).
@@ -593,6 +600,28 @@ mod tests {
         // root is made read-only.
         assert!(pos("mkdir_all /srv/app") > pos("pivot_root"));
         assert!(pos("mkdir_all /srv/app") < pos("mount - / - 0x1021"));
+    }
+
+    #[test]
+    fn read_only_recursive_binds_are_read_only_below_too() {
+        let sys = Recorder::with(&[]);
+        let src = std::env::temp_dir().display().to_string();
+        setup(
+            &sys,
+            &plan(vec![
+                m("/ro", "bind", &src, &["rbind", "ro"]),
+                m("/rw", "bind", &src, &["rbind"]),
+            ]),
+        )
+        .unwrap();
+        let calls = sys.calls();
+        assert!(
+            calls.contains(&"readonly_recursive /run/c/rootfs/ro".to_string()),
+            "{calls:#?}"
+        );
+        assert!(!calls
+            .iter()
+            .any(|c| c.ends_with("/rootfs/rw") && c.starts_with("readonly")));
     }
 
     #[test]

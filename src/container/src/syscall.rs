@@ -19,6 +19,9 @@ pub trait Syscall {
     ) -> io::Result<()>;
     /// umount2(2).
     fn umount(&self, target: &Path, flags: libc::c_int) -> io::Result<()>;
+    /// Makes the mount at `target` and every mount below it read-only
+    /// (mount_setattr(2) with AT_RECURSIVE, Linux 5.12).
+    fn readonly_recursive(&self, target: &Path) -> io::Result<()>;
     /// pivot_root(2).
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()>;
     /// chdir(2).
@@ -97,6 +100,41 @@ impl Syscall for Linux {
         let t = cstr(target)?;
         // SAFETY: `t` is a valid NUL-terminated path.
         check(unsafe { libc::umount2(t.as_ptr(), flags) })
+    }
+    fn readonly_recursive(&self, target: &Path) -> io::Result<()> {
+        /// `struct mount_attr` (include/uapi/linux/mount.h).
+        #[repr(C)]
+        struct MountAttr {
+            attr_set: u64,
+            attr_clr: u64,
+            propagation: u64,
+            userns_fd: u64,
+        }
+        const MOUNT_ATTR_RDONLY: u64 = 0x1;
+        const AT_RECURSIVE: libc::c_uint = 0x8000;
+        let t = cstr(target)?;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both
+        // outliving the call.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                t.as_ptr(),
+                AT_RECURSIVE,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
     fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
         let (n, o) = (cstr(new_root)?, cstr(put_old)?);
@@ -198,6 +236,10 @@ pub mod recorder {
         }
         fn umount(&self, target: &Path, _flags: libc::c_int) -> io::Result<()> {
             self.log(format!("umount {}", target.display()));
+            Ok(())
+        }
+        fn readonly_recursive(&self, target: &Path) -> io::Result<()> {
+            self.log(format!("readonly_recursive {}", target.display()));
             Ok(())
         }
         fn pivot_root(&self, n: &Path, o: &Path) -> io::Result<()> {
