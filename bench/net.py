@@ -130,6 +130,17 @@ def ctr_pair(lab, iso, secs, pings):
     return gbps(body), rtt_us(last)
 
 
+def start_overhead(lab, runs):
+    """Median `run --rm` seconds without a network and on the default bridge, alternating."""
+    base = lab.berth + ["run", "--rm"]
+    timed(base + ["bench-net:1", "true"])
+    none, bridge = [], []
+    for _ in range(runs):
+        none.append(timed(base + ["--network", "none", "bench-net:1", "true"]))
+        bridge.append(timed(base + ["bench-net:1", "true"]))
+    return statistics.median(none), statistics.median(bridge)
+
+
 def native(release, runs):
     lab = Lab(release, ["--exec-opt", "isolation=process"])
     try:
@@ -171,13 +182,7 @@ def native(release, runs):
         print(f"outside_to_published_request_us {req_dnat:.0f}")
         print(f"loopback_request_us {req_lo:.0f}")
         # Start time: run --rm with the default bridge vs without a network.
-        base = lab.berth + ["run", "--rm"]
-        timed(base + ["bench-net:1", "true"])
-        none, bridge = [], []
-        for _ in range(runs):
-            none.append(timed(base + ["--network", "none", "bench-net:1", "true"]))
-            bridge.append(timed(base + ["bench-net:1", "true"]))
-        mn, mb = statistics.median(none), statistics.median(bridge)
+        mn, mb = start_overhead(lab, runs)
         print(f"run_berth_ms {mn * 1000:.1f}")
         print(f"run_berth_bridge_ms {mb * 1000:.1f}")
         print(f"run_network_overhead_ratio {(mb - mn) / mn:.2f}")
@@ -197,13 +202,7 @@ def lab_mode(release, kernel, initrd, runs):
         pr, pr_rtt = ctr_pair(lab, "process", secs, pings)
         print(f"lab_ctr_to_ctr_tcp_ratio_vm_vs_process {vm / pr:.2f}")
         print(f"lab_ctr_to_ctr_rtt_ratio_vm_vs_process {vm_rtt / pr_rtt:.2f}")
-        base = lab.berth + ["run", "--rm"]
-        timed(base + ["bench-net:1", "true"])
-        none, bridge = [], []
-        for _ in range(runs):
-            none.append(timed(base + ["--network", "none", "bench-net:1", "true"]))
-            bridge.append(timed(base + ["bench-net:1", "true"]))
-        mn, mb = statistics.median(none), statistics.median(bridge)
+        mn, mb = start_overhead(lab, runs)
         print(f"lab_vm_run_network_overhead_ratio {(mb - mn) / mn:.2f}")
     finally:
         lab.close()
