@@ -26,3 +26,24 @@ need_pkgs() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
         || berth_die "apt-get install ${missing[*]} failed"
 }
+
+# The virtio-fs backend for microVM volumes and bind mounts: virtiofsd from crates.io
+# (Debian 12 does not package it), built once into the cache. Prints its path.
+VIRTIOFSD_VERSION=1.14.0
+need_virtiofsd() {
+    local root bin
+    root="$(berth_cache_dir)/virtiofsd-$VIRTIOFSD_VERSION"
+    bin="$root/bin/virtiofsd"
+    if [ ! -x "$bin" ]; then
+        need_pkgs libseccomp-dev libcap-ng-dev pkg-config
+        berth_log "building virtiofsd $VIRTIOFSD_VERSION from crates.io (once; a few minutes)"
+        mkdir -p "$root"
+        (
+            exec 9>"$root.lock"
+            flock 9
+            [ -x "$bin" ] || cargo install --quiet --locked --version "$VIRTIOFSD_VERSION" \
+                --root "$root" virtiofsd >&2
+        ) || berth_die "cargo install virtiofsd $VIRTIOFSD_VERSION failed"
+    fi
+    echo "$bin"
+}

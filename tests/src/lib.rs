@@ -65,6 +65,28 @@ pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
     Ok((path, out))
 }
 
+/// virtiofsd, the backend of microVMs' volumes (built once into the cache by
+/// `need_virtiofsd` in scripts/lib/common.sh, which scripts/test runs first).
+pub fn virtiofsd() -> io::Result<PathBuf> {
+    let out: Finished = Command::new("bash")
+        .arg("-c")
+        .arg(". scripts/lib/common.sh && need_virtiofsd")
+        .current_dir(repo_root())
+        .output()?
+        .into();
+    if out.status != 0 {
+        return Err(io::Error::other(format!(
+            "need_virtiofsd failed ({}): {}",
+            out.status, out.stderr
+        )));
+    }
+    out.stdout
+        .lines()
+        .last()
+        .map(PathBuf::from)
+        .ok_or_else(|| io::Error::other("need_virtiofsd printed no path"))
+}
+
 /// Builds a busybox initramfs at `out` whose /init is the shell script `init`; each of
 /// `programs` (a host path) is copied in with the libraries it needs.
 pub fn busybox_initramfs(out: &Path, init: &str, programs: &[&str]) -> io::Result<()> {

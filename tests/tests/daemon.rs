@@ -3197,3 +3197,260 @@ fn cp_export_and_diff_stay_inside_the_container() {
     b.ok(&["rm", "-v", cr]);
     b.ok(&["volume", "rm", "seed"]);
 }
+
+/// The virtiofsd processes serving shares under `exec_root` (their sockets live there).
+fn virtiofsd_under(exec_root: &Path) -> Vec<String> {
+    let root = exec_root.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("virtiofsd") && cmd.contains(&root) {
+            found.push(cmd);
+        }
+    }
+    found
+}
+
+/// Waits up to 10 s for no virtiofsd to serve a container of this berthd.
+fn assert_no_virtiofsd(exec_root: &Path, when: &str) {
+    let t0 = Instant::now();
+    loop {
+        let left = virtiofsd_under(exec_root);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "{when}: virtiofsd left running: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Volumes, bind mounts and tmpfs of microVM containers, in the lab: each volume or bind is
+/// a virtio-fs device served by its own virtiofsd. Data outlives containers and a
+/// SIGKILLed berthd, `:ro` is refused with EROFS, host changes show, the image's VOLUME is
+/// copied up, and no virtiofsd outlives its microVM.
+#[test]
+fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
+    if std::env::var_os("BERTH_IN_LAB").is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let out = Lab::new()
+            .timeout(Duration::from_secs(1500))
+            .run(&[
+                exe.to_str().unwrap(),
+                "--exact",
+                "volumes_and_bind_mounts_of_microvm_containers_in_the_lab",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .unwrap();
+        eprintln!("{}\n{}", out.stdout, out.stderr);
+        assert_eq!(out.status, 0, "the microVM volume test failed in the lab");
+        assert!(
+            out.stdout.contains("test result: ok. 1 passed"),
+            "the inner test did not run"
+        );
+        return;
+    }
+    let (kernel, _) = guest_kernel().unwrap();
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    assert!(initrd.is_file(), "run scripts/build-agent first");
+    let virtiofsd = berth_e2e::virtiofsd().unwrap();
+    let args = [
+        "--kernel",
+        kernel.to_str().unwrap(),
+        "--agent-initrd",
+        initrd.to_str().unwrap(),
+        "--virtiofsd",
+        virtiofsd.to_str().unwrap(),
+    ];
+    let t0 = Instant::now();
+    let step = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let mut b = Berthd::start(&args);
+    b.busybox();
+    let root = b.dir.path().join("volroot");
+    busybox_rootfs(&root).unwrap();
+    std::fs::create_dir_all(root.join("seed")).unwrap();
+    std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
+    let tar = b.dir.path().join("vol.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    b.ok(&[
+        "import",
+        "-c",
+        "VOLUME /seed",
+        tar.to_str().unwrap(),
+        "vol:1",
+    ]);
+    step("berthd up, images loaded");
+
+    // A named volume: written by one microVM, read by the next after the first is gone,
+    // and by a process container: one volume, whatever the isolation.
+    b.ok(&["volume", "create", "data"]);
+    b.ok(&[
+        "run",
+        "--name",
+        "writer",
+        "-v",
+        "data:/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo kept > /data/f",
+    ]);
+    b.ok(&["rm", "writer"]);
+    assert_eq!(
+        b.ok(&["run", "--rm", "-v", "data:/data", "bb:1", "cat", "/data/f"]),
+        "kept\n"
+    );
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            "process",
+            "-v",
+            "data:/data",
+            "bb:1",
+            "cat",
+            "/data/f"
+        ]),
+        "kept\n"
+    );
+    assert_no_virtiofsd(&b.exec_root, "after run --rm");
+    step("named volume across microVMs");
+    // Survives a SIGKILLed berthd: the running microVM keeps its share.
+    let user = b.ok(&["run", "-d", "-v", "data:/data", "bb:1", "sleep", "300"]);
+    let user = user.trim().to_owned();
+    assert_eq!(virtiofsd_under(&b.exec_root).len(), 1);
+    b.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    b.spawn(&args);
+    assert_eq!(b.ok(&["exec", &user, "cat", "/data/f"]), "kept\n");
+    b.ok(&["exec", &user, "sh", "-c", "echo again > /data/g"]);
+    let mp = b.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"]);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(mp.trim()).join("g")).unwrap(),
+        "again\n"
+    );
+    let f = b.docker(&["volume", "rm", "data"]);
+    assert!(f.stderr.contains("volume is in use"), "{}", f.stderr);
+    b.ok(&["rm", "-f", &user]);
+    assert_no_virtiofsd(&b.exec_root, "after rm -f");
+    step("kill -9 of berthd, rm -f");
+
+    // A bind mount: host changes show, guest writes land; :ro refuses writes (EROFS),
+    // and the host side refuses them too (virtiofsd --readonly).
+    let host = b.dir.path().join("shared");
+    std::fs::create_dir_all(&host).unwrap();
+    let spec = format!("{}:/shared", host.display());
+    let live = b.ok(&["run", "-d", "-v", &spec, "bb:1", "sleep", "300"]);
+    let live = live.trim().to_owned();
+    std::fs::write(host.join("new"), "fresh\n").unwrap();
+    let seen = (0..50).find_map(|_| {
+        let f = b.docker(&["exec", &live, "cat", "/shared/new"]);
+        if f.status == 0 {
+            return Some(f.stdout);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        None
+    });
+    assert_eq!(
+        seen.as_deref(),
+        Some("fresh\n"),
+        "host changes did not show"
+    );
+    b.ok(&["exec", &live, "sh", "-c", "echo back > /shared/back"]);
+    assert_eq!(
+        std::fs::read_to_string(host.join("back")).unwrap(),
+        "back\n"
+    );
+    b.ok(&["rm", "-f", &live]);
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{spec}:ro"),
+        "bb:1",
+        "sh",
+        "-c",
+        "cat /shared/back; echo x > /shared/x",
+    ]);
+    assert_eq!(f.stdout, "back\n");
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("Read-only file system"), "{}", f.stderr);
+    assert!(!host.join("x").exists());
+    let ro = b.ok(&[
+        "run",
+        "-d",
+        "-v",
+        &format!("{spec}:ro"),
+        "bb:1",
+        "sleep",
+        "300",
+    ]);
+    let ro = ro.trim().to_owned();
+    let sock_cmd = virtiofsd_under(&b.exec_root);
+    assert!(
+        sock_cmd.iter().any(|c| c.contains("--readonly")),
+        "{sock_cmd:?}"
+    );
+    b.ok(&["rm", "-f", &ro]);
+    // A file can't be shared with a microVM: refused by name, nothing made.
+    std::fs::write(host.join("file"), "x").unwrap();
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        &format!("{}:/f", host.join("file").display()),
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(f.status, 125);
+    assert!(f.stderr.contains("directories only"), "{}", f.stderr);
+    step("bind mounts");
+
+    // --tmpfs is a tmpfs of the requested size.
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/t:size=8m",
+        "bb:1",
+        "sh",
+        "-c",
+        "grep ' /t ' /proc/mounts | cut -d' ' -f3; df -k /t | tail -n 1",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("tmpfs"), "{out}");
+    let size: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(size.get(1), Some(&"8192"), "{out}");
+
+    // The image's VOLUME: an anonymous volume seeded with the image's content.
+    let id = b.ok(&["run", "-d", "vol:1", "cat", "/seed/hello"]);
+    let id = id.trim();
+    assert_eq!(b.ok(&["wait", id]).trim(), "0");
+    assert_eq!(b.ok(&["logs", id]), "from the image\n");
+    let anon = b.ok(&["inspect", "-f", "{{(index .Mounts 0).Name}}", id]);
+    b.ok(&["rm", "-v", id]);
+    assert!(!b.ok(&["volume", "ls", "-q"]).contains(anon.trim()));
+    step("tmpfs, VOLUME copy-up");
+    b.ok(&["volume", "rm", "data"]);
+    assert_no_virtiofsd(&b.exec_root, "at the end");
+}

@@ -371,3 +371,103 @@ fn setup_reaches_the_first_kvm_run_natively() {
         "{out:?}"
     );
 }
+
+/// virtio-fs over vhost-user, and a hostile guest against it: the guest mounts a share
+/// served by virtiofsd and uses it; then, with the device unbound from its drivers, a
+/// guest program (tests/guest/virtiofs-attack.c) drives it itself with garbage requests,
+/// descriptors outside guest RAM, looping chains, oversized lengths, a runaway ring, MMIO
+/// floods and `..`/'/'/symlink traversal. The monitor stays up and the guest shuts down
+/// normally; nothing outside the shared directory changes.
+#[test]
+fn virtio_fs_shares_a_directory_and_survives_a_hostile_guest() {
+    let build = TempDir::new("vfs-attack-build").unwrap();
+    let attack = build.path().join("virtiofs-attack");
+    let src = berth_e2e::repo_root().join("tests/guest/virtiofs-attack.c");
+    let cc = Command::new("gcc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&attack)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let virtiofsd = berth_e2e::virtiofsd().unwrap();
+    let g = guest(
+        "vmm-virtiofs",
+        &format!("mkdir -p /mnt\n\
+         mount -t virtiofs berth0 /mnt && cat /mnt/from-host && echo from-the-guest > /mnt/from-guest && ls /mnt/.. >/dev/null && umount /mnt && echo SHARE-OK\n\
+         for d in /sys/bus/virtio/devices/*; do [ \"$(cat $d/device)\" = 0x001a ] && p=$(dirname $(readlink -f $d)); done\n\
+         echo $(basename $p) > /sys/bus/platform/drivers/virtio-mmio/unbind && echo UNBOUND\n\
+         {}\n\
+         echo attack-rc=$?\n\
+         reboot -f", attack.display()),
+        &[attack.to_str().unwrap()],
+    );
+    // The share is $S/top/share; $S/top holds a canary the guest must not reach.
+    let script = format!(
+        "mkdir -p $S/top/share && echo canary > $S/top/canary && echo from-the-host > $S/top/share/from-host\n\
+         {v} --socket-path=$S/fs.sock --shared-dir=$S/top/share --sandbox=namespace --cache=auto --log-level=error 2> virtiofsd.log &\n\
+         for i in $(seq 100); do [ -S $S/fs.sock ] && break; sleep 0.1; done\n\
+         timeout -s KILL 300 {vmm} > console.out 2> vmm.err; echo rc-vmm=$?\n\
+         sleep 1; if pgrep -f $S/fs.sock >/dev/null; then echo VIRTIOFSD-LEFT; fi\n\
+         echo top: $(ls -A $S/top); echo share: $(ls -A $S/top/share); cat $S/top/canary $S/top/share/from-guest\n\
+         cat console.out; echo --- vmm.err; cat vmm.err; echo --- virtiofsd.log; cat virtiofsd.log",
+        v = virtiofsd.display(),
+        vmm = g.vmm("--memory 256 --fs berth0=$S/fs.sock --cmdline quiet"),
+    );
+    let out = g.lab(&script);
+    let o = out.stdout.replace("\r\n", "\n");
+    let line = |name: &str| -> String {
+        o.lines()
+            .find(|l| l.starts_with(&format!("attack {name}:")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(o.contains("from-the-host\n"), "{out:?}");
+    assert!(o.contains("SHARE-OK"), "{out:?}");
+    assert!(o.contains("UNBOUND"), "{out:?}");
+    assert!(
+        o.contains("ATTACKS-DONE"),
+        "the attack did not run to its end: {out:?}"
+    );
+    assert!(o.contains("attack-rc=0"), "{out:?}");
+    assert_eq!(line("init"), "attack init: used len 80, error 0", "{out:?}");
+    // Malformed requests get FUSE errors, and the share goes on serving.
+    assert!(line("garbage").contains("error -"), "{out:?}");
+    assert!(line("getattr-unknown-node").contains("error -"), "{out:?}");
+    assert!(
+        line("getattr-root-after-garbage").ends_with("error 0"),
+        "{out:?}"
+    );
+    // ".." of the share's root is its root (virtiofsd runs pivot_root'ed into the share,
+    // so even a name with "../" lands inside); a symlink's node is no directory.
+    assert!(o.contains("lookup .. of the root gave node 1\n"), "{out:?}");
+    let share = o
+        .lines()
+        .find(|l| l.starts_with("share: "))
+        .unwrap_or_default();
+    assert!(
+        line("mkdir-slash-name").contains("error -") || share.contains("escaped2"),
+        "{out:?}"
+    );
+    assert!(line("mkdir-through-symlink").contains("error -"), "{out:?}");
+    // The monitor survived all of it and stopped when the guest shut down; a backend
+    // that gave up on a malformed ring did so cleanly, and the monitor said so.
+    assert!(o.contains("rc-vmm=0"), "{out:?}");
+    if line("avail-runaway").ends_with("no answer") {
+        assert!(
+            o.contains("berth-vmm: virtio-fs berth0: the backend hung up"),
+            "{out:?}"
+        );
+    }
+    assert!(!o.contains("VIRTIOFSD-LEFT"), "{out:?}");
+    assert!(!o.contains("panicked"), "{out:?}");
+    // Outside the share: only the canary and the share, the canary unchanged. Traversal
+    // got nowhere: whatever the mkdirs under ".." of the root, under a name with '/' or
+    // through a symlink to "/" made, they are inside the share.
+    assert!(o.contains("top: canary share\n"), "{out:?}");
+    assert!(o.contains("canary\nfrom-the-guest\n"), "{out:?}");
+}

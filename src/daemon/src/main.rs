@@ -30,7 +30,7 @@ struct Cli {
     #[arg(short = 'G', long, default_value = "berth")]
     group: String,
     /// A JSON config file (keys as the flags: hosts, data-root, exec-root, group,
-    /// insecure-registries, exec-opts, kernel, agent-initrd).
+    /// insecure-registries, exec-opts, kernel, agent-initrd, virtiofsd).
     #[arg(long)]
     config_file: Option<PathBuf>,
     /// A registry (host:port) reached over plain HTTP.
@@ -45,6 +45,10 @@ struct Cli {
     /// The guest agent's initramfs for microVM containers.
     #[arg(long)]
     agent_initrd: Option<PathBuf>,
+    /// virtiofsd, which serves microVM containers' volumes and bind mounts (default:
+    /// `virtiofsd` on PATH or /usr/libexec/virtiofsd).
+    #[arg(long)]
+    virtiofsd: Option<PathBuf>,
     /// The berth-agent binary (default: next to berthd).
     #[arg(long)]
     agent: Option<PathBuf>,
@@ -102,6 +106,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "exec-opts",
             "kernel",
             "agent-initrd",
+            "virtiofsd",
             "bip",
             "bridge",
             "mtu",
@@ -195,6 +200,10 @@ fn run(mut cli: Cli) -> Result<(), String> {
         agent_initrd: cli
             .agent_initrd
             .or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
+        virtiofsd: cli
+            .virtiofsd
+            .or_else(|| file["virtiofsd"].as_str().map(PathBuf::from))
+            .or_else(find_virtiofsd),
         default_isolation,
         insecure_registries: cli.insecure_registries,
         net,
@@ -327,4 +336,13 @@ async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> 
         }
     }
     Ok(())
+}
+
+/// virtiofsd where distributions put it: on PATH, or in /usr/libexec.
+fn find_virtiofsd() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("virtiofsd"))
+        .chain([PathBuf::from("/usr/libexec/virtiofsd")])
+        .find(|p| p.is_file())
 }

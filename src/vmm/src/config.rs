@@ -71,6 +71,17 @@ pub struct VsockConfig {
     pub uds: PathBuf,
 }
 
+/// A shared directory: a virtio-fs device whose requests a vhost-user backend (virtiofsd)
+/// serves. The guest mounts it with `mount -t virtiofs TAG DIR`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FsConfig {
+    /// The mount tag the guest sees (1 to 36 bytes).
+    pub tag: String,
+    /// The backend's vhost-user socket (listening already).
+    pub socket: PathBuf,
+}
+
 /// Where the serial console goes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Console {
@@ -128,6 +139,10 @@ pub struct VmConfig {
     /// The vsock device.
     #[serde(default)]
     pub vsock: Option<VsockConfig>,
+    /// Shared directories (virtio-fs over vhost-user); guest RAM is then a memfd the
+    /// backends map.
+    #[serde(default)]
+    pub fs: Vec<FsConfig>,
     /// The serial console: "stdout", "off" or "file:PATH".
     #[serde(default = "default_console")]
     pub console: String,
@@ -157,6 +172,7 @@ impl Default for VmConfig {
             disks: vec![],
             net: vec![],
             vsock: None,
+            fs: vec![],
             console: default_console(),
             control_socket: None,
         }
@@ -226,7 +242,11 @@ impl VmConfig {
             }
         }
         let max_devices = (crate::layout::LAST_IRQ - crate::layout::FIRST_VIRTIO_IRQ + 1) as usize;
-        let n = self.disks.len() + self.net.len() + usize::from(self.vsock.is_some()) + 1;
+        let n = self.disks.len()
+            + self.net.len()
+            + self.fs.len()
+            + usize::from(self.vsock.is_some())
+            + 1;
         if n > max_devices {
             return Err(invalid(
                 "disks",
@@ -242,6 +262,29 @@ impl VmConfig {
             }
             if let Some(m) = &n.mac {
                 parse_mac(m)?;
+            }
+        }
+        let mut tags = std::collections::HashSet::new();
+        for f in &self.fs {
+            if f.tag.is_empty() || f.tag.len() > 36 || f.tag.contains('\0') {
+                return Err(invalid(
+                    "fs",
+                    format!("tag {:?}: a tag is 1 to 36 bytes, without NUL", f.tag),
+                ));
+            }
+            if !tags.insert(f.tag.as_str()) {
+                return Err(invalid("fs", format!("tag {:?} is given twice", f.tag)));
+            }
+            use std::os::unix::fs::FileTypeExt;
+            match std::fs::metadata(&f.socket) {
+                Ok(m) if m.file_type().is_socket() => {}
+                Ok(_) => {
+                    return Err(invalid(
+                        "fs",
+                        format!("{}: not a socket", f.socket.display()),
+                    ))
+                }
+                Err(e) => return Err(invalid("fs", format!("{}: {e}", f.socket.display()))),
             }
         }
         if let Some(v) = &self.vsock {
@@ -356,6 +399,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("already in use"), "{e}");
+        let fs = |tag: &str, socket: &str| FsConfig {
+            tag: tag.into(),
+            socket: socket.into(),
+        };
+        let e = VmConfig {
+            fs: vec![fs(&"x".repeat(37), "/")],
+            ..base.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("1 to 36 bytes"), "{e}");
+        let e = VmConfig {
+            fs: vec![fs("data", "/")],
+            ..base.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("/: not a socket"), "{e}");
+        let e = VmConfig {
+            fs: vec![fs("data", "/no/such.sock")],
+            ..base.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("fs: /no/such.sock"), "{e}");
         assert_eq!(base.validate().unwrap(), Console::Stdout);
     }
 

@@ -1,6 +1,6 @@
 //! `berth-vmm`: run one microVM. See `berth-vmm --help`.
 
-use berth_vmm::config::{DiskConfig, NetConfig, VmConfig, VsockConfig};
+use berth_vmm::config::{DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
 use berth_vmm::vm::{RunOptions, Vm};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,9 @@ Runs one microVM until its guest shuts down. Flags override the config file.
   --disk PATH[,ro]     a virtio-blk disk (repeatable; /dev/vda first)
   --net TAP[,mac=MAC]  a virtio-net interface on an existing tap (repeatable)
   --vsock CID,PATH     virtio-vsock with guest CID and host Unix socket PATH
+  --fs TAG=SOCKET      a virtio-fs share served by the vhost-user backend (virtiofsd)
+                       listening on SOCKET; the guest mounts it with -t virtiofs TAG
+                       (repeatable; guest RAM is then a memfd the backend maps)
   --console WHERE      stdout (default), off, or file:PATH
   --control PATH       control socket (stats, pause, resume, stop)
   --bench-setup        build the VM, print the time of the first KVM_RUN, and exit
@@ -40,7 +43,7 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
             "-h" | "--help" => return Err(String::new()),
             "--bench-setup" => opts.bench_setup = true,
             "--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus" | "--memory"
-            | "--disk" | "--net" | "--vsock" | "--console" | "--control" => {
+            | "--disk" | "--net" | "--vsock" | "--fs" | "--console" | "--control" => {
                 let v = match inline.or_else(|| it.next()) {
                     Some(v) => v,
                     None => return Err(format!("{flag} needs a value")),
@@ -107,6 +110,15 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
                 c.vsock = Some(VsockConfig {
                     cid,
                     uds: path.into(),
+                });
+            }
+            "--fs" => {
+                let (tag, socket) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--fs: {v:?} is not TAG=SOCKET"))?;
+                c.fs.push(FsConfig {
+                    tag: tag.to_owned(),
+                    socket: socket.into(),
                 });
             }
             "--console" => c.console = v,

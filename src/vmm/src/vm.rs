@@ -181,7 +181,7 @@ impl Vm {
             .map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
 
         // Memory.
-        let mem = memory::create(config.memory_mib)?;
+        let mem = memory::create(config.memory_mib, !config.fs.is_empty())?;
         mark("memory allocated");
         let registering = memory::register_in_background(&vm, &mem)?;
 
@@ -235,6 +235,11 @@ impl Vm {
             let dev = virtio::vsock::Vsock::new(v.cid, &v.uds)
                 .map_err(|e| VmError::Device(e.to_string()))?;
             cleanup.add(v.uds.clone());
+            devices.push(Box::new(dev));
+        }
+        for f in &config.fs {
+            let dev = virtio::fs::Fs::connect(&f.socket, &f.tag)
+                .map_err(|e| VmError::Device(e.to_string()))?;
             devices.push(Box::new(dev));
         }
         devices.push(Box::new(

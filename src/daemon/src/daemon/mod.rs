@@ -57,6 +57,8 @@ pub struct Opts {
     pub kernel: Option<PathBuf>,
     /// The agent's initramfs for microVMs.
     pub agent_initrd: Option<PathBuf>,
+    /// virtiofsd, the backend of microVMs' volumes and bind mounts (None: not found).
+    pub virtiofsd: Option<PathBuf>,
     /// Isolation when a container doesn't ask.
     pub default_isolation: Isolation,
     /// Registries reached over plain HTTP.

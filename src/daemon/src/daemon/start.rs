@@ -45,7 +45,8 @@ impl Daemon {
         } else {
             None
         };
-        self.mounts_spec(rec, image_root.as_deref(), &mut oci)?;
+        let shared = self.sandbox(rec).shares();
+        self.mounts_spec(rec, image_root.as_deref(), shared, &mut oci)?;
         let etc_files = self.net_spec(rec, &mut oci)?;
         Ok(ContainerSpec {
             etc_files,
@@ -112,6 +113,11 @@ impl Daemon {
         let proxies = self.net_bind(rec)?;
         // A microVM's taps go on their bridges before it boots.
         let nics = self.net_taps(rec)?;
+        let shares = if sandbox.shares() {
+            self.shares(rec)?
+        } else {
+            Vec::new()
+        };
         let mut booted = sandbox.boot(&SandboxSpec {
             id: rec.id.clone(),
             dir: self.dir(&rec.id),
@@ -121,6 +127,7 @@ impl Daemon {
             memory: rec.memory,
             nano_cpus: rec.nano_cpus,
             nics,
+            shares,
         })?;
         let spec = self.spec(rec, &booted)?;
         let pid = match answer(booted.client.call(&Request::Create {

@@ -42,6 +42,7 @@ impl World {
             vmm: PathBuf::from("/nonexistent/vmm"),
             kernel: None,
             agent_initrd: None,
+            virtiofsd: None,
             default_isolation: process(),
             insecure_registries: vec![],
             net: crate::network::NetOpts {

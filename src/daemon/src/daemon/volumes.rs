@@ -103,6 +103,11 @@ fn check_source(s: &str) -> Result<PathBuf> {
     Ok(p.components().collect())
 }
 
+/// Where a microVM's agent mounts its `i`th shared directory.
+fn share_path(i: usize) -> String {
+    format!("/run/berth/fs/{i}")
+}
+
 /// The parts of a create body volumes read.
 pub struct VolumeRequest<'a> {
     /// HostConfig.
@@ -122,11 +127,23 @@ impl Daemon {
         let mut made: Vec<String> = Vec::new();
         let out = self.mounts_plan_inner(r, &mut made);
         let out = out.and_then(|m| {
-            if !m.is_empty() && self.sandboxes.get(isolation).taps() {
+            if !m.is_empty() && self.sandboxes.get(isolation).shares() && self.opts.virtiofsd.is_none() {
                 self.release_volumes(&m);
                 return Err(Error::NotImplemented(
-                    "volumes and bind mounts for microVM containers (their shared-filesystem device is not built yet; --isolation process has them)".into(),
+                    "volumes and bind mounts for microVM containers need virtiofsd, which this host lacks (install it, or start berthd with --virtiofsd PATH; --isolation process has them without)".into(),
                 ));
+            }
+            if self.sandboxes.get(isolation).shares() {
+                if let Some(f) = m
+                    .iter()
+                    .find(|x| x.kind == MountKind::Bind && !Path::new(&x.source).is_dir())
+                {
+                    self.release_volumes(&m);
+                    return Err(Error::NotImplemented(format!(
+                        "bind mount of the file {} into a microVM container: a microVM is given directories only (bind its directory, or use --isolation process)",
+                        f.source
+                    )));
+                }
             }
             Ok(m)
         });
@@ -367,10 +384,14 @@ impl Daemon {
 
     /// Adds a container's binds and volumes to its spec, copying the image's content
     /// into volumes that are still empty. `image_root`: the image's root on the host.
+    ///
+    /// `shared`: the sandbox has the mounts as shared directories ([`Daemon::shares`]),
+    /// which its agent mounted at their guest paths; those are the sources then.
     pub fn mounts_spec(
         &self,
         rec: &Record,
         image_root: Option<&Path>,
+        shared: bool,
         oci: &mut oci_spec::runtime::Spec,
     ) -> Result<()> {
         use oci_spec::runtime::MountBuilder;
@@ -379,9 +400,9 @@ impl Daemon {
         }
         let mut mounts = oci.mounts().clone().unwrap_or_default();
         // Shallow first: `/a` is mounted before `/a/b`, never over it (as Docker).
-        let mut ordered: Vec<&MountRec> = rec.mounts.iter().collect();
-        ordered.sort_by_key(|m| Path::new(&m.destination).components().count());
-        for m in ordered {
+        let mut ordered: Vec<(usize, &MountRec)> = rec.mounts.iter().enumerate().collect();
+        ordered.sort_by_key(|(_, m)| Path::new(&m.destination).components().count());
+        for (i, m) in ordered {
             let source = match m.kind {
                 MountKind::Bind => PathBuf::from(&m.source),
                 MountKind::Volume => {
@@ -406,6 +427,11 @@ impl Daemon {
                     source.display()
                 )));
             }
+            let source = if shared {
+                PathBuf::from(share_path(i))
+            } else {
+                source
+            };
             let mut opts = vec!["rbind".to_string(), "rprivate".to_string()];
             if !m.rw {
                 opts.push("ro".into());
@@ -423,6 +449,36 @@ impl Daemon {
         }
         oci.set_mounts(Some(mounts));
         Ok(())
+    }
+
+    /// A microVM's shared directories: one per mount, in the record's order, each its
+    /// host directory (a volume's `_data`, a bind's source) with the mount's `ro`.
+    pub fn shares(&self, rec: &Record) -> Result<Vec<crate::sandbox::Share>> {
+        rec.mounts
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let source = match m.kind {
+                    MountKind::Bind => PathBuf::from(&m.source),
+                    MountKind::Volume => {
+                        self.volumes.get(&m.name)?;
+                        self.volumes.mountpoint(&m.name)
+                    }
+                };
+                if !source.is_dir() {
+                    return Err(Error::NotImplemented(format!(
+                        "{}: a microVM container is given directories only (a volume or a bind of a directory); {} is not one",
+                        m.destination,
+                        source.display()
+                    )));
+                }
+                Ok(crate::sandbox::Share {
+                    source,
+                    guest_path: share_path(i),
+                    read_only: !m.rw,
+                })
+            })
+            .collect()
     }
 
     /// Lets go of the volumes a create held ([`Daemon::mounts_plan`]), once its record

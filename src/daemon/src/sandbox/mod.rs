@@ -92,6 +92,21 @@ pub struct SandboxSpec {
     pub nano_cpus: i64,
     /// Its network interfaces, for a sandbox with [`Sandbox::taps`] (empty otherwise).
     pub nics: Vec<Nic>,
+    /// Host directories it is given (its volumes and binds), for a sandbox with
+    /// [`Sandbox::shares`] (empty otherwise).
+    pub shares: Vec<Share>,
+}
+
+/// A host directory shared with a sandbox that has a kernel of its own.
+#[derive(Debug, Clone)]
+pub struct Share {
+    /// The host directory.
+    pub source: PathBuf,
+    /// Where the sandbox's agent mounts it (a guest path), before binding it into the
+    /// container.
+    pub guest_path: String,
+    /// Writes refused by the host side, whatever the guest does.
+    pub read_only: bool,
 }
 
 /// A network interface of a sandbox with a kernel of its own.
@@ -153,6 +168,13 @@ pub trait Sandbox: Send + Sync {
     /// the agent, and cannot share the host's or another container's network namespace.
     /// The default: no (a veth into the container's namespace on the host).
     fn taps(&self) -> bool {
+        false
+    }
+
+    /// Whether the container's volumes and bind mounts reach it as shared directories
+    /// ([`SandboxSpec::shares`]: a virtio-fs device each, mounted by the guest agent)
+    /// rather than as host paths bound by the agent. The default: no.
+    fn shares(&self) -> bool {
         false
     }
 

@@ -3,13 +3,18 @@
 //! image's erofs root disk (`/dev/vda`, read-only) and hybrid vsock. The guest agent
 //! mounts the disk and runs the workload on an overlay with a tmpfs upper layer; it keeps
 //! the json-file log inside the guest, and berthd copies the output to the host log.
+//!
+//! Volumes and bind mounts are shared directories: one virtiofsd per mount (its own
+//! session, sandboxed by its own namespaces and seccomp filter, `--readonly` for `ro`)
+//! serving a virtio-fs device of the microVM over vhost-user. virtiofsd exits when the
+//! monitor lets go of its socket, so nothing outlives the microVM (docs/volumes.md).
 
 use super::{answer, spawn_detached, Booted, Isolation, Sandbox, SandboxSpec};
 use crate::errors::{Error, Result};
 use berth_image::ImageStore;
 use berth_protocol::client::Endpoint;
 use berth_protocol::{Request, RootfsSpec};
-use berth_vmm::config::{DiskConfig, NetConfig, VmConfig, VsockConfig};
+use berth_vmm::config::{DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +27,7 @@ pub struct VmSandbox {
     vmm: PathBuf,
     kernel: Option<PathBuf>,
     agent_initrd: Option<PathBuf>,
+    virtiofsd: Option<PathBuf>,
     images: Arc<ImageStore>,
 }
 
@@ -32,6 +38,7 @@ impl VmSandbox {
             vmm: opts.vmm.clone(),
             kernel: opts.kernel.clone(),
             agent_initrd: opts.agent_initrd.clone(),
+            virtiofsd: opts.virtiofsd.clone(),
             images,
         }
     }
@@ -65,9 +72,110 @@ impl VmSandbox {
                     mac: Some(n.guest.mac.clone()),
                 })
                 .collect(),
+            fs: (0..spec.shares.len())
+                .map(|i| FsConfig {
+                    tag: share_tag(i),
+                    socket: fs_socket(&spec.run_dir, i),
+                })
+                .collect(),
             console: format!("file:{}", spec.dir.join("console.log").display()),
             ..VmConfig::default()
         })
+    }
+}
+
+/// The virtio-fs tag of a microVM's `i`th shared directory.
+fn share_tag(i: usize) -> String {
+    format!("berth{i}")
+}
+
+/// The vhost-user socket of its backend.
+fn fs_socket(run_dir: &Path, i: usize) -> PathBuf {
+    run_dir.join(format!("fs{i}.sock"))
+}
+
+/// The virtiofsd processes of one microVM being booted: killed (each its whole process
+/// group) unless the boot succeeds, then reaped in the background when they exit.
+struct Backends(Vec<std::process::Child>);
+
+impl Backends {
+    /// Starts one virtiofsd per share and waits until each listens.
+    fn start(virtiofsd: &Path, spec: &SandboxSpec) -> Result<Backends> {
+        use std::os::unix::process::CommandExt;
+        let mut b = Backends(Vec::new());
+        for (i, s) in spec.shares.iter().enumerate() {
+            let socket = fs_socket(&spec.run_dir, i);
+            let log_path = spec.dir.join(format!("virtiofsd-{i}.log"));
+            let log = std::fs::File::create(&log_path)
+                .map_err(Error::io(format!("{}", log_path.display())))?;
+            let mut cmd = std::process::Command::new(virtiofsd);
+            cmd.arg(format!("--socket-path={}", socket.display()))
+                .arg(format!("--shared-dir={}", s.source.display()))
+                // Close-to-open consistency: the guest sees host changes at its next
+                // open or lookup, within a second for attributes.
+                .arg("--cache=auto")
+                .arg("--sandbox=namespace")
+                .arg("--log-level=error");
+            if s.read_only {
+                cmd.arg("--readonly");
+            }
+            cmd.stdin(std::process::Stdio::null())
+                .stdout(log.try_clone().map_err(Error::io("virtiofsd's log"))?)
+                .stderr(log);
+            // SAFETY: setsid is async-signal-safe; the child only calls it before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let child = cmd
+                .spawn()
+                .map_err(|e| Error::Sandbox(format!("starting {}: {e}", virtiofsd.display())))?;
+            b.0.push(child);
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !socket.exists() {
+                let c = b.0.last_mut().expect("just pushed");
+                if let Ok(Some(status)) = c.try_wait() {
+                    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    return Err(Error::Sandbox(format!(
+                        "virtiofsd for {} exited ({status}): {}",
+                        s.source.display(),
+                        text.lines().last().unwrap_or("it wrote nothing")
+                    )));
+                }
+                if std::time::Instant::now() >= deadline {
+                    return Err(Error::Sandbox(format!(
+                        "virtiofsd for {} did not listen within 10s",
+                        s.source.display()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        Ok(b)
+    }
+
+    /// The microVM is up: from now on each virtiofsd lives as long as its connection to
+    /// the monitor.
+    fn release(mut self) {
+        for mut c in std::mem::take(&mut self.0) {
+            std::thread::spawn(move || {
+                let _ = c.wait();
+            });
+        }
+    }
+}
+
+impl Drop for Backends {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            // SAFETY: kill(2) of the process group the child leads (it called setsid).
+            unsafe {
+                libc::kill(-(c.id() as i32), libc::SIGKILL);
+            }
+            let _ = c.wait();
+        }
     }
 }
 
@@ -112,6 +220,15 @@ impl Sandbox for VmSandbox {
         let image = self.images.resolve(&spec.image_id)?;
         let disk = self.images.disk(&image)?;
         let config = self.config(spec, disk)?;
+        let backends = match (&self.virtiofsd, spec.shares.is_empty()) {
+            (_, true) => Backends(Vec::new()),
+            (Some(v), false) => Backends::start(v, spec)?,
+            (None, false) => {
+                return Err(Error::NotImplemented(
+                    "volumes and bind mounts for microVM containers need virtiofsd (start berthd with --virtiofsd PATH)".into(),
+                ))
+            }
+        };
         let config_path = spec.run_dir.join("vm.json");
         std::fs::write(
             &config_path,
@@ -140,6 +257,15 @@ impl Sandbox for VmSandbox {
                 interfaces: spec.nics.iter().map(|n| n.guest.clone()).collect(),
             }))?;
         }
+        for (i, s) in spec.shares.iter().enumerate() {
+            answer(client.call(&Request::MountStorage {
+                source: share_tag(i),
+                fstype: "virtiofs".into(),
+                target: s.guest_path.clone(),
+                read_only: s.read_only,
+            }))?;
+        }
+        backends.release();
         Ok(Booted {
             rootfs: RootfsSpec {
                 layers: vec![layer],
@@ -184,6 +310,11 @@ impl Sandbox for VmSandbox {
 
     /// A tap per network, and the guest agent configures virtio-net.
     fn taps(&self) -> bool {
+        true
+    }
+
+    /// A virtio-fs device per volume or bind mount.
+    fn shares(&self) -> bool {
         true
     }
 

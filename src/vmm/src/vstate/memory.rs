@@ -1,4 +1,6 @@
-//! Guest memory: anonymous mappings around the MMIO gap, registered with KVM.
+//! Guest memory: mappings around the MMIO gap, registered with KVM. Anonymous by default;
+//! a memfd (shared, so that a vhost-user backend such as virtiofsd can map it too) when the
+//! microVM has a device served by another process.
 
 use crate::layout::{MMIO_GAP_END, MMIO_GAP_START};
 use kvm_bindings::kvm_userspace_memory_region;
@@ -19,6 +21,9 @@ pub enum MemoryError {
     /// mmap failed.
     #[error("cannot allocate {mib} MiB of guest memory: {0}", mib = .1)]
     Alloc(vm_memory::mmap::FromRangesError, u64),
+    /// The memfd backing shared memory could not be made.
+    #[error("cannot create shared guest memory: {0}")]
+    Memfd(std::io::Error),
     /// KVM refused a memory slot.
     #[error("KVM_SET_USER_MEMORY_REGION failed: {0}")]
     Register(kvm_ioctls::Error),
@@ -45,8 +50,9 @@ fn host_mem_mib() -> Option<u64> {
     Some(kib / 1024)
 }
 
-/// Allocates guest memory, refusing sizes the host can't back.
-pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
+/// Allocates guest memory, refusing sizes the host can't back. `shared`: backed by one
+/// memfd (each range at its own offset) that other processes can map.
+pub fn create(mib: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
     if mib < 16 {
         return Err(MemoryError::Size {
             asked: mib,
@@ -61,7 +67,51 @@ pub fn create(mib: u64) -> Result<GuestMemoryMmap, MemoryError> {
             });
         }
     }
-    GuestMemoryMmap::from_ranges(&ram_ranges(mib)).map_err(|e| MemoryError::Alloc(e, mib))
+    if !shared {
+        return GuestMemoryMmap::from_ranges(&ram_ranges(mib))
+            .map_err(|e| MemoryError::Alloc(e, mib));
+    }
+    let file = memfd(mib << 20).map_err(MemoryError::Memfd)?;
+    let mut offset = 0u64;
+    let mut ranges = Vec::new();
+    for (addr, len) in ram_ranges(mib) {
+        let f = file.try_clone().map_err(MemoryError::Memfd)?;
+        ranges.push((addr, len, Some(vm_memory::FileOffset::new(f, offset))));
+        offset += len as u64;
+    }
+    GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|e| MemoryError::Alloc(e, mib))
+}
+
+/// An anonymous, sealed-size memory file of `size` bytes.
+fn memfd(size: u64) -> std::io::Result<std::fs::File> {
+    use std::os::unix::io::FromRawFd;
+    // SAFETY: the name is a NUL-terminated literal; the result is checked.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"berth-guest-ram".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.set_len(size)?;
+    // The guest's RAM never changes size: seal it so that no process it is shared with can
+    // shrink it under the monitor (a SIGBUS).
+    // SAFETY: F_ADD_SEALS on an fd this function owns, with a plain flags argument.
+    let r = unsafe {
+        libc::fcntl(
+            std::os::unix::io::AsRawFd::as_raw_fd(&file),
+            libc::F_ADD_SEALS,
+            libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 /// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
@@ -121,6 +171,20 @@ pub fn register_in_background(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::Bytes;
+
+    #[test]
+    fn shared_memory_is_one_file_at_consecutive_offsets() {
+        let m = create(32, true).unwrap();
+        let r = m.iter().next().unwrap();
+        let fo = r.file_offset().expect("a file-backed region");
+        assert_eq!(fo.start(), 0);
+        assert_eq!(fo.file().metadata().unwrap().len(), 32 << 20);
+        m.write_obj(0xabcd_u32, GuestAddress(0x1000)).unwrap();
+        assert_eq!(m.read_obj::<u32>(GuestAddress(0x1000)).unwrap(), 0xabcd);
+        // Sealed: the file can't shrink under the guest.
+        assert!(fo.file().set_len(4096).is_err());
+    }
 
     #[test]
     fn small_guests_fit_below_the_gap() {
@@ -137,9 +201,9 @@ mod tests {
 
     #[test]
     fn absurd_sizes_are_refused_with_the_reason() {
-        let e = create(1 << 30).unwrap_err().to_string();
+        let e = create(1 << 30, false).unwrap_err().to_string();
         assert!(e.contains("this host has only"), "{e}");
-        let e = create(1).unwrap_err().to_string();
+        let e = create(1, true).unwrap_err().to_string();
         assert!(e.contains("at least 16 MiB"), "{e}");
     }
 }

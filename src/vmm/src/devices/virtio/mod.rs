@@ -8,6 +8,7 @@
 //! socket) is ready.
 
 pub mod block;
+pub mod fs;
 pub mod net;
 pub mod rng;
 pub mod vsock;
@@ -34,6 +35,8 @@ pub mod ids {
     pub const RNG: u32 = 4;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// File system device (virtio-fs).
+    pub const FS: u32 = 26;
 }
 
 /// Device status bits (virtio 1.1 §2.1).
