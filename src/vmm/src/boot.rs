@@ -114,7 +114,8 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
 }
 
 /// Maps `len` bytes of `file` at `offset` over guest memory at `addr`, copy-on-write: no
-/// copy now, pages come from the page cache as the guest touches them. The file must not
+/// copy now, pages come from the page cache as the guest touches them. Only over anonymous
+/// guest memory; false (the caller copies) over shared memory. The file must not
 /// change in place while the VM runs (berth's kernel cache replaces files, never rewrites
 /// them). `addr` and `offset` must be page aligned; `len` is rounded up to a page.
 fn map_file(mem: &GuestMemoryMmap, file: &File, offset: u64, addr: u64, len: u64) -> bool {
@@ -132,6 +133,12 @@ fn map_file(mem: &GuestMemoryMmap, file: &File, offset: u64, addr: u64, len: u64
     };
     use vm_memory::GuestMemoryRegion;
     if addr + len > region.start_addr().raw_value() + region.len() {
+        return false;
+    }
+    // Shared guest memory (a memfd a vhost-user backend maps too) must stay one memory:
+    // private pages over it would be seen by the guest and not by the backend (a page the
+    // guest later frees, then uses for I/O, would read and write different memory).
+    if region.file_offset().is_some() {
         return false;
     }
     // SAFETY: [host, host+len) lies inside a guest memory mapping this process owns (checked
@@ -393,6 +400,27 @@ mod tests {
             load_initrd(&m, &big, 0x20_0000),
             Err(BootError::InitrdTooBig { .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn over_shared_memory_the_initrd_is_copied_into_the_memfd() {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::GuestMemoryRegion;
+        let m = crate::vstate::memory::create(64, true).unwrap();
+        let dir = std::env::temp_dir().join(format!("berth-initrd-shm-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("initrd");
+        std::fs::write(&p, vec![9u8; 10000]).unwrap();
+        let (addr, _) = load_initrd(&m, &p, 0x20_0000).unwrap();
+        // What another process mapping the memfd sees: the initrd, not zeros.
+        let region = m.iter().next().unwrap();
+        let fo = region.file_offset().unwrap();
+        let mut b = [0u8; 16];
+        fo.file()
+            .read_exact_at(&mut b, fo.start() + addr.raw_value())
+            .unwrap();
+        assert_eq!(b, [9u8; 16]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
