@@ -301,6 +301,7 @@ fn scenarios(a: &Agent) {
             spec: Box::new(ExecSpec {
                 process: p,
                 open_stdin: false,
+                archive: None,
             }),
         })
         .unwrap();

@@ -3463,6 +3463,99 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
     b.ok(&["rm", "-v", id]);
     assert!(!b.ok(&["volume", "ls", "-q"]).contains(anon.trim()));
     step("tmpfs, VOLUME copy-up");
+
+    // cp, diff and export of a microVM container: the guest agent's helper, in the
+    // container's own root (a symlink to / is the container's root, not the guest's).
+    let work = b.dir.path().join("cp");
+    std::fs::create_dir_all(&work).unwrap();
+    let id = b.ok(&[
+        "run", "-d", "-v", "cpvol:/vol", "bb:1", "sh", "-c",
+        "mkdir -p /data/sub; echo deep > /data/sub/x; ln -sfn / /hostroot; rm -f /etc/group; touch /ready; sleep 300",
+    ]);
+    let id = id.trim().to_owned();
+    for _ in 0..100 {
+        if b.docker(&["exec", &id, "test", "-f", "/ready"]).status == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.ok(&[
+        "cp",
+        &format!("{id}:/data"),
+        work.join("d").to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(work.join("d/sub/x")).unwrap(),
+        "deep\n"
+    );
+    let f = b.docker(&[
+        "cp",
+        &format!("{id}:/hostroot/run/berth"),
+        work.join("guest").to_str().unwrap(),
+    ]);
+    assert_ne!(f.status, 0, "the guest's /run/berth was reachable");
+    assert!(f.stderr.contains("Could not find the file"), "{}", f.stderr);
+    std::fs::write(work.join("in.txt"), "into the guest\n").unwrap();
+    b.ok(&[
+        "cp",
+        work.join("in.txt").to_str().unwrap(),
+        &format!("{id}:/tmp/"),
+    ]);
+    assert_eq!(
+        b.ok(&["exec", &id, "cat", "/tmp/in.txt"]),
+        "into the guest\n"
+    );
+    let diff = b.ok(&["diff", &id]);
+    for want in ["A /data/sub/x", "D /etc/group", "A /tmp/in.txt"] {
+        assert!(diff.lines().any(|l| l == want), "{want} not in:\n{diff}");
+    }
+    assert!(!diff.contains("/vol"), "{diff}");
+    let tar = b.dir.path().join("export.tar");
+    b.ok(&["export", "-o", tar.to_str().unwrap(), &id]);
+    let list = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout).into_owned();
+    assert!(
+        list.lines()
+            .any(|l| l.trim_end_matches('/') == "data/sub/x"),
+        "{list}"
+    );
+    assert!(list.lines().any(|l| l == "bin/busybox"), "{list}");
+    assert!(!list.lines().any(|l| l.starts_with("etc/group")), "{list}");
+    step("cp, diff, export of a running microVM");
+    // Stopped: its image with its volumes; a copy in goes into a volume, or is refused.
+    b.ok(&["kill", &id]);
+    b.ok(&["wait", &id]);
+    b.ok(&[
+        "cp",
+        &format!("{id}:/bin/busybox"),
+        work.join("bb").to_str().unwrap(),
+    ]);
+    assert!(work.join("bb").is_file());
+    b.ok(&[
+        "cp",
+        work.join("in.txt").to_str().unwrap(),
+        &format!("{id}:/vol/"),
+    ]);
+    let vmp = b.ok(&["volume", "inspect", "-f", "{{.Mountpoint}}", "cpvol"]);
+    assert_eq!(
+        std::fs::read_to_string(Path::new(vmp.trim()).join("in.txt")).unwrap(),
+        "into the guest\n"
+    );
+    let f = b.docker(&[
+        "cp",
+        work.join("in.txt").to_str().unwrap(),
+        &format!("{id}:/tmp/"),
+    ]);
+    assert_ne!(f.status, 0);
+    assert!(
+        f.stderr.contains("made afresh from the image"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(b.ok(&["diff", &id]), "");
+    b.ok(&["rm", &id]);
+    b.ok(&["volume", "rm", "cpvol"]);
+    step("cp of a stopped microVM");
     b.ok(&["volume", "rm", "data"]);
     assert_no_virtiofsd(&b.exec_root, "at the end");
 }

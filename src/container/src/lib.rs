@@ -6,6 +6,7 @@
 //! The mount-namespace work goes through [`syscall::Syscall`] so that it can be tested
 //! without root.
 
+pub mod archive;
 pub mod cgroups;
 pub mod container;
 pub mod init;

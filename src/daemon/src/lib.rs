@@ -3,7 +3,6 @@
 //! the container state machine (`state`) and the isolation backends (`sandbox`).
 //! See docs/daemon.md for the shape and where new things go.
 
-pub mod archive_helper;
 pub mod daemon;
 pub mod errors;
 pub mod http;

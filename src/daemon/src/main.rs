@@ -72,10 +72,10 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     // berthd's own archive helper (`docker cp`, export): a child chrooted into a
-    // container's root (src/daemon/src/archive_helper.rs).
+    // container's root (src/container/src/archive.rs, shared with the guest agent).
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("__archive") {
-        return std::process::ExitCode::from(berthd::archive_helper::main(&args[2..]) as u8);
+        return std::process::ExitCode::from(berth_container::archive::main(&args[2..]) as u8);
     }
     let cli = Cli::parse();
     match run(cli) {

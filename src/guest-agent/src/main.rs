@@ -28,6 +28,11 @@ fn usage() -> ! {
 
 fn main() {
     let pid1 = std::process::id() == 1;
+    // The file-transfer helper, started by the agent itself for `cp`, `export`, `diff`.
+    if !pid1 && std::env::args().nth(1).as_deref() == Some("__archive") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        std::process::exit(berth_container::archive::main(&args));
+    }
     if !pid1 && std::env::args().nth(1).as_deref() == Some("run") {
         std::process::exit(run::main(std::env::args().skip(2).collect()));
     }

@@ -94,7 +94,7 @@ struct Entry {
     main: Proc,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
-    pending_execs: Mutex<HashMap<String, (oci_spec::runtime::Process, bool)>>,
+    pending_execs: Mutex<HashMap<String, berth_protocol::ExecSpec>>,
 }
 
 /// The agent's state.
@@ -332,11 +332,16 @@ impl Agent {
         if !spec.etc_files.is_empty() {
             self.etc_files(&id, &spec.etc_files, &mut oci)?;
         }
+        let writable = match spec.rootfs.writable {
+            Some(w) => Some(PathBuf::from(w)),
+            None if self.in_vm => Some(guest_scratch(&id)?),
+            None => None,
+        };
         let cfg = Config {
             id: id.clone(),
             spec: oci,
             layers: spec.rootfs.layers.iter().map(PathBuf::from).collect(),
-            writable: spec.rootfs.writable.map(PathBuf::from),
+            writable,
             state_dir: self.state_dir.clone(),
             cgroup_root: self.cgroup_root.clone(),
             open_stdin: spec.open_stdin,
@@ -459,7 +464,9 @@ impl Agent {
                 format!("container {id} is not running"),
             ));
         }
-        spec::process_config(&spec.process, true).map_err(runtime_err)?;
+        if spec.archive.is_none() {
+            spec::process_config(&spec.process, true).map_err(runtime_err)?;
+        }
         let mut pending = e.pending_execs.lock().unwrap_or_else(|p| p.into_inner());
         if pending.contains_key(&exec_id)
             || e.execs
@@ -472,13 +479,13 @@ impl Agent {
                 format!("exec {exec_id} already exists"),
             ));
         }
-        pending.insert(exec_id, (spec.process, spec.open_stdin));
+        pending.insert(exec_id, spec);
         Ok(Response::Ok)
     }
 
     fn start_exec(&self, id: &str, exec_id: &str) -> Result<Reply, Reply> {
         let e = self.get(id)?;
-        let (process, open_stdin) = e
+        let spec = e
             .pending_execs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -496,7 +503,17 @@ impl Agent {
                 format!("container {id} is not running"),
             )
         })?;
-        let (pid, streams) = c.exec(&process, open_stdin).map_err(runtime_err)?;
+        let (pid, streams) = match &spec.archive {
+            Some(args) => spawn_archive(args, spec.open_stdin).map_err(|e| {
+                err(
+                    ErrorKind::Internal,
+                    format!("starting the archive helper: {e}"),
+                )
+            })?,
+            None => c
+                .exec(&spec.process, spec.open_stdin)
+                .map_err(runtime_err)?,
+        };
         let mut attach = Attach::from(streams);
         let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
         if pty.is_none() {
@@ -647,6 +664,9 @@ impl Agent {
         }
         if let Some(c) = e.container.lock().unwrap_or_else(|p| p.into_inner()).take() {
             c.destroy();
+        }
+        if self.in_vm {
+            drop_guest_scratch(id);
         }
         self.containers
             .lock()
@@ -986,4 +1006,79 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// Starts the agent's own file-transfer helper (`__archive`, berth_container::archive) in
+/// the agent's namespaces, with pipes for its streams; it joins the container's mounts
+/// itself.
+fn spawn_archive(args: &[String], open_stdin: bool) -> std::io::Result<(i32, Streams)> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("/proc/self/exe")
+        .arg("__archive")
+        .args(args)
+        .stdin(if open_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let file = |fd: OwnedFd| File::from(fd);
+    let stdin = child.stdin.take().map(|s| file(s.into()));
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("the helper's pipes are missing"));
+    };
+    // The reaper collects its status (the agent reaps every child).
+    Ok((
+        child.id() as i32,
+        Streams::Pipes {
+            stdin,
+            stdout: file(stdout.into()),
+            stderr: file(stderr.into()),
+        },
+    ))
+}
+
+/// In a microVM: the container's writable layer, a tmpfs mounted in the agent's own
+/// namespace (not only in the container's), so that the agent's file-transfer helper
+/// reaches it for `diff` and `export` while the container runs. `/run/berth/rw/<id>`.
+fn guest_scratch(id: &str) -> Result<PathBuf, Reply> {
+    let dir = PathBuf::from("/run/berth/rw").join(id);
+    drop_guest_scratch(id);
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| err(ErrorKind::Internal, format!("{}: {e}", dir.display())))?;
+    let target = std::ffi::CString::new(dir.display().to_string())
+        .map_err(|_| err(ErrorKind::InvalidArgument, "NUL in a container id"))?;
+    // SAFETY: NUL-terminated strings valid for the call.
+    let r = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            c"mode=0755".as_ptr().cast(),
+        )
+    };
+    if r < 0 {
+        return Err(err(
+            ErrorKind::Internal,
+            format!(
+                "mounting the writable tmpfs at {}: {}",
+                dir.display(),
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+/// Unmounts and removes a container's writable layer in a microVM (if any).
+fn drop_guest_scratch(id: &str) {
+    let dir = PathBuf::from("/run/berth/rw").join(id);
+    if let Ok(c) = std::ffi::CString::new(dir.display().to_string()) {
+        // SAFETY: umount2 on a NUL-terminated path; failure (not mounted) is fine.
+        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -252,6 +252,12 @@ pub struct ExecSpec {
     /// Whether the process gets a stdin pipe.
     #[serde(default)]
     pub open_stdin: bool,
+    /// Instead of `process`: the agent's own file-transfer helper with these arguments
+    /// (`ROOT-JSON OP ...`, berth_container::archive), run in the agent's namespaces, not
+    /// the container's (it joins the container's mounts itself), with pipes for its
+    /// streams. How berthd reaches a microVM's filesystem for `cp`, `export` and `diff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<Vec<String>>,
 }
 
 /// A request on the control channel.

@@ -1,10 +1,12 @@
 //! File transfer with a container's filesystem: the archive API (`docker cp` both ways,
 //! also for stopped containers), `export` and `changes` (`docker diff`). The reading and
 //! writing is done by berthd's archive helper, chrooted into the container's root
-//! ([`crate::archive_helper`]). Process isolation: a running container is entered in
+//! ([`berth_container::archive`]). Process isolation: a running container is entered in
 //! (a private copy of) its own mounts, without the kernel's filesystems; a stopped one's
 //! overlay and volumes are mounted for the helper alone (read-only for reads). A
-//! microVM's filesystem lives in its guest: 501 until the agent serves it.
+//! microVM's running container is reached in its guest, where the guest agent runs the
+//! same helper (an exec of its own binary, streams over vsock); a stopped one is its image
+//! (its writable layer ended with its guest) with its volumes and binds.
 
 use super::{Ctr, Daemon, Record};
 use crate::errors::{Error, Result};
@@ -16,14 +18,25 @@ use std::process::{Command, Stdio};
 /// Where the helper works, and the empty directory made for it (removed when dropped;
 /// the helper's mounts there live in its own mount namespace and end with it).
 struct View {
-    root: crate::archive_helper::Root,
+    root: berth_container::archive::Root,
     made: Option<PathBuf>,
+    /// Run by this agent (a microVM's, in its guest) rather than by berthd.
+    agent: Option<crate::sandbox::AgentRef>,
 }
 
 impl Drop for View {
     fn drop(&mut self) {
         if let Some(d) = &self.made {
-            let _ = std::fs::remove_dir(d);
+            // An empty mount point, or the scratch tree of a stopped microVM's view (its
+            // mounts were the helper's own and ended with it).
+            let scratch = d
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vm-"));
+            if scratch {
+                let _ = std::fs::remove_dir_all(d);
+            } else {
+                let _ = std::fs::remove_dir(d);
+            }
         }
     }
 }
@@ -42,17 +55,16 @@ impl Daemon {
     /// volumes and binds when `live` (not for export).
     fn fs_view(&self, rec: &Record, write: bool, live: bool) -> Result<View> {
         let Some(upper) = self.sandbox(rec).writable_layer(&self.dir(&rec.id)) else {
-            return Err(Error::NotImplemented(
-                "copying files to and from a microVM container (its filesystem lives in its guest; --isolation process has it)".into(),
-            ));
+            return self.vm_view(rec, write, live);
         };
         if rec.state.running() && (live || write) {
             return Ok(View {
-                root: crate::archive_helper::Root {
+                root: berth_container::archive::Root {
                     live_pid: Some(rec.state.pid() as i32),
                     ..Default::default()
                 },
                 made: None,
+                agent: None,
             });
         }
         let img = self.images.resolve(&rec.image_id)?;
@@ -83,23 +95,12 @@ impl Daemon {
             format!("lowerdir={}:{}", upper.display(), image_root.display())
         };
         let binds = if live {
-            rec.mounts
-                .iter()
-                .map(|m| {
-                    let src = match m.kind {
-                        super::volumes::MountKind::Bind => m.source.clone(),
-                        super::volumes::MountKind::Volume => {
-                            self.volumes.mountpoint(&m.name).display().to_string()
-                        }
-                    };
-                    (src, m.destination.clone(), !m.rw)
-                })
-                .collect()
+            self.view_binds(rec)
         } else {
             Vec::new()
         };
         Ok(View {
-            root: crate::archive_helper::Root {
+            root: berth_container::archive::Root {
                 live_pid: None,
                 dir: target.display().to_string(),
                 overlay: Some(overlay),
@@ -107,12 +108,137 @@ impl Daemon {
                 binds,
             },
             made: Some(target),
+            agent: None,
         })
+    }
+
+    /// A microVM container's root. Running: in its guest, entered by the guest agent's
+    /// helper in the container's own mounts (`live` or `write`), or its layers mounted
+    /// read-only there (export). Stopped: its image, read-only, with its volumes and binds
+    /// when `live`; a write goes to [`Daemon::stopped_vm_mount`] instead.
+    fn vm_view(&self, rec: &Record, write: bool, live: bool) -> Result<View> {
+        if rec.state.running() {
+            let agent = Some(self.agent(rec));
+            if live || write {
+                return Ok(View {
+                    root: berth_container::archive::Root {
+                        live_pid: Some(rec.state.pid() as i32),
+                        ..Default::default()
+                    },
+                    made: None,
+                    agent,
+                });
+            }
+            let img = self.images.resolve(&rec.image_id)?;
+            return Ok(View {
+                root: berth_container::archive::Root {
+                    dir: "/run/berth/archive".into(),
+                    overlay: Some(format!(
+                        "lowerdir={}:{}",
+                        crate::sandbox::vm::guest_upper(&rec.id),
+                        crate::sandbox::vm::guest_image_layer(img.id.hex())
+                    )),
+                    read_only: true,
+                    ..Default::default()
+                },
+                made: None,
+                agent,
+            });
+        }
+        if write {
+            return Err(Error::NotImplemented(
+                "copying into a stopped microVM container outside its volumes and binds: its root filesystem is made afresh from the image at each start (copy into a volume, or start it first)".into(),
+            ));
+        }
+        let img = self.images.resolve(&rec.image_id)?;
+        let image_root = self.images.rootfs(&img)?;
+        if !live {
+            return Ok(View {
+                root: berth_container::archive::Root {
+                    dir: image_root.display().to_string(),
+                    read_only: true,
+                    ..Default::default()
+                },
+                made: None,
+                agent: None,
+            });
+        }
+        // The image under a throwaway upper layer, where the volumes' and binds' mount
+        // points can be made (mounted in the helper's own namespace; all of it removed
+        // with the view, or with the container after a crash). In the container's
+        // directory: a filesystem that can hold an overlay's upper layer.
+        let scratch = self
+            .dir(&rec.id)
+            .join(format!("vm-{}", &super::new_id()[..16]));
+        let (target, upper, work) = (
+            scratch.join("root"),
+            scratch.join("upper"),
+            scratch.join("work"),
+        );
+        for d in [&target, &upper, &work] {
+            std::fs::create_dir_all(d).map_err(Error::io(format!("{}", d.display())))?;
+        }
+        Ok(View {
+            root: berth_container::archive::Root {
+                dir: target.display().to_string(),
+                overlay: Some(format!(
+                    "lowerdir={},upperdir={},workdir={}",
+                    image_root.display(),
+                    upper.display(),
+                    work.display()
+                )),
+                binds: self.view_binds(rec),
+                ..Default::default()
+            },
+            made: Some(scratch),
+            agent: None,
+        })
+    }
+
+    /// For a write into a stopped microVM container: the writable volume or bind holding
+    /// `path` (the deepest), as its host directory and the path inside it.
+    fn stopped_vm_mount(&self, rec: &Record, path: &str) -> Option<(PathBuf, String)> {
+        let m = rec
+            .mounts
+            .iter()
+            .filter(|m| m.rw && Path::new(path).starts_with(&m.destination))
+            .max_by_key(|m| m.destination.len())?;
+        let dir = match m.kind {
+            super::volumes::MountKind::Bind => PathBuf::from(&m.source),
+            super::volumes::MountKind::Volume => self.volumes.mountpoint(&m.name),
+        };
+        let rel = Path::new(path)
+            .strip_prefix(&m.destination)
+            .ok()?
+            .display()
+            .to_string();
+        Some((dir, format!("/{rel}")))
+    }
+
+    /// A container's volumes and binds as (host source, destination, read-only).
+    fn view_binds(&self, rec: &Record) -> Vec<(String, String, bool)> {
+        rec.mounts
+            .iter()
+            .map(|m| {
+                let src = match m.kind {
+                    super::volumes::MountKind::Bind => m.source.clone(),
+                    super::volumes::MountKind::Volume => {
+                        self.volumes.mountpoint(&m.name).display().to_string()
+                    }
+                };
+                (src, m.destination.clone(), !m.rw)
+            })
+            .collect()
     }
 
     fn helper(&self, v: &View, args: &[&str], input: Option<&[u8]>) -> Result<Out> {
         let root = serde_json::to_string(&v.root)
             .map_err(|e| Error::Sandbox(format!("the archive helper's root: {e}")))?;
+        if let Some(agent) = &v.agent {
+            let mut all = vec![root];
+            all.extend(args.iter().map(|a| a.to_string()));
+            return helper_in_guest(agent, all, input);
+        }
         // This very binary, even if the file was replaced since berthd started.
         let mut child = Command::new("/proc/self/exe")
             .arg("__archive")
@@ -213,7 +339,26 @@ impl Daemon {
                 "container rootfs is marked read-only".into(),
             ));
         }
-        let v = self.fs_view(&rec, true, true)?;
+        let stopped_vm = !rec.state.running()
+            && self
+                .sandbox(&rec)
+                .writable_layer(&self.dir(&rec.id))
+                .is_none();
+        let (v, path) = match (stopped_vm, self.stopped_vm_mount(&rec, &path)) {
+            // Into one of a stopped microVM's volumes or binds: the helper chrooted there.
+            (true, Some((dir, rel))) => (
+                View {
+                    root: berth_container::archive::Root {
+                        dir: dir.display().to_string(),
+                        ..Default::default()
+                    },
+                    made: None,
+                    agent: None,
+                },
+                rel,
+            ),
+            _ => (self.fs_view(&rec, true, true)?, path),
+        };
         let o = self.helper(&v, &["put", &path], Some(tar))?;
         match o.code {
             0 => Ok(()),
@@ -230,11 +375,12 @@ impl Daemon {
     /// there.
     pub(super) fn unpack_into(&self, dir: &Path, tar: &[u8]) -> Result<()> {
         let v = View {
-            root: crate::archive_helper::Root {
+            root: berth_container::archive::Root {
                 dir: dir.display().to_string(),
                 ..Default::default()
             },
             made: None,
+            agent: None,
         };
         let o = self.helper(&v, &["put", "/"], Some(tar))?;
         if o.code != 0 {
@@ -269,17 +415,49 @@ impl Daemon {
     /// deleted against its image.
     pub fn changes(&self, c: &Ctr) -> Result<Vec<docker::FilesystemChange>> {
         let rec = c.record();
-        let Some(upper) = self.sandbox(&rec).writable_layer(&self.dir(&rec.id)) else {
-            return Err(Error::NotImplemented(
-                "changes of a microVM container (its writable layer lives in its guest)".into(),
-            ));
-        };
         let img = self.images.resolve(&rec.image_id)?;
-        let image_root = self.images.rootfs(&img)?;
-        let mut out = Vec::new();
-        if upper.is_dir() {
-            walk_changes(&upper, &image_root, Path::new("/"), &mut out);
-        }
+        let found = match self.sandbox(&rec).writable_layer(&self.dir(&rec.id)) {
+            Some(upper) => {
+                let image_root = self.images.rootfs(&img)?;
+                berth_container::archive::changes(&upper, &image_root)
+            }
+            // A microVM's writable layer is in its guest while it runs, and gone once it
+            // stopped (each start begins from the image).
+            None if rec.state.running() => {
+                let _op = c.op.blocking_lock();
+                let o = helper_in_guest(
+                    &self.agent(&rec),
+                    vec![
+                        "{}".into(),
+                        "changes".into(),
+                        crate::sandbox::vm::guest_upper(&rec.id),
+                        crate::sandbox::vm::guest_image_layer(img.id.hex()),
+                    ],
+                    None,
+                )?;
+                if o.code != 0 {
+                    return Err(Error::Sandbox(o.stderr));
+                }
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| {
+                        let (k, p) = l.split_once(' ')?;
+                        Some((
+                            berth_container::archive::Change::from_u8(k.parse().ok()?)?,
+                            p.to_owned(),
+                        ))
+                    })
+                    .collect()
+            }
+            None => Vec::new(),
+        };
+        let mut out: Vec<docker::FilesystemChange> = found
+            .into_iter()
+            .map(|(kind, path)| docker::FilesystemChange {
+                path,
+                kind: change_type(kind),
+            })
+            .collect();
         // Mount points berth made in the writable layer are not the workload's changes
         // (dockerd leaves them out too).
         let mut skip: Vec<String> = ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"]
@@ -306,36 +484,64 @@ fn check_path(p: &str) -> Result<String> {
     })
 }
 
-fn walk_changes(upper: &Path, lower: &Path, rel: &Path, out: &mut Vec<docker::FilesystemChange>) {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    let Ok(rd) = std::fs::read_dir(upper.join(rel.strip_prefix("/").unwrap_or(rel))) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name();
-        let path = rel.join(&name);
-        let Ok(m) = e.metadata() else { continue };
-        let shown = path.display().to_string();
-        // A whiteout (0/0 character device): deleted from the image.
-        if m.file_type().is_char_device() && m.rdev() == 0 {
-            out.push(docker::FilesystemChange {
-                path: shown,
-                kind: docker::ChangeType::_2,
-            });
-            continue;
-        }
-        let in_lower =
-            std::fs::symlink_metadata(lower.join(path.strip_prefix("/").unwrap_or(&path))).is_ok();
-        out.push(docker::FilesystemChange {
-            path: shown,
-            kind: if in_lower {
-                docker::ChangeType::_0
-            } else {
-                docker::ChangeType::_1
-            },
-        });
-        if m.is_dir() {
-            walk_changes(upper, lower, &path, out);
-        }
+/// Docker's change type for a change.
+fn change_type(c: berth_container::archive::Change) -> docker::ChangeType {
+    use berth_container::archive::Change;
+    match c {
+        Change::Modified => docker::ChangeType::_0,
+        Change::Added => docker::ChangeType::_1,
+        Change::Deleted => docker::ChangeType::_2,
     }
+}
+
+/// Runs the file-transfer helper in a microVM's guest, through its agent: an exec of the
+/// agent's own binary, its streams over vsock.
+fn helper_in_guest(
+    agent: &crate::sandbox::AgentRef,
+    args: Vec<String>,
+    input: Option<&[u8]>,
+) -> Result<Out> {
+    use berth_protocol::StreamKind;
+    use std::io::Read;
+    let exec_id = format!("archive-{}", &super::new_id()[..16]);
+    agent.exec(
+        &exec_id,
+        berth_protocol::ExecSpec {
+            process: oci_spec::runtime::Process::default(),
+            open_stdin: input.is_some(),
+            archive: Some(args),
+        },
+    )?;
+    let writer = match input {
+        Some(data) => {
+            let mut s = agent.open(Some(exec_id.clone()), StreamKind::Stdin)?;
+            let data = data.to_vec();
+            Some(std::thread::spawn(move || {
+                let _ = s.write_all(&data);
+                let _ = s.shutdown(std::net::Shutdown::Write);
+            }))
+        }
+        None => None,
+    };
+    let mut err_stream = agent.open(Some(exec_id.clone()), StreamKind::Stderr)?;
+    let stderr = std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err_stream.read_to_end(&mut b);
+        b
+    });
+    let mut stdout = Vec::new();
+    agent
+        .open(Some(exec_id.clone()), StreamKind::Stdout)?
+        .read_to_end(&mut stdout)
+        .map_err(Error::io("reading the guest's archive helper"))?;
+    let stderr = stderr.join().unwrap_or_default();
+    if let Some(w) = writer {
+        let _ = w.join();
+    }
+    let code = agent.wait(Some(exec_id))?;
+    Ok(Out {
+        code: code as i32,
+        stdout,
+        stderr: String::from_utf8_lossy(&stderr).trim().to_owned(),
+    })
 }

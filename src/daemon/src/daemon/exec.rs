@@ -147,6 +147,7 @@ impl Daemon {
             berth_protocol::ExecSpec {
                 process,
                 open_stdin: e.stdin,
+                archive: None,
             },
         )?;
         self.exec_update(&e.id, |x| {

@@ -206,6 +206,7 @@ impl Daemon {
                 berth_protocol::ExecSpec {
                     process,
                     open_stdin: false,
+                    archive: None,
                 },
             )?;
             let out = a2.open(Some(id2.clone()), StreamKind::Stdout)?;

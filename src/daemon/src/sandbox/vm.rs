@@ -84,6 +84,17 @@ impl VmSandbox {
     }
 }
 
+/// Where the guest agent mounts the image's root disk (the container's lower layer).
+pub fn guest_image_layer(image_hex: &str) -> String {
+    format!("/run/berth/image-{}", &image_hex[..12.min(image_hex.len())])
+}
+
+/// The container's writable layer in its guest: the upper directory on the tmpfs the
+/// guest agent mounts for it in its own namespace.
+pub fn guest_upper(id: &str) -> String {
+    format!("/run/berth/rw/{id}/upper")
+}
+
 /// The virtio-fs tag of a microVM's `i`th shared directory.
 fn share_tag(i: usize) -> String {
     format!("berth{i}")
@@ -245,7 +256,7 @@ impl Sandbox for VmSandbox {
             Duration::from_secs(120),
             "microVM",
         )?;
-        let layer = format!("/run/berth/image-{}", &image.id.hex()[..12]);
+        let layer = guest_image_layer(image.id.hex());
         answer(client.call(&Request::MountStorage {
             source: "/dev/vda".into(),
             fstype: "erofs".into(),

@@ -1,5 +1,6 @@
-//! The container-filesystem side of `docker cp`, `export` and the archive API, run by
-//! berthd as a child process of its own (`berthd __archive ROOT OP ...`) that first
+//! The container-filesystem side of `docker cp`, `export`, `diff` and the archive API, run
+//! as a child process of its own (`berthd __archive ROOT OP ...` on the host; the guest
+//! agent's `berth-agent __archive ...` for a microVM's running container) that first
 //! chroots into the container's root: every path a tar names, and every symlink met on
 //! the way, resolves inside that root, so nothing lands outside the container's root and
 //! nothing of the host is read, in either direction. (A chroot is what dockerd's
@@ -7,8 +8,9 @@
 //!
 //! Ops: `stat PATH` (the path's stat as Docker's JSON on stdout; exit 2 if missing),
 //! `get PATH` (a tar of it on stdout), `put DIR` (a tar from stdin unpacked into DIR,
-//! owners kept), `export` (a tar of the whole root on stdout). Where: [`Root`], its first
-//! argument.
+//! owners kept), `export` (a tar of the whole root on stdout), `changes UPPER LOWER` (an
+//! overlay's writable layer against its image, one `KIND PATH` line each, without entering
+//! a root). Where: [`Root`], its first argument.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -180,6 +182,10 @@ fn enter(r: &Root) -> Result<(), String> {
     if r.overlay.is_some() || !r.binds.is_empty() {
         private_mounts()?;
     }
+    if r.overlay.is_some() {
+        // The overlay's mount point (in a guest, where nothing made it beforehand).
+        std::fs::create_dir_all(&r.dir).map_err(|e| format!("{}: {e}", r.dir))?;
+    }
     if let Some(o) = &r.overlay {
         let data = cstr(o)?;
         let flags = if r.read_only { libc::MS_RDONLY } else { 0 };
@@ -256,10 +262,20 @@ fn enter(r: &Root) -> Result<(), String> {
 pub fn main(args: &[String]) -> i32 {
     let (Some(root), Some(op)) = (args.first(), args.get(1)) else {
         return fail(
-            "usage: berthd __archive ROOT-JSON stat|get|put|export ...",
+            "usage: __archive ROOT-JSON stat|get|put|export|changes ...",
             64,
         );
     };
+    if op == "changes" {
+        let (Some(upper), Some(lower)) = (args.get(2), args.get(3)) else {
+            return fail("usage: __archive ROOT-JSON changes UPPER LOWER", 64);
+        };
+        let mut out = std::io::stdout().lock();
+        for (kind, path) in changes(Path::new(upper), Path::new(lower)) {
+            let _ = writeln!(out, "{} {path}", kind as u8);
+        }
+        return 0;
+    }
     let root: Root = match serde_json::from_str(root) {
         Ok(r) => r,
         Err(e) => return fail(format!("bad root: {e}"), 64),
@@ -390,6 +406,70 @@ fn export() -> i32 {
     }
 }
 
+/// How a path differs from the image (Docker's `ChangeType` numbers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Changed.
+    Modified = 0,
+    /// Added.
+    Added = 1,
+    /// Deleted (a whiteout).
+    Deleted = 2,
+}
+
+impl Change {
+    /// From its number.
+    pub fn from_u8(n: u8) -> Option<Change> {
+        match n {
+            0 => Some(Change::Modified),
+            1 => Some(Change::Added),
+            2 => Some(Change::Deleted),
+            _ => None,
+        }
+    }
+}
+
+/// An overlay's writable layer `upper` against its image `lower`: each path the layer
+/// holds, as added, changed or deleted (a whiteout), sorted by path.
+pub fn changes(upper: &Path, lower: &Path) -> Vec<(Change, String)> {
+    let mut out = Vec::new();
+    if upper.is_dir() {
+        walk_changes(upper, lower, Path::new("/"), &mut out);
+    }
+    out.sort_by(|a, b| a.1.cmp(&b.1));
+    out
+}
+
+fn walk_changes(upper: &Path, lower: &Path, rel: &Path, out: &mut Vec<(Change, String)>) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(rd) = std::fs::read_dir(upper.join(rel.strip_prefix("/").unwrap_or(rel))) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let path = rel.join(e.file_name());
+        let Ok(m) = e.metadata() else { continue };
+        let shown = path.display().to_string();
+        // A whiteout (0/0 character device): deleted from the image.
+        if m.file_type().is_char_device() && m.rdev() == 0 {
+            out.push((Change::Deleted, shown));
+            continue;
+        }
+        let in_lower =
+            std::fs::symlink_metadata(lower.join(path.strip_prefix("/").unwrap_or(&path))).is_ok();
+        out.push((
+            if in_lower {
+                Change::Modified
+            } else {
+                Change::Added
+            },
+            shown,
+        ));
+        if m.is_dir() {
+            walk_changes(upper, lower, &path, out);
+        }
+    }
+}
+
 /// Whether a mode is a directory's (for a stat's callers).
 pub fn is_dir_mode(go: u32) -> bool {
     go & (1 << 31) != 0
@@ -413,5 +493,27 @@ mod tests {
         assert_eq!(archive_name("/etc/"), "etc");
         assert_eq!(archive_name("/etc/."), ".");
         assert_eq!(archive_name("/"), ".");
+    }
+
+    #[test]
+    fn changes_are_added_changed_and_deleted_against_the_image() {
+        let t = std::env::temp_dir().join(format!("berth-changes-{}", std::process::id()));
+        let (upper, lower) = (t.join("upper"), t.join("lower"));
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        std::fs::create_dir_all(lower.join("etc")).unwrap();
+        std::fs::write(lower.join("etc/passwd"), "old").unwrap();
+        std::fs::write(upper.join("etc/passwd"), "new").unwrap();
+        std::fs::write(upper.join("etc/added"), "x").unwrap();
+        let got = changes(&upper, &lower);
+        assert_eq!(
+            got,
+            vec![
+                (Change::Modified, "/etc".to_owned()),
+                (Change::Added, "/etc/added".to_owned()),
+                (Change::Modified, "/etc/passwd".to_owned()),
+            ]
+        );
+        assert!(changes(&t.join("none"), &lower).is_empty());
+        std::fs::remove_dir_all(&t).unwrap();
     }
 }
