@@ -189,6 +189,22 @@ fn run(mut cli: Cli) -> Result<(), String> {
         .ok()
         .and_then(|p| p.parent().map(|p| p.to_owned()))
         .unwrap_or_default();
+    let virtiofsd = cli
+        .virtiofsd
+        .clone()
+        .or_else(|| file["virtiofsd"].as_str().map(PathBuf::from));
+    if let Some(v) = &virtiofsd {
+        use std::os::unix::fs::PermissionsExt;
+        match std::fs::metadata(v) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => {}
+            _ => {
+                return Err(format!(
+                    "--virtiofsd {}: not an executable file",
+                    v.display()
+                ))
+            }
+        }
+    }
     let opts = Opts {
         data_root,
         exec_root,
@@ -200,10 +216,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
         agent_initrd: cli
             .agent_initrd
             .or_else(|| file["agent-initrd"].as_str().map(PathBuf::from)),
-        virtiofsd: cli
-            .virtiofsd
-            .or_else(|| file["virtiofsd"].as_str().map(PathBuf::from))
-            .or_else(find_virtiofsd),
+        virtiofsd: virtiofsd.or_else(find_virtiofsd),
         default_isolation,
         insecure_registries: cli.insecure_registries,
         net,

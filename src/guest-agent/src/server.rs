@@ -332,6 +332,7 @@ impl Agent {
         if !spec.etc_files.is_empty() {
             self.etc_files(&id, &spec.etc_files, &mut oci)?;
         }
+        let scratch_made = self.in_vm && spec.rootfs.writable.is_none();
         let writable = match spec.rootfs.writable {
             Some(w) => Some(PathBuf::from(w)),
             None if self.in_vm => Some(guest_scratch(&id)?),
@@ -352,17 +353,25 @@ impl Agent {
             max_size: spec.log_max_size,
             max_files: spec.log_max_files,
         };
+        // A failed create leaves no writable tmpfs behind.
+        let undo = |e: Reply| {
+            if scratch_made {
+                drop_guest_scratch(&id);
+            }
+            e
+        };
         let log = match &spec.log_path {
             Some(p) => Some(Arc::new(Mutex::new(
                 LogFile::open_from(std::path::Path::new(p), rotation, spec.log_base)
-                    .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))?,
+                    .map_err(|e| err(ErrorKind::InvalidArgument, format!("log file {p}: {e}")))
+                    .map_err(undo)?,
             ))),
             None => None,
         };
         let log_hold = log
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).holder());
-        let (c, streams) = Container::create(&cfg).map_err(runtime_err)?;
+        let (c, streams) = Container::create(&cfg).map_err(runtime_err).map_err(undo)?;
         let pid = c.pid;
         let mut attach = Attach::from(streams);
         let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());

@@ -249,8 +249,10 @@ impl VmConfig {
             + 1;
         if n > max_devices {
             return Err(invalid(
-                "disks",
-                format!("{n} virtio devices; at most {max_devices}"),
+                "devices",
+                format!(
+                    "{n} virtio devices (disks, interfaces, shares, vsock and rng); at most {max_devices}"
+                ),
             ));
         }
         for n in &self.net {

@@ -197,22 +197,32 @@ impl Daemon {
 
     /// For a write into a stopped microVM container: the writable volume or bind holding
     /// `path` (the deepest), as its host directory and the path inside it.
-    fn stopped_vm_mount(&self, rec: &Record, path: &str) -> Option<(PathBuf, String)> {
-        let m = rec
+    /// The deepest mount wins, as at run time; a read-only one refuses.
+    fn stopped_vm_mount(&self, rec: &Record, path: &str) -> Result<Option<(PathBuf, String)>> {
+        // Component-wise: /data holds /data/x, not /database.
+        let Some(m) = rec
             .mounts
             .iter()
-            .filter(|m| m.rw && Path::new(path).starts_with(&m.destination))
-            .max_by_key(|m| m.destination.len())?;
+            .filter(|m| Path::new(path).starts_with(&m.destination))
+            .max_by_key(|m| Path::new(&m.destination).components().count())
+        else {
+            return Ok(None);
+        };
+        if !m.rw {
+            return Err(Error::Forbidden(format!(
+                "{} is a read-only mount of the container",
+                m.destination
+            )));
+        }
         let dir = match m.kind {
             super::volumes::MountKind::Bind => PathBuf::from(&m.source),
             super::volumes::MountKind::Volume => self.volumes.mountpoint(&m.name),
         };
         let rel = Path::new(path)
             .strip_prefix(&m.destination)
-            .ok()?
-            .display()
-            .to_string();
-        Some((dir, format!("/{rel}")))
+            .map(|r| r.display().to_string())
+            .unwrap_or_default();
+        Ok(Some((dir, format!("/{rel}"))))
     }
 
     /// A container's volumes and binds as (host source, destination, read-only).
@@ -324,6 +334,15 @@ impl Daemon {
         let _op = c.op.blocking_lock();
         let rec = c.record();
         let path = check_path(path)?;
+        // Which mount a path is in is decided on its words: "/vol/../etc" is not in /vol.
+        if Path::new(&path)
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
+            return Err(Error::InvalidParameter(format!(
+                "{path}: a destination with \"..\" (name the directory itself)"
+            )));
+        }
         if copy_uid_gid && !rec.user.is_empty() {
             return Err(Error::NotImplemented(
                 "copyUIDGID (docker cp -a) for a container with a User: the files keep the archive's owners".into(),
@@ -344,7 +363,12 @@ impl Daemon {
                 .sandbox(&rec)
                 .writable_layer(&self.dir(&rec.id))
                 .is_none();
-        let (v, path) = match (stopped_vm, self.stopped_vm_mount(&rec, &path)) {
+        let mount = if stopped_vm {
+            self.stopped_vm_mount(&rec, &path)?
+        } else {
+            None
+        };
+        let (v, path) = match (stopped_vm, mount) {
             // Into one of a stopped microVM's volumes or binds: the helper chrooted there.
             (true, Some((dir, rel))) => (
                 View {
@@ -494,15 +518,22 @@ fn change_type(c: berth_container::archive::Change) -> docker::ChangeType {
     }
 }
 
+/// The most a guest's helper may send back (a tar of a path, an export): as `PUT`'s limit.
+const GUEST_OUTPUT_MAX: u64 = 1 << 30;
+/// Its error text.
+const GUEST_STDERR_MAX: u64 = 64 << 10;
+/// How long a guest's helper may stay silent before the transfer is given up.
+const GUEST_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs the file-transfer helper in a microVM's guest, through its agent: an exec of the
-/// agent's own binary, its streams over vsock.
+/// agent's own binary, its streams over vsock. The guest is not trusted: its output is
+/// capped, a stream silent for [`GUEST_IDLE`] ends the transfer, and on any failure the
+/// helper is killed.
 fn helper_in_guest(
     agent: &crate::sandbox::AgentRef,
     args: Vec<String>,
     input: Option<&[u8]>,
 ) -> Result<Out> {
-    use berth_protocol::StreamKind;
-    use std::io::Read;
     let exec_id = format!("archive-{}", &super::new_id()[..16]);
     agent.exec(
         &exec_id,
@@ -512,9 +543,35 @@ fn helper_in_guest(
             archive: Some(args),
         },
     )?;
+    let r = guest_transfer(agent, &exec_id, input);
+    if r.is_err() {
+        let _ = agent.call(&berth_protocol::Request::Signal {
+            id: agent.id.clone(),
+            exec_id: Some(exec_id),
+            signal: libc::SIGKILL,
+            all: false,
+        });
+    }
+    r
+}
+
+fn guest_transfer(
+    agent: &crate::sandbox::AgentRef,
+    exec_id: &str,
+    input: Option<&[u8]>,
+) -> Result<Out> {
+    use berth_protocol::StreamKind;
+    use std::io::Read;
+    let open = |kind| -> Result<std::os::unix::net::UnixStream> {
+        let s = agent.open(Some(exec_id.to_owned()), kind)?;
+        s.set_read_timeout(Some(GUEST_IDLE))
+            .and_then(|_| s.set_write_timeout(Some(GUEST_IDLE)))
+            .map_err(Error::io("the guest's archive helper"))?;
+        Ok(s)
+    };
     let writer = match input {
         Some(data) => {
-            let mut s = agent.open(Some(exec_id.clone()), StreamKind::Stdin)?;
+            let mut s = open(StreamKind::Stdin)?;
             let data = data.to_vec();
             Some(std::thread::spawn(move || {
                 let _ = s.write_all(&data);
@@ -523,22 +580,44 @@ fn helper_in_guest(
         }
         None => None,
     };
-    let mut err_stream = agent.open(Some(exec_id.clone()), StreamKind::Stderr)?;
+    let err_stream = open(StreamKind::Stderr)?;
     let stderr = std::thread::spawn(move || {
         let mut b = Vec::new();
-        let _ = err_stream.read_to_end(&mut b);
+        let _ = err_stream.take(GUEST_STDERR_MAX).read_to_end(&mut b);
         b
     });
     let mut stdout = Vec::new();
-    agent
-        .open(Some(exec_id.clone()), StreamKind::Stdout)?
+    open(StreamKind::Stdout)?
+        .take(GUEST_OUTPUT_MAX + 1)
         .read_to_end(&mut stdout)
-        .map_err(Error::io("reading the guest's archive helper"))?;
+        .map_err(|e| {
+            Error::Sandbox(format!(
+                "reading from the microVM's archive helper: {e} (nothing for {}s, or the guest went away)",
+                GUEST_IDLE.as_secs()
+            ))
+        })?;
+    if stdout.len() as u64 > GUEST_OUTPUT_MAX {
+        return Err(Error::InvalidParameter(format!(
+            "the microVM's archive is larger than {} GiB: copy a smaller path",
+            GUEST_OUTPUT_MAX >> 30
+        )));
+    }
     let stderr = stderr.join().unwrap_or_default();
     if let Some(w) = writer {
         let _ = w.join();
     }
-    let code = agent.wait(Some(exec_id))?;
+    // Its status: the helper's streams ended, so a guest that answers keeps it short.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (a, id) = (agent.clone(), exec_id.to_owned());
+    std::thread::spawn(move || {
+        let _ = tx.send(a.wait(Some(id)));
+    });
+    let code = rx.recv_timeout(GUEST_IDLE).map_err(|_| {
+        Error::Sandbox(format!(
+            "the microVM's archive helper did not report its status within {}s",
+            GUEST_IDLE.as_secs()
+        ))
+    })??;
     Ok(Out {
         code: code as i32,
         stdout,

@@ -103,6 +103,11 @@ fn check_source(s: &str) -> Result<PathBuf> {
     Ok(p.components().collect())
 }
 
+/// The most volumes and binds a microVM container takes: each is a virtio-fs device, and
+/// berth-vmm has 19 device slots (the root disk, vsock, rng and the network interfaces
+/// take the others).
+const MAX_VM_SHARES: usize = 12;
+
 /// Where a microVM's agent mounts its `i`th shared directory.
 fn share_path(i: usize) -> String {
     format!("/run/berth/fs/{i}")
@@ -124,14 +129,27 @@ impl Daemon {
         isolation: crate::sandbox::Isolation,
         r: &VolumeRequest,
     ) -> Result<Vec<MountRec>> {
+        let asks = !r.anonymous.is_empty()
+            || r.hc.binds.as_ref().is_some_and(|b| !b.is_empty())
+            || r.hc.mounts.as_ref().is_some_and(|m| {
+                m.iter()
+                    .any(|x| !matches!(x.typ, Some(docker::MountTypeEnum::TMPFS)))
+            })
+            || r.hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty());
+        if asks && self.sandboxes.get(isolation).shares() && self.opts.virtiofsd.is_none() {
+            return Err(Error::NotImplemented(
+                "volumes and bind mounts for microVM containers need virtiofsd, which this host lacks (install it, or start berthd with --virtiofsd PATH; --isolation process has them without)".into(),
+            ));
+        }
         let mut made: Vec<String> = Vec::new();
         let out = self.mounts_plan_inner(r, &mut made);
         let out = out.and_then(|m| {
-            if !m.is_empty() && self.sandboxes.get(isolation).shares() && self.opts.virtiofsd.is_none() {
+            if self.sandboxes.get(isolation).shares() && m.len() > MAX_VM_SHARES {
                 self.release_volumes(&m);
-                return Err(Error::NotImplemented(
-                    "volumes and bind mounts for microVM containers need virtiofsd, which this host lacks (install it, or start berthd with --virtiofsd PATH; --isolation process has them without)".into(),
-                ));
+                return Err(Error::NotImplemented(format!(
+                    "{} volumes and bind mounts for a microVM container: at most {MAX_VM_SHARES} (each is a device of its own)",
+                    m.len()
+                )));
             }
             if self.sandboxes.get(isolation).shares() {
                 if let Some(f) = m

@@ -120,8 +120,13 @@ impl Backends {
             let log = std::fs::File::create(&log_path)
                 .map_err(Error::io(format!("{}", log_path.display())))?;
             let mut cmd = std::process::Command::new(virtiofsd);
-            cmd.arg(format!("--socket-path={}", socket.display()))
-                .arg(format!("--shared-dir={}", s.source.display()))
+            let flag = |name: &str, p: &Path| {
+                let mut a = std::ffi::OsString::from(name);
+                a.push(p.as_os_str());
+                a
+            };
+            cmd.arg(flag("--socket-path=", &socket))
+                .arg(flag("--shared-dir=", &s.source))
                 // Close-to-open consistency: the guest sees host changes at its next
                 // open or lookup, within a second for attributes.
                 .arg("--cache=auto")

@@ -160,7 +160,7 @@ impl Fs {
         let regions = a
             .mem
             .iter()
-            .map(|r| VhostUserMemoryRegionInfo::from_guest_region(r))
+            .map(VhostUserMemoryRegionInfo::from_guest_region)
             .collect::<Result<Vec<_>, _>>()
             .map_err(e("guest memory is not shared (no memfd)"))?;
         self.frontend
@@ -215,16 +215,25 @@ impl Fs {
                     .set_vring_enable(i, true)
                     .map_err(e("SET_VRING_ENABLE"))?;
             }
-            a.registrar
-                .add(call.as_raw_fd(), EventSet::IN)
-                .map_err(|x| x.to_string())?;
             kicks.push(Some(kick));
             calls.push((i, call));
         }
-        // A hang-up of the backend is reported on its socket.
-        a.registrar
-            .add(self.frontend.as_raw_fd(), EventSet::empty())
-            .map_err(|x| x.to_string())?;
+        // Watched only once the backend took every ring: a failed start leaves nothing
+        // in the event loop. A hang-up of the backend is reported on its socket.
+        let mut watched = Vec::new();
+        let fds = calls
+            .iter()
+            .map(|(_, c)| (c.as_raw_fd(), EventSet::IN))
+            .chain([(self.frontend.as_raw_fd(), EventSet::empty())]);
+        for (fd, ev) in fds {
+            if let Err(x) = a.registrar.add(fd, ev) {
+                for w in watched {
+                    a.registrar.remove(w);
+                }
+                return Err(x.to_string());
+            }
+            watched.push(fd);
+        }
         Ok(Running {
             kicks,
             calls,
