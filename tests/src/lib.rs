@@ -44,15 +44,12 @@ impl From<Output> for Finished {
     }
 }
 
-/// Builds (or reuses) the guest kernel with `kernel/build.sh`; returns the vmlinux path and
-/// the script's output.
-pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
-    let out: Finished = Command::new(repo_root().join("kernel/build.sh"))
-        .output()?
-        .into();
+/// Runs a build script of the repository and takes the path it prints last.
+fn script_path(what: &str, mut cmd: Command) -> io::Result<(PathBuf, Finished)> {
+    let out: Finished = cmd.current_dir(repo_root()).output()?.into();
     if out.status != 0 {
         return Err(io::Error::other(format!(
-            "kernel/build.sh failed ({}): {}",
+            "{what} failed ({}): {}",
             out.status, out.stderr
         )));
     }
@@ -61,30 +58,26 @@ pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
         .lines()
         .last()
         .map(PathBuf::from)
-        .ok_or_else(|| io::Error::other("kernel/build.sh printed no path"))?;
+        .ok_or_else(|| io::Error::other(format!("{what} printed no path")))?;
     Ok((path, out))
+}
+
+/// Builds (or reuses) the guest kernel with `kernel/build.sh`; returns the vmlinux path and
+/// the script's output.
+pub fn guest_kernel() -> io::Result<(PathBuf, Finished)> {
+    script_path(
+        "kernel/build.sh",
+        Command::new(repo_root().join("kernel/build.sh")),
+    )
 }
 
 /// virtiofsd, the backend of microVMs' volumes (built once into the cache by
 /// `need_virtiofsd` in scripts/lib/common.sh, which scripts/test runs first).
 pub fn virtiofsd() -> io::Result<PathBuf> {
-    let out: Finished = Command::new("bash")
-        .arg("-c")
-        .arg(". scripts/lib/common.sh && need_virtiofsd")
-        .current_dir(repo_root())
-        .output()?
-        .into();
-    if out.status != 0 {
-        return Err(io::Error::other(format!(
-            "need_virtiofsd failed ({}): {}",
-            out.status, out.stderr
-        )));
-    }
-    out.stdout
-        .lines()
-        .last()
-        .map(PathBuf::from)
-        .ok_or_else(|| io::Error::other("need_virtiofsd printed no path"))
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(". scripts/lib/common.sh && need_virtiofsd");
+    script_path("need_virtiofsd", cmd).map(|(p, _)| p)
 }
 
 /// Builds a busybox initramfs at `out` whose /init is the shell script `init`; each of
@@ -106,6 +99,34 @@ pub fn busybox_initramfs(out: &Path, init: &str, programs: &[&str]) -> io::Resul
         )));
     }
     Ok(())
+}
+
+/// For a test that runs inside the lab: outside it, re-runs this very test (`name`, the
+/// test binary with `--exact`) through the lab, asserts that it passed there, and returns
+/// false (the caller returns); inside (`BERTH_IN_LAB`), returns true (the caller goes on).
+pub fn in_lab_or_rerun(name: &str, timeout: Duration) -> bool {
+    if std::env::var_os("BERTH_IN_LAB").is_some() {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let out = Lab::new()
+        .timeout(timeout)
+        .run(&[
+            exe.to_str().unwrap(),
+            "--exact",
+            name,
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .unwrap();
+    eprintln!("{}\n{}", out.stdout, out.stderr);
+    assert_eq!(out.status, 0, "{name} failed in the lab");
+    assert!(
+        out.stdout.contains("test result: ok. 1 passed"),
+        "the inner test did not run"
+    );
+    false
 }
 
 /// One lab VM at a time: the lab is CPU-bound under software emulation.

@@ -2,7 +2,7 @@
 //! berthd), natively with process isolation; and raw API requests for bad input.
 
 use berth_e2e::registry::{Auth, Registry};
-use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, Lab, TempDir};
+use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, TempDir};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -137,6 +137,54 @@ impl Berthd {
         assert!(out.status.success());
         let id = self.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
         assert!(id.trim().starts_with("sha256:"), "{id}");
+    }
+}
+
+impl Berthd {
+    /// Writes "kept" to /data/f of volume `data` from one container, removes it, and reads
+    /// it back from the next.
+    fn volume_kept_after_its_writer(&self) {
+        self.ok(&[
+            "run",
+            "--name",
+            "writer",
+            "-v",
+            "data:/data",
+            "bb:1",
+            "sh",
+            "-c",
+            "echo kept > /data/f",
+        ]);
+        self.ok(&["rm", "writer"]);
+        assert_eq!(
+            self.ok(&["run", "--rm", "-v", "data:/data", "bb:1", "cat", "/data/f"]),
+            "kept\n"
+        );
+    }
+
+    /// vol:1: busybox with content at its `VOLUME /seed` (`/seed/hello`).
+    fn volume_image(&self) {
+        let root = self.dir.path().join("volroot");
+        busybox_rootfs(&root).unwrap();
+        std::fs::create_dir_all(root.join("seed")).unwrap();
+        std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
+        let tar = self.dir.path().join("vol.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        self.ok(&[
+            "import",
+            "-c",
+            "VOLUME /seed",
+            tar.to_str().unwrap(),
+            "vol:1",
+        ]);
     }
 }
 
@@ -2190,30 +2238,10 @@ fn malformed_requests_get_4xx_never_a_crash() {
 
 #[test]
 fn docker_run_rm_of_a_microvm_container_in_the_lab() {
-    if std::env::var_os("BERTH_IN_LAB").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        // No retry: the lab's configuration does not freeze (docs/testing.md), and a
-        // freeze would be reported by the lab's watchdog.
-        let out = Lab::new()
-            .timeout(Duration::from_secs(1500))
-            .run(&[
-                exe.to_str().unwrap(),
-                "--exact",
-                "docker_run_rm_of_a_microvm_container_in_the_lab",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .unwrap();
-        eprintln!("{}\n{}", out.stdout, out.stderr);
-        assert_eq!(
-            out.status, 0,
-            "the microVM container test failed in the lab"
-        );
-        assert!(
-            out.stdout.contains("test result: ok. 1 passed"),
-            "the inner test did not run"
-        );
+    if !berth_e2e::in_lab_or_rerun(
+        "docker_run_rm_of_a_microvm_container_in_the_lab",
+        Duration::from_secs(1500),
+    ) {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
@@ -2799,47 +2827,11 @@ fn volumes_and_bind_mounts_keep_data_and_confine_writes() {
     let args = ["--exec-opt", "isolation=process"];
     let mut b = Berthd::start(&args);
     b.busybox();
-    // An image with content at a VOLUME path.
-    let root = b.dir.path().join("volroot");
-    busybox_rootfs(&root).unwrap();
-    std::fs::create_dir_all(root.join("seed")).unwrap();
-    std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
-    let tar = b.dir.path().join("vol.tar");
-    let st = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(st.success());
-    b.ok(&[
-        "import",
-        "-c",
-        "VOLUME /seed",
-        tar.to_str().unwrap(),
-        "vol:1",
-    ]);
+    b.volume_image();
 
     // A named volume: written by one container, read by the next after the first is gone.
     b.ok(&["volume", "create", "--label", "k=v", "data"]);
-    b.ok(&[
-        "run",
-        "--name",
-        "writer",
-        "-v",
-        "data:/data",
-        "bb:1",
-        "sh",
-        "-c",
-        "echo kept > /data/f",
-    ]);
-    b.ok(&["rm", "writer"]);
-    assert_eq!(
-        b.ok(&["run", "--rm", "-v", "data:/data", "bb:1", "cat", "/data/f"]),
-        "kept\n"
-    );
+    b.volume_kept_after_its_writer();
     let mp = b.ok(&[
         "volume",
         "inspect",
@@ -3237,25 +3229,10 @@ fn assert_no_virtiofsd(exec_root: &Path, when: &str) {
 /// copied up, and no virtiofsd outlives its microVM.
 #[test]
 fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
-    if std::env::var_os("BERTH_IN_LAB").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let out = Lab::new()
-            .timeout(Duration::from_secs(1500))
-            .run(&[
-                exe.to_str().unwrap(),
-                "--exact",
-                "volumes_and_bind_mounts_of_microvm_containers_in_the_lab",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .unwrap();
-        eprintln!("{}\n{}", out.stdout, out.stderr);
-        assert_eq!(out.status, 0, "the microVM volume test failed in the lab");
-        assert!(
-            out.stdout.contains("test result: ok. 1 passed"),
-            "the inner test did not run"
-        );
+    if !berth_e2e::in_lab_or_rerun(
+        "volumes_and_bind_mounts_of_microvm_containers_in_the_lab",
+        Duration::from_secs(1500),
+    ) {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
@@ -3284,48 +3261,13 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
     let step = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());
     let mut b = Berthd::start(&args);
     b.busybox();
-    let root = b.dir.path().join("volroot");
-    busybox_rootfs(&root).unwrap();
-    std::fs::create_dir_all(root.join("seed")).unwrap();
-    std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
-    let tar = b.dir.path().join("vol.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
-    b.ok(&[
-        "import",
-        "-c",
-        "VOLUME /seed",
-        tar.to_str().unwrap(),
-        "vol:1",
-    ]);
+    b.volume_image();
     step("berthd up, images loaded");
 
     // A named volume: written by one microVM, read by the next after the first is gone,
     // and by a process container: one volume, whatever the isolation.
     b.ok(&["volume", "create", "data"]);
-    b.ok(&[
-        "run",
-        "--name",
-        "writer",
-        "-v",
-        "data:/data",
-        "bb:1",
-        "sh",
-        "-c",
-        "echo kept > /data/f",
-    ]);
-    b.ok(&["rm", "writer"]);
-    assert_eq!(
-        b.ok(&["run", "--rm", "-v", "data:/data", "bb:1", "cat", "/data/f"]),
-        "kept\n"
-    );
+    b.volume_kept_after_its_writer();
     assert_eq!(
         b.ok(&[
             "run",

@@ -2,7 +2,7 @@
 //! namespace this test creates ("host"), joined by a veth to a second one ("outside").
 //! No packet leaves the two namespaces: every address used is theirs or a container's.
 
-use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, Lab, TempDir};
+use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -533,26 +533,10 @@ fn published_ports_user_networks_dns_isolation_and_cleanup_for_process_container
 /// tap on its network's bridge and the guest agent configures virtio-net.
 #[test]
 fn published_ports_and_names_for_microvm_containers_in_the_lab() {
-    if std::env::var_os("BERTH_IN_LAB").is_none() {
-        let exe = std::env::current_exe().unwrap();
-        let name = "published_ports_and_names_for_microvm_containers_in_the_lab";
-        let out = Lab::new()
-            .timeout(Duration::from_secs(1500))
-            .run(&[
-                exe.to_str().unwrap(),
-                "--exact",
-                name,
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .unwrap();
-        eprintln!("{}\n{}", out.stdout, out.stderr);
-        assert_eq!(out.status, 0, "the microVM network test failed in the lab");
-        assert!(
-            out.stdout.contains("test result: ok. 1 passed"),
-            "the inner test did not run"
-        );
+    if !berth_e2e::in_lab_or_rerun(
+        "published_ports_and_names_for_microvm_containers_in_the_lab",
+        Duration::from_secs(1500),
+    ) {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
