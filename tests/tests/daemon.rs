@@ -3501,3 +3501,47 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
     b.ok(&["volume", "rm", "data"]);
     assert_no_virtiofsd(&b.exec_root, "at the end");
 }
+
+/// A second berthd on a data root or an exec root already in use is refused with the
+/// first one's PID, and the first goes on serving; once the first is SIGKILLed, a new one
+/// starts on the same roots.
+#[test]
+fn a_second_berthd_on_the_same_roots_is_refused() {
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    let other = PathBuf::from(format!("/tmp/berth-e2e-second-{}", std::process::id()));
+    let second = |data: &Path, exec: &Path| {
+        let out = Command::new("timeout")
+            .args(["-s", "KILL", "20"])
+            .arg(built_binary("berthd"))
+            .arg("-H")
+            .arg(format!("unix://{}/b.sock", other.display()))
+            .arg("--data-root")
+            .arg(data)
+            .arg("--exec-root")
+            .arg(exec)
+            .args(["--bridge", "none"])
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let pid = b.child.as_ref().unwrap().id().to_string();
+    let data = b.dir.path().join("data");
+    let (code, err) = second(&data, &other.join("run"));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("--data-root") && err.contains(&format!("another berthd (pid {pid})")),
+        "{err}"
+    );
+    let (code, err) = second(&b.dir.path().join("data2"), &b.exec_root);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("--exec-root"), "{err}");
+    assert!(!other.join("b.sock").exists(), "the refused one bound its socket");
+    // The first is untouched, and its lock goes with it.
+    b.ok(&["version"]);
+    b.kill9();
+    b.spawn(&args);
+    b.ok(&["ps"]);
+    let _ = std::fs::remove_dir_all(&other);
+}

@@ -221,6 +221,14 @@ fn run(mut cli: Cli) -> Result<(), String> {
         insecure_registries: cli.insecure_registries,
         net,
     };
+    // One berthd per data root and per exec root, held until this process ends (the kernel
+    // lets go of a SIGKILLed one's): before any socket is touched.
+    let _data_lock = lock_root(&opts.data_root, "data-root")?;
+    let _exec_lock = if opts.exec_root != opts.data_root {
+        Some(lock_root(&opts.exec_root, "exec-root")?)
+    } else {
+        None
+    };
     let mut listeners = Vec::new();
     for h in &cli.hosts {
         if let Some(p) = h.strip_prefix("unix://") {
@@ -358,4 +366,37 @@ fn find_virtiofsd() -> Option<PathBuf> {
         .map(|d| d.join("virtiofsd"))
         .chain([PathBuf::from("/usr/libexec/virtiofsd")])
         .find(|p| p.is_file())
+}
+
+/// Takes `<dir>/berthd.lock` exclusively (flock) for as long as the returned file is open.
+/// It is closed on exec, so the agents and monitors berthd starts never hold it. A second
+/// berthd on the same root is refused with the first one's PID.
+fn lock_root(dir: &std::path::Path, flag: &str) -> Result<std::fs::File, String> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(dir).map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
+    let path = dir.join("berthd.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; no memory is involved.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } < 0 {
+        let mut pid = String::new();
+        let _ = f.read_to_string(&mut pid);
+        return Err(format!(
+            "--{flag} {}: another berthd (pid {}) is using it; stop that one first, or give this one its own --{flag}",
+            dir.display(),
+            pid.trim()
+        ));
+    }
+    let _ = f.set_len(0);
+    let _ = f.rewind();
+    let _ = writeln!(f, "{}", std::process::id());
+    Ok(f)
 }
