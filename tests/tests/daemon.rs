@@ -3524,7 +3524,10 @@ fn a_second_berthd_on_the_same_roots_is_refused() {
             .args(args)
             .output()
             .unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let pid = b.child.as_ref().unwrap().id().to_string();
     let data = b.dir.path().join("data");
@@ -3537,7 +3540,10 @@ fn a_second_berthd_on_the_same_roots_is_refused() {
     let (code, err) = second(&b.dir.path().join("data2"), &b.exec_root);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("--exec-root"), "{err}");
-    assert!(!other.join("b.sock").exists(), "the refused one bound its socket");
+    assert!(
+        !other.join("b.sock").exists(),
+        "the refused one bound its socket"
+    );
     // The first is untouched, and its lock goes with it.
     b.ok(&["version"]);
     b.kill9();
