@@ -3551,3 +3551,27 @@ fn a_second_berthd_on_the_same_roots_is_refused() {
     b.ok(&["ps"]);
     let _ = std::fs::remove_dir_all(&other);
 }
+
+/// /proc in a process container is mounted as runc mounts it: nosuid, nodev, noexec.
+#[test]
+fn proc_in_a_process_container_is_nosuid_nodev_noexec() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let line = b.ok(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "grep",
+        " /proc proc ",
+        "/proc/mounts",
+    ]);
+    let opts: Vec<&str> = line
+        .split_whitespace()
+        .nth(3)
+        .unwrap_or_default()
+        .split(',')
+        .collect();
+    for want in ["nosuid", "nodev", "noexec"] {
+        assert!(opts.contains(&want), "{want} missing: {line}");
+    }
+}

@@ -73,6 +73,13 @@ pub fn docker_default(args: Vec<String>) -> Spec {
     }
     if let Some(mounts) = spec.mounts_mut() {
         mounts.retain(|m| m.typ().as_deref() != Some("cgroup"));
+        // /proc as runc mounts it: no setuid binaries, device nodes or programs there.
+        for m in mounts
+            .iter_mut()
+            .filter(|m| m.typ().as_deref() == Some("proc"))
+        {
+            m.set_options(Some(vec!["nosuid".into(), "noexec".into(), "nodev".into()]));
+        }
     }
     spec
 }
@@ -239,6 +246,17 @@ mod tests {
             .map(|m| m.destination().clone())
             .collect();
         assert!(mounts.contains(&"/proc".into()) && mounts.contains(&"/dev/pts".into()));
+        let proc = spec
+            .mounts()
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|m| m.destination() == std::path::Path::new("/proc"))
+            .unwrap();
+        assert_eq!(
+            proc.options().clone().unwrap_or_default(),
+            vec!["nosuid", "noexec", "nodev"]
+        );
         assert!(spec
             .linux()
             .as_ref()
