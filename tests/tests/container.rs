@@ -41,6 +41,7 @@ fn config(id: &str, args: &[&str]) -> Config {
         open_stdin: false,
         inherit_stdio: false,
         seccomp: true,
+        device_filter: true,
     }
 }
 

@@ -3575,3 +3575,33 @@ fn proc_in_a_process_container_is_nosuid_nodev_noexec() {
         assert!(opts.contains(&want), "{want} missing: {line}");
     }
 }
+
+/// Docker's default device allow-list in a process container: root may make any device
+/// node, but opens only the listed ones (a loop device, /dev/kvm and /dev/mem: EPERM).
+#[test]
+fn a_process_container_opens_only_the_default_devices() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    let out = b.docker(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "for d in 'b 7 0' 'c 10 232' 'c 1 1' 'c 4 0'; do mknod /dev/x $d && echo made; \
+         head -c 1 /dev/x >/dev/null 2>/tmp/e; echo \"open=$? $(cat /tmp/e)\"; rm -f /dev/x; done; \
+         echo ok > /dev/null && head -c 4 /dev/urandom | wc -c",
+    ]);
+    assert_eq!(out.status, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 9, "{}", out.stdout);
+    for pair in lines[..8].chunks(2) {
+        assert_eq!(pair[0], "made", "{}", out.stdout);
+        assert!(
+            pair[1].starts_with("open=1") && pair[1].contains("Operation not permitted"),
+            "{}",
+            out.stdout
+        );
+    }
+    assert_eq!(lines[8].trim(), "4", "{}", out.stdout);
+}

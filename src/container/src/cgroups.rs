@@ -12,6 +12,9 @@ pub enum CgroupError {
     /// A limit with a bad value.
     #[error("invalid resource limit: {0}")]
     Invalid(String),
+    /// The device allow-list could not be applied.
+    #[error("{0}")]
+    Devices(#[from] crate::devices::DeviceError),
     /// A cgroup file could not be written.
     #[error("cgroup {path}: {err}")]
     Io {
@@ -100,7 +103,9 @@ pub enum Cgroup {
     V1(Vec<(&'static str, PathBuf)>),
 }
 
-const V1_CONTROLLERS: [&str; 6] = ["memory", "pids", "cpuacct", "cpu", "cpuset", "freezer"];
+const V1_CONTROLLERS: [&str; 7] = [
+    "memory", "pids", "cpuacct", "cpu", "cpuset", "freezer", "devices",
+];
 
 /// The cgroup this process is in, per v1 controller ("" key for v2).
 fn own_cgroups() -> Vec<(String, String)> {
@@ -242,6 +247,23 @@ impl Cgroup {
             dirs.push((ctrl, dir));
         }
         Ok(Cgroup::V1(dirs))
+    }
+
+    /// Lets the container's processes open only the devices `rules` list (creating nodes
+    /// is up to each rule's MKNOD bit): the v1 `devices` controller, or a v2 BPF program.
+    pub fn restrict_devices(&self, rules: &[crate::devices::Rule]) -> Result<(), CgroupError> {
+        match self {
+            Cgroup::V2(d) => crate::devices::apply_v2(d, rules)?,
+            Cgroup::V1(_) => {
+                let d = self.dir("devices").ok_or_else(|| {
+                    CgroupError::Unsupported(
+                        "the default device allow-list: the cgroup v1 devices controller is not mounted".into(),
+                    )
+                })?;
+                crate::devices::apply_v1(d, rules)?
+            }
+        }
+        Ok(())
     }
 
     fn dir(&self, ctrl: &str) -> Option<&Path> {

@@ -30,6 +30,10 @@ pub struct Config {
     pub inherit_stdio: bool,
     /// Install Docker's default seccomp profile.
     pub seccomp: bool,
+    /// Docker's default device allow-list in the container's cgroup (unless privileged).
+    /// The host's agent sets it; a microVM's agent leaves it off: the guest's devices are
+    /// its own, behind the VM boundary, and its kernel has no cgroup BPF.
+    pub device_filter: bool,
 }
 
 /// The OCI annotation that carries Docker's `GroupAdd` (comma-separated group names or
@@ -233,6 +237,12 @@ impl Container {
         crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         let cgroup = Cgroup::create(&cfg.cgroup_root, &cfg.id, &limits)
             .map_err(|e| Error::Cgroup(e.to_string()))?;
+        if cfg.device_filter && !privileged {
+            if let Err(e) = cgroup.restrict_devices(crate::devices::DOCKER_DEFAULT) {
+                cgroup.destroy();
+                return Err(Error::Cgroup(e.to_string()));
+            }
+        }
         let cleanup = |e: Error| {
             cgroup.destroy();
             let _ = std::fs::remove_dir_all(&dir);

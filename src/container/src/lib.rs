@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod cgroups;
 pub mod container;
+pub mod devices;
 pub mod init;
 pub mod process;
 pub mod reaper;

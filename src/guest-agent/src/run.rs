@@ -47,6 +47,7 @@ pub fn main(args: Vec<String>) -> i32 {
         open_stdin: false,
         inherit_stdio: true,
         seccomp: true,
+        device_filter: true,
     };
     reaper::start();
     let (mut c, _streams) = match Container::create(&cfg) {

@@ -348,6 +348,7 @@ impl Agent {
             open_stdin: spec.open_stdin,
             inherit_stdio: false,
             seccomp: !spec.seccomp_unconfined,
+            device_filter: !self.in_vm,
         };
         let rotation = berth_protocol::logfile::Rotation {
             max_size: spec.log_max_size,
