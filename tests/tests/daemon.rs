@@ -3283,6 +3283,19 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
         "kept\n"
     );
     assert_no_virtiofsd(&b.exec_root, "after run --rm");
+    // The lab's cgroups are v2: a process container's device allow-list is a BPF program.
+    let f = b.docker(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "process",
+        "bb:1",
+        "sh",
+        "-c",
+        "mknod /dev/x b 7 0 && head -c 1 /dev/x",
+    ]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("Operation not permitted"), "{}", f.stderr);
     step("named volume across microVMs");
     // Survives a SIGKILLed berthd: the running microVM keeps its share.
     let user = b.ok(&["run", "-d", "-v", "data:/data", "bb:1", "sleep", "300"]);

@@ -245,50 +245,75 @@ const BPF_PROG_ATTACH: libc::c_long = 8;
 const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
 const BPF_CGROUP_DEVICE: u32 = 6;
 
+/// BPF_PROG_LOAD of a cgroup-device program; its fd. With `log`, the verifier's log.
+fn load(prog: &[Insn], log: Option<&mut Vec<u8>>) -> std::io::Result<i64> {
+    let license = c"Apache-2.0";
+    let mut name = [0u8; 16];
+    name[..11].copy_from_slice(b"berth_devcg");
+    let (log_level, log_size, log_buf) = match log {
+        Some(l) => (1, l.len() as u32, l.as_mut_ptr() as u64),
+        None => (0, 0, 0),
+    };
+    let attr = ProgLoad {
+        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+        insn_cnt: prog.len() as u32,
+        insns: prog.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level,
+        log_size,
+        log_buf,
+        prog_name: name,
+        ..Default::default()
+    };
+    // SAFETY: BPF_PROG_LOAD reads `attr` (the attr prefix it knows, its size given) and
+    // the instruction, license and log buffers it points at, which all outlive the call;
+    // the kernel writes at most log_size bytes into the log.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoad,
+            std::mem::size_of::<ProgLoad>(),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// Loads the program for `rules` and attaches it to the v2 cgroup directory `dir`. The
 /// attachment lives as long as the cgroup; the program's fd is closed here.
 pub fn apply_v2(dir: &Path, rules: &[Rule]) -> Result<(), DeviceError> {
     use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd};
     let prog = program(rules);
-    let license = c"Apache-2.0";
-    let mut log = vec![0u8; 4096];
-    let mut name = [0u8; 16];
-    name[..11].copy_from_slice(b"berth_devcg");
-    let load = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: prog.len() as u32,
-        insns: prog.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        prog_name: name,
-        ..Default::default()
+    // No verifier log unless the load fails (a log too small for it fails the load).
+    let fd = match load(&prog, None) {
+        Ok(fd) => fd,
+        Err(err) => {
+            let mut log = vec![0u8; 1 << 20];
+            let text = match load(&prog, Some(&mut log)) {
+                Ok(fd) => {
+                    // SAFETY: closes the fd the kernel just returned, owned by nothing else.
+                    unsafe { libc::close(fd as i32) };
+                    String::new()
+                }
+                Err(_) => {
+                    let t = String::from_utf8_lossy(&log);
+                    let t = t.trim_end_matches('\0').trim();
+                    // The verifier's last words say why.
+                    let from = (t.len().saturating_sub(600)..t.len())
+                        .find(|&i| t.is_char_boundary(i))
+                        .unwrap_or(t.len());
+                    t[from..].to_owned()
+                }
+            };
+            return Err(DeviceError::Bpf {
+                step: "loading the BPF program",
+                err: std::io::Error::new(err.kind(), format!("{err} {text}")),
+            });
+        }
     };
-    // SAFETY: BPF_PROG_LOAD reads `load` (the attr prefix it knows, its size given) and the
-    // instruction, license and log buffers it points at, which all outlive the call; the
-    // kernel writes at most log_size bytes into `log`.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &load as *const ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
-    };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        let text = String::from_utf8_lossy(&log);
-        let text = text.trim_end_matches('\0').trim();
-        return Err(DeviceError::Bpf {
-            step: "loading the BPF program",
-            err: if text.is_empty() {
-                err
-            } else {
-                std::io::Error::new(err.kind(), format!("{err}: {text}"))
-            },
-        });
-    }
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let cg = std::fs::File::open(dir).map_err(|err| DeviceError::Bpf {
