@@ -3618,3 +3618,42 @@ fn a_process_container_opens_only_the_default_devices() {
     }
     assert_eq!(lines[8].trim(), "4", "{}", out.stdout);
 }
+
+/// berthd SIGKILLed in the middle of an `import` leaves its half-received upload in
+/// `<data-root>/tmp`; the next berthd removes it at start (one berthd per data root).
+#[test]
+fn an_upload_cut_by_kill_9_leaves_no_temp_file() {
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    let tmp = b.dir.path().join("data/tmp");
+    let uploads = || -> Vec<String> {
+        std::fs::read_dir(&tmp)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut s = UnixStream::connect(&b.sock).unwrap();
+    s.write_all(
+        b"POST /v1.44/images/create?fromSrc=-&repo=half HTTP/1.1\r\nHost: berth\r\n\
+          Content-Type: application/x-tar\r\nContent-Length: 100000000\r\n\r\n",
+    )
+    .unwrap();
+    s.write_all(&vec![0u8; 1 << 20]).unwrap();
+    let t0 = Instant::now();
+    while uploads().is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no upload file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    b.kill9();
+    drop(s);
+    assert!(!uploads().is_empty(), "the upload was not left behind");
+    b.spawn(&args);
+    assert_eq!(uploads(), Vec::<String>::new());
+    assert!(!b.ok(&["images", "-q"]).contains("half"));
+}

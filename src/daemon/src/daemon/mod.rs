@@ -423,6 +423,7 @@ impl Daemon {
         for d in [opts.data_root.join("containers"), opts.exec_root.join("c")] {
             std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
+        sweep_tmp(&opts.data_root.join("tmp"));
         let (events, _) = broadcast::channel(256);
         let networks = Arc::new(
             crate::network::Networks::open(opts.data_root.join("network"), opts.net.clone())
@@ -677,3 +678,21 @@ pub async fn blocking<T: Send + 'static>(
 
 #[cfg(test)]
 mod tests;
+
+/// Removes what a previous berthd left in `<data-root>/tmp` (request bodies of `load` and
+/// `import`, `save` archives: each removed when its request ends, unless berthd died
+/// first). Only this berthd uses the data root (main.rs holds its lock), so all of it is
+/// stale.
+fn sweep_tmp(dir: &std::path::Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        let _ = if e.file_type().is_ok_and(|t| t.is_dir()) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
