@@ -24,6 +24,20 @@ struct View {
     agent: Option<crate::sandbox::AgentRef>,
 }
 
+impl View {
+    /// The helper chrooted into a host directory (a volume, a bind's source).
+    fn chrooted(dir: &Path) -> View {
+        View {
+            root: berth_container::archive::Root {
+                dir: dir.display().to_string(),
+                ..Default::default()
+            },
+            made: None,
+            agent: None,
+        }
+    }
+}
+
 impl Drop for View {
     fn drop(&mut self) {
         if let Some(d) = &self.made {
@@ -195,9 +209,9 @@ impl Daemon {
         })
     }
 
-    /// For a write into a stopped microVM container: the writable volume or bind holding
-    /// `path` (the deepest), as its host directory and the path inside it.
-    /// The deepest mount wins, as at run time; a read-only one refuses.
+    /// For a write into a stopped microVM container: the volume or bind holding `path` (the
+    /// deepest, as at run time), as its host directory and the path inside it; a
+    /// read-only one refuses.
     fn stopped_vm_mount(&self, rec: &Record, path: &str) -> Result<Option<(PathBuf, String)>> {
         // Component-wise: /data holds /data/x, not /database.
         let Some(m) = rec
@@ -214,10 +228,7 @@ impl Daemon {
                 m.destination
             )));
         }
-        let dir = match m.kind {
-            super::volumes::MountKind::Bind => PathBuf::from(&m.source),
-            super::volumes::MountKind::Volume => self.volumes.mountpoint(&m.name),
-        };
+        let dir = self.mount_source(m);
         let rel = Path::new(path)
             .strip_prefix(&m.destination)
             .map(|r| r.display().to_string())
@@ -230,13 +241,11 @@ impl Daemon {
         rec.mounts
             .iter()
             .map(|m| {
-                let src = match m.kind {
-                    super::volumes::MountKind::Bind => m.source.clone(),
-                    super::volumes::MountKind::Volume => {
-                        self.volumes.mountpoint(&m.name).display().to_string()
-                    }
-                };
-                (src, m.destination.clone(), !m.rw)
+                (
+                    self.mount_source(m).display().to_string(),
+                    m.destination.clone(),
+                    !m.rw,
+                )
             })
             .collect()
     }
@@ -368,20 +377,10 @@ impl Daemon {
         } else {
             None
         };
-        let (v, path) = match (stopped_vm, mount) {
+        let (v, path) = match mount {
             // Into one of a stopped microVM's volumes or binds: the helper chrooted there.
-            (true, Some((dir, rel))) => (
-                View {
-                    root: berth_container::archive::Root {
-                        dir: dir.display().to_string(),
-                        ..Default::default()
-                    },
-                    made: None,
-                    agent: None,
-                },
-                rel,
-            ),
-            _ => (self.fs_view(&rec, true, true)?, path),
+            Some((dir, rel)) => (View::chrooted(&dir), rel),
+            None => (self.fs_view(&rec, true, true)?, path),
         };
         let o = self.helper(&v, &["put", &path], Some(tar))?;
         match o.code {
@@ -398,14 +397,7 @@ impl Daemon {
     /// Unpacks `tar` into host directory `dir` (a volume) through the helper, chrooted
     /// there.
     pub(super) fn unpack_into(&self, dir: &Path, tar: &[u8]) -> Result<()> {
-        let v = View {
-            root: berth_container::archive::Root {
-                dir: dir.display().to_string(),
-                ..Default::default()
-            },
-            made: None,
-            agent: None,
-        };
+        let v = View::chrooted(dir);
         let o = self.helper(&v, &["put", "/"], Some(tar))?;
         if o.code != 0 {
             return Err(Error::Sandbox(format!(

@@ -129,6 +129,7 @@ impl Daemon {
         isolation: crate::sandbox::Isolation,
         r: &VolumeRequest,
     ) -> Result<Vec<MountRec>> {
+        let shared = self.sandboxes.get(isolation).shares();
         let asks = !r.anonymous.is_empty()
             || r.hc.binds.as_ref().is_some_and(|b| !b.is_empty())
             || r.hc.mounts.as_ref().is_some_and(|m| {
@@ -136,7 +137,7 @@ impl Daemon {
                     .any(|x| !matches!(x.typ, Some(docker::MountTypeEnum::TMPFS)))
             })
             || r.hc.volumes_from.as_ref().is_some_and(|v| !v.is_empty());
-        if asks && self.sandboxes.get(isolation).shares() && self.opts.virtiofsd.is_none() {
+        if asks && shared && self.opts.virtiofsd.is_none() {
             return Err(Error::NotImplemented(
                 "volumes and bind mounts for microVM containers need virtiofsd, which this host lacks (install it, or start berthd with --virtiofsd PATH; --isolation process has them without)".into(),
             ));
@@ -144,14 +145,14 @@ impl Daemon {
         let mut made: Vec<String> = Vec::new();
         let out = self.mounts_plan_inner(r, &mut made);
         let out = out.and_then(|m| {
-            if self.sandboxes.get(isolation).shares() && m.len() > MAX_VM_SHARES {
+            if shared && m.len() > MAX_VM_SHARES {
                 self.release_volumes(&m);
                 return Err(Error::NotImplemented(format!(
                     "{} volumes and bind mounts for a microVM container: at most {MAX_VM_SHARES} (each is a device of its own)",
                     m.len()
                 )));
             }
-            if self.sandboxes.get(isolation).shares() {
+            if shared {
                 if let Some(f) = m
                     .iter()
                     .find(|x| x.kind == MountKind::Bind && !Path::new(&x.source).is_dir())
@@ -469,6 +470,14 @@ impl Daemon {
         Ok(())
     }
 
+    /// A mount's host directory: a bind's source, a volume's `_data`.
+    pub(super) fn mount_source(&self, m: &MountRec) -> PathBuf {
+        match m.kind {
+            MountKind::Bind => PathBuf::from(&m.source),
+            MountKind::Volume => self.volumes.mountpoint(&m.name),
+        }
+    }
+
     /// A microVM's shared directories: one per mount, in the record's order, each its
     /// host directory (a volume's `_data`, a bind's source) with the mount's `ro`.
     pub fn shares(&self, rec: &Record) -> Result<Vec<crate::sandbox::Share>> {
@@ -476,13 +485,10 @@ impl Daemon {
             .iter()
             .enumerate()
             .map(|(i, m)| {
-                let source = match m.kind {
-                    MountKind::Bind => PathBuf::from(&m.source),
-                    MountKind::Volume => {
-                        self.volumes.get(&m.name)?;
-                        self.volumes.mountpoint(&m.name)
-                    }
-                };
+                if m.kind == MountKind::Volume {
+                    self.volumes.get(&m.name)?;
+                }
+                let source = self.mount_source(m);
                 if !source.is_dir() {
                     return Err(Error::NotImplemented(format!(
                         "{}: a microVM container is given directories only (a volume or a bind of a directory); {} is not one",
@@ -601,7 +607,7 @@ impl Daemon {
                 name: (m.kind == MountKind::Volume).then(|| m.name.clone()),
                 source: Some(match m.kind {
                     MountKind::Bind => m.source.clone(),
-                    MountKind::Volume => self.volumes.mountpoint(&m.name).display().to_string(),
+                    MountKind::Volume => self.mount_source(m).display().to_string(),
                 }),
                 destination: Some(m.destination.clone()),
                 driver: (m.kind == MountKind::Volume).then(|| "local".into()),
