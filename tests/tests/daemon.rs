@@ -3657,3 +3657,119 @@ fn an_upload_cut_by_kill_9_leaves_no_temp_file() {
     assert_eq!(uploads(), Vec::<String>::new());
     assert!(!b.ok(&["images", "-q"]).contains("half"));
 }
+
+/// Every file and directory under `roots` (not following links), as root sees them.
+fn walk(roots: &[&Path]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo: Vec<PathBuf> = roots.iter().map(|p| p.to_path_buf()).collect();
+    while let Some(p) = todo.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+            out.push(p);
+        } else if m.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// What user `nobody` (65534, no groups) manages to read or list among `paths`.
+fn readable_by_nobody(paths: &[PathBuf]) -> Vec<String> {
+    use std::os::unix::process::CommandExt;
+    let list = std::env::temp_dir().join(format!("berth-e2e-paths-{}", std::process::id()));
+    let body: String = paths.iter().map(|p| format!("{}\n", p.display())).collect();
+    std::fs::write(&list, body).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "[ -r \"$1\" ] || exit 3; while IFS= read -r f; do \
+               if [ -d \"$f\" ]; then ls -- \"$f\" >/dev/null 2>&1 && echo \"$f\"; \
+               else head -c 1 -- \"$f\" >/dev/null 2>&1 && echo \"$f\"; fi; \
+             done < \"$1\"; exit 0",
+        )
+        .arg("sh")
+        .arg(&list)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&list);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A local user who is not in berthd's group reads nothing berthd keeps: not a container's
+/// record (its environment holds passwords), log, writable layer or volume, not an image;
+/// the roots are 0700 (also when an older berthd left them 0755), records and logs 0600,
+/// the socket 0660.
+#[test]
+fn a_local_user_reads_nothing_under_the_data_root() {
+    use std::os::unix::fs::PermissionsExt;
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    b.busybox();
+    b.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "longrun",
+        "-e",
+        "PASSWORD=hunter2",
+        "-v",
+        "secrets:/secrets",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo hunter2 > /secrets/pw; echo hunter2 > /root-pw; echo $PASSWORD; sleep 1000",
+    ]);
+    assert!(eventually(10, || b
+        .ok(&["logs", "longrun"])
+        .contains("hunter2")));
+    let data = b.dir.path().join("data");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    // Control: the test's own files beside the data root are world-readable, so a refusal
+    // below comes from berthd's modes.
+    let control = vec![b.dir.path().to_path_buf(), b.dir.path().join("berthd.log")];
+    assert_eq!(readable_by_nobody(&control).len(), 2);
+    let check = |b: &Berthd| {
+        assert_eq!(mode(&data), 0o700);
+        assert!(matches!(mode(&b.exec_root), 0o700 | 0o710));
+        assert_eq!(mode(&b.sock), 0o660);
+        let all = walk(&[&data, &b.exec_root]);
+        assert!(all.len() > 50, "{}", all.len());
+        let secret: Vec<&PathBuf> = all
+            .iter()
+            .filter(|p| {
+                std::fs::symlink_metadata(p).unwrap().is_file()
+                    && std::fs::read(p)
+                        .map(|c| c.windows(7).any(|w| w == b"hunter2"))
+                        .unwrap_or(false)
+            })
+            .collect();
+        // The record (environment), the log, the layer's file and the volume's.
+        assert!(secret.len() >= 4, "{secret:?}");
+        for p in &secret {
+            let name = p.to_string_lossy();
+            if name.ends_with(".json") || name.ends_with(".log") {
+                assert_eq!(mode(p), 0o600, "{name}");
+            }
+        }
+        let read = readable_by_nobody(&all);
+        assert!(read.is_empty(), "nobody reads {read:?}");
+    };
+    check(&b);
+    // An older berthd's 0755 root is closed again at start.
+    b.kill9();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&b.exec_root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b.spawn(&args);
+    check(&b);
+}

@@ -223,16 +223,19 @@ fn run(mut cli: Cli) -> Result<(), String> {
     };
     // One berthd per data root and per exec root, held until this process ends (the kernel
     // lets go of a SIGKILLed one's): before any socket is touched.
-    let _data_lock = lock_root(&opts.data_root, "data-root")?;
+    // Both are root's alone (records hold containers' environments, logs and files); the
+    // exec root lets the socket's group through to reach the socket when it lives there.
+    let gid = group_id(&cli.group);
+    let _data_lock = lock_root(&opts.data_root, "data-root", None)?;
     let _exec_lock = if opts.exec_root != opts.data_root {
-        Some(lock_root(&opts.exec_root, "exec-root")?)
+        Some(lock_root(&opts.exec_root, "exec-root", gid)?)
     } else {
         None
     };
     let mut listeners = Vec::new();
     for h in &cli.hosts {
         if let Some(p) = h.strip_prefix("unix://") {
-            listeners.push(Listener::Unix(bind_unix(PathBuf::from(p), &cli.group)?));
+            listeners.push(Listener::Unix(bind_unix(PathBuf::from(p), gid)?));
         } else if let Some(addr) = h.strip_prefix("tcp://") {
             if !cli.allow_plain_tcp {
                 return Err(format!(
@@ -256,7 +259,18 @@ fn run(mut cli: Cli) -> Result<(), String> {
     rt.block_on(serve(d, listeners, cli.hosts))
 }
 
-fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListener, String> {
+/// The gid of `group`, if such a group exists.
+fn group_id(group: &str) -> Option<u32> {
+    std::ffi::CString::new(group).ok().and_then(|g| {
+        // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer to static
+        // storage or null; the gid is copied out at once.
+        let gr = unsafe { libc::getgrnam(g.as_ptr()) };
+        // SAFETY: non-null pointers from getgrnam point at a valid group entry.
+        (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
+    })
+}
+
+fn bind_unix(path: PathBuf, gid: Option<u32>) -> Result<std::os::unix::net::UnixListener, String> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
@@ -273,13 +287,6 @@ fn bind_unix(path: PathBuf, group: &str) -> Result<std::os::unix::net::UnixListe
     let l = std::os::unix::net::UnixListener::bind(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     // rw for root and the group (if it exists), nobody else.
-    let gid = std::ffi::CString::new(group).ok().and_then(|g| {
-        // SAFETY: getgrnam reads a NUL-terminated name and returns a pointer to static
-        // storage or null; the gid is copied out at once.
-        let gr = unsafe { libc::getgrnam(g.as_ptr()) };
-        // SAFETY: non-null pointers from getgrnam point at a valid group entry.
-        (!gr.is_null()).then(|| unsafe { (*gr).gr_gid })
-    });
     if let Some(gid) = gid {
         let _ = std::os::unix::fs::chown(&path, Some(0), Some(gid));
     }
@@ -371,11 +378,24 @@ fn find_virtiofsd() -> Option<PathBuf> {
 /// Takes `<dir>/berthd.lock` exclusively (flock) for as long as the returned file is open.
 /// It is closed on exec, so the agents and monitors berthd starts never hold it. A second
 /// berthd on the same root is refused with the first one's PID.
-fn lock_root(dir: &std::path::Path, flag: &str) -> Result<std::fs::File, String> {
+///
+/// The root is made root's alone: 0700, or 0710 owned by group `gid` (which may pass
+/// through it, to the socket, and read nothing), also when an older berthd made it 0755.
+fn lock_root(dir: &std::path::Path, flag: &str, gid: Option<u32>) -> Result<std::fs::File, String> {
     use std::io::{Read, Seek, Write};
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::os::unix::io::AsRawFd;
     std::fs::create_dir_all(dir).map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
+    let mode = match gid {
+        Some(g) => {
+            std::os::unix::fs::chown(dir, Some(0), Some(g))
+                .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
+            0o710
+        }
+        None => 0o700,
+    };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
     let path = dir.join("berthd.lock");
     let mut f = std::fs::OpenOptions::new()
         .read(true)

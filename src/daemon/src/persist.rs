@@ -8,12 +8,20 @@ use std::path::Path;
 /// Writes `v` as pretty JSON to `p` atomically; `what` names it in errors.
 pub fn write_json(p: &Path, v: &impl serde::Serialize, what: &str) -> Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = p.with_extension("tmp");
     let body = serde_json::to_vec_pretty(v).map_err(|e| Error::Io {
         what: what.to_owned(),
         err: std::io::Error::other(e),
     })?;
-    let mut f = std::fs::File::create(&tmp).map_err(Error::io(what.to_owned()))?;
+    // Records hold environments (passwords): root's alone.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(Error::io(what.to_owned()))?;
     f.write_all(&body)
         .and_then(|_| f.sync_all())
         .map_err(Error::io(what.to_owned()))?;

@@ -85,13 +85,24 @@ pub fn spans(path: &Path) -> Vec<(PathBuf, u64, u64)> {
     out
 }
 
+/// Opens a log for appending, creating it readable by its owner only: a workload's output
+/// is as private as its files.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
 impl LogFile {
     /// Opens (or creates) the log for appending.
     pub fn open(path: &Path, rotation: Rotation) -> std::io::Result<LogFile> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open_log(path)?;
         let size = file.metadata()?.len();
         Ok(LogFile {
             path: path.to_owned(),
@@ -180,10 +191,7 @@ impl LogFile {
                 std::fs::rename(rotated(&self.path, i), rotated(&self.path, i + 1))?;
             }
             std::fs::rename(&self.path, rotated(&self.path, 1))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            self.file = open_log(&self.path)?;
         }
         self.base += self.size;
         self.size = 0;

@@ -255,6 +255,18 @@ fn start_time(pid: i32) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Creates (or truncates) a log file that only root reads.
+pub(crate) fn private_file(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(Error::io(format!("{}", path.display())))
+}
+
 /// Records a sandbox's process as `PID STARTTIME`.
 fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
     let line = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
@@ -489,7 +501,7 @@ pub fn spawn_detached(
     what: &str,
 ) -> Result<Client> {
     use std::os::unix::process::CommandExt;
-    let out = std::fs::File::create(log).map_err(Error::io(format!("{}", log.display())))?;
+    let out = private_file(log)?;
     let err = out.try_clone().map_err(Error::io("the agent's log"))?;
     cmd.stdin(std::process::Stdio::null())
         .stdout(out)

@@ -117,8 +117,7 @@ impl Backends {
         for (i, s) in spec.shares.iter().enumerate() {
             let socket = fs_socket(&spec.run_dir, i);
             let log_path = spec.dir.join(format!("virtiofsd-{i}.log"));
-            let log = std::fs::File::create(&log_path)
-                .map_err(Error::io(format!("{}", log_path.display())))?;
+            let log = super::private_file(&log_path)?;
             let mut cmd = std::process::Command::new(virtiofsd);
             let flag = |name: &str, p: &Path| {
                 let mut a = std::ffi::OsString::from(name);
