@@ -3773,3 +3773,145 @@ fn a_local_user_reads_nothing_under_the_data_root() {
     b.spawn(&args);
     check(&b);
 }
+
+/// Sends `POST /containers/ID/stop?t=SECS` on a new connection and returns it unread.
+fn send_stop(sock: &Path, id: &str, secs: u32) -> UnixStream {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(
+        format!(
+            "POST /v1.44/containers/{id}/stop?t={secs} HTTP/1.1\r\nHost: berth\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s
+}
+
+/// `docker stop -t 3` whose client hangs up after a second still stops the container, as
+/// dockerd does: the workload (PID 1, deaf to SIGTERM) is killed when the 3 s are up.
+#[test]
+fn a_stop_whose_client_hangs_up_still_stops_the_container() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    b.busybox();
+    b.ok(&["run", "-d", "--name", "longrun", "bb:1", "sleep", "1000"]);
+    let s = send_stop(&b.sock, "longrun", 3);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(s);
+    let state = || {
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "longrun",
+        ])
+    };
+    assert!(
+        eventually(15, || state().trim() == "exited 137"),
+        "{}",
+        state()
+    );
+}
+
+/// SIGTERM to berthd while a `stop -t 4` runs: berthd stops accepting at once (its socket
+/// still there, connections refused), lets the stop finish and answer its client, and
+/// removes its socket last.
+#[test]
+fn sigterm_stops_accepting_finishes_a_running_stop_then_removes_the_socket() {
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    b.busybox();
+    b.ok(&["run", "-d", "--name", "longrun", "bb:1", "sleep", "1000"]);
+    let mut s = send_stop(&b.sock, "longrun", 4);
+    std::thread::sleep(Duration::from_secs(1));
+    let pid = b.child.as_ref().unwrap().id() as i32;
+    // SAFETY: kill sends a signal to the berthd this test started; no memory is involved.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(b.sock.exists(), "the socket went first");
+    let refused = UnixStream::connect(&b.sock);
+    assert!(
+        refused.is_err(),
+        "a new connection was accepted after SIGTERM"
+    );
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 204"), "{head:?}\n{}", b.log());
+    let mut child = b.child.take().unwrap();
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "berthd did not exit"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!b.sock.exists(), "the socket was left behind");
+    b.spawn(&args);
+    assert_eq!(
+        b.ok(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "longrun"
+        ])
+        .trim(),
+        "exited 137"
+    );
+}
+
+/// berthd's CPU time so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// 80 clients that connect and never send a header, against a berthd whose descriptors
+/// run out (64): berthd neither spins (accept errors back off) nor holds them forever
+/// (headers time out at 30 s), and a real client is answered once they are dropped.
+#[test]
+fn idle_connections_past_the_fd_limit_neither_spin_nor_starve_berthd() {
+    let b = Berthd::start(&["--exec-opt", "isolation=process"]);
+    let pid = b.child.as_ref().unwrap().id();
+    let st = Command::new("prlimit")
+        .arg("--pid")
+        .arg(pid.to_string())
+        .arg("--nofile=64:64")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let hogs: Vec<UnixStream> = (0..80)
+        .map(|_| UnixStream::connect(&b.sock).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_secs(1));
+    let t0 = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(4));
+    let spent = cpu_ticks(pid) - t0;
+    // A spinning accept loop burns all 4 s (400 ticks).
+    assert!(
+        spent < 40,
+        "berthd used {spent} ticks in 4 s with idle clients"
+    );
+    let mut s = UnixStream::connect(&b.sock).unwrap();
+    s.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(75))).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.0 200"), "{out:?}");
+    // The first hog was dropped by the server (EOF), not kept.
+    let mut first = &hogs[0];
+    first
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(first.read(&mut [0u8; 16]).unwrap(), 0);
+}

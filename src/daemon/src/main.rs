@@ -302,53 +302,132 @@ enum Listener {
     Tcp(std::net::TcpListener),
 }
 
-/// Serves HTTP/1.1 (with upgrades, for attach and exec) on one connection.
-fn serve_conn<S>(d: Arc<Daemon>, s: S)
+/// How long a client may take to send a request's headers (also the idle time allowed
+/// between requests on a kept-alive connection), as hyper's default.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long berthd waits at shutdown for lifecycle requests in flight to finish.
+const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Serves HTTP/1.1 (with upgrades, for attach and exec) on one connection, holding one of
+/// the connection permits until it ends.
+fn serve_conn<S>(d: Arc<Daemon>, s: S, permit: tokio::sync::OwnedSemaphorePermit)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
+    use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::spawn(async move {
+        let _permit = permit;
         let svc = service_fn(move |req| router::handle(d.clone(), req));
         let _ = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(TokioIo::new(s), svc)
             .with_upgrades()
             .await;
     });
 }
 
+/// Accepts connections while a permit is free; an accept error (out of descriptors, say)
+/// backs off, 10 ms doubling to 1 s, instead of spinning.
+async fn accept_loop<F, Fut, S>(
+    d: Arc<Daemon>,
+    permits: Arc<tokio::sync::Semaphore>,
+    host: String,
+    accept: F,
+) where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<S>>,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut backoff = std::time::Duration::from_millis(10);
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        match accept().await {
+            Ok(s) => {
+                backoff = std::time::Duration::from_millis(10);
+                serve_conn(d.clone(), s, permit);
+            }
+            Err(e) => {
+                drop(permit);
+                if backoff == std::time::Duration::from_millis(10) {
+                    log(
+                        "warn",
+                        "accepting a connection failed; backing off",
+                        &[("host", &host), ("error", &e.to_string())],
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit (every container holds a few:
+/// its agent's socket, log, streams), and returns it.
+fn raise_nofile() -> u64 {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the struct passed, which lives here.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r.rlim_cur = r.rlim_max;
+            }
+        }
+    }
+    r.rlim_cur
+}
+
 async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> Result<(), String> {
-    for l in listeners {
-        let d = d.clone();
-        match l {
+    // At most half the descriptors go to API connections (up to 4096); the rest stay for
+    // containers. Clients past the cap wait in the listen backlog.
+    let nofile = raise_nofile();
+    let permits = Arc::new(tokio::sync::Semaphore::new(
+        (nofile / 2).clamp(16, 4096) as usize
+    ));
+    let mut loops = Vec::new();
+    for (l, host) in listeners.into_iter().zip(hosts.iter().cloned()) {
+        let (d, permits) = (d.clone(), permits.clone());
+        loops.push(match l {
             Listener::Unix(l) => {
                 let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
                 tokio::spawn(async move {
-                    loop {
-                        if let Ok((s, _)) = l.accept().await {
-                            serve_conn(d.clone(), s);
-                        }
-                    }
-                });
+                    accept_loop(d, permits, host, || async {
+                        l.accept().await.map(|(s, _)| s)
+                    })
+                    .await
+                })
             }
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
                 tokio::spawn(async move {
-                    loop {
-                        if let Ok((s, _)) = l.accept().await {
-                            serve_conn(d.clone(), s);
-                        }
-                    }
-                });
+                    accept_loop(d, permits, host, || async {
+                        l.accept().await.map(|(s, _)| s)
+                    })
+                    .await
+                })
             }
-        }
+        });
     }
     log(
         "info",
         "berthd is serving the Docker Engine API",
-        &[("hosts", &hosts.join(",")), ("api", router::API_VERSION)],
+        &[
+            ("hosts", &hosts.join(",")),
+            ("api", router::API_VERSION),
+            ("nofile", &nofile.to_string()),
+        ],
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
@@ -356,8 +435,26 @@ async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> 
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
-    // Containers keep running: their agents are independent of berthd.
+    // In this order: stop accepting (the listeners close with their loops), let the
+    // lifecycle requests in flight finish, and only then remove the sockets. Containers
+    // keep running: their agents are independent of berthd.
     log("info", "berthd stopping; containers keep running", &[]);
+    for l in &loops {
+        l.abort();
+    }
+    for l in loops {
+        let _ = l.await;
+    }
+    let left = router::drain(DRAIN_LIMIT).await;
+    if left > 0 {
+        log(
+            "warn",
+            "requests still running at shutdown are cancelled",
+            &[("count", &left.to_string())],
+        );
+    }
+    // The last replies are handed over; give their connections a moment to write them.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     for h in hosts {
         if let Some(p) = h.strip_prefix("unix://") {
             let _ = std::fs::remove_file(p);

@@ -77,7 +77,21 @@ pub type Reply = Result<Resp, ApiError>;
 /// Serves one request.
 pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
-    let resp = match route(d, req).await {
+    let reply = if runs_to_completion(&method, &path) {
+        // Its own task: a client that hangs up drops this future, not the task. Counted
+        // until the task ends and until its reply is handed to the connection.
+        let guard = Inflight::enter();
+        let _replying = Inflight::enter();
+        tokio::spawn(async move {
+            let _guard = guard;
+            route(d, req).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
+    } else {
+        route(d, req).await
+    };
+    let resp = match reply {
         Ok(r) => r,
         Err(e) if e.status == StatusCode::NOT_MODIFIED => empty(StatusCode::NOT_MODIFIED),
         Err(e) => e.into_resp(),
@@ -92,6 +106,66 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infa
         ],
     );
     Ok(resp)
+}
+
+/// Whether a request changes a container's, network's, volume's or image's state, and so
+/// runs to completion whoever is still listening, as dockerd's do: a `stop` whose client
+/// hangs up after a second still stops the container. Streams (attach, wait, logs, pulls,
+/// exec sessions) end with their client.
+fn runs_to_completion(method: &Method, path: &str) -> bool {
+    if method == Method::GET || method == Method::HEAD {
+        return false;
+    }
+    let (_, rest) = version_of(path);
+    let seg: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (seg.first().copied(), seg.len()) {
+        (Some("containers"), 2) => seg[1] == "create" || method == Method::DELETE,
+        (Some("containers"), 3) => matches!(
+            seg[2],
+            "start" | "stop" | "restart" | "kill" | "pause" | "unpause" | "update" | "rename"
+        ),
+        (Some("networks" | "volumes"), _) => true,
+        (Some("images"), 2) => method == Method::DELETE,
+        (Some("images"), 3) => seg[2] == "tag",
+        _ => false,
+    }
+}
+
+/// Counts the requests that run to completion, so that berthd lets them finish before it
+/// exits.
+struct Inflight;
+
+static INFLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static INFLIGHT_DONE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+impl Inflight {
+    fn enter() -> Inflight {
+        INFLIGHT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Inflight
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        INFLIGHT.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        INFLIGHT_DONE.notify_waiters();
+    }
+}
+
+/// Waits until no request that runs to completion is left, or `limit` passes; returns how
+/// many are still running.
+pub async fn drain(limit: std::time::Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let done = INFLIGHT_DONE.notified();
+        let n = INFLIGHT.load(std::sync::atomic::Ordering::SeqCst);
+        if n == 0 {
+            return 0;
+        }
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            return INFLIGHT.load(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// Splits `/v1.44/containers/json` into the version and the rest.
@@ -193,4 +267,24 @@ pub async fn body_bytes(req: Request<Incoming>, limit: usize) -> Result<Bytes, A
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| ApiError::bad(format!("reading the request body: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::Method;
+
+    #[test]
+    fn lifecycle_requests_run_to_completion_and_streams_do_not() {
+        use super::runs_to_completion as r;
+        assert!(r(&Method::POST, "/v1.44/containers/abc/stop"));
+        assert!(r(&Method::POST, "/containers/create"));
+        assert!(r(&Method::DELETE, "/v1.41/containers/abc"));
+        assert!(r(&Method::POST, "/networks/n/connect"));
+        assert!(r(&Method::DELETE, "/images/bb:1"));
+        assert!(!r(&Method::GET, "/containers/json"));
+        assert!(!r(&Method::POST, "/containers/abc/wait"));
+        assert!(!r(&Method::POST, "/containers/abc/attach"));
+        assert!(!r(&Method::POST, "/exec/abc/start"));
+        assert!(!r(&Method::POST, "/images/create"));
+    }
 }
