@@ -3915,3 +3915,176 @@ fn idle_connections_past_the_fd_limit_neither_spin_nor_starve_berthd() {
         .unwrap();
     assert_eq!(first.read(&mut [0u8; 16]).unwrap(), 0);
 }
+
+/// berthd's peak memory (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// A tar stream of raw entries (name, type, mode, data), written verbatim.
+fn raw_tar(entries: &[(&str, u8, u32, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, kind, mode, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.as_gnu_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_entry_type(tar::EntryType::new(*kind));
+        h.set_mode(*mode);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+/// Images keep what their layers say: setuid and setgid programs (owned by someone else
+/// too) and device nodes with their modes. Hostile archives are refused at their cost,
+/// cleaned up, and said plainly: a gzip bomb at berthd's `--max-image-size`, a free-space
+/// reserve (`--min-free-space`), a 1 GiB long-name header before it is allocated, and a
+/// `docker load` whose manifest.json is not JSON.
+#[test]
+fn images_keep_setuid_and_devices_and_bombs_are_refused_at_their_cost() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut b = Berthd::start(&["--exec-opt", "isolation=process", "--max-image-size", "64m"]);
+    // setuid root, setuid another user, setgid, and a device node.
+    let root = b.dir.path().join("suidroot");
+    busybox_rootfs(&root).unwrap();
+    for (p, mode, owner) in [
+        ("bin/t-suid", 0o4755, 0),
+        ("bin/t-ping", 0o4711, 1000),
+        ("bin/t-wall", 0o2755, 0),
+    ] {
+        std::fs::write(root.join(p), "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::chown(root.join(p), Some(owner), Some(owner)).unwrap();
+        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::create_dir_all(root.join("lib")).unwrap();
+    let st = Command::new("mknod")
+        .args(["-m", "0640"])
+        .arg(root.join("lib/null"))
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tar_of = |dir: &Path, out: &Path| {
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(dir)
+            .arg("-cf")
+            .arg(out)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let t = b.dir.path().join("suid.tar");
+    tar_of(&root, &t);
+    b.ok(&["import", t.to_str().unwrap(), "suid:1"]);
+    let out = b.ok(&[
+        "run",
+        "--rm",
+        "suid:1",
+        "stat",
+        "-c",
+        "%n %a %u %F %t,%T",
+        "/bin/t-suid",
+        "/bin/t-ping",
+        "/bin/t-wall",
+        "/lib/null",
+    ]);
+    assert_eq!(
+        out,
+        "/bin/t-suid 4755 0 regular file 0,0\n/bin/t-ping 4711 1000 regular file 0,0\n\
+         /bin/t-wall 2755 0 regular file 0,0\n/lib/null 640 0 character special file 1,3\n"
+    );
+
+    // A gzip bomb: 100 KiB that unpack to 96 MiB, over the 64 MiB cap.
+    let bomb = b.dir.path().join("bomb.tar.gz");
+    let zeros = b.dir.path().join("zeros");
+    std::fs::create_dir_all(&zeros).unwrap();
+    std::fs::File::create(zeros.join("zeros"))
+        .unwrap()
+        .set_len(96 << 20)
+        .unwrap();
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&zeros)
+        .arg("-czf")
+        .arg(&bomb)
+        .arg("zeros")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let image = b.dir.path().join("data/image");
+    let entries = |d: &str| std::fs::read_dir(image.join(d)).unwrap().count();
+    let built = entries("rootfs");
+    let f = b.docker(&["import", bomb.to_str().unwrap(), "bomb:1"]);
+    assert_eq!(f.status, 1, "{}", f.stderr);
+    assert!(
+        f.stderr.contains("over the max-image-size cap"),
+        "{}",
+        f.stderr
+    );
+    assert_eq!(entries("tmp"), 0, "a refused unpack left its work");
+    assert_eq!(entries("rootfs"), built);
+    assert!(!b.ok(&["images"]).contains("bomb"));
+
+    // A 1 GiB long-name header in 4 MiB: refused before it is read, at little memory.
+    let pid = b.child.as_ref().unwrap().id();
+    let mut evil = raw_tar(&[("././@LongLink", b'L', 0o644, b"")]);
+    evil.truncate(512);
+    evil[124..136].copy_from_slice(b"10000000000\0");
+    let sum: u32 = evil[..148]
+        .iter()
+        .chain(&evil[156..512])
+        .map(|c| *c as u32)
+        .sum::<u32>()
+        + 8 * 32;
+    evil[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    evil.extend(vec![b'a'; 4 << 20]);
+    let evil_path = b.dir.path().join("longname.tar");
+    std::fs::write(&evil_path, &evil).unwrap();
+    let f = b.docker(&["load", "-i", evil_path.to_str().unwrap()]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("GNU long name"), "{}", f.stderr);
+    assert!(
+        peak_rss_kib(pid) < 200 << 10,
+        "berthd peaked at {} KiB",
+        peak_rss_kib(pid)
+    );
+
+    // manifest.json that is not JSON: what is wrong, and where.
+    let bad = raw_tar(&[("manifest.json", b'0', 0o644, b"{not json")]);
+    let bad_path = b.dir.path().join("badmanifest.tar");
+    std::fs::write(&bad_path, bad).unwrap();
+    let f = b.docker(&["load", "-i", bad_path.to_str().unwrap()]);
+    assert_ne!(f.status, 0);
+    assert!(
+        f.stderr.contains(
+            "manifest.json in the archive is not valid JSON: key must be a string at line 1 column 2"
+        ),
+        "{}",
+        f.stderr
+    );
+
+    // Without the cap, but keeping more free space than the disk has: refused the same.
+    b.kill9();
+    b.spawn(&[
+        "--exec-opt",
+        "isolation=process",
+        "--max-image-size",
+        "0",
+        "--min-free-space",
+        "1000t",
+    ]);
+    let f = b.docker(&["import", bomb.to_str().unwrap(), "bomb:1"]);
+    assert_eq!(f.status, 1, "{}", f.stderr);
+    assert!(f.stderr.contains("min-free-space"), "{}", f.stderr);
+    assert_eq!(entries("rootfs"), built);
+    assert_eq!(entries("tmp"), 0);
+}

@@ -376,7 +376,9 @@ fn put(dir: &str) -> i32 {
         Ok(_) => return fail(format!("extraction point is not a directory: {dir}"), 3),
         Err(_) => return fail("no such file", 2),
     }
-    let mut a = tar::Archive::new(std::io::stdin().lock());
+    let mut a = tar::Archive::new(berth_protocol::targuard::TarGuard::new(
+        std::io::stdin().lock(),
+    ));
     a.set_preserve_permissions(true);
     a.set_preserve_ownerships(true);
     a.set_overwrite(true);

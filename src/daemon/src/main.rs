@@ -68,6 +68,13 @@ struct Cli {
     /// The MTU of containers' links.
     #[arg(long)]
     mtu: Option<u32>,
+    /// The most an image may unpack to (bytes, or 512m, 40g...; 0: no cap). Default 32g.
+    #[arg(long)]
+    max_image_size: Option<String>,
+    /// Free space berthd leaves on the data root's filesystem when unpacking images
+    /// (bytes, or 256m, 2g...). Default 256m.
+    #[arg(long)]
+    min_free_space: Option<String>,
 }
 
 fn main() -> std::process::ExitCode {
@@ -111,6 +118,8 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "bridge",
             "mtu",
             "default-address-pools",
+            "max-image-size",
+            "min-free-space",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -205,6 +214,19 @@ fn run(mut cli: Cli) -> Result<(), String> {
             }
         }
     }
+    let size_of = |flag: Option<String>, key: &str, default: u64| -> Result<u64, String> {
+        match flag.or_else(|| file[key].as_str().map(str::to_owned)) {
+            None => Ok(default),
+            Some(v) => berthd::daemon::create::parse_size(&v).ok_or_else(|| {
+                format!("--{key} {v:?}: expected a size such as 1073741824, 512m or 40g")
+            }),
+        }
+    };
+    let max_image_size = size_of(cli.max_image_size.take(), "max-image-size", 32 << 30)?;
+    let image_limits = berth_image::images::Limits {
+        max_image_size: (max_image_size > 0).then_some(max_image_size),
+        min_free_space: size_of(cli.min_free_space.take(), "min-free-space", 256 << 20)?,
+    };
     let opts = Opts {
         data_root,
         exec_root,
@@ -220,6 +242,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
         default_isolation,
         insecure_registries: cli.insecure_registries,
         net,
+        image_limits,
     };
     // One berthd per data root and per exec root, held until this process ends (the kernel
     // lets go of a SIGKILLed one's): before any socket is touched.

@@ -279,7 +279,7 @@ pub fn load(
     let _shared = store.lock_shared()?;
     let mut st = Staged::default();
     let result = (|| {
-        let mut ar = tar::Archive::new(r);
+        let mut ar = tar::Archive::new(berth_protocol::targuard::TarGuard::new(r));
         let entries = ar
             .entries()
             .map_err(|e| ArchiveError::Invalid(format!("not a tar archive: {e}")))?;
@@ -388,6 +388,30 @@ fn normalise_link(p: &Path) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// Parses an archive's JSON document; what is wrong is said with where: broken JSON, or
+/// JSON of the wrong shape (serde alone calls `{not json` "invalid type: map", having
+/// looked no further than its first byte).
+fn parse_doc<T: serde::de::DeserializeOwned>(
+    file: &str,
+    want: &str,
+    bytes: &[u8],
+) -> Result<T, ArchiveError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let e = serde_json::from_slice::<serde_json::Value>(bytes)
+            .err()
+            .unwrap_or(e);
+        let at = format!("line {} column {}", e.line(), e.column().max(1));
+        let why = e.to_string();
+        let why = why.split(" at line ").next().unwrap_or(&why).to_owned();
+        ArchiveError::Invalid(match e.classify() {
+            serde_json::error::Category::Data => {
+                format!("{file} in the archive is not {want}: {why} at {at}")
+            }
+            _ => format!("{file} in the archive is not valid JSON: {why} at {at}"),
+        })
+    })
+}
+
 fn interpret(
     store: &ImageStore,
     st: &Staged,
@@ -395,8 +419,7 @@ fn interpret(
 ) -> Result<Vec<(ImageRecord, Vec<String>)>, ArchiveError> {
     let mut out = Vec::new();
     if let Some(index) = st.small.get("index.json") {
-        let idx: Index = serde_json::from_slice(index)
-            .map_err(|e| ArchiveError::Invalid(format!("index.json: {e}")))?;
+        let idx: Index = parse_doc("index.json", "an OCI image index", index)?;
         for desc in idx.manifests() {
             let (mut digest, mut mt, mut parent) =
                 (media::digest_of(desc)?, desc.media_type().to_string(), None);
@@ -449,8 +472,11 @@ fn interpret(
         repo_tags: Option<Vec<String>>,
         layers: Vec<String>,
     }
-    let entries: Vec<Entry> = serde_json::from_slice(m)
-        .map_err(|e| ArchiveError::Invalid(format!("manifest.json: {e}")))?;
+    let entries: Vec<Entry> = parse_doc(
+        "manifest.json",
+        "Docker's manifest (a JSON array of {\"Config\", \"RepoTags\", \"Layers\"} objects)",
+        m,
+    )?;
     for e in entries {
         let config = st.blob(&e.config)?;
         let config_size = fs::metadata(store.blobs().blob_path(&config))
@@ -951,6 +977,21 @@ mod tests {
         for bad in ["FROM busybox", "CMD [unclosed", "ENV", "ENV =x"] {
             assert!(apply_change(&mut c, bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_broken_manifest_is_reported_with_what_and_where() {
+        let e = parse_doc::<Vec<String>>("manifest.json", "Docker's manifest", b"{not json")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid image archive: manifest.json in the archive is not valid JSON: key must be a string at line 1 column 2"
+        );
+        let e = parse_doc::<Vec<String>>("manifest.json", "Docker's manifest", b"{}").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid image archive: manifest.json in the archive is not Docker's manifest: invalid type: map, expected a sequence at line 1 column 1"
+        );
     }
 
     #[test]

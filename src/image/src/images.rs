@@ -181,6 +181,16 @@ pub struct GcReport {
 pub struct ImageStore {
     root: PathBuf,
     blobs: Store,
+    limits: Limits,
+}
+
+/// What unpacking one image may use (see [`layer::Budget`]).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// The most bytes of file content one image may unpack to.
+    pub max_image_size: Option<u64>,
+    /// Bytes to leave free on the store's filesystem.
+    pub min_free_space: u64,
 }
 
 impl ImageStore {
@@ -195,11 +205,18 @@ impl ImageStore {
         let s = ImageStore {
             root: root.to_owned(),
             blobs,
+            limits: Limits::default(),
         };
         if let Ok(_l) = lock_file(&s.root.join("lock"), libc::LOCK_EX | libc::LOCK_NB) {
             s.clean_leftovers(false)?;
         }
         Ok(s)
+    }
+
+    /// Sets what unpacking one image may use.
+    pub fn with_limits(mut self, limits: Limits) -> ImageStore {
+        self.limits = limits;
+        self
     }
 
     /// The data root.
@@ -510,6 +527,11 @@ impl ImageStore {
         }
         let work = self.tmp_dir("rootfs")?;
         let tree = work.join("rootfs");
+        let mut budget = layer::Budget {
+            max_bytes: self.limits.max_image_size,
+            min_free: self.limits.min_free_space,
+            used: 0,
+        };
         let r = (|| {
             fs::create_dir(&tree).map_err(io_at(&tree))?;
             for (l, diff_id) in manifest.layers().iter().zip(&diff_ids) {
@@ -522,7 +544,12 @@ impl ImageStore {
                         image: rec.id.to_string(),
                         digest,
                     })?;
-                layer::apply_verified(&tree, io::BufReader::with_capacity(1 << 20, blob), diff_id)?;
+                layer::apply_verified(
+                    &tree,
+                    io::BufReader::with_capacity(1 << 20, blob),
+                    diff_id,
+                    &mut budget,
+                )?;
             }
             fs::rename(&tree, &dest).or_else(|e| {
                 // Another process finished the same build first.

@@ -24,6 +24,12 @@ pub enum LayerError {
     /// The layer is malformed or hostile; nothing outside the root was touched.
     #[error("invalid layer: {0}")]
     Invalid(String),
+    /// The image unpacks to more than the cap allows (berthd's `max-image-size`).
+    #[error("{0}")]
+    TooLarge(String),
+    /// Unpacking would leave less free space than berthd keeps (its `min-free-space`).
+    #[error("{0}")]
+    NoSpace(String),
     /// A filesystem error.
     #[error("applying layer entry {path}: {err}")]
     Io {
@@ -32,6 +38,58 @@ pub enum LayerError {
         /// Why.
         err: io::Error,
     },
+}
+
+/// What unpacking an image may use: a cap on its files' bytes, and free space to leave on
+/// the filesystem it is written to. Charged before each file is written, so a refused
+/// layer has written nothing past the cap.
+#[derive(Debug, Clone, Default)]
+pub struct Budget {
+    /// The most bytes of file content an image may unpack to.
+    pub max_bytes: Option<u64>,
+    /// Bytes to leave free on the filesystem.
+    pub min_free: u64,
+    /// Bytes charged so far.
+    pub used: u64,
+}
+
+impl Budget {
+    fn charge(&mut self, root: &Path, size: u64, shown: &str) -> Result<(), LayerError> {
+        self.used = self.used.saturating_add(size);
+        if let Some(max) = self.max_bytes {
+            if self.used > max {
+                return Err(LayerError::TooLarge(format!(
+                    "the image unpacks to more than {max} bytes (at {shown}), over the max-image-size cap"
+                )));
+            }
+        }
+        if self.min_free > 0 {
+            if let Some(free) = free_bytes(root) {
+                if free < size.saturating_add(self.min_free) {
+                    return Err(LayerError::NoSpace(format!(
+                        "unpacking {shown} ({size} bytes) would leave less than {} bytes free on {} (min-free-space)",
+                        self.min_free,
+                        root.display()
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes available to unprivileged writers on the filesystem of `p` (root may dig into
+/// the reserve; berthd does not count on it).
+fn free_bytes(p: &Path) -> Option<u64> {
+    let c = std::ffi::CString::new(p.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs reads a NUL-terminated path and writes the struct passed, which is
+    // zeroed and lives here.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
 /// What a layer did.
@@ -47,7 +105,7 @@ pub struct Applied {
     pub bytes: u64,
 }
 
-/// Cleans an entry name: relative, no `..`, not empty.
+/// Cleans an entry name: relative, its `.` and `..` resolved, never above the root.
 fn clean(name: &Path) -> Result<PathBuf, LayerError> {
     let shown = name.display().to_string();
     if name.as_os_str().len() > MAX_PATH {
@@ -63,9 +121,18 @@ fn clean(name: &Path) -> Result<PathBuf, LayerError> {
             Component::RootDir => {
                 return Err(LayerError::Invalid(format!("absolute path {shown:?}")))
             }
-            Component::ParentDir | Component::Prefix(_) => {
+            // Resolved as written (`x/./../y` is `y`); only a name that climbs above the
+            // root is refused.
+            Component::ParentDir => {
+                if !out.pop() {
+                    return Err(LayerError::Invalid(format!(
+                        "path {shown:?} climbs out of the root with \"..\""
+                    )));
+                }
+            }
+            Component::Prefix(_) => {
                 return Err(LayerError::Invalid(format!(
-                    "path {shown:?} climbs out with \"..\""
+                    "path {shown:?} is not a tar name"
                 )))
             }
         }
@@ -147,12 +214,17 @@ fn remove_any(p: &Path) -> io::Result<()> {
 /// read from the stream's first bytes. The returned [`Applied::diff_id`] is the digest of
 /// the uncompressed tar, which an image config lists for each layer.
 pub fn apply(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
+    apply_within(root, r, &mut Budget::default())
+}
+
+/// [`apply`], charging each file to `budget`.
+pub fn apply_within(root: &Path, r: impl Read, budget: &mut Budget) -> Result<Applied, LayerError> {
     let mut tar = decompress(r)?;
     let mut hr = HashRead {
         inner: &mut tar,
         hasher: Hasher::default(),
     };
-    let mut done = apply_tar(root, &mut hr)?;
+    let mut done = apply_tar(root, &mut hr, budget)?;
     // The tar's end-of-archive padding is part of the diff ID too.
     io::copy(&mut hr, &mut io::sink()).map_err(|err| LayerError::Io {
         path: "(layer)".into(),
@@ -162,9 +234,15 @@ pub fn apply(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
     Ok(done)
 }
 
-/// Applies a layer and checks its uncompressed digest against the config's diff ID.
-pub fn apply_verified(root: &Path, r: impl Read, diff_id: &Digest) -> Result<Applied, LayerError> {
-    let done = apply(root, r)?;
+/// Applies a layer within `budget` and checks its uncompressed digest against the
+/// config's diff ID.
+pub fn apply_verified(
+    root: &Path,
+    r: impl Read,
+    diff_id: &Digest,
+    budget: &mut Budget,
+) -> Result<Applied, LayerError> {
+    let done = apply_within(root, r, budget)?;
     match &done.diff_id {
         Some(d) if d == diff_id => Ok(done),
         other => Err(LayerError::Invalid(format!(
@@ -205,9 +283,9 @@ impl<R: Read> Read for HashRead<R> {
     }
 }
 
-fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
+fn apply_tar(root: &Path, r: impl Read, budget: &mut Budget) -> Result<Applied, LayerError> {
     let am_root = unsafe_free_geteuid() == 0;
-    let mut ar = tar::Archive::new(r);
+    let mut ar = tar::Archive::new(berth_protocol::targuard::TarGuard::new(r));
     let mut done = Applied::default();
     let entries = ar.entries().map_err(|err| LayerError::Io {
         path: "(layer)".into(),
@@ -270,6 +348,7 @@ fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
                 fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io)?;
             }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                budget.charge(root, size, &shown)?;
                 remove_any(&dest).map_err(io)?;
                 let mut f = fs::File::create(&dest).map_err(io)?;
                 let n = io::copy(&mut (&mut e).take(size), &mut f).map_err(io)?;
@@ -279,7 +358,6 @@ fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
                         "{shown}: truncated ({n} of {size} bytes)"
                     )));
                 }
-                fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io)?;
             }
             tar::EntryType::Symlink => {
                 let target = e.link_name().map_err(io)?.ok_or_else(|| {
@@ -338,6 +416,11 @@ fn apply_tar(root: &Path, r: impl Read) -> Result<Applied, LayerError> {
         if am_root && kind != tar::EntryType::Link {
             let (uid, gid) = (e.header().uid().unwrap_or(0), e.header().gid().unwrap_or(0));
             std::os::unix::fs::lchown(&dest, Some(uid as u32), Some(gid as u32)).map_err(io)?;
+        }
+        // The mode last: a chown clears setuid and setgid, and mknod's mode went through
+        // the umask.
+        if !matches!(kind, tar::EntryType::Symlink | tar::EntryType::Link) {
+            fs::set_permissions(&dest, fs::Permissions::from_mode(mode)).map_err(io)?;
         }
         done.entries += 1;
     }
@@ -418,6 +501,94 @@ mod tests {
     }
 
     #[test]
+    fn setuid_setgid_sticky_bits_and_device_nodes_survive_unpacking() {
+        use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+        let d = dir("modes");
+        let root = d.join("root");
+        let mut b = tar::Builder::new(Vec::new());
+        type Entry<'a> = (&'a str, tar::EntryType, u32, u64, u64, Option<(u32, u32)>);
+        let entries: &[Entry] = &[
+            ("bin/", D, 0o755, 0, 0, None),
+            ("bin/su", F, 0o4755, 0, 0, None),
+            ("bin/ping", F, 0o4711, 1000, 1000, None),
+            ("bin/wall", F, 0o2755, 0, 5, None),
+            ("tmp/", D, 0o1777, 0, 0, None),
+            ("dev/null", tar::EntryType::Char, 0o666, 0, 0, Some((1, 3))),
+            (
+                "dev/loop0",
+                tar::EntryType::Block,
+                0o660,
+                0,
+                6,
+                Some((7, 0)),
+            ),
+        ];
+        for (name, kind, mode, uid, gid, dev) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(*mode);
+            h.set_uid(*uid);
+            h.set_gid(*gid);
+            let data: &[u8] = if *kind == F { b"#!/bin/sh\n" } else { b"" };
+            h.set_size(data.len() as u64);
+            if let Some((maj, min)) = dev {
+                h.set_device_major(*maj).unwrap();
+                h.set_device_minor(*min).unwrap();
+            }
+            b.append_data(&mut h, name, data).unwrap();
+        }
+        // `x/./../y` is `y`: harmless, so accepted.
+        let mut h = tar::Header::new_old();
+        h.as_old_mut().name[..8].copy_from_slice(b"x/./../y");
+        h.set_size(1);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"y"[..]).unwrap();
+        apply(&root, &b.into_inner().unwrap()[..]).unwrap();
+        let m = |p: &str| fs::symlink_metadata(root.join(p)).unwrap();
+        let mode = |p: &str| m(p).permissions().mode() & 0o7777;
+        assert_eq!(mode("bin/su"), 0o4755);
+        assert_eq!(mode("bin/ping"), 0o4711);
+        assert_eq!(mode("bin/wall"), 0o2755);
+        assert_eq!(mode("tmp"), 0o1777);
+        assert_eq!(mode("dev/null"), 0o666);
+        assert_eq!(mode("dev/loop0"), 0o660);
+        assert!(m("dev/null").file_type().is_char_device());
+        assert!(m("dev/loop0").file_type().is_block_device());
+        assert_eq!(m("dev/null").rdev(), libc::makedev(1, 3));
+        if unsafe_free_geteuid() == 0 {
+            assert_eq!((m("bin/ping").uid(), m("bin/ping").gid()), (1000, 1000));
+            assert_eq!(m("bin/wall").gid(), 5);
+        }
+        assert_eq!(fs::read(root.join("y")).unwrap(), b"y");
+        assert!(!root.join("x").exists());
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
+    fn the_budget_refuses_a_file_before_writing_it() {
+        let d = dir("budget");
+        let root = d.join("root");
+        let t = tar(&[("small", F, b"12345", ""), ("big", F, &[0u8; 4096], "")]);
+        let mut b = Budget {
+            max_bytes: Some(1000),
+            ..Default::default()
+        };
+        let e = apply_within(&root, &t[..], &mut b).unwrap_err();
+        assert!(matches!(e, LayerError::TooLarge(_)), "{e}");
+        assert!(e.to_string().contains("max-image-size"), "{e}");
+        assert!(root.join("small").exists() && !root.join("big").exists());
+        let mut b = Budget {
+            min_free: u64::MAX / 2,
+            ..Default::default()
+        };
+        let e = apply_within(&root, &t[..], &mut b).unwrap_err();
+        assert!(matches!(e, LayerError::NoSpace(_)), "{e}");
+        assert!(e.to_string().contains("min-free-space"), "{e}");
+        fs::remove_dir_all(d).unwrap();
+    }
+
+    #[test]
     fn gzip_layers_are_read() {
         use std::io::Write;
         let d = dir("gz");
@@ -431,7 +602,13 @@ mod tests {
             Some(Digest::of(&plain)),
             "diff ID is the uncompressed tar's"
         );
-        assert!(apply_verified(&d.join("root"), &plain[..], &Digest::of(b"other")).is_err());
+        assert!(apply_verified(
+            &d.join("root"),
+            &plain[..],
+            &Digest::of(b"other"),
+            &mut Budget::default()
+        )
+        .is_err());
         fs::remove_dir_all(d).unwrap();
     }
 
@@ -443,7 +620,13 @@ mod tests {
             &plain[..],
             ruzstd::encoding::CompressionLevel::Fastest,
         );
-        let r = apply_verified(&d.join("root"), &z[..], &Digest::of(&plain)).unwrap();
+        let r = apply_verified(
+            &d.join("root"),
+            &z[..],
+            &Digest::of(&plain),
+            &mut Budget::default(),
+        )
+        .unwrap();
         assert_eq!(fs::read(d.join("root/z")).unwrap(), b"zstd'd");
         assert_eq!(r.entries, 1);
         let e = apply(&d.join("root"), &[0x28u8, 0xb5, 0x2f, 0xfd, 0, 0][..]).unwrap_err();

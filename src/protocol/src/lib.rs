@@ -14,6 +14,7 @@
 pub mod aclient;
 pub mod client;
 pub mod logfile;
+pub mod targuard;
 pub mod time;
 
 use serde::{Deserialize, Serialize};

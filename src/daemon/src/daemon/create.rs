@@ -22,7 +22,7 @@ pub fn invalid_name(n: &str) -> Error {
     ))
 }
 
-/// A size as Docker's json-file options take it: `1024`, `10k`, `1.5m`, `1g` (binary).
+/// A size as Docker's json-file options take it: `1024`, `10k`, `1.5m`, `1g`, `2t` (binary).
 pub fn parse_size(s: &str) -> Option<u64> {
     let t = s.trim().to_ascii_lowercase();
     let t = t.trim_end_matches('b');
@@ -30,6 +30,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         'k' => (&t[..t.len() - 1], 1u64 << 10),
         'm' => (&t[..t.len() - 1], 1 << 20),
         'g' => (&t[..t.len() - 1], 1 << 30),
+        't' => (&t[..t.len() - 1], 1 << 40),
         _ => (t, 1),
     };
     let n: f64 = num.parse().ok()?;

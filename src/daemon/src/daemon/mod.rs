@@ -65,6 +65,8 @@ pub struct Opts {
     pub insecure_registries: Vec<String>,
     /// Network settings (`--bip`, `--mtu`, `default-address-pools`).
     pub net: crate::network::NetOpts,
+    /// What unpacking one image may use (`--max-image-size`, `--min-free-space`).
+    pub image_limits: berth_image::images::Limits,
 }
 
 /// A container's lifecycle, as waiters see it.
@@ -407,8 +409,11 @@ impl Daemon {
         opts: Opts,
         rt: tokio::runtime::Handle,
     ) -> std::result::Result<Arc<Daemon>, String> {
-        let images =
-            Arc::new(ImageStore::open(&opts.data_root.join("image")).map_err(|e| e.to_string())?);
+        let images = Arc::new(
+            ImageStore::open(&opts.data_root.join("image"))
+                .map_err(|e| e.to_string())?
+                .with_limits(opts.image_limits.clone()),
+        );
         let sandboxes = Sandboxes::new(&opts, &images);
         Daemon::with_sandboxes(opts, images, sandboxes, rt)
     }

@@ -49,6 +49,7 @@ impl World {
                 enabled: false,
                 ..Default::default()
             },
+            image_limits: Default::default(),
         };
         let images = Arc::new(ImageStore::open(&opts.data_root.join("image")).unwrap());
         let fake: Arc<dyn Sandbox> = self.fake.clone();

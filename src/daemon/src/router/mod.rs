@@ -55,6 +55,12 @@ pub fn status_of(e: &Error) -> StatusCode {
                 E::NotFound(_) => StatusCode::NOT_FOUND,
                 E::Conflict(_) => StatusCode::CONFLICT,
                 E::Reference(_) => StatusCode::BAD_REQUEST,
+                E::Layer(berth_image::layer::LayerError::TooLarge(_)) => {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                }
+                E::Layer(berth_image::layer::LayerError::NoSpace(_)) => {
+                    StatusCode::INSUFFICIENT_STORAGE
+                }
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             }
         }
