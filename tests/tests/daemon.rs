@@ -4088,3 +4088,72 @@ fn images_keep_setuid_and_devices_and_bombs_are_refused_at_their_cost() {
     assert_eq!(entries("rootfs"), built);
     assert_eq!(entries("tmp"), 0);
 }
+
+/// berthd SIGKILLed while it removes 12 containers (`rm -f`, all at once), plus the two
+/// worst states by hand: a container directory whose record went first (its agent still
+/// running), and an agent whose directory is gone. At restart every container is either
+/// listed (and removable) or gone without a trace: no agent, cgroup, run directory or
+/// container directory is left.
+#[test]
+fn what_a_crash_mid_remove_leaves_is_removed_at_restart() {
+    let args = ["--exec-opt", "isolation=process"];
+    let mut b = Berthd::start(&args);
+    b.busybox();
+    let run = |name: &str| {
+        b.ok(&["run", "-d", "--name", name, "bb:1", "sleep", "1000"])
+            .trim()
+            .to_owned()
+    };
+    let storm: Vec<String> = (0..12).map(|i| run(&format!("c{i}"))).collect();
+    let (no_record, no_dir) = (run("x1"), run("x2"));
+    let mut rms: Vec<Child> = storm
+        .iter()
+        .map(|id| {
+            b.docker_cmd(&["rm", "-f", id])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    b.kill9();
+    for r in &mut rms {
+        let _ = r.wait();
+    }
+    let data = b.dir.path().join("data/containers");
+    std::fs::remove_file(data.join(&no_record).join("config.v2.json")).unwrap();
+    std::fs::remove_dir_all(data.join(&no_dir)).unwrap();
+    let mut all = storm.clone();
+    all.extend([no_record.clone(), no_dir.clone()]);
+    b.spawn(&args);
+    let listed: Vec<String> = b
+        .ok(&["ps", "-aq", "--no-trunc"])
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert!(!listed.contains(&no_record) && !listed.contains(&no_dir));
+    let gone: Vec<String> = all
+        .iter()
+        .filter(|i| !listed.contains(i))
+        .cloned()
+        .collect();
+    let mut left = leftovers(&b, &gone)
+        .into_iter()
+        // The listed ones' agents (still running, or being stopped) are theirs.
+        .filter(|l| !listed.iter().any(|id| l.contains(&id[..12])))
+        .collect::<Vec<_>>();
+    left.extend(
+        gone.iter()
+            .filter(|id| data.join(id).exists())
+            .map(|id| format!("container directory of {id}")),
+    );
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    // What is still listed is whole: rm -f works and leaves nothing either.
+    for id in &listed {
+        b.ok(&["rm", "-f", id]);
+    }
+    let left = leftovers(&b, &all);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+    assert_eq!(std::fs::read_dir(&data).unwrap().count(), 0);
+}

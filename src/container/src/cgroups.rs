@@ -470,6 +470,93 @@ impl Cgroup {
         }
     }
 
+    /// The `berth` directories under this process's own cgroup that [`Cgroup::create`]
+    /// makes containers' cgroups in, with the controller each is for ("" on v2).
+    fn bases(root: &Path) -> Vec<(&'static str, PathBuf)> {
+        let own = own_cgroups();
+        if root.join("cgroup.controllers").exists() {
+            let p = own
+                .iter()
+                .find(|(c, _)| c.is_empty())
+                .map(|(_, p)| p.as_str());
+            return vec![(
+                "",
+                root.join(p.unwrap_or("/").trim_start_matches('/'))
+                    .join("berth"),
+            )];
+        }
+        V1_CONTROLLERS
+            .iter()
+            .map(|ctrl| {
+                let own_path = own
+                    .iter()
+                    .find(|(c, _)| c.split(',').any(|x| x == *ctrl))
+                    .map(|(_, p)| p.trim_start_matches('/').to_owned())
+                    .unwrap_or_default();
+                (*ctrl, root.join(ctrl).join(own_path).join("berth"))
+            })
+            .collect()
+    }
+
+    /// The names of the containers' cgroups that exist under this process's own cgroup
+    /// (so also other daemons' in the same cgroup: callers pick theirs by name).
+    pub fn names(root: &Path) -> Vec<String> {
+        let mut out: Vec<String> = Self::bases(root)
+            .iter()
+            .flat_map(|(_, b)| std::fs::read_dir(b).into_iter().flatten().flatten())
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The cgroup `berth/<id>` under this process's own cgroup, as [`Cgroup::create`]
+    /// made it, if it exists: what a crashed berthd left, for it to remove.
+    pub fn existing(root: &Path, id: &str) -> Option<Cgroup> {
+        if id.is_empty() || id.contains('/') || id.starts_with('.') {
+            return None;
+        }
+        let dirs: Vec<(&'static str, PathBuf)> = Self::bases(root)
+            .into_iter()
+            .map(|(c, b)| (c, b.join(id)))
+            .filter(|(_, d)| d.is_dir())
+            .collect();
+        match dirs.first() {
+            None => None,
+            Some(("", d)) => Some(Cgroup::V2(d.clone())),
+            Some(_) => Some(Cgroup::V1(dirs)),
+        }
+    }
+
+    /// Kills every process in the cgroup (SIGKILL, thawed first) and waits up to 5 s for
+    /// them to go.
+    pub fn kill_all(&self) {
+        let _ = self.freeze(false);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let pids: Vec<i32> = self
+                .paths()
+                .iter()
+                .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+                .flat_map(|s| {
+                    s.lines()
+                        .filter_map(|l| l.trim().parse().ok())
+                        .collect::<Vec<i32>>()
+                })
+                .collect();
+            if pids.is_empty() || std::time::Instant::now() >= deadline {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: kill takes plain integers; the PIDs are the cgroup's members.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
     /// Removes the cgroup once its processes are gone (retrying briefly: the kernel
     /// releases a cgroup shortly after its last process is reaped).
     pub fn destroy(&self) {

@@ -454,6 +454,7 @@ impl Daemon {
         });
         let _ = d.weak.set(Arc::downgrade(&d));
         d.adopt();
+        d.reconcile();
         d.net_reconcile();
         d.restart_on_boot();
         Ok(d)

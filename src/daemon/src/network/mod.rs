@@ -673,6 +673,28 @@ impl Networks {
         Ok((next, ip))
     }
 
+    /// Gives back every address held by a container not in `known` (one a crashed
+    /// berthd was removing); returns how many.
+    pub fn release_unknown(&self, known: &std::collections::HashSet<String>) -> usize {
+        let mut map = self.nets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut freed = 0;
+        let ids: Vec<String> = map.keys().cloned().collect();
+        for id in ids {
+            let n = &map[&id];
+            let stale = n.leases.values().filter(|o| !known.contains(*o)).count();
+            if stale == 0 {
+                continue;
+            }
+            let mut next = n.clone();
+            next.leases.retain(|_, o| known.contains(o));
+            if self.save(&next).is_ok() {
+                freed += stale;
+                map.insert(id, next);
+            }
+        }
+        freed
+    }
+
     /// Gives back container `owner`'s address on network `id` (and any other it holds
     /// there).
     pub fn release(&self, id: &str, owner: &str) -> Result<()> {
@@ -834,6 +856,29 @@ mod tests {
         assert_eq!(ip, Ipv4Addr::new(10, 9, 0, 129));
         n.release(&s.id, "c1").unwrap();
         assert_eq!(n.find(&s.id[..5]).unwrap().leases.len(), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn addresses_of_containers_that_no_longer_exist_are_released() {
+        let dir = std::env::temp_dir().join(format!("berth-net-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let opts = NetOpts {
+            bip: Some((Ipv4Addr::new(10, 201, 0, 1), 24)),
+            ..Default::default()
+        };
+        let n = Networks::open(dir.clone(), opts.clone()).unwrap();
+        let id = n.find("bridge").unwrap().id;
+        let (_, kept) = n.lease(&id, "alive", None).unwrap();
+        n.lease(&id, "gone", None).unwrap();
+        let known: std::collections::HashSet<String> = ["alive".to_owned()].into();
+        assert_eq!(n.release_unknown(&known), 1);
+        assert_eq!(n.release_unknown(&known), 0);
+        // Saved: a reopened store agrees.
+        let again = Networks::open(dir.clone(), opts).unwrap();
+        let leases = again.find("bridge").unwrap().leases;
+        assert_eq!(leases.len(), 1);
+        assert_eq!(leases.get(&kept).map(String::as_str), Some("alive"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

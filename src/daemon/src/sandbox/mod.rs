@@ -274,7 +274,7 @@ fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
 }
 
 /// The sandbox process a pidfile names, if it is still that process.
-fn recorded_process(path: &std::path::Path) -> Option<i32> {
+pub(crate) fn recorded_process(path: &std::path::Path) -> Option<i32> {
     let text = std::fs::read_to_string(path).ok()?;
     let mut it = text.split_whitespace();
     let pid: i32 = it.next()?.parse().ok()?;
@@ -284,7 +284,7 @@ fn recorded_process(path: &std::path::Path) -> Option<i32> {
 
 /// Waits up to `grace` for the recorded sandbox process to exit, then kills its process
 /// group (it leads its own session). Blocking.
-fn reap_sandbox(pidfile: &std::path::Path, grace: Duration) {
+pub(crate) fn reap_sandbox(pidfile: &std::path::Path, grace: Duration) {
     let deadline = std::time::Instant::now() + grace;
     while let Some(pid) = recorded_process(pidfile) {
         if std::time::Instant::now() >= deadline {
