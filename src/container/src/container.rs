@@ -231,14 +231,19 @@ impl Container {
             devices: if privileged {
                 crate::rootfs::host_devices(Path::new("/dev"))
             } else {
-                vec![]
+                spec_devices(&cfg.spec)?
             },
         };
         crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
         let cgroup = Cgroup::create(&cfg.cgroup_root, &cfg.id, &limits)
             .map_err(|e| Error::Cgroup(e.to_string()))?;
         if cfg.device_filter && !privileged {
-            if let Err(e) = cgroup.restrict_devices(crate::devices::DOCKER_DEFAULT) {
+            let mut rules = crate::devices::DOCKER_DEFAULT.to_vec();
+            rules.extend(spec_device_rules(&cfg.spec).map_err(|e| {
+                cgroup.destroy();
+                e
+            })?);
+            if let Err(e) = cgroup.restrict_devices(&rules) {
                 cgroup.destroy();
                 return Err(Error::Cgroup(e.to_string()));
             }
@@ -395,4 +400,95 @@ impl Container {
         self.cgroup.destroy();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The spec's `linux.devices`: nodes to make under the container's /dev (`--device`).
+fn spec_devices(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::rootfs::Device>, Error> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().clone())
+        .unwrap_or_default();
+    list.iter()
+        .map(|d| {
+            let rel = d
+                .path()
+                .strip_prefix("/dev")
+                .ok()
+                .filter(|r| {
+                    !r.as_os_str().is_empty()
+                        && r.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                })
+                .ok_or_else(|| {
+                    Error::InvalidSpec(format!(
+                        "linux.devices: {} is not a name under /dev",
+                        d.path().display()
+                    ))
+                })?;
+            let kind = match d.typ() {
+                T::C | T::U => libc::S_IFCHR,
+                T::B => libc::S_IFBLK,
+                other => {
+                    return Err(Error::InvalidSpec(format!(
+                        "linux.devices: {}: type {other:?} is not a character or block device",
+                        d.path().display()
+                    )))
+                }
+            };
+            Ok(crate::rootfs::Device {
+                path: rel.to_path_buf(),
+                mode: kind | (d.file_mode().unwrap_or(0o660) & 0o777),
+                rdev: libc::makedev(d.major() as u32, d.minor() as u32),
+            })
+        })
+        .collect()
+}
+
+/// The spec's allow rules for the device controller (`--device`'s permissions), on top
+/// of Docker's default list. Only allow rules for character or block devices are taken:
+/// the default list already denies everything else.
+fn spec_device_rules(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::devices::Rule>, Error> {
+    use crate::devices::{Kind, Rule, MKNOD, READ, WRITE};
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let list = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for r in list {
+        if !r.allow() {
+            continue;
+        }
+        let kind = match r.typ() {
+            Some(T::C) | Some(T::U) => Kind::Char,
+            Some(T::B) => Kind::Block,
+            other => return Err(Error::InvalidSpec(format!(
+                "linux.resources.devices: allowing type {other:?} is not supported (only c and b)"
+            ))),
+        };
+        let mut access = 0;
+        for ch in r.access().clone().unwrap_or_else(|| "rwm".into()).chars() {
+            access |= match ch {
+                'r' => READ,
+                'w' => WRITE,
+                'm' => MKNOD,
+                _ => {
+                    return Err(Error::InvalidSpec(format!(
+                        "linux.resources.devices: bad access {ch:?}"
+                    )))
+                }
+            };
+        }
+        out.push(Rule {
+            kind,
+            major: r.major().map(|m| m as u32),
+            minor: r.minor().map(|m| m as u32),
+            access,
+        });
+    }
+    Ok(out)
 }

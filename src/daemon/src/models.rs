@@ -92,7 +92,6 @@ pub fn refuse_unapplied(b: &CreateBody) -> Result<()> {
         ),
         (set(&h.cpuset_cpus), "HostConfig.CpusetCpus"),
         (set(&h.cpuset_mems), "HostConfig.CpusetMems"),
-        (non_empty(&h.devices), "HostConfig.Devices (devices)"),
         (
             non_empty(&h.device_cgroup_rules),
             "HostConfig.DeviceCgroupRules",

@@ -47,6 +47,100 @@ pub struct Confinement {
     /// system paths, /sys writable, and every device of the agent's /dev (the host's in
     /// process isolation; the guest's in a microVM, where the VM stays the boundary).
     pub privileged: bool,
+    /// `--device`s: host device nodes made in the container's /dev and allowed by its
+    /// device controller (process isolation only).
+    pub devices: Vec<DeviceGrant>,
+}
+
+/// One `--device HOST[:CONTAINER[:PERMISSIONS]]`, resolved when the container is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    /// The node on the host.
+    pub path_on_host: String,
+    /// Where it appears in the container (under /dev).
+    pub path_in_container: String,
+    /// `c` or `b`.
+    pub kind: char,
+    /// Its numbers.
+    pub major: i64,
+    /// Its numbers.
+    pub minor: i64,
+    /// The host node's permission bits, owner and group.
+    pub file_mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// What the container may do with it: some of `r`, `w`, `m`.
+    pub access: String,
+}
+
+/// Resolves `--device`s as dockerd does: the host path must be a device node; the path
+/// in the container defaults to it; permissions default to `rwm`.
+fn devices(list: &[docker::DeviceMapping]) -> Result<Vec<DeviceGrant>> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let mut out: Vec<DeviceGrant> = Vec::new();
+    for d in list {
+        let host = d.path_on_host.clone().unwrap_or_default();
+        if host.is_empty() {
+            return Err(bad("HostConfig.Devices: PathOnHost is empty"));
+        }
+        let inner = d
+            .path_in_container
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| host.clone());
+        let access = d
+            .cgroup_permissions
+            .clone()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "rwm".into());
+        if !access.chars().all(|c| "rwm".contains(c)) {
+            return Err(bad(format!("invalid device mode: {access}")));
+        }
+        let m = std::fs::metadata(&host).map_err(|e| {
+            bad(format!(
+                "error gathering device information while adding custom device {host:?}: {e}"
+            ))
+        })?;
+        let kind = if m.file_type().is_char_device() {
+            'c'
+        } else if m.file_type().is_block_device() {
+            'b'
+        } else {
+            return Err(bad(format!(
+                "error gathering device information while adding custom device {host:?}: not a device node"
+            )));
+        };
+        let under_dev = std::path::Path::new(&inner)
+            .strip_prefix("/dev")
+            .ok()
+            .filter(|r| {
+                !r.as_os_str().is_empty()
+                    && r.components()
+                        .all(|c| matches!(c, std::path::Component::Normal(_)))
+            });
+        if under_dev.is_none() {
+            return Err(bad(format!(
+                "--device {host}:{inner}: the path in the container must be a name under /dev"
+            )));
+        }
+        if out.iter().any(|g| g.path_in_container == inner) {
+            return Err(bad(format!("--device: {inner} is given twice")));
+        }
+        out.push(DeviceGrant {
+            path_on_host: host,
+            path_in_container: inner,
+            kind,
+            major: libc::major(m.rdev()) as i64,
+            minor: libc::minor(m.rdev()) as i64,
+            file_mode: m.mode() & 0o777,
+            uid: m.uid(),
+            gid: m.gid(),
+            access,
+        });
+    }
+    Ok(out)
 }
 
 /// One resource limit.
@@ -382,6 +476,7 @@ impl Confinement {
             }
             c.group_add.push(g.to_owned());
         }
+        c.devices = devices(h.devices.as_deref().unwrap_or_default())?;
         Ok(c)
     }
 
@@ -504,6 +599,47 @@ impl Confinement {
             {
                 ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Pid);
             }
+        }
+        if !self.devices.is_empty() {
+            use oci_spec::runtime::{
+                LinuxDeviceBuilder, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources,
+            };
+            let linux = spec.linux_mut().get_or_insert_with(Default::default);
+            let mut nodes = linux.devices().clone().unwrap_or_default();
+            let mut resources: LinuxResources = linux.resources().clone().unwrap_or_default();
+            let mut rules = resources.devices().clone().unwrap_or_default();
+            for d in &self.devices {
+                let typ = if d.kind == 'b' {
+                    LinuxDeviceType::B
+                } else {
+                    LinuxDeviceType::C
+                };
+                nodes.push(
+                    LinuxDeviceBuilder::default()
+                        .path(&d.path_in_container)
+                        .typ(typ)
+                        .major(d.major)
+                        .minor(d.minor)
+                        .file_mode(d.file_mode)
+                        .uid(d.uid)
+                        .gid(d.gid)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                );
+                rules.push(
+                    LinuxDeviceCgroupBuilder::default()
+                        .allow(true)
+                        .typ(typ)
+                        .major(d.major)
+                        .minor(d.minor)
+                        .access(&d.access)
+                        .build()
+                        .map_err(|e| bad(e.to_string()))?,
+                );
+            }
+            linux.set_devices(Some(nodes));
+            resources.set_devices(Some(rules));
+            linux.set_resources(Some(resources));
         }
         let mut a = spec.annotations().clone().unwrap_or_default();
         if !self.group_add.is_empty() {

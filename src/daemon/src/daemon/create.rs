@@ -160,7 +160,6 @@ impl Daemon {
             host_config.isolation.as_deref().unwrap_or(""),
             self.sandboxes.default,
         )?;
-        self.sandboxes.get(isolation).check_host()?;
         let hc = &host_config.base;
 
         let entrypoint = match &config.entrypoint {
@@ -233,6 +232,8 @@ impl Daemon {
         self.sandboxes
             .get(isolation)
             .check_confinement(&confinement)?;
+        // Settings first, then whether this host can run the mode at all.
+        self.sandboxes.get(isolation).check_host()?;
         let restart_policy = super::restart::RestartPolicy::from_host_config(hc)?;
         let health_config = super::health::merge(
             config.healthcheck.as_ref(),

@@ -334,6 +334,11 @@ impl Sandbox for VmSandbox {
     }
 
     fn check_confinement(&self, c: &crate::daemon::confinement::Confinement) -> Result<()> {
+        if !c.devices.is_empty() {
+            return Err(Error::NotImplemented(
+                "HostConfig.Devices (--device): a microVM container runs on its own kernel and berth-vmm passes no host device through; use --isolation process".into(),
+            ));
+        }
         if c.pid_host {
             return Err(Error::NotImplemented(
                 "HostConfig.PidMode \"host\": a microVM container runs on its own kernel, so the host's processes are out of its reach; use --isolation process".into(),
