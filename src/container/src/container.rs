@@ -239,10 +239,7 @@ impl Container {
             .map_err(|e| Error::Cgroup(e.to_string()))?;
         if cfg.device_filter && !privileged {
             let mut rules = crate::devices::DOCKER_DEFAULT.to_vec();
-            rules.extend(spec_device_rules(&cfg.spec).map_err(|e| {
-                cgroup.destroy();
-                e
-            })?);
+            rules.extend(spec_device_rules(&cfg.spec).inspect_err(|_| cgroup.destroy())?);
             if let Err(e) = cgroup.restrict_devices(&rules) {
                 cgroup.destroy();
                 return Err(Error::Cgroup(e.to_string()));
@@ -466,9 +463,11 @@ fn spec_device_rules(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::device
         let kind = match r.typ() {
             Some(T::C) | Some(T::U) => Kind::Char,
             Some(T::B) => Kind::Block,
-            other => return Err(Error::InvalidSpec(format!(
+            other => {
+                return Err(Error::InvalidSpec(format!(
                 "linux.resources.devices: allowing type {other:?} is not supported (only c and b)"
-            ))),
+            )))
+            }
         };
         let mut access = 0;
         for ch in r.access().clone().unwrap_or_else(|| "rwm".into()).chars() {
