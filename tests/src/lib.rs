@@ -288,3 +288,121 @@ pub fn busybox_rootfs(dir: &Path) -> io::Result<()> {
     std::fs::write(dir.join("not-executable"), "just data\n")?;
     Ok(())
 }
+
+/// A test PKI made with the `openssl` command: a CA, a server certificate for 127.0.0.1
+/// and localhost, and client certificates whose common name is the given name, each in a
+/// directory laid out as the docker CLI's `DOCKER_CERT_PATH` wants it.
+pub struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// A new CA in `dir` (named `cn`), with a server certificate.
+    pub fn new(dir: &Path, cn: &str) -> io::Result<Pki> {
+        std::fs::create_dir_all(dir)?;
+        let p = Pki {
+            dir: dir.to_path_buf(),
+        };
+        p.openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca-key.pem",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={cn}"),
+        ])?;
+        p.sign(
+            "server",
+            "localhost",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )?;
+        Ok(p)
+    }
+
+    /// The CA certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The server's certificate and key.
+    pub fn server(&self) -> (PathBuf, PathBuf) {
+        (
+            self.dir.join("server-cert.pem"),
+            self.dir.join("server-key.pem"),
+        )
+    }
+
+    /// A client certificate with common name `cn`, signed by this CA, in a directory with
+    /// `cert.pem`, `key.pem` and `server_ca` as `ca.pem` (what verifies the server).
+    pub fn client(&self, cn: &str, server_ca: &Path) -> io::Result<PathBuf> {
+        let name = format!("client-{cn}");
+        self.sign(&name, cn, "extendedKeyUsage=clientAuth\n")?;
+        let d = self.dir.join(&name);
+        std::fs::create_dir_all(&d)?;
+        std::fs::rename(
+            self.dir.join(format!("{name}-cert.pem")),
+            d.join("cert.pem"),
+        )?;
+        std::fs::rename(self.dir.join(format!("{name}-key.pem")), d.join("key.pem"))?;
+        std::fs::copy(server_ca, d.join("ca.pem"))?;
+        Ok(d)
+    }
+
+    fn sign(&self, name: &str, cn: &str, ext: &str) -> io::Result<()> {
+        std::fs::write(self.dir.join(format!("{name}.ext")), ext)?;
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &format!("{name}-key.pem"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={cn}"),
+        ])?;
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}-cert.pem"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ])
+    }
+
+    fn openssl(&self, args: &[&str]) -> io::Result<()> {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(())
+    }
+}

@@ -2,7 +2,7 @@
 //! berthd), natively with process isolation; and raw API requests for bad input.
 
 use berth_e2e::registry::{Auth, Registry};
-use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, TempDir};
+use berth_e2e::{built_binary, busybox_rootfs, guest_kernel, repo_root, Finished, Pki, TempDir};
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -2794,7 +2794,8 @@ fn plain_tcp_is_refused_unless_forced() {
     assert_eq!(f.status, 1);
     assert!(
         f.stderr
-            .contains("TLS for TCP listeners is not implemented")
+            .contains("plain TCP gives anyone who can reach it root")
+            && f.stderr.contains("--tlsverify")
             && f.stderr.contains("--allow-plain-tcp"),
         "{}",
         f.stderr
@@ -4234,4 +4235,155 @@ fn devices_given_with_device_open_as_their_permissions_say() {
     assert_eq!(f.status, 1, "{}", f.stderr);
     assert!(f.stderr.contains("HostConfig.Devices"), "{}", f.stderr);
     assert_eq!(b.ok(&["ps", "-aq"]), "");
+}
+
+/// A docker CLI command against a TLS endpoint, with the client certificates in `certs`.
+fn docker_tls(tcp: &str, certs: &Path, config: &Path, args: &[&str]) -> Finished {
+    Command::new("timeout")
+        .args(["-s", "KILL", "60", docker_bin()])
+        .env("DOCKER_HOST", tcp)
+        .env("DOCKER_TLS_VERIFY", "1")
+        .env("DOCKER_CERT_PATH", certs)
+        .env("DOCKER_CONFIG", config)
+        .env_remove("DOCKER_CONTEXT")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+        .into()
+}
+
+/// The remote API over mutual TLS, spelled as dockerd's: the docker CLI with
+/// DOCKER_TLS_VERIFY and a certificate the CA signed works (version, import, run with
+/// attach and its exit code); a certificate from another CA, no certificate, or plain HTTP
+/// get no answer; `--tls` without `--tlsverify`, or `--tlsverify` without its files, is
+/// refused at start.
+#[test]
+fn the_remote_api_answers_only_clients_the_ca_signed() {
+    let pki_dir = TempDir::new("pki").unwrap();
+    let pki = Pki::new(&pki_dir.path().join("ca"), "berth test CA").unwrap();
+    let rogue = Pki::new(&pki_dir.path().join("rogue"), "rogue CA").unwrap();
+    let good = pki.client("tenant-a", &pki.ca()).unwrap();
+    let forged = rogue.client("tenant-a", &pki.ca()).unwrap();
+    let port = berth_e2e::registry::free_port().unwrap();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let (cert, key) = pki.server();
+    let tls_args = [
+        "--tlsverify".to_owned(),
+        "--tlscacert".to_owned(),
+        pki.ca().display().to_string(),
+        "--tlscert".to_owned(),
+        cert.display().to_string(),
+        "--tlskey".to_owned(),
+        key.display().to_string(),
+    ];
+    let mut args: Vec<&str> = vec!["-H", &tcp, "--exec-opt", "isolation=process"];
+    args.extend(tls_args.iter().map(String::as_str));
+    let b = Berthd::start(&args);
+    let config = b.dir.path().join("docker-config");
+    let v = docker_tls(
+        &tcp,
+        &good,
+        &config,
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    assert_eq!(v.stdout.trim(), "1.44", "{}", v.stderr);
+    let root = b.dir.path().join("bbroot");
+    busybox_rootfs(&root).unwrap();
+    let tar = b.dir.path().join("bb.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let f = docker_tls(
+        &tcp,
+        &good,
+        &config,
+        &["import", tar.to_str().unwrap(), "bb:1"],
+    );
+    assert_eq!(f.status, 0, "{}", f.stderr);
+    let f = docker_tls(
+        &tcp,
+        &good,
+        &config,
+        &["run", "--rm", "bb:1", "sh", "-c", "echo over tls; exit 3"],
+    );
+    assert_eq!(
+        (f.status, f.stdout.as_str()),
+        (3, "over tls\n"),
+        "{}",
+        f.stderr
+    );
+    // Another CA's certificate, with the same name: refused at the handshake.
+    let f = docker_tls(
+        &tcp,
+        &forged,
+        &config,
+        &["version", "--format", "{{.Server.APIVersion}}"],
+    );
+    assert_ne!(f.status, 0);
+    assert!(!f.stdout.contains("1.44"), "{}", f.stdout);
+    // No certificate at all.
+    let mut s_client = Command::new("timeout")
+        .args(["20", "openssl", "s_client", "-quiet", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("-CAfile")
+        .arg(pki.ca())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s_client
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"GET /_ping HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let out = s_client.wait_with_output().unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !answer.contains("HTTP/1"),
+        "answered without a certificate: {answer}"
+    );
+    // Plain HTTP to the TLS port.
+    let mut plain = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    plain.write_all(b"GET /_ping HTTP/1.0\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!String::from_utf8_lossy(&got).contains("OK"), "{got:?}");
+    assert!(b.log().contains("refused a TLS client"), "{}", b.log());
+    // Refused at start: TLS that verifies nobody, and --tlsverify without its files.
+    let dir = TempDir::new("berthd-tls").unwrap();
+    for (extra, want) in [
+        (vec!["--tls"], "--tls without --tlsverify"),
+        (vec!["--tlsverify"], "--tlsverify needs --tlscacert"),
+    ] {
+        let f: Finished = Command::new(built_binary("berthd"))
+            .args([
+                "-H",
+                &format!(
+                    "tcp://127.0.0.1:{}",
+                    berth_e2e::registry::free_port().unwrap()
+                ),
+            ])
+            .arg("--data-root")
+            .arg(dir.path().join("data"))
+            .arg("--exec-root")
+            .arg(dir.path().join("run"))
+            .args(extra)
+            .output()
+            .unwrap()
+            .into();
+        assert_eq!(f.status, 1, "{}", f.stderr);
+        assert!(f.stderr.contains(want), "{}", f.stderr);
+    }
 }

@@ -58,6 +58,21 @@ struct Cli {
     /// Listen on plain TCP without TLS (anyone who can reach it is root on this host).
     #[arg(long)]
     allow_plain_tcp: bool,
+    /// TCP listeners use TLS and take only clients whose certificate the CA signed.
+    #[arg(long)]
+    tlsverify: bool,
+    /// TLS without verifying clients: refused (anyone could connect); use --tlsverify.
+    #[arg(long)]
+    tls: bool,
+    /// The CA that signs clients' certificates.
+    #[arg(long)]
+    tlscacert: Option<PathBuf>,
+    /// berthd's certificate.
+    #[arg(long)]
+    tlscert: Option<PathBuf>,
+    /// berthd's key.
+    #[arg(long)]
+    tlskey: Option<PathBuf>,
     /// The default bridge's address and prefix (berth0), e.g. 10.88.0.1/16.
     #[arg(long)]
     bip: Option<String>,
@@ -120,6 +135,11 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "default-address-pools",
             "max-image-size",
             "min-free-space",
+            "tls",
+            "tlsverify",
+            "tlscacert",
+            "tlscert",
+            "tlskey",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -255,14 +275,47 @@ fn run(mut cli: Cli) -> Result<(), String> {
     } else {
         None
     };
+    let tlsverify = cli.tlsverify || file["tlsverify"].as_bool().unwrap_or(false);
+    if (cli.tls || file["tls"].as_bool().unwrap_or(false)) && !tlsverify {
+        return Err("--tls without --tlsverify would let any client in, and the API is root on this host: give --tlsverify with --tlscacert".into());
+    }
+    let tls = if tlsverify {
+        let need = |flag: Option<PathBuf>, key: &str| {
+            flag.or_else(|| file[key].as_str().map(PathBuf::from))
+                .ok_or_else(|| format!("--tlsverify needs --{key}"))
+        };
+        let files = berthd::tls::TlsFiles {
+            ca: need(cli.tlscacert.take(), "tlscacert")?,
+            cert: need(cli.tlscert.take(), "tlscert")?,
+            key: need(cli.tlskey.take(), "tlskey")?,
+        };
+        Some(Arc::new(
+            berthd::tls::acceptor(&files).map_err(|e| e.to_string())?,
+        ))
+    } else {
+        for (f, k) in [
+            (&cli.tlscacert, "tlscacert"),
+            (&cli.tlscert, "tlscert"),
+            (&cli.tlskey, "tlskey"),
+        ] {
+            if f.is_some() || file.get(k).is_some() {
+                return Err(format!("--{k} is used only with --tlsverify"));
+            }
+        }
+        None
+    };
     let mut listeners = Vec::new();
     for h in &cli.hosts {
         if let Some(p) = h.strip_prefix("unix://") {
             listeners.push(Listener::Unix(bind_unix(PathBuf::from(p), gid)?));
+        } else if let (Some(addr), Some(acc)) = (h.strip_prefix("tcp://"), &tls) {
+            let l = std::net::TcpListener::bind(addr).map_err(|e| format!("-H {h}: {e}"))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            listeners.push(Listener::Tls(l, acc.clone()));
         } else if let Some(addr) = h.strip_prefix("tcp://") {
             if !cli.allow_plain_tcp {
                 return Err(format!(
-                    "-H {h}: TLS for TCP listeners is not implemented yet, and plain TCP gives anyone who can reach it root on this host; use unix:// (or force plain TCP with --allow-plain-tcp)"
+                    "-H {h}: plain TCP gives anyone who can reach it root on this host; use --tlsverify with --tlscacert, --tlscert and --tlskey (or force plain TCP with --allow-plain-tcp)"
                 ));
             }
             log("warn", "serving the API on plain TCP without TLS: anyone who can reach it is root on this host", &[("host", h)]);
@@ -323,6 +376,7 @@ fn bind_unix(path: PathBuf, gid: Option<u32>) -> Result<std::os::unix::net::Unix
 enum Listener {
     Unix(std::os::unix::net::UnixListener),
     Tcp(std::net::TcpListener),
+    Tls(std::net::TcpListener, Arc<openssl::ssl::SslAcceptor>),
 }
 
 /// How long a client may take to send a request's headers (also the idle time allowed
@@ -333,8 +387,12 @@ const DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Serves HTTP/1.1 (with upgrades, for attach and exec) on one connection, holding one of
 /// the connection permits until it ends.
-fn serve_conn<S>(d: Arc<Daemon>, s: S, permit: tokio::sync::OwnedSemaphorePermit)
-where
+fn serve_conn<S>(
+    d: Arc<Daemon>,
+    s: S,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    caller: router::Caller,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use hyper::server::conn::http1;
@@ -342,7 +400,10 @@ where
     use hyper_util::rt::{TokioIo, TokioTimer};
     tokio::spawn(async move {
         let _permit = permit;
-        let svc = service_fn(move |req| router::handle(d.clone(), req));
+        let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(caller.clone());
+            router::handle(d.clone(), req)
+        });
         let _ = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -354,15 +415,15 @@ where
 
 /// Accepts connections while a permit is free; an accept error (out of descriptors, say)
 /// backs off, 10 ms doubling to 1 s, instead of spinning.
-async fn accept_loop<F, Fut, S>(
-    d: Arc<Daemon>,
+async fn accept_loop<F, Fut, S, C>(
     permits: Arc<tokio::sync::Semaphore>,
     host: String,
     accept: F,
+    on_conn: C,
 ) where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = std::io::Result<S>>,
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    C: Fn(S, tokio::sync::OwnedSemaphorePermit),
 {
     let mut backoff = std::time::Duration::from_millis(10);
     loop {
@@ -372,7 +433,7 @@ async fn accept_loop<F, Fut, S>(
         match accept().await {
             Ok(s) => {
                 backoff = std::time::Duration::from_millis(10);
-                serve_conn(d.clone(), s, permit);
+                on_conn(s, permit);
             }
             Err(e) => {
                 drop(permit);
@@ -422,22 +483,57 @@ async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> 
     let mut loops = Vec::new();
     for (l, host) in listeners.into_iter().zip(hosts.iter().cloned()) {
         let (d, permits) = (d.clone(), permits.clone());
+        let operator = router::Caller::default();
         loops.push(match l {
             Listener::Unix(l) => {
                 let l = tokio::net::UnixListener::from_std(l).map_err(|e| e.to_string())?;
                 tokio::spawn(async move {
-                    accept_loop(d, permits, host, || async {
-                        l.accept().await.map(|(s, _)| s)
-                    })
+                    accept_loop(
+                        permits,
+                        host,
+                        || async { l.accept().await.map(|(s, _)| s) },
+                        |s, p| serve_conn(d.clone(), s, p, operator.clone()),
+                    )
                     .await
                 })
             }
             Listener::Tcp(l) => {
                 let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
                 tokio::spawn(async move {
-                    accept_loop(d, permits, host, || async {
-                        l.accept().await.map(|(s, _)| s)
-                    })
+                    accept_loop(
+                        permits,
+                        host,
+                        || async { l.accept().await.map(|(s, _)| s) },
+                        |s, p| serve_conn(d.clone(), s, p, operator.clone()),
+                    )
+                    .await
+                })
+            }
+            Listener::Tls(l, acc) => {
+                let l = tokio::net::TcpListener::from_std(l).map_err(|e| e.to_string())?;
+                tokio::spawn(async move {
+                    accept_loop(
+                        permits,
+                        host,
+                        || async { l.accept().await },
+                        |(s, peer): (tokio::net::TcpStream, std::net::SocketAddr), p| {
+                            // The handshake in the connection's own task: a slow client
+                            // holds its permit, not the accept loop.
+                            let (d, acc) = (d.clone(), acc.clone());
+                            tokio::spawn(async move {
+                                match berthd::tls::accept(&acc, s).await {
+                                    Ok((s, tenant)) => {
+                                        serve_conn(d, s, p, router::Caller::tenant(tenant))
+                                    }
+                                    Err(e) => log(
+                                        "info",
+                                        "refused a TLS client",
+                                        &[("peer", &peer.to_string()), ("error", &e.to_string())],
+                                    ),
+                                }
+                            });
+                        },
+                    )
                     .await
                 })
             }

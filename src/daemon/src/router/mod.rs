@@ -31,6 +31,22 @@ pub const API_VERSION: &str = "1.44";
 /// The oldest it accepts.
 pub const MIN_API_VERSION: &str = "1.41";
 
+/// Who is calling, put in each request's extensions by the listener: the operator (the
+/// Unix socket, or plain TCP when forced), or a tenant, named by the common name of its
+/// TLS client certificate (docs/tenants.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// The tenant; None for the operator.
+    pub tenant: Option<String>,
+}
+
+impl Caller {
+    /// A tenant's call.
+    pub fn tenant(name: String) -> Caller {
+        Caller { tenant: Some(name) }
+    }
+}
+
 /// The HTTP status for each class of core error.
 pub fn status_of(e: &Error) -> StatusCode {
     match e {
