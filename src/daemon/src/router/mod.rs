@@ -32,8 +32,9 @@ pub const API_VERSION: &str = "1.44";
 pub const MIN_API_VERSION: &str = "1.41";
 
 /// Who is calling, put in each request's extensions by the listener: the operator (the
-/// Unix socket, or plain TCP when forced), or a tenant, named by the common name of its
-/// TLS client certificate (docs/tenants.md).
+/// Unix socket, or plain TCP when forced), or a client named by the common name of its
+/// TLS client certificate. Every caller has full access for now, as with dockerd; this is
+/// what per-certificate tenants will be decided on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The tenant; None for the operator.
