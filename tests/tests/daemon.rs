@@ -1877,7 +1877,7 @@ fn leftovers(b: &Berthd, ids: &[String]) -> Vec<String> {
             .map(|l| format!("process: {l}")),
     );
     let cgroups = Command::new("find")
-        .args(["/sys/fs/cgroup", "-maxdepth", "3", "-type", "d"])
+        .args(["/sys/fs/cgroup", "-maxdepth", "8", "-type", "d"])
         .output()
         .unwrap();
     for l in String::from_utf8_lossy(&cgroups.stdout).lines() {
@@ -2106,7 +2106,7 @@ fn malformed_requests_get_4xx_never_a_crash() {
             "a known field berth does not apply",
             post(
                 "/v1.44/containers/create",
-                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"Devices":[{"PathOnHost":"/dev/kvm","PathInContainer":"/dev/kvm","CgroupPermissions":"rwm"}]}}"#,
+                r#"{"Image":"bb:1","Cmd":["true"],"HostConfig":{"DeviceCgroupRules":["c 1:3 rwm"]}}"#,
             ),
             501,
         ),
@@ -2711,7 +2711,10 @@ fn the_berth_cli_formats_filters_publishes_and_logs_in() {
     );
     for (flags, field) in [
         (vec!["-v", "/tmp:/host:shared"], "bind propagation"),
-        (vec!["--device", "/dev/fuse"], "Devices"),
+        (
+            vec!["--device", "/dev/no-such-device"],
+            "error gathering device information",
+        ),
         // This berthd runs with --bridge none: publishing needs a network.
         (
             vec!["-p", "8080:80"],
@@ -4035,7 +4038,8 @@ fn images_keep_setuid_and_devices_and_bombs_are_refused_at_their_cost() {
     assert_eq!(entries("rootfs"), built);
     assert!(!b.ok(&["images"]).contains("bomb"));
 
-    // A 1 GiB long-name header in 4 MiB: refused before it is read, at little memory.
+    // A 1 GiB long-name header, with 160 MiB behind it, gzipped to ~160 KiB: refused at
+    // its header (by `load` and by `import`), before anything is allocated for it.
     let pid = b.child.as_ref().unwrap().id();
     let mut evil = raw_tar(&[("././@LongLink", b'L', 0o644, b"")]);
     evil.truncate(512);
@@ -4047,17 +4051,34 @@ fn images_keep_setuid_and_devices_and_bombs_are_refused_at_their_cost() {
         .sum::<u32>()
         + 8 * 32;
     evil[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    evil.extend(vec![b'a'; 4 << 20]);
-    let evil_path = b.dir.path().join("longname.tar");
-    std::fs::write(&evil_path, &evil).unwrap();
-    let f = b.docker(&["load", "-i", evil_path.to_str().unwrap()]);
+    let header_path = b.dir.path().join("longname.hdr");
+    std::fs::write(&header_path, &evil).unwrap();
+    let evil_path = b.dir.path().join("longname.tar.gz");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg("{ cat \"$1\"; head -c 167772160 /dev/zero; } | gzip -1 > \"$2\"")
+        .arg("sh")
+        .arg(&header_path)
+        .arg(&evil_path)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let before = peak_rss_kib(pid);
+    let f = b.docker(&["import", evil_path.to_str().unwrap(), "longname:1"]);
     assert_ne!(f.status, 0);
     assert!(f.stderr.contains("GNU long name"), "{}", f.stderr);
+    let plain_path = b.dir.path().join("longname.tar");
+    evil.extend(vec![b'a'; 4 << 20]);
+    std::fs::write(&plain_path, &evil).unwrap();
+    let f = b.docker(&["load", "-i", plain_path.to_str().unwrap()]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("GNU long name"), "{}", f.stderr);
+    let after = peak_rss_kib(pid);
     assert!(
-        peak_rss_kib(pid) < 200 << 10,
-        "berthd peaked at {} KiB",
-        peak_rss_kib(pid)
+        after < before + (100 << 10),
+        "berthd's peak went from {before} to {after} KiB"
     );
+    assert_eq!(entries("tmp"), 0);
 
     // manifest.json that is not JSON: what is wrong, and where.
     let bad = raw_tar(&[("manifest.json", b'0', 0o644, b"{not json")]);

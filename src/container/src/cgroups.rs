@@ -534,18 +534,26 @@ impl Cgroup {
     /// them to go.
     pub fn kill_all(&self) {
         let _ = self.freeze(false);
+        if let Cgroup::V2(d) = self {
+            // The kernel kills the whole subtree at once where it can (5.14 and later).
+            let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        }
+        fn procs(dir: &Path, out: &mut Vec<i32>) {
+            if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                out.extend(s.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    procs(&e.path(), out);
+                }
+            }
+        }
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let pids: Vec<i32> = self
-                .paths()
-                .iter()
-                .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
-                .flat_map(|s| {
-                    s.lines()
-                        .filter_map(|l| l.trim().parse().ok())
-                        .collect::<Vec<i32>>()
-                })
-                .collect();
+            let mut pids = Vec::new();
+            for d in self.paths() {
+                procs(&d, &mut pids);
+            }
             if pids.is_empty() || std::time::Instant::now() >= deadline {
                 return;
             }

@@ -438,6 +438,10 @@ fn spec_devices(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::rootfs::Dev
                 path: rel.to_path_buf(),
                 mode: kind | (d.file_mode().unwrap_or(0o660) & 0o777),
                 rdev: libc::makedev(d.major() as u32, d.minor() as u32),
+                owner: match (d.uid(), d.gid()) {
+                    (None, None) | (Some(0), Some(0)) | (Some(0), None) | (None, Some(0)) => None,
+                    (u, g) => Some((u.unwrap_or(0), g.unwrap_or(0))),
+                },
             })
         })
         .collect()

@@ -65,6 +65,8 @@ pub struct Device {
     pub mode: libc::mode_t,
     /// Its device number.
     pub rdev: libc::dev_t,
+    /// Its owner and group, when they are not root's.
+    pub owner: Option<(u32, u32)>,
 }
 
 /// The device nodes of a fresh /dev: (name, major, minor).
@@ -121,6 +123,7 @@ pub fn host_devices(dev: &Path) -> Vec<Device> {
                     path: rel.to_path_buf(),
                     mode: m.mode(),
                     rdev: m.rdev(),
+                    owner: Some((m.uid(), m.gid())).filter(|o| *o != (0, 0)),
                 });
             }
         }
@@ -389,6 +392,10 @@ pub fn setup(sys: &dyn Syscall, plan: &Plan) -> Result<(), RootfsError> {
             }
             sys.mknod(&p, d.mode, d.rdev)
                 .map_err(sys_err(format!("creating /dev/{}", d.path.display())))?;
+            if let Some((uid, gid)) = d.owner {
+                sys.lchown(&p, uid, gid)
+                    .map_err(sys_err(format!("chowning /dev/{}", d.path.display())))?;
+            }
         }
     }
 
@@ -514,13 +521,15 @@ mod tests {
                 path: "dri/card0".into(),
                 mode: libc::S_IFCHR | 0o660,
                 rdev: libc::makedev(226, 0),
+                owner: Some((0, 44)),
             }],
             ..plan(vec![m("/dev", "tmpfs", "tmpfs", &["mode=755"])])
         };
         setup(&sys, &p).unwrap();
         let calls = sys.calls();
         assert!(
-            calls.contains(&"mknod /run/c/rootfs/dev/dri/card0 226:0".to_string()),
+            calls.contains(&"mknod /run/c/rootfs/dev/dri/card0 226:0".to_string())
+                && calls.contains(&"lchown /run/c/rootfs/dev/dri/card0 0:44".to_string()),
             "{calls:?}"
         );
         // `..` in a device path is refused.
@@ -529,6 +538,7 @@ mod tests {
                 path: "../../etc/x".into(),
                 mode: libc::S_IFCHR,
                 rdev: 0,
+                owner: None,
             }],
             ..plan(vec![m("/dev", "tmpfs", "tmpfs", &["mode=755"])])
         };

@@ -30,8 +30,10 @@ pub trait Syscall {
     fn mkdir_all(&self, path: &Path) -> io::Result<()>;
     /// Creates an empty file (a bind-mount target) if missing.
     fn touch(&self, path: &Path) -> io::Result<()>;
-    /// mknod(2).
+    /// mknod(2), with the permission bits of `mode` exactly (not through the umask).
     fn mknod(&self, path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()>;
+    /// lchown(2).
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()>;
     /// symlink(2).
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
     /// sethostname(2).
@@ -164,7 +166,12 @@ impl Syscall for Linux {
     fn mknod(&self, path: &Path, mode: libc::mode_t, dev: libc::dev_t) -> io::Result<()> {
         let p = cstr(path)?;
         // SAFETY: `p` is a valid NUL-terminated path.
-        check(unsafe { libc::mknod(p.as_ptr(), mode, dev) })
+        check(unsafe { libc::mknod(p.as_ptr(), mode, dev) })?;
+        // SAFETY: as above; chmod reads only the path.
+        check(unsafe { libc::chmod(p.as_ptr(), mode & 0o7777) })
+    }
+    fn lchown(&self, path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
     }
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         std::os::unix::fs::symlink(target, link)
@@ -269,6 +276,10 @@ pub mod recorder {
                 libc::major(dev),
                 libc::minor(dev)
             ));
+            Ok(())
+        }
+        fn lchown(&self, p: &Path, uid: u32, gid: u32) -> io::Result<()> {
+            self.log(format!("lchown {} {uid}:{gid}", p.display()));
             Ok(())
         }
         fn symlink(&self, t: &Path, l: &Path) -> io::Result<()> {

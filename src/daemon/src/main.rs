@@ -235,7 +235,13 @@ fn run(mut cli: Cli) -> Result<(), String> {
         }
     }
     let size_of = |flag: Option<String>, key: &str, default: u64| -> Result<u64, String> {
-        match flag.or_else(|| file[key].as_str().map(str::to_owned)) {
+        let from_file = match &file[key] {
+            serde_json::Value::Null => None,
+            serde_json::Value::String(v) => Some(v.clone()),
+            serde_json::Value::Number(n) if n.is_u64() => Some(n.to_string()),
+            other => return Err(format!("config file: {key} {other}: expected a size such as 1073741824, \"512m\" or \"40g\"")),
+        };
+        match flag.or(from_file) {
             None => Ok(default),
             Some(v) => berthd::daemon::create::parse_size(&v).ok_or_else(|| {
                 format!("--{key} {v:?}: expected a size such as 1073741824, 512m or 40g")
@@ -474,15 +480,17 @@ fn raise_nofile() -> u64 {
 }
 
 async fn serve(d: Arc<Daemon>, listeners: Vec<Listener>, hosts: Vec<String>) -> Result<(), String> {
-    // At most half the descriptors go to API connections (up to 4096); the rest stay for
-    // containers. Clients past the cap wait in the listen backlog.
+    // At most half the descriptors go to API connections (up to 4096 a listener); the
+    // rest stay for containers. Clients past the cap wait in the listen backlog.
     let nofile = raise_nofile();
-    let permits = Arc::new(tokio::sync::Semaphore::new(
-        (nofile / 2).clamp(16, 4096) as usize
-    ));
+    let share = (nofile / 2 / listeners.len().max(1) as u64).clamp(16, 4096) as usize;
     let mut loops = Vec::new();
     for (l, host) in listeners.into_iter().zip(hosts.iter().cloned()) {
-        let (d, permits) = (d.clone(), permits.clone());
+        // Each listener has its own share, so that a flood on a TCP port (TLS handshakes
+        // hold their permit for up to 10 s) never locks the operator out of the Unix
+        // socket.
+        let d = d.clone();
+        let permits = Arc::new(tokio::sync::Semaphore::new(share));
         let operator = router::Caller::default();
         loops.push(match l {
             Listener::Unix(l) => {
@@ -602,16 +610,6 @@ fn lock_root(dir: &std::path::Path, flag: &str, gid: Option<u32>) -> Result<std:
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::os::unix::io::AsRawFd;
     std::fs::create_dir_all(dir).map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
-    let mode = match gid {
-        Some(g) => {
-            std::os::unix::fs::chown(dir, Some(0), Some(g))
-                .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
-            0o710
-        }
-        None => 0o700,
-    };
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
     let path = dir.join("berthd.lock");
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -634,5 +632,11 @@ fn lock_root(dir: &std::path::Path, flag: &str, gid: Option<u32>) -> Result<std:
     let _ = f.set_len(0);
     let _ = f.rewind();
     let _ = writeln!(f, "{}", std::process::id());
+    // Only the berthd holding the lock changes the root's owner and mode.
+    std::os::unix::fs::chown(dir, Some(0), Some(gid.unwrap_or(0)))
+        .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
+    let mode = if gid.is_some() { 0o710 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("--{flag} {}: {e}", dir.display()))?;
     Ok(f)
 }

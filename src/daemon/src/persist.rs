@@ -22,6 +22,9 @@ pub fn write_json(p: &Path, v: &impl serde::Serialize, what: &str) -> Result<()>
         .mode(0o600)
         .open(&tmp)
         .map_err(Error::io(what.to_owned()))?;
+    // (a leftover .tmp keeps its mode through open)
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(Error::io(what.to_owned()))?;
     f.write_all(&body)
         .and_then(|_| f.sync_all())
         .map_err(Error::io(what.to_owned()))?;

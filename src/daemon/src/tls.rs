@@ -72,6 +72,8 @@ pub fn acceptor(f: &TlsFiles) -> Result<SslAcceptor, TlsError> {
         .map_err(file("--tlskey", &f.key))?;
     b.check_private_key().map_err(file("--tlskey", &f.key))?;
     b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
+    // Needed for session resumption when clients are verified.
+    b.set_session_id_context(b"berthd")?;
     // The CA's name in the certificate request: clients pick the right certificate.
     let pem = std::fs::read(&f.ca).map_err(|err| TlsError::Read {
         path: f.ca.display().to_string(),

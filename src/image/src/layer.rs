@@ -303,10 +303,8 @@ fn apply_tar(root: &Path, r: impl Read, budget: &mut Budget) -> Result<Applied, 
             path: shown.clone(),
             err,
         };
-        let size = e
-            .header()
-            .size()
-            .map_err(|err| LayerError::Invalid(format!("{shown}: bad size: {err}")))?;
+        // The entry's size: a PAX `size` record's over the header's.
+        let size = e.size();
         if size > MAX_ENTRY_SIZE {
             return Err(LayerError::Invalid(format!(
                 "{shown}: entry of {size} bytes is too large"

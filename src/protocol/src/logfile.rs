@@ -88,12 +88,15 @@ pub fn spans(path: &Path) -> Vec<(PathBuf, u64, u64)> {
 /// Opens a log for appending, creating it readable by its owner only: a workload's output
 /// is as private as its files.
 fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let f = OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)
+        .open(path)?;
+    // One made before logs were private keeps its mode through open.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
 }
 
 impl LogFile {

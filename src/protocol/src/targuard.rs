@@ -52,12 +52,17 @@ impl<R: Read> TarGuard<R> {
         }
     }
 
-    /// Checks a whole header block and sets up what follows it.
+    /// Checks a whole header block and sets up what follows it, following the `tar`
+    /// crate's (0.4) reading of the stream exactly: it reads a GNU long name or link, or
+    /// a PAX record set, whole into memory only when the header has ustar or GNU magic;
+    /// such entries belong to the next member, and a PAX `size` applies to the first
+    /// header after them that is not one of them; any header returned as an entry of its
+    /// own ends the pending PAX records.
     fn header(&mut self) -> io::Result<()> {
         let h = &self.hdr;
         if let Some(size) = self.sparse_then {
-            // A GNU sparse extension block: more follow while its last flag is set.
-            if h[504] == 0 {
+            // A GNU sparse extension block: another follows while its flag is 1.
+            if h[504] != 1 {
                 self.sparse_then = None;
                 self.skip = round_up(size)?;
             }
@@ -68,31 +73,41 @@ impl<R: Read> TarGuard<R> {
             return Ok(());
         }
         let kind = h[156];
+        let gnu = &h[257..263] == b"ustar " && &h[263..265] == b" \0";
+        let recognized = gnu || (&h[257..263] == b"ustar\0" && &h[263..265] == b"00");
+        let extension = matches!(kind, b'L' | b'K' | b'x' | b'g');
         let mut size = parse_size(&h[124..136])?;
-        let special = matches!(kind, b'L' | b'K' | b'x' | b'g');
-        if special {
-            if size > MAX_SPECIAL {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "a tar header of {size} bytes (a {} entry) is over the {} byte cap",
-                        match kind {
-                            b'L' => "GNU long name",
-                            b'K' => "GNU long link",
-                            _ => "PAX record",
-                        },
-                        MAX_SPECIAL
-                    ),
-                ));
-            }
-        } else if let Some(s) = self.pax_size.take() {
-            size = s;
+        if extension && size > MAX_SPECIAL {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a tar header of {size} bytes (a {} entry) is over the {} byte cap",
+                    match kind {
+                        b'L' => "GNU long name",
+                        b'K' => "GNU long link",
+                        _ => "PAX record",
+                    },
+                    MAX_SPECIAL
+                ),
+            ));
         }
-        if kind == b'x' {
+        if !extension {
+            if let Some(s) = self.pax_size {
+                size = s;
+            }
+        }
+        if !(recognized && matches!(kind, b'L' | b'K' | b'x')) {
+            // An entry of its own: the PAX records pending were its.
+            self.pax_size = None;
+        }
+        if recognized && kind == b'x' {
             self.pax = Some(Vec::with_capacity(size as usize));
             self.pax_left = size;
+            if size == 0 {
+                self.pax = None;
+            }
         }
-        if kind == b'S' && h[482] != 0 {
+        if kind == b'S' && gnu && h[482] == 1 {
             self.sparse_then = Some(size);
             return Ok(());
         }
@@ -164,23 +179,26 @@ fn parse_size(f: &[u8]) -> io::Result<u64> {
     u64::from_str_radix(t, 8).map_err(|_| bad())
 }
 
-/// The `size` record of a PAX record set (`LEN size=VALUE\n`...), if any.
-fn pax_size(mut p: &[u8]) -> Option<u64> {
-    let mut found = None;
-    while !p.is_empty() {
-        let sp = p.iter().position(|b| *b == b' ')?;
-        let len: usize = std::str::from_utf8(&p[..sp]).ok()?.parse().ok()?;
-        if len <= sp || len > p.len() {
-            return found;
+/// The `size` record of a PAX record set as the `tar` crate reads it: records split at
+/// newlines, each `LEN key=value` with LEN its length; the first `size` wins; a malformed
+/// record before it, or a bad value, means none.
+fn pax_size(data: &[u8]) -> Option<u64> {
+    for line in data.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            return None;
         }
-        let rec = &p[sp + 1..len];
-        if let Some(v) = rec.strip_prefix(b"size=") {
-            let v = v.strip_suffix(b"\n").unwrap_or(v);
-            found = std::str::from_utf8(v).ok()?.parse().ok();
+        let sp = line.iter().position(|b| *b == b' ')?;
+        let len: usize = std::str::from_utf8(&line[..sp]).ok()?.parse().ok()?;
+        if line.len() + 1 != len {
+            return None;
         }
-        p = &p[len..];
+        let kv = &line[sp + 1..];
+        let eq = kv.iter().position(|b| *b == b'=')?;
+        if &kv[..eq] == b"size" {
+            return std::str::from_utf8(&kv[eq + 1..]).ok()?.parse().ok();
+        }
     }
-    found
+    None
 }
 
 #[cfg(test)]
@@ -195,6 +213,30 @@ mod tests {
         h[124..135].copy_from_slice(s.as_bytes());
         h[156] = kind;
         h
+    }
+
+    /// A ustar header (magic "ustar\0" "00").
+    fn ustar(name: &str, kind: u8, size: u64) -> [u8; BLOCK] {
+        let mut h = header(name, kind, size);
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h
+    }
+
+    /// A block of PAX records.
+    fn records(r: &[u8]) -> Vec<u8> {
+        let mut d = r.to_vec();
+        d.resize(BLOCK, 0);
+        d
+    }
+
+    /// The huge long name the guard must meet where `tar` meets it.
+    fn huge_long_name() -> [u8; BLOCK] {
+        ustar("././@LongLink", b'L', 1 << 32)
+    }
+
+    fn refused(t: &[u8]) -> bool {
+        drain(t).is_err_and(|e| e.to_string().contains("GNU long name"))
     }
 
     fn drain(r: impl Read) -> io::Result<u64> {
@@ -243,11 +285,61 @@ mod tests {
     }
 
     #[test]
+    fn the_guard_meets_headers_where_tar_does_in_the_corner_cases() {
+        let filler = [b'a'; BLOCK];
+        // Two size records: the first wins (1024: two blocks of data).
+        let mut t = ustar("pax", b'x', 25).to_vec();
+        t.extend(records(b"13 size=1024\n12 size=512\n"));
+        t.extend(ustar("f", b'0', 0));
+        t.extend(filler);
+        t.extend(filler);
+        t.extend(huge_long_name());
+        assert!(refused(&t));
+        // A global header between the PAX records and the file takes them: the file's
+        // size is its header's (0).
+        let mut t = ustar("pax", b'x', 13).to_vec();
+        t.extend(records(b"13 size=1024\n"));
+        t.extend(ustar("g", b'g', 0));
+        t.extend(ustar("f", b'0', 0));
+        t.extend(huge_long_name());
+        assert!(refused(&t));
+        // An `x` without magic is an entry of its own, not PAX records.
+        let mut t = header("pax", b'x', 13).to_vec();
+        t.extend(records(b"13 size=1024\n"));
+        t.extend(ustar("f", b'0', 0));
+        t.extend(huge_long_name());
+        assert!(refused(&t));
+        // A malformed record before the size: no size at all.
+        let mut t = ustar("pax", b'x', 20).to_vec();
+        t.extend(records(b"99 bad\n13 size=1024\n"));
+        t.extend(ustar("f", b'0', 0));
+        t.extend(huge_long_name());
+        assert!(refused(&t));
+        // A GNU sparse header whose extension flag is not 1 has no extension blocks.
+        let mut s = header("s", b'S', 0);
+        s[257..263].copy_from_slice(b"ustar ");
+        s[263..265].copy_from_slice(b" \0");
+        s[482] = 2;
+        s[483..495].copy_from_slice(b"00000000000\0");
+        // (with a good checksum: the `tar` crate reads this one below)
+        s[148..156].copy_from_slice(b"        ");
+        let sum: u32 = s.iter().map(|b| u32::from(*b)).sum();
+        s[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        let mut t = s.to_vec();
+        t.extend(huge_long_name());
+        assert!(refused(&t));
+        // And the `tar` crate itself, behind the guard, gets the refusal.
+        let mut ar = tar::Archive::new(TarGuard::new(&t[..]));
+        let e = ar.entries().unwrap().find_map(|e| e.err()).unwrap();
+        assert!(e.to_string().contains("GNU long name"), "{e}");
+    }
+
+    #[test]
     fn a_pax_size_record_governs_the_next_entry() {
         // PAX says the next file has 1024 bytes although its header says 0; its data holds
         // something shaped like a huge long-name header, which is data, not a header.
         let rec = b"13 size=1024\n";
-        let mut t = header("pax", b'x', rec.len() as u64).to_vec();
+        let mut t = ustar("pax", b'x', rec.len() as u64).to_vec();
         let mut data = rec.to_vec();
         data.resize(BLOCK, 0);
         t.extend(data);

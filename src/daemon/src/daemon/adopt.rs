@@ -83,7 +83,16 @@ impl Daemon {
             )
             .map(|id| short(&id).to_owned())
             .collect();
-        let procs = sandbox_processes(&self.opts.exec_root.join("c"));
+        let ours: Vec<std::path::PathBuf> = [
+            Some(&self.opts.agent),
+            Some(&self.opts.vmm),
+            self.opts.virtiofsd.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
+        .collect();
+        let procs = sandbox_processes(&self.opts.exec_root.join("c"), &ours);
         let mut orphans: BTreeSet<String> = dirs
             .iter()
             .map(|id| short(id).to_owned())
@@ -106,11 +115,13 @@ impl Daemon {
                 orphans.insert(short(id).to_owned());
             }
         }
+        // Every process first (the list is fresh: no PID has been reused since), then
+        // what each left.
+        for (pid, _) in procs.iter().filter(|(_, p)| orphans.contains(p)) {
+            kill_sandbox(*pid);
+        }
         let cgroups = berth_container::cgroups::Cgroup::names(Path::new(CGROUP_ROOT));
         for s in &orphans {
-            for (pid, _) in procs.iter().filter(|(_, p)| p == s) {
-                kill_group(*pid);
-            }
             let full: Vec<&String> = dirs.iter().filter(|id| short(id) == s).collect();
             for id in &full {
                 crate::sandbox::reap_sandbox(
@@ -137,7 +148,14 @@ impl Daemon {
             };
             crate::log("warn", what, &[("id", s)]);
         }
-        let freed = self.networks.release_unknown(&known);
+        // A container whose record could not be read keeps its addresses too.
+        let mut holders = known.clone();
+        holders.extend(
+            dirs.iter()
+                .filter(|id| data.join(id).join("config.v2.json").exists())
+                .cloned(),
+        );
+        let freed = self.networks.release_unknown(&holders);
         if freed > 0 {
             crate::log(
                 "warn",
@@ -148,9 +166,9 @@ impl Daemon {
     }
 }
 
-/// A container's short ID: the first 12 digits.
+/// A container's short ID: the first 12 digits (a name that is not an ID is itself).
 fn short(id: &str) -> &str {
-    &id[..12.min(id.len())]
+    id.get(..12).unwrap_or(id)
 }
 
 /// The names in a directory.
@@ -163,15 +181,30 @@ fn names_in(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Processes whose command line names `<exec-root>/c/<short id>/` (the agents and
-/// monitors berthd starts, and the virtiofsd serving them), with that short ID.
-fn sandbox_processes(c_dir: &Path) -> Vec<(i32, String)> {
+/// berthd's own sandbox processes, with their container's short ID: root's processes
+/// running one of `ours` (the agent, the monitor, virtiofsd) whose command line names
+/// `<exec-root>/c/<short id>/`. Nobody else's process is ever taken for one.
+fn sandbox_processes(c_dir: &Path, ours: &[std::path::PathBuf]) -> Vec<(i32, String)> {
+    use std::os::unix::fs::MetadataExt;
     let prefix = format!("{}/", c_dir.display());
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
+        if std::fs::metadata(e.path()).map(|m| m.uid()).ok() != Some(0) {
+            continue;
+        }
+        // (a binary replaced since, by an upgrade, reads "PATH (deleted)")
+        let exe = std::fs::read_link(e.path().join("exe"))
+            .map(|p| {
+                let t = p.to_string_lossy();
+                std::path::PathBuf::from(t.strip_suffix(" (deleted)").unwrap_or(&t))
+            })
+            .ok();
+        if !exe.is_some_and(|x| ours.contains(&x)) {
+            continue;
+        }
         let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
             continue;
         };
@@ -197,10 +230,14 @@ fn sandbox_processes(c_dir: &Path) -> Vec<(i32, String)> {
     out
 }
 
-/// SIGKILLs a sandbox process and its process group (it leads its own session).
-fn kill_group(pid: i32) {
-    // SAFETY: kill takes plain integers; the group is the sandbox's own session.
-    unsafe { libc::kill(-pid, libc::SIGKILL) };
-    // SAFETY: as above; in case it left its group.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
+/// SIGKILLs a sandbox process, and its process group when it leads its own session (as
+/// berthd starts them).
+fn kill_sandbox(pid: i32) {
+    // SAFETY: getsid and kill take plain integers.
+    unsafe {
+        if libc::getsid(pid) == pid {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+        libc::kill(pid, libc::SIGKILL);
+    }
 }

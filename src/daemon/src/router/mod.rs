@@ -148,8 +148,10 @@ fn runs_to_completion(method: &Method, path: &str) -> bool {
             "start" | "stop" | "restart" | "kill" | "pause" | "unpause" | "update" | "rename"
         ),
         (Some("networks" | "volumes"), _) => true,
-        (Some("images"), 2) => method == Method::DELETE,
-        (Some("images"), 3) => seg[2] == "tag",
+        // Image names may hold slashes: `DELETE /images/user/repo:1`, `.../user/repo/tag`.
+        (Some("images"), n) if n >= 2 => {
+            method == Method::DELETE || (method == Method::POST && seg[n - 1] == "tag")
+        }
         _ => false,
     }
 }
@@ -304,6 +306,9 @@ mod tests {
         assert!(r(&Method::DELETE, "/v1.41/containers/abc"));
         assert!(r(&Method::POST, "/networks/n/connect"));
         assert!(r(&Method::DELETE, "/images/bb:1"));
+        assert!(r(&Method::DELETE, "/images/user/repo:1"));
+        assert!(r(&Method::POST, "/v1.44/images/user/repo/tag"));
+        assert!(!r(&Method::POST, "/images/user/repo/push"));
         assert!(!r(&Method::GET, "/containers/json"));
         assert!(!r(&Method::POST, "/containers/abc/wait"));
         assert!(!r(&Method::POST, "/containers/abc/attach"));

@@ -264,6 +264,11 @@ pub(crate) fn private_file(path: &std::path::Path) -> Result<std::fs::File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+        .and_then(|f| {
+            use std::os::unix::fs::PermissionsExt;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map(|_| f)
+        })
         .map_err(Error::io(format!("{}", path.display())))
 }
 
