@@ -399,6 +399,15 @@ impl Container {
     }
 }
 
+/// A device path's name under /dev (`/dev/x/y` is `x/y`), if it is one: no `.` or `..`.
+pub fn under_dev(p: &Path) -> Option<&Path> {
+    p.strip_prefix("/dev").ok().filter(|r| {
+        !r.as_os_str().is_empty()
+            && r.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+    })
+}
+
 /// The spec's `linux.devices`: nodes to make under the container's /dev (`--device`).
 fn spec_devices(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::rootfs::Device>, Error> {
     use oci_spec::runtime::LinuxDeviceType as T;
@@ -409,21 +418,12 @@ fn spec_devices(spec: &oci_spec::runtime::Spec) -> Result<Vec<crate::rootfs::Dev
         .unwrap_or_default();
     list.iter()
         .map(|d| {
-            let rel = d
-                .path()
-                .strip_prefix("/dev")
-                .ok()
-                .filter(|r| {
-                    !r.as_os_str().is_empty()
-                        && r.components()
-                            .all(|c| matches!(c, std::path::Component::Normal(_)))
-                })
-                .ok_or_else(|| {
-                    Error::InvalidSpec(format!(
-                        "linux.devices: {} is not a name under /dev",
-                        d.path().display()
-                    ))
-                })?;
+            let rel = under_dev(d.path()).ok_or_else(|| {
+                Error::InvalidSpec(format!(
+                    "linux.devices: {} is not a name under /dev",
+                    d.path().display()
+                ))
+            })?;
             let kind = match d.typ() {
                 T::C | T::U => libc::S_IFCHR,
                 T::B => libc::S_IFBLK,

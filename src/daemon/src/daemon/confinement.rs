@@ -112,15 +112,7 @@ fn devices(list: &[docker::DeviceMapping]) -> Result<Vec<DeviceGrant>> {
                 "error gathering device information while adding custom device {host:?}: not a device node"
             )));
         };
-        let under_dev = std::path::Path::new(&inner)
-            .strip_prefix("/dev")
-            .ok()
-            .filter(|r| {
-                !r.as_os_str().is_empty()
-                    && r.components()
-                        .all(|c| matches!(c, std::path::Component::Normal(_)))
-            });
-        if under_dev.is_none() {
+        if berth_container::container::under_dev(std::path::Path::new(&inner)).is_none() {
             return Err(bad(format!(
                 "--device {host}:{inner}: the path in the container must be a name under /dev"
             )));
