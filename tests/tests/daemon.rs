@@ -4396,3 +4396,334 @@ fn the_remote_api_answers_only_clients_the_ca_signed() {
         assert!(f.stderr.contains(want), "{}", f.stderr);
     }
 }
+
+/// One request to berthd's TLS port with the client certificates in `certs` (curl):
+/// the status and the body.
+fn curl_tls(
+    certs: &Path,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, String) {
+    let mut c = Command::new("curl");
+    c.args([
+        "-s",
+        "-m",
+        "20",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ])
+    .arg("--cacert")
+    .arg(certs.join("ca.pem"))
+    .arg("--cert")
+    .arg(certs.join("cert.pem"))
+    .arg("--key")
+    .arg(certs.join("key.pem"))
+    .arg(format!("https://127.0.0.1:{port}/v1.44{path}"));
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Tenants, named by their client certificates: alice tries every read and write endpoint
+/// on bob's container, exec, image and volume and gets 404 or 403 every time; lists,
+/// events and `system df` show her none of bob's; what would reach the host (bind mounts,
+/// --privileged) is refused; her quotas (containers, memory, vCPUs) hold with a 403; a
+/// tag cannot be taken from under bob; a certificate that names no tenant gets 403; the
+/// operator (the Unix socket) sees both.
+#[test]
+fn a_tenant_reaches_none_of_another_tenants_objects() {
+    let pki_dir = TempDir::new("pki-tenants").unwrap();
+    let pki = Pki::new(&pki_dir.path().join("ca"), "berth tenants CA").unwrap();
+    let alice = pki.client("alice", &pki.ca()).unwrap();
+    let bob = pki.client("bob", &pki.ca()).unwrap();
+    let mallory = pki.client("mallory", &pki.ca()).unwrap();
+    let port = berth_e2e::registry::free_port().unwrap();
+    let tcp = format!("tcp://127.0.0.1:{port}");
+    let (cert, key) = pki.server();
+    let config = pki_dir.path().join("berthd.json");
+    std::fs::write(
+        &config,
+        serde_json::json!({
+            "tlsverify": true,
+            "tlscacert": pki.ca(),
+            "tlscert": cert,
+            "tlskey": key,
+            "tenants": {
+                "alice": {"containers": 3, "memory": "256m", "cpus": 2},
+                "bob": {}
+            }
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let b = Berthd::start(&[
+        "-H",
+        &tcp,
+        "--config-file",
+        config.to_str().unwrap(),
+        "--exec-opt",
+        "isolation=process",
+    ]);
+    let dcfg = b.dir.path().join("docker-config");
+    let as_ = |who: &Path, args: &[&str]| docker_tls(&tcp, who, &dcfg, args);
+    let ok = |who: &Path, args: &[&str]| {
+        let f = as_(who, args);
+        assert_eq!(f.status, 0, "{args:?}: {}\n{}", f.stderr, b.log());
+        f.stdout.trim().to_owned()
+    };
+    // bob's objects.
+    let root = b.dir.path().join("bbroot");
+    busybox_rootfs(&root).unwrap();
+    let tar = b.dir.path().join("bb.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let image = ok(&bob, &["import", tar.to_str().unwrap(), "bb:1"]);
+    let ctr = ok(
+        &bob,
+        &[
+            "run",
+            "-d",
+            "--name",
+            "bobctr",
+            "-v",
+            "bobvol:/data",
+            "bb:1",
+            "sleep",
+            "1000",
+        ],
+    );
+    let (s, body) = curl_tls(
+        &bob,
+        port,
+        "POST",
+        &format!("/containers/{ctr}/exec"),
+        Some(r#"{"Cmd":["true"]}"#),
+    );
+    assert_eq!(s, 201, "{body}");
+    let exec: String = serde_json::from_str::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Every endpoint on bob's objects, as alice.
+    let c = format!("/containers/{ctr}");
+    let e = format!("/exec/{exec}");
+    let i = format!("/images/{image}");
+    let cases: Vec<(&str, String, Option<&str>)> = vec![
+        ("GET", format!("{c}/json"), None),
+        ("GET", format!("{c}/logs?stdout=1&stderr=1"), None),
+        ("GET", format!("{c}/top"), None),
+        ("GET", format!("{c}/stats?stream=0"), None),
+        ("GET", format!("{c}/changes"), None),
+        ("GET", format!("{c}/export"), None),
+        ("GET", format!("{c}/archive?path=/data"), None),
+        ("HEAD", format!("{c}/archive?path=/data"), None),
+        ("PUT", format!("{c}/archive?path=/data"), Some("")),
+        ("POST", format!("{c}/attach?stream=1&stdout=1"), None),
+        ("POST", format!("{c}/wait"), None),
+        ("POST", format!("{c}/resize?h=10&w=10"), None),
+        ("POST", format!("{c}/start"), None),
+        ("POST", format!("{c}/stop?t=0"), None),
+        ("POST", format!("{c}/restart?t=0"), None),
+        ("POST", format!("{c}/kill"), None),
+        ("POST", format!("{c}/pause"), None),
+        ("POST", format!("{c}/unpause"), None),
+        ("POST", format!("{c}/update"), Some("{}")),
+        ("POST", format!("{c}/rename?name=stolen"), None),
+        ("POST", format!("{c}/exec"), Some(r#"{"Cmd":["true"]}"#)),
+        ("DELETE", format!("{c}?force=1&v=1"), None),
+        ("GET", format!("{e}/json"), None),
+        ("POST", format!("{e}/start"), Some(r#"{"Detach":true}"#)),
+        ("POST", format!("{e}/resize?h=10&w=10"), None),
+        ("GET", format!("{i}/json"), None),
+        ("GET", format!("{i}/history"), None),
+        ("GET", format!("{i}/get"), None),
+        ("GET", "/images/bb:1/json".into(), None),
+        ("POST", format!("{i}/tag?repo=stolen&tag=1"), None),
+        ("POST", "/images/bb/push?tag=1".into(), None),
+        ("DELETE", format!("{i}?force=1"), None),
+        ("GET", "/volumes/bobvol".into(), None),
+        ("DELETE", "/volumes/bobvol".into(), None),
+        (
+            "POST",
+            "/volumes/create".into(),
+            Some(r#"{"Name":"bobvol"}"#),
+        ),
+        (
+            "POST",
+            "/containers/create".into(),
+            Some(r#"{"Image":"bb:1","Cmd":["true"]}"#),
+        ),
+        (
+            "POST",
+            "/containers/create".into(),
+            Some(r#"{"Image":"x","Cmd":["true"],"HostConfig":{"Binds":["bobvol:/x"]}}"#),
+        ),
+        (
+            "POST",
+            "/containers/create".into(),
+            Some(r#"{"Image":"x","Cmd":["true"],"HostConfig":{"VolumesFrom":["bobctr"]}}"#),
+        ),
+        (
+            "POST",
+            "/containers/create".into(),
+            Some(r#"{"Image":"x","Cmd":["true"],"HostConfig":{"NetworkMode":"container:bobctr"}}"#),
+        ),
+        ("POST", "/commit?container=bobctr&repo=stolen".into(), None),
+        ("POST", "/containers/prune".into(), None),
+        ("POST", "/volumes/prune".into(), None),
+        ("POST", "/images/prune".into(), None),
+    ];
+    for (m, path, body) in &cases {
+        let (s, text) = curl_tls(&alice, port, m, path, *body);
+        assert!(
+            s == 404 || s == 403,
+            "alice {m} {path}: {s} {text}\n{}",
+            b.log()
+        );
+    }
+    // Bob's objects are all still there and untouched.
+    assert_eq!(
+        ok(
+            &bob,
+            &["inspect", "-f", "{{.Name}} {{.State.Status}}", "bobctr"]
+        ),
+        "/bobctr running"
+    );
+    assert_eq!(ok(&bob, &["volume", "ls", "-q"]), "bobvol");
+    assert!(ok(&bob, &["images", "-q", "--no-trunc"]).contains(&image));
+    // Alice's lists, events and df show none of them.
+    let (_, list) = curl_tls(&alice, port, "GET", "/containers/json?all=1", None);
+    let (_, imgs) = curl_tls(&alice, port, "GET", "/images/json", None);
+    let (_, vols) = curl_tls(&alice, port, "GET", "/volumes", None);
+    let (_, df) = curl_tls(&alice, port, "GET", "/system/df", None);
+    let now = unix_now();
+    let (_, events) = curl_tls(
+        &alice,
+        port,
+        "GET",
+        &format!("/events?since=0&until={now}"),
+        None,
+    );
+    for (what, text) in [
+        ("ps", &list),
+        ("images", &imgs),
+        ("volumes", &vols),
+        ("df", &df),
+        ("events", &events),
+    ] {
+        for secret in [&ctr[..12], &image[7..19], "bobvol", "bobctr"] {
+            assert!(
+                !text.contains(secret),
+                "alice's {what} shows {secret}: {text}"
+            );
+        }
+    }
+    // What would reach the host.
+    ok(&alice, &["import", tar.to_str().unwrap(), "mine:1"]);
+    for flags in [
+        vec!["-v", "/etc:/host"],
+        vec!["--privileged"],
+        vec!["--pid", "host"],
+    ] {
+        let mut args = vec!["create", "--memory", "64m", "--cpus", "0.5"];
+        args.extend(flags.iter());
+        args.extend(["mine:1", "true"]);
+        let f = as_(&alice, &args);
+        assert_ne!(f.status, 0, "{flags:?}");
+        assert!(
+            f.stderr.contains("for the operator only"),
+            "{flags:?}: {}",
+            f.stderr
+        );
+    }
+    // Quotas: 3 containers, 256m, 2 vCPUs; each limit must be given.
+    let f = as_(&alice, &["create", "mine:1", "true"]);
+    assert!(f.stderr.contains("memory quota"), "{}", f.stderr);
+    ok(
+        &alice,
+        &[
+            "create", "--name", "a1", "--memory", "100m", "--cpus", "1", "mine:1", "true",
+        ],
+    );
+    ok(
+        &alice,
+        &[
+            "create", "--name", "a2", "--memory", "100m", "--cpus", "0.5", "mine:1", "true",
+        ],
+    );
+    let f = as_(
+        &alice,
+        &[
+            "create", "--memory", "100m", "--cpus", "0.5", "mine:1", "true",
+        ],
+    );
+    assert!(f.stderr.contains("of its 268435456 bytes"), "{}", f.stderr);
+    let f = as_(
+        &alice,
+        &["create", "--memory", "10m", "--cpus", "1", "mine:1", "true"],
+    );
+    assert!(f.stderr.contains("vCPUs"), "{}", f.stderr);
+    ok(
+        &alice,
+        &[
+            "create", "--name", "a3", "--memory", "10m", "--cpus", "0.5", "mine:1", "true",
+        ],
+    );
+    let f = as_(
+        &alice,
+        &[
+            "create", "--memory", "10m", "--cpus", "0.1", "mine:1", "true",
+        ],
+    );
+    assert!(f.stderr.contains("quota of 3 containers"), "{}", f.stderr);
+    // Her own containers work.
+    ok(&alice, &["start", "a1"]);
+    assert_eq!(
+        ok(&alice, &["ps", "-a", "--format", "{{.Names}}"])
+            .lines()
+            .count(),
+        3
+    );
+    // The same content as bob's image is shared; a different one cannot take bob's tag.
+    let other = b.dir.path().join("other");
+    busybox_rootfs(&other).unwrap();
+    std::fs::write(other.join("alice"), "x").unwrap();
+    let other_tar = b.dir.path().join("other.tar");
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&other)
+        .arg("-cf")
+        .arg(&other_tar)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success());
+    let f = as_(&alice, &["import", other_tar.to_str().unwrap(), "bb:1"]);
+    assert_ne!(f.status, 0);
+    assert!(f.stderr.contains("not yours"), "{}", f.stderr);
+    assert_eq!(ok(&bob, &["inspect", "-f", "{{.Id}}", "bb:1"]), image);
+    // A certificate naming no tenant.
+    let (s, text) = curl_tls(&mallory, port, "GET", "/containers/json", None);
+    assert_eq!(s, 403, "{text}");
+    // The operator sees both.
+    let all = b.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(all.contains("bobctr") && all.contains("a1"), "{all}");
+    b.ok(&["rm", "-f", "bobctr", "a1", "a2", "a3"]);
+}

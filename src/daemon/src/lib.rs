@@ -12,6 +12,7 @@ pub mod persist;
 pub mod router;
 pub mod sandbox;
 pub mod state;
+pub mod tenant;
 pub mod tls;
 pub mod volume;
 

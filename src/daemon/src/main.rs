@@ -140,6 +140,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "tlscacert",
             "tlscert",
             "tlskey",
+            "tenants",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -253,6 +254,17 @@ fn run(mut cli: Cli) -> Result<(), String> {
         max_image_size: (max_image_size > 0).then_some(max_image_size),
         min_free_space: size_of(cli.min_free_space.take(), "min-free-space", 256 << 20)?,
     };
+    let tenants: Option<berthd::tenant::Tenants> = match file.get("tenants") {
+        None => None,
+        Some(v) => Some(
+            serde_json::from_value(v.clone()).map_err(|e| format!("config file: tenants: {e}"))?,
+        ),
+    };
+    if tenants.is_some() && !(cli.tlsverify || file["tlsverify"].as_bool().unwrap_or(false)) {
+        return Err(
+            "config file: tenants are named by TLS client certificates: give --tlsverify".into(),
+        );
+    }
     let opts = Opts {
         data_root,
         exec_root,
@@ -269,6 +281,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
         insecure_registries: cli.insecure_registries,
         net,
         image_limits,
+        tenants,
     };
     // One berthd per data root and per exec root, held until this process ends (the kernel
     // lets go of a SIGKILLed one's): before any socket is touched.

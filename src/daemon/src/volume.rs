@@ -27,6 +27,9 @@ pub struct VolumeRec {
     /// Made for one container (an image's VOLUME, `-v /path`), removed with it by `rm -v`.
     #[serde(default)]
     pub anonymous: bool,
+    /// The tenant that made it (None: the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// The volume store.
@@ -155,6 +158,12 @@ impl Volumes {
         };
         let mut vols = self.vols.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = vols.get(&name) {
+            if !crate::tenant::sees(&v.tenant) {
+                // Names are host-wide; another tenant's volume is not shared.
+                return Err(Error::Forbidden(format!(
+                    "the volume name {name:?} is taken; choose another"
+                )));
+            }
             return Ok((v.clone(), false));
         }
         let mut labels = labels;
@@ -167,6 +176,7 @@ impl Volumes {
             labels,
             created: crate::daemon::now_rfc3339(),
             anonymous,
+            tenant: crate::tenant::current(),
         };
         let data = self.mountpoint(&name);
         std::fs::create_dir_all(&data).map_err(Error::io(format!("{}", data.display())))?;
@@ -186,22 +196,24 @@ impl Volumes {
         )
     }
 
-    /// A volume by name.
+    /// A volume by name (a tenant gets only its own).
     pub fn get(&self, name: &str) -> Result<VolumeRec> {
         self.vols
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
+            .filter(|v| crate::tenant::sees(&v.tenant))
             .cloned()
             .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))
     }
 
-    /// Every volume, by name.
+    /// Every volume the caller sees, by name.
     pub fn all(&self) -> Vec<VolumeRec> {
         self.vols
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter(|v| crate::tenant::sees(&v.tenant))
             .cloned()
             .collect()
     }
@@ -209,7 +221,10 @@ impl Volumes {
     /// Removes a volume and its data (the caller checked that no container uses it).
     pub fn remove(&self, name: &str) -> Result<()> {
         let mut vols = self.vols.lock().unwrap_or_else(|e| e.into_inner());
-        if !vols.contains_key(name) {
+        if !vols
+            .get(name)
+            .is_some_and(|v| crate::tenant::sees(&v.tenant))
+        {
             return Err(Error::NotFound(format!("get {name}: no such volume")));
         }
         let dir = self.dir.join(name);

@@ -105,7 +105,7 @@ impl Daemon {
                 A[(b[0] as usize) % A.len()],
                 B[(b[1] as usize) % B.len()]
             );
-            if self.find(&n).is_err() {
+            if self.find_any(&n).is_err() {
                 return n;
             }
         }
@@ -117,7 +117,13 @@ impl Daemon {
             return Err(invalid_name(n));
         }
         let n = n.trim_start_matches('/').to_owned();
-        if let Ok(c) = self.find(&n) {
+        if let Ok(c) = self.find_any(&n) {
+            if c.record().name == n && !crate::tenant::sees(&c.record().tenant) {
+                // Names are host-wide; another tenant's container is not named.
+                return Err(Error::Conflict(format!(
+                    "Conflict. The container name \"/{n}\" is already in use. Choose another name."
+                )));
+            }
             if c.record().name == n {
                 return Err(Error::Conflict(format!(
                     "Conflict. The container name \"/{n}\" is already in use by container \"{}\". You have to remove (or rename) that container to be able to reuse that name.",
@@ -149,12 +155,22 @@ impl Daemon {
             .parse::<berth_image::Reference>()
             .map(|r| r.familiar())
             .unwrap_or_else(|_| image.clone());
-        let img = self.images.resolve(&image).map_err(|e| match e {
-            berth_image::ImageError::NotFound(_) => {
-                Error::NotFound(format!("No such image: {shown}"))
-            }
-            other => other.into(),
-        })?;
+        let img = self
+            .images
+            .resolve(&image)
+            .and_then(|r| {
+                if self.image_owners.sees(&r.id.to_string()) {
+                    Ok(r)
+                } else {
+                    Err(berth_image::ImageError::NotFound(image.clone()))
+                }
+            })
+            .map_err(|e| match e {
+                berth_image::ImageError::NotFound(_) => {
+                    Error::NotFound(format!("No such image: {shown}"))
+                }
+                other => other.into(),
+            })?;
         let ic = self.images.runtime_config(&img)?;
         let isolation = crate::sandbox::choose(
             host_config.isolation.as_deref().unwrap_or(""),
@@ -190,6 +206,8 @@ impl Daemon {
         }
         let memory = hc.memory.unwrap_or(0);
         let nano_cpus = hc.nano_cpus.unwrap_or(0);
+        crate::tenant::check_host_config(hc)?;
+        self.check_quota(memory, nano_cpus)?;
         let pids_limit = hc.pids_limit.unwrap_or(0).max(0);
         if memory < 0 || (memory > 0 && memory < 6 << 20) {
             return Err(Error::InvalidParameter(
@@ -346,6 +364,7 @@ impl Daemon {
             config,
             host_config,
             state: State::default(),
+            tenant: crate::tenant::current(),
         };
         let dir = self.dir(&id);
         if let Err(e) = std::fs::create_dir_all(&dir) {
@@ -372,6 +391,71 @@ impl Daemon {
             &[("name", name), ("image", image)],
         );
         Ok(id)
+    }
+}
+
+impl Daemon {
+    /// A tenant's new container must fit its quotas (config file `tenants`): its count of
+    /// containers, and the memory and vCPUs their limits add up to. With a memory or CPU
+    /// quota, a container must set that limit (`--memory`, `--cpus`), or it would have
+    /// none. A 403 naming the quota.
+    fn check_quota(&self, memory: i64, nano_cpus: i64) -> Result<()> {
+        self.quota(None, memory, nano_cpus)
+    }
+
+    /// [`Daemon::check_quota`] for new limits of an existing container (`update`).
+    pub(super) fn check_quota_for(&self, id: &str, memory: i64, nano_cpus: i64) -> Result<()> {
+        self.quota(Some(id), memory, nano_cpus)
+    }
+
+    fn quota(&self, replacing: Option<&str>, memory: i64, nano_cpus: i64) -> Result<()> {
+        let Some(t) = crate::tenant::current() else {
+            return Ok(());
+        };
+        let Some(q) = self.opts.tenants.as_ref().and_then(|all| all.get(&t)) else {
+            return Ok(());
+        };
+        let mine: Vec<Record> = self
+            .containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.record())
+            .filter(|r| r.tenant.as_deref() == Some(t.as_str()))
+            .filter(|r| Some(r.id.as_str()) != replacing)
+            .collect();
+        let over = |what: String| Err(Error::Forbidden(format!("tenant {t}: {what}")));
+        if let (Some(n), None) = (q.containers, replacing) {
+            if mine.len() as u64 >= n {
+                return over(format!("the quota of {n} containers is reached"));
+            }
+        }
+        if let Some(m) = q.memory {
+            if memory <= 0 {
+                return over(format!("a memory quota ({m} bytes) applies: give --memory"));
+            }
+            let used: i64 = mine.iter().map(|r| r.memory.max(0)).sum();
+            if used as u64 + memory as u64 > m {
+                return over(format!(
+                    "--memory {memory} would bring its containers to {} of its {m} bytes",
+                    used + memory
+                ));
+            }
+        }
+        if let Some(c) = q.cpus {
+            if nano_cpus <= 0 {
+                return over(format!("a CPU quota ({c} vCPUs) applies: give --cpus"));
+            }
+            let used: i64 = mine.iter().map(|r| r.nano_cpus.max(0)).sum();
+            let want = (used + nano_cpus) as f64 / 1e9;
+            if want > c + 1e-9 {
+                return over(format!(
+                    "--cpus {} would bring its containers to {want} of its {c} vCPUs",
+                    nano_cpus as f64 / 1e9
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -29,9 +29,14 @@ pub fn parse_time(s: &str, what: &str) -> Result<i64> {
     Ok(secs * 1_000_000_000 + nanos)
 }
 
+/// The event attribute naming the tenant an event belongs to (absent: the operator's).
+pub const TENANT_ATTR: &str = "berth.tenant";
+
 /// Which events to send.
 #[derive(Debug, Default)]
 pub struct EventFilter {
+    /// The tenant asking (None: the operator, who sees every event).
+    pub tenant: Option<String>,
     /// By `filters`: each key must match one of its values.
     pub filters: HashMap<String, Vec<String>>,
     /// Not before (ns).
@@ -43,6 +48,16 @@ pub struct EventFilter {
 impl EventFilter {
     /// Whether `ev` passes.
     pub fn matches(&self, ev: &docker::EventMessage) -> bool {
+        if let Some(t) = &self.tenant {
+            let owner = ev
+                .actor
+                .as_ref()
+                .and_then(|a| a.attributes.as_ref())
+                .and_then(|a| a.get(TENANT_ATTR));
+            if owner != Some(t) {
+                return false;
+            }
+        }
         let t = ev.time_nano.unwrap_or(0);
         if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
             return false;
@@ -113,6 +128,7 @@ mod tests {
         let start = ev(c, "start", "abc123", 10_000_000_000);
         let health = ev(c, "health_status: healthy", "abc123", 20_000_000_000);
         let f = |k: &str, v: &str| EventFilter {
+            tenant: None,
             filters: [(k.to_owned(), vec![v.to_owned()])].into(),
             ..Default::default()
         };
@@ -126,6 +142,7 @@ mod tests {
         assert!(!f("type", "image").matches(&start));
         assert!(f("label", "tier=a").matches(&start) && !f("label", "tier=b").matches(&start));
         let window = EventFilter {
+            tenant: None,
             since: Some(15_000_000_000),
             until: Some(25_000_000_000),
             ..Default::default()

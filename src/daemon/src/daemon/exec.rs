@@ -42,18 +42,32 @@ pub fn parse_detach_keys(s: &str) -> Result<Vec<u8>> {
 impl Daemon {
     /// An exec by ID.
     pub fn exec_get(&self, id: &str) -> Result<ExecRec> {
-        self.execs
+        let e = self
+            .execs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(id)
             .cloned()
-            .ok_or_else(|| Error::NotFound(format!("No such exec instance: {id}")))
+            .ok_or_else(|| Error::NotFound(format!("No such exec instance: {id}")))?;
+        self.exec_visible(&e)?;
+        Ok(e)
+    }
+
+    /// A tenant reaches only the execs of its own containers.
+    fn exec_visible(&self, e: &ExecRec) -> Result<()> {
+        match self.find_any(&e.container) {
+            Ok(c) if !crate::tenant::sees(&c.record().tenant) => {
+                Err(Error::NotFound(format!("No such exec instance: {}", e.id)))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Takes an exec for one start, checking and marking it under the lock, so that of
     /// two concurrent starts exactly one gets it and the other a 409 (as dockerd's
     /// "is already running").
     pub fn exec_claim(&self, id: &str) -> Result<ExecRec> {
+        self.exec_get(id)?;
         let mut map = self.execs.lock().unwrap_or_else(|e| e.into_inner());
         let e = map
             .get_mut(id)

@@ -322,6 +322,7 @@ impl Daemon {
                 let h = c.health.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 (c.record(), h)
             })
+            .filter(|(r, _)| crate::tenant::sees(&r.tenant))
             .collect();
         recs.sort_by(|a, b| b.0.created.cmp(&a.0.created));
         Ok(recs

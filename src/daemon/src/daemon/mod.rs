@@ -67,6 +67,9 @@ pub struct Opts {
     pub net: crate::network::NetOpts,
     /// What unpacking one image may use (`--max-image-size`, `--min-free-space`).
     pub image_limits: berth_image::images::Limits,
+    /// Tenants and their quotas (config file `tenants`); None: every TLS client is the
+    /// operator, as with dockerd.
+    pub tenants: Option<crate::tenant::Tenants>,
 }
 
 /// A container's lifecycle, as waiters see it.
@@ -174,6 +177,9 @@ pub struct Record {
     pub host_config: HostConfig,
     /// Where it is in its life.
     pub state: State,
+    /// The tenant that created it (None: the operator's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 /// How a container's json-file log rotates.
@@ -323,6 +329,8 @@ pub struct Daemon {
     pub execs: Mutex<HashMap<String, ExecRec>>,
     /// Events (`/events`).
     pub events: broadcast::Sender<docker::EventMessage>,
+    /// Which tenants have which images.
+    pub image_owners: crate::tenant::ImageOwners,
     /// The last events, for `/events?since=` (dockerd keeps a bounded history too).
     pub event_log: Mutex<std::collections::VecDeque<docker::EventMessage>>,
     /// Networks.
@@ -438,7 +446,10 @@ impl Daemon {
             crate::volume::Volumes::open(opts.data_root.join("volumes"))
                 .map_err(|e| format!("volumes: {e}"))?,
         );
+        let image_owners =
+            crate::tenant::ImageOwners::open(opts.data_root.join("image-owners.json"))?;
         let d = Arc::new(Daemon {
+            image_owners,
             volumes,
             opts,
             rt,
@@ -528,15 +539,22 @@ impl Daemon {
     /// filters them).
     pub fn event(&self, kind: &str, action: &str, id: &str, attrs: &[(&str, String)]) {
         let mut all: Vec<(String, String)> = Vec::new();
+        // Whose it is: a container's owner, or the tenant whose request caused it.
+        let mut owner = crate::tenant::current();
         if kind == "container" {
-            let labels = self
+            let rec = self
                 .containers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .get(id)
-                .map(|c| c.record().labels)
-                .unwrap_or_default();
-            all.extend(labels);
+                .map(|c| c.record());
+            if let Some(r) = rec {
+                owner = r.tenant.clone();
+                all.extend(r.labels);
+            }
+        }
+        if let Some(t) = owner {
+            all.push((events::TENANT_ATTR.to_owned(), t));
         }
         all.extend(attrs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
         let t = std::time::SystemTime::now()
@@ -569,7 +587,18 @@ impl Daemon {
     }
 
     /// Finds a container by full ID, name, or unique ID prefix.
+    /// A tenant finds only its own (others' are "No such container", as missing ones).
     pub fn find(&self, name: &str) -> Result<Arc<Ctr>> {
+        let c = self.find_any(name)?;
+        if crate::tenant::sees(&c.record().tenant) {
+            Ok(c)
+        } else {
+            Err(Error::NotFound(format!("No such container: {name}")))
+        }
+    }
+
+    /// [`Daemon::find`] among every tenant's containers (names and IDs are host-wide).
+    pub fn find_any(&self, name: &str) -> Result<Arc<Ctr>> {
         let map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get(name) {
             return Ok(c.clone());
@@ -596,13 +625,14 @@ impl Daemon {
         Err(Error::NotFound(format!("No such container: {name}")))
     }
 
-    /// Every container's record.
+    /// Every container's record that the caller sees (a tenant: its own).
     pub fn records(&self) -> Vec<Record> {
         self.containers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .map(|c| c.record())
+            .filter(|r| crate::tenant::sees(&r.tenant))
             .collect()
     }
 
@@ -677,7 +707,7 @@ pub fn log_failure(what: &str, e: &Error) {
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,
 ) -> Result<T> {
-    tokio::task::spawn_blocking(f)
+    tokio::task::spawn_blocking(crate::tenant::carry(f))
         .await
         .map_err(|e| Error::Sandbox(format!("a worker failed: {e}")))?
 }

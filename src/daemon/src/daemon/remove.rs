@@ -107,7 +107,12 @@ impl Daemon {
         if !super::create::valid_name(&n) {
             return Err(invalid_name(&n));
         }
-        if let Ok(o) = self.find(&n) {
+        if let Ok(o) = self.find_any(&n) {
+            if o.record().name == n && !crate::tenant::sees(&o.record().tenant) {
+                return Err(Error::Conflict(format!(
+                    "Conflict. The container name \"/{n}\" is already in use"
+                )));
+            }
             if o.record().name == n {
                 return Err(Error::Conflict(format!(
                     "Conflict. The container name \"/{n}\" is already in use by container \"{}\"",

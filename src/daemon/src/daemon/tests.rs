@@ -50,6 +50,7 @@ impl World {
                 ..Default::default()
             },
             image_limits: Default::default(),
+            tenants: None,
         };
         let images = Arc::new(ImageStore::open(&opts.data_root.join("image")).unwrap());
         let fake: Arc<dyn Sandbox> = self.fake.clone();
@@ -107,6 +108,7 @@ fn container(d: &Daemon, name: &str) -> Arc<Ctr> {
         config: Default::default(),
         host_config: Default::default(),
         state: State::default(),
+        tenant: None,
     };
     std::fs::create_dir_all(d.dir(&id)).unwrap();
     d.save(&rec).unwrap();

@@ -144,6 +144,10 @@ impl Daemon {
         };
         let new_memory = memory.unwrap_or(rec.memory);
         let new_cpus = nano_cpus.unwrap_or(rec.nano_cpus);
+        if memory.is_some() || nano_cpus.is_some() {
+            // Within the tenant's quotas, counting the others it has.
+            self.check_quota_for(&rec.id, new_memory, new_cpus)?;
+        }
         if rec.state.running() && (memory.is_some() || nano_cpus.is_some() || pids.is_some()) {
             self.sandbox(&rec)
                 .check_update(rec.sandbox_sized, (new_memory, new_cpus))?;

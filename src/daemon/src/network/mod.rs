@@ -81,9 +81,17 @@ pub struct NetworkRec {
     /// Addresses handed out, and to whom (a container ID).
     #[serde(default)]
     pub leases: BTreeMap<Ipv4Addr, String>,
+    /// The tenant that made it (None: the operator's; the predefined ones are everyone's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl NetworkRec {
+    /// Whether the caller sees it: the predefined networks, and its own.
+    pub fn visible(&self) -> bool {
+        self.predefined() || crate::tenant::sees(&self.tenant)
+    }
+
     /// `bridge`, `host` or `none`.
     pub fn predefined(&self) -> bool {
         PREDEFINED.contains(&self.name.as_str())
@@ -338,6 +346,7 @@ impl Networks {
                     bridge: String::new(),
                     mtu: self.opts.mtu,
                     leases: BTreeMap::new(),
+                    tenant: None,
                 },
             };
             if name == "bridge" {
@@ -401,7 +410,12 @@ impl Networks {
         )
     }
 
-    /// Every network.
+    /// The networks the caller sees ([`NetworkRec::visible`]).
+    pub fn visible(&self) -> Vec<NetworkRec> {
+        self.all().into_iter().filter(NetworkRec::visible).collect()
+    }
+
+    /// Every network (berthd's own bookkeeping: bridges, subnets, rules).
     pub fn all(&self) -> Vec<NetworkRec> {
         self.nets
             .lock()
@@ -417,7 +431,7 @@ impl Networks {
 
     /// A network by ID, name or unique ID prefix (as dockerd finds them).
     pub fn find(&self, key: &str) -> Result<NetworkRec> {
-        let all = self.all();
+        let all = self.visible();
         if let Some(n) = all.iter().find(|n| n.id == key) {
             return Ok(n.clone());
         }
@@ -613,6 +627,7 @@ impl Networks {
             options,
             mtu,
             leases: BTreeMap::new(),
+            tenant: crate::tenant::current(),
         })
     }
 

@@ -80,17 +80,78 @@ fn repo_tag(q: &Query) -> Result<Option<Reference>, ApiError> {
         .map_err(|e| ApiError::bad(e.to_string()))
 }
 
-fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
-    d.images.resolve(name).map_err(|e| match e {
-        berth_image::ImageError::NotFound(_) => {
-            let shown = name
-                .parse::<Reference>()
-                .map(|r| r.familiar())
-                .unwrap_or_else(|_| name.to_owned());
-            ApiError::not_found(format!("No such image: {shown}"))
+/// An image by name, among those the caller sees (a tenant: its own).
+pub(crate) fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
+    d.images
+        .resolve(name)
+        .and_then(|r| {
+            if d.image_owners.sees(&r.id.to_string()) {
+                Ok(r)
+            } else {
+                Err(berth_image::ImageError::NotFound(name.to_owned()))
+            }
+        })
+        .map_err(|e| match e {
+            berth_image::ImageError::NotFound(_) => {
+                let shown = name
+                    .parse::<Reference>()
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| name.to_owned());
+                ApiError::not_found(format!("No such image: {shown}"))
+            }
+            other => other.into(),
+        })
+}
+
+/// The tags as they are before a tenant's request that may move some (None for the
+/// operator, who may move any).
+fn tags_before(
+    d: &Daemon,
+) -> Result<Option<std::collections::BTreeMap<String, berth_image::Digest>>, ApiError> {
+    match crate::tenant::current() {
+        None => Ok(None),
+        Some(_) => Ok(Some(d.images.tags()?)),
+    }
+}
+
+/// After a tenant's pull, import, load, commit or tag: gives it the images made, and
+/// puts back any tag that named another's image and was moved (tags are host-wide; a
+/// tenant never takes one from under another): a 409 naming them.
+pub(crate) fn claim(
+    d: &Daemon,
+    before: Option<std::collections::BTreeMap<String, berth_image::Digest>>,
+    made: &[berth_image::Digest],
+) -> Result<(), ApiError> {
+    let (Some(t), Some(before)) = (crate::tenant::current(), before) else {
+        return Ok(());
+    };
+    for id in made {
+        d.image_owners.add(&t, &id.to_string())?;
+    }
+    let after = d.images.tags()?;
+    let mut taken = Vec::new();
+    for (name, old) in &before {
+        let moved = after.get(name).is_some_and(|new| new != old);
+        let mine = d.image_owners.has(&t, &old.to_string());
+        if moved && !mine {
+            if let Ok(r) = name.parse::<Reference>() {
+                d.images.tag(&r, old)?;
+            }
+            taken.push(
+                name.parse::<Reference>()
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| name.clone()),
+            );
         }
-        other => other.into(),
-    })
+    }
+    if taken.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::conflict(format!(
+            "the name {} is in use by an image that is not yours; tag yours another way",
+            taken.join(", ")
+        )))
+    }
 }
 
 pub(crate) fn summary(d: &Daemon, r: &ImageRecord) -> Result<docker::ImageSummary, ApiError> {
@@ -181,6 +242,9 @@ fn list(d: &Daemon, q: &Query) -> Result<Resp, ApiError> {
     let labels = get("label");
     let mut out = Vec::new();
     for r in d.images.records()? {
+        if !d.image_owners.sees(&r.id.to_string()) {
+            continue;
+        }
         let mut s = summary(d, &r)?;
         if dangling.is_some_and(|want| want != s.repo_tags.is_empty()) {
             continue;
@@ -313,7 +377,9 @@ fn tag(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
             "refusing to create a tag with a digest reference",
         ));
     }
+    let before = tags_before(d)?;
     d.images.tag(&target, &r.id)?;
+    claim(d, before, std::slice::from_ref(&r.id))?;
     d.event(
         "image",
         "tag",
@@ -349,7 +415,23 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
             &r.id.hex()[..12]
         )));
     }
+    if let Some(t) = crate::tenant::current() {
+        if d.image_owners.others(&t, &r.id.to_string()) {
+            // Others have it: it goes from this tenant's images only.
+            d.image_owners.remove(&t, &r.id.to_string())?;
+            let out = vec![docker::ImageDeleteResponseItem {
+                untagged: by_tag.clone(),
+                deleted: by_tag.is_none().then(|| r.id.to_string()),
+            }];
+            return Ok(json(StatusCode::OK, &out));
+        }
+    }
     let done = d.images.remove(name, force)?;
+    if let Some(t) = crate::tenant::current() {
+        if d.images.record(&r.id).ok().flatten().is_none() {
+            d.image_owners.remove(&t, &r.id.to_string())?;
+        }
+    }
     let out: Vec<docker::ImageDeleteResponseItem> = done
         .into_iter()
         .map(|x| match x {
@@ -526,6 +608,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         let message = q.get("message").map(str::to_owned);
         let tmp = body_to_file(&d, req).await?;
         let d2 = d.clone();
+        let before = tags_before(&d)?;
         let rec = tokio::task::spawn_blocking(move || {
             let f =
                 std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -540,6 +623,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
+        claim(&d, before, std::slice::from_ref(&rec.id))?;
         d.event("image", "import", &rec.id.to_string(), &[]);
         return Ok(json(
             StatusCode::OK,
@@ -561,11 +645,20 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
     let creds = auth(&req);
     let (tx, body) = channel_body();
     let opts = opts(&d, creds);
-    tokio::spawn(async move {
+    let tags = tags_before(&d)?;
+    tokio::spawn(crate::tenant::scope(crate::tenant::current(), async move {
         let before = d.images.resolve(&r.to_string()).ok().map(|x| x.id);
         let tx2 = tx.clone();
         let cb = move |p: Progress| send(&tx2, progress_line(p));
-        match registry::pull(&d.images, &r, &opts, PullOptions { unpack: true }, &cb).await {
+        let pulled = registry::pull(&d.images, &r, &opts, PullOptions { unpack: true }, &cb)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|rec| {
+                claim(&d, tags, std::slice::from_ref(&rec.id))
+                    .map(|_| rec)
+                    .map_err(|e| e.message)
+            });
+        match pulled {
             Ok(rec) => {
                 let s = if before == Some(rec.id.clone()) {
                     format!("Status: Image is up to date for {}", r.familiar())
@@ -575,9 +668,9 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
                 send(&tx, JsonMessage::status(s));
                 d.event("image", "pull", &r.familiar(), &[]);
             }
-            Err(e) => send(&tx, error_line(&e.to_string())),
+            Err(e) => send(&tx, error_line(&e)),
         }
-    });
+    }));
     Ok(streamed("application/json", body))
 }
 
@@ -649,6 +742,7 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     );
     let parent = resolve(&d, &rec.image_id)?;
     let d2 = d.clone();
+    let before = tags_before(&d)?;
     let img = tokio::task::spawn_blocking(move || {
         if !upper.is_dir() {
             return Err(ApiError::conflict(
@@ -668,6 +762,7 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    claim(&d, before, std::slice::from_ref(&img.id))?;
     d.event(
         "container",
         "commit",
@@ -727,6 +822,7 @@ async fn body_to_file(d: &Daemon, req: Request<Incoming>) -> Result<Tmp, ApiErro
 async fn load(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let tmp = body_to_file(&d, req).await?;
     let d2 = d.clone();
+    let before = tags_before(&d)?;
     let loaded = tokio::task::spawn_blocking(move || {
         let f = std::fs::File::open(tmp.path()).map_err(|e| ApiError::internal(e.to_string()))?;
         archive::load(&d2.images, std::io::BufReader::new(f))
@@ -734,6 +830,8 @@ async fn load(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> 
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
+    let ids: Vec<berth_image::Digest> = loaded.iter().map(|(r, _)| r.id.clone()).collect();
+    claim(&d, before, &ids)?;
     let mut out = String::new();
     for (rec, tags) in loaded {
         if tags.is_empty() {

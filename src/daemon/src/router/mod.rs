@@ -100,19 +100,46 @@ pub type Reply = Result<Resp, ApiError>;
 /// Serves one request.
 pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infallible> {
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // A TLS client is a tenant when berthd has tenants, and must be one of them.
+    let cn = req
+        .extensions()
+        .get::<Caller>()
+        .and_then(|c| c.tenant.clone());
+    let tenant = match (cn, &d.opts.tenants) {
+        (Some(cn), Some(known)) => {
+            if !known.contains_key(&cn) {
+                let e = ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: format!(
+                        "the client certificate's name {cn:?} is no tenant of this berthd"
+                    ),
+                };
+                return Ok(e.into_resp());
+            }
+            Some(cn)
+        }
+        _ => None,
+    };
+    if tenant.is_some() && path.ends_with("/prune") {
+        let e = ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "prune is for the operator; a tenant removes its objects one by one".into(),
+        };
+        return Ok(e.into_resp());
+    }
     let reply = if runs_to_completion(&method, &path) {
         // Its own task: a client that hangs up drops this future, not the task. Counted
         // until the task ends and until its reply is handed to the connection.
         let guard = Inflight::enter();
         let _replying = Inflight::enter();
-        tokio::spawn(async move {
+        tokio::spawn(crate::tenant::scope(tenant, async move {
             let _guard = guard;
             route(d, req).await
-        })
+        }))
         .await
         .unwrap_or_else(|e| Err(ApiError::internal(format!("the request failed: {e}"))))
     } else {
-        route(d, req).await
+        crate::tenant::scope(tenant, route(d, req)).await
     };
     let resp = match reply {
         Ok(r) => r,
@@ -266,11 +293,13 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
 /// Runs a handler that walks the disk (writable layers' sizes) on a blocking thread, off
 /// the async workers that every other request needs.
 pub async fn off_thread(f: impl FnOnce() -> Reply + Send + 'static) -> Reply {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
-        Err(ApiError::from(crate::errors::Error::Sandbox(format!(
-            "a worker failed: {e}"
-        ))))
-    })
+    tokio::task::spawn_blocking(crate::tenant::carry(f))
+        .await
+        .unwrap_or_else(|e| {
+            Err(ApiError::from(crate::errors::Error::Sandbox(format!(
+                "a worker failed: {e}"
+            ))))
+        })
 }
 
 /// Reads a typed JSON body (at most 4 MiB); malformed JSON or a wrong type is a 400

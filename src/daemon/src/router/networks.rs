@@ -168,7 +168,7 @@ fn list(d: &Arc<Daemon>, q: &Query) -> Reply {
     };
     let mut out: Vec<docker::Network> = d
         .networks
-        .all()
+        .visible()
         .into_iter()
         .filter(|n| v("name").is_empty() || v("name").iter().any(|x| n.name.contains(x.as_str())))
         .filter(|n| v("id").is_empty() || v("id").iter().any(|x| n.id.starts_with(x.as_str())))

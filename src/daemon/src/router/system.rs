@@ -34,6 +34,9 @@ fn system_df(d: &Daemon) -> Reply {
     let mut images = Vec::new();
     let mut layers = 0i64;
     for r in d.images.records()? {
+        if !d.image_owners.sees(&r.id.to_string()) {
+            continue;
+        }
         let mut s = super::images::summary(d, &r)?;
         s.containers = recs.iter().filter(|c| c.image_id == s.id).count() as i64;
         s.shared_size = 0;
@@ -151,7 +154,16 @@ fn info(d: &Daemon) -> Info {
             containers_running: Some(running),
             containers_paused: Some(paused),
             containers_stopped: Some(recs.len() as i64 - running - paused),
-            images: Some(d.images.records().map(|r| r.len() as i64).unwrap_or(0)),
+            images: Some(
+                d.images
+                    .records()
+                    .map(|r| {
+                        r.iter()
+                            .filter(|i| d.image_owners.sees(&i.id.to_string()))
+                            .count() as i64
+                    })
+                    .unwrap_or(0),
+            ),
             driver: Some("berth-overlay".into()),
             docker_root_dir: Some(d.opts.data_root.display().to_string()),
             operating_system: Some("berth".into()),
@@ -277,6 +289,7 @@ fn event_filter(q: &crate::http::Query) -> Result<EventFilter, crate::http::ApiE
             .transpose()
     };
     Ok(EventFilter {
+        tenant: crate::tenant::current(),
         filters: q.filters("events", &crate::daemon::events::FILTERS)?,
         since: time("since")?,
         until: time("until")?,
