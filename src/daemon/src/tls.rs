@@ -1,8 +1,9 @@
 //! The remote API over mutual TLS (`-H tcp://ADDR --tlsverify --tlscacert --tlscert
 //! --tlskey`, as dockerd spells them): berthd presents its certificate, and a client must
 //! present one signed by the CA or the handshake fails. The client certificate's subject
-//! (its common name) is recorded with each request (`router::Caller`); as with dockerd,
-//! any certificate the CA signed is full access for now (tenants are not built yet).
+//! (its common name) is recorded with each request (`router::Caller`): it names the
+//! caller's tenant when berthd has tenants (docs/tenants.md); otherwise any certificate
+//! the CA signed is full access, as with dockerd.
 //!
 //! OpenSSL (the `openssl` and `tokio-openssl` crates) rather than rustls: it is already in
 //! berth's build (the registry client's native-tls), and it reads the certificate's

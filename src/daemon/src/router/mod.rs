@@ -33,8 +33,8 @@ pub const MIN_API_VERSION: &str = "1.41";
 
 /// Who is calling, put in each request's extensions by the listener: the operator (the
 /// Unix socket, or plain TCP when forced), or a client named by the common name of its
-/// TLS client certificate. Every caller has full access for now, as with dockerd; this is
-/// what per-certificate tenants will be decided on.
+/// TLS client certificate, which [`handle`] maps to a tenant when berthd has tenants
+/// (docs/tenants.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
     /// The tenant; None for the operator.
