@@ -4494,7 +4494,7 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         .status()
         .unwrap()
         .success());
-    let image = ok(&bob, &["import", tar.to_str().unwrap(), "bb:1"]);
+    let image = ok(&bob, &["import", tar.to_str().unwrap(), "bob/bb:1"]);
     let ctr = ok(
         &bob,
         &[
@@ -4504,7 +4504,7 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
             "bobctr",
             "-v",
             "bobvol:/data",
-            "bb:1",
+            "bob/bb:1",
             "sleep",
             "1000",
         ],
@@ -4554,9 +4554,9 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         ("GET", format!("{i}/json"), None),
         ("GET", format!("{i}/history"), None),
         ("GET", format!("{i}/get"), None),
-        ("GET", "/images/bb:1/json".into(), None),
+        ("GET", "/images/bob/bb:1/json".into(), None),
         ("POST", format!("{i}/tag?repo=stolen&tag=1"), None),
-        ("POST", "/images/bb/push?tag=1".into(), None),
+        ("POST", "/images/bob/bb/push?tag=1".into(), None),
         ("DELETE", format!("{i}?force=1"), None),
         ("GET", "/volumes/bobvol".into(), None),
         ("DELETE", "/volumes/bobvol".into(), None),
@@ -4568,7 +4568,7 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         (
             "POST",
             "/containers/create".into(),
-            Some(r#"{"Image":"bb:1","Cmd":["true"]}"#),
+            Some(r#"{"Image":"bob/bb:1","Cmd":["true"]}"#),
         ),
         (
             "POST",
@@ -4589,6 +4589,17 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         ("POST", "/containers/prune".into(), None),
         ("POST", "/volumes/prune".into(), None),
         ("POST", "/images/prune".into(), None),
+        ("POST", "/containers/prune/".into(), None),
+        (
+            "POST",
+            "/images/prune/?filters=%7B%22dangling%22%3A%5B%22false%22%5D%7D".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/networks/create".into(),
+            Some(r#"{"Name":"meta","IPAM":{"Config":[{"Subnet":"169.254.169.252/30"}]}}"#),
+        ),
     ];
     for (m, path, body) in &cases {
         let (s, text) = curl_tls(&alice, port, m, path, *body);
@@ -4636,15 +4647,17 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         }
     }
     // What would reach the host.
-    ok(&alice, &["import", tar.to_str().unwrap(), "mine:1"]);
+    ok(&alice, &["import", tar.to_str().unwrap(), "alice/mine:1"]);
     for flags in [
         vec!["-v", "/etc:/host"],
         vec!["--privileged"],
         vec!["--pid", "host"],
+        vec!["--ulimit", "rtprio=99"],
+        vec!["--oom-score-adj", "-500"],
     ] {
         let mut args = vec!["create", "--memory", "64m", "--cpus", "0.5"];
         args.extend(flags.iter());
-        args.extend(["mine:1", "true"]);
+        args.extend(["alice/mine:1", "true"]);
         let f = as_(&alice, &args);
         assert_ne!(f.status, 0, "{flags:?}");
         assert!(
@@ -4654,42 +4667,86 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         );
     }
     // Quotas: 3 containers, 256m, 2 vCPUs; each limit must be given.
-    let f = as_(&alice, &["create", "mine:1", "true"]);
+    let f = as_(&alice, &["create", "alice/mine:1", "true"]);
     assert!(f.stderr.contains("memory quota"), "{}", f.stderr);
     ok(
         &alice,
         &[
-            "create", "--name", "a1", "--memory", "100m", "--cpus", "1", "mine:1", "true",
+            "create",
+            "--name",
+            "a1",
+            "--memory",
+            "100m",
+            "--cpus",
+            "1",
+            "alice/mine:1",
+            "true",
         ],
     );
     ok(
         &alice,
         &[
-            "create", "--name", "a2", "--memory", "100m", "--cpus", "0.5", "mine:1", "true",
+            "create",
+            "--name",
+            "a2",
+            "--memory",
+            "100m",
+            "--cpus",
+            "0.5",
+            "alice/mine:1",
+            "true",
         ],
     );
     let f = as_(
         &alice,
         &[
-            "create", "--memory", "100m", "--cpus", "0.5", "mine:1", "true",
+            "create",
+            "--memory",
+            "100m",
+            "--cpus",
+            "0.5",
+            "alice/mine:1",
+            "true",
         ],
     );
     assert!(f.stderr.contains("of its 268435456 bytes"), "{}", f.stderr);
     let f = as_(
         &alice,
-        &["create", "--memory", "10m", "--cpus", "1", "mine:1", "true"],
+        &[
+            "create",
+            "--memory",
+            "10m",
+            "--cpus",
+            "1",
+            "alice/mine:1",
+            "true",
+        ],
     );
     assert!(f.stderr.contains("vCPUs"), "{}", f.stderr);
     ok(
         &alice,
         &[
-            "create", "--name", "a3", "--memory", "10m", "--cpus", "0.5", "mine:1", "true",
+            "create",
+            "--name",
+            "a3",
+            "--memory",
+            "10m",
+            "--cpus",
+            "0.5",
+            "alice/mine:1",
+            "true",
         ],
     );
     let f = as_(
         &alice,
         &[
-            "create", "--memory", "10m", "--cpus", "0.1", "mine:1", "true",
+            "create",
+            "--memory",
+            "10m",
+            "--cpus",
+            "0.1",
+            "alice/mine:1",
+            "true",
         ],
     );
     assert!(f.stderr.contains("quota of 3 containers"), "{}", f.stderr);
@@ -4715,10 +4772,37 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
         .status()
         .unwrap()
         .success());
-    let f = as_(&alice, &["import", other_tar.to_str().unwrap(), "bb:1"]);
-    assert_ne!(f.status, 0);
-    assert!(f.stderr.contains("not yours"), "{}", f.stderr);
-    assert_eq!(ok(&bob, &["inspect", "-f", "{{.Id}}", "bb:1"]), image);
+    for name in ["bob/bb:1", "busybox:latest"] {
+        let f = as_(&alice, &["import", other_tar.to_str().unwrap(), name]);
+        assert_ne!(f.status, 0, "{name}");
+        assert!(
+            f.stderr.contains("may name its images only under"),
+            "{}",
+            f.stderr
+        );
+    }
+    assert_eq!(ok(&bob, &["inspect", "-f", "{{.Id}}", "bob/bb:1"]), image);
+    assert_ne!(
+        b.docker(&["inspect", "busybox:latest"]).status,
+        0,
+        "the name stayed free"
+    );
+    // Names that would stand for another container's ID.
+    let f = as_(
+        &alice,
+        &[
+            "create",
+            "--name",
+            &ctr[..12],
+            "--memory",
+            "1m",
+            "--cpus",
+            "0.1",
+            "alice/mine:1",
+            "true",
+        ],
+    );
+    assert!(f.stderr.contains("may not look like an ID"), "{}", f.stderr);
     // A certificate naming no tenant.
     let (s, text) = curl_tls(&mallory, port, "GET", "/containers/json", None);
     assert_eq!(s, 403, "{text}");

@@ -122,6 +122,17 @@ pub fn check_host_config(h: &crate::models::docker::HostConfig) -> Result<()> {
     if h.cgroup_parent.as_ref().is_some_and(|c| !c.is_empty()) {
         return refuse("--cgroup-parent");
     }
+    // Real-time scheduling escapes the CPU quota; locked memory and a raised priority
+    // take from the host; an OOM-proof container makes the killer take someone else's.
+    for u in h.ulimits.iter().flatten() {
+        let n = u.name.as_deref().unwrap_or("");
+        if matches!(n, "rtprio" | "rttime" | "nice" | "memlock") {
+            return refuse(&format!("--ulimit {n}"));
+        }
+    }
+    if h.oom_score_adj.is_some_and(|a| a < 0) {
+        return refuse("a negative --oom-score-adj");
+    }
     Ok(())
 }
 

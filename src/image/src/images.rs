@@ -412,6 +412,14 @@ impl ImageStore {
         })
     }
 
+    /// Removes a tag (the image stays, even untagged). The name as [`ImageStore::tags`]
+    /// keys it.
+    pub fn untag(&self, name: &str) -> Result<(), ImageError> {
+        self.update_tags(|t| {
+            t.remove(name);
+        })
+    }
+
     /// The tags of one image, in Docker's short form.
     pub fn tags_of(&self, id: &Digest) -> Result<Vec<String>, ImageError> {
         Ok(self

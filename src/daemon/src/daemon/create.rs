@@ -117,6 +117,15 @@ impl Daemon {
             return Err(invalid_name(n));
         }
         let n = n.trim_start_matches('/').to_owned();
+        if crate::tenant::current().is_some()
+            && n.len() >= 12
+            && n.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            // It would stand for another container's ID in the operator's commands.
+            return Err(Error::InvalidParameter(format!(
+                "Invalid container name ({n}): a tenant's container name may not look like an ID"
+            )));
+        }
         if let Ok(c) = self.find_any(&n) {
             if c.record().name == n && !crate::tenant::sees(&c.record().tenant) {
                 // Names are host-wide; another tenant's container is not named.
@@ -177,6 +186,14 @@ impl Daemon {
             self.sandboxes.default,
         )?;
         let hc = &host_config.base;
+        if let (Some(t), crate::sandbox::Isolation::Process, crate::sandbox::Isolation::Vm) =
+            (crate::tenant::current(), isolation, self.sandboxes.default)
+        {
+            // The operator chose microVMs: a tenant does not choose a shared kernel.
+            return Err(Error::Forbidden(format!(
+                "tenant {t}: --isolation process is for the operator only on this host"
+            )));
+        }
 
         let entrypoint = match &config.entrypoint {
             Some(e) => e.clone(),
@@ -207,6 +224,8 @@ impl Daemon {
         let memory = hc.memory.unwrap_or(0);
         let nano_cpus = hc.nano_cpus.unwrap_or(0);
         crate::tenant::check_host_config(hc)?;
+        // Held until the container is registered: two creates never both fit in one slot.
+        let _quota = self.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.check_quota(memory, nano_cpus)?;
         let pids_limit = hc.pids_limit.unwrap_or(0).max(0);
         if memory < 0 || (memory > 0 && memory < 6 << 20) {
@@ -434,11 +453,11 @@ impl Daemon {
             if memory <= 0 {
                 return over(format!("a memory quota ({m} bytes) applies: give --memory"));
             }
-            let used: i64 = mine.iter().map(|r| r.memory.max(0)).sum();
-            if used as u64 + memory as u64 > m {
+            let used: u128 = mine.iter().map(|r| r.memory.max(0) as u128).sum();
+            if used + memory as u128 > m as u128 {
                 return over(format!(
                     "--memory {memory} would bring its containers to {} of its {m} bytes",
-                    used + memory
+                    used + memory as u128
                 ));
             }
         }
@@ -446,8 +465,8 @@ impl Daemon {
             if nano_cpus <= 0 {
                 return over(format!("a CPU quota ({c} vCPUs) applies: give --cpus"));
             }
-            let used: i64 = mine.iter().map(|r| r.nano_cpus.max(0)).sum();
-            let want = (used + nano_cpus) as f64 / 1e9;
+            let used: u128 = mine.iter().map(|r| r.nano_cpus.max(0) as u128).sum();
+            let want = (used + nano_cpus as u128) as f64 / 1e9;
             if want > c + 1e-9 {
                 return over(format!(
                     "--cpus {} would bring its containers to {want} of its {c} vCPUs",

@@ -331,6 +331,8 @@ pub struct Daemon {
     pub events: broadcast::Sender<docker::EventMessage>,
     /// Which tenants have which images.
     pub image_owners: crate::tenant::ImageOwners,
+    /// Serialises quota checks with the creates and updates they admit.
+    pub quota_lock: Mutex<()>,
     /// The last events, for `/events?since=` (dockerd keeps a bounded history too).
     pub event_log: Mutex<std::collections::VecDeque<docker::EventMessage>>,
     /// Networks.
@@ -450,6 +452,7 @@ impl Daemon {
             crate::tenant::ImageOwners::open(opts.data_root.join("image-owners.json"))?;
         let d = Arc::new(Daemon {
             image_owners,
+            quota_lock: Mutex::new(()),
             volumes,
             opts,
             rt,
@@ -588,33 +591,34 @@ impl Daemon {
 
     /// Finds a container by full ID, name, or unique ID prefix.
     /// A tenant finds only its own (others' are "No such container", as missing ones).
+    /// Names and ID prefixes are matched among the caller's own only, so another
+    /// tenant's containers neither shadow nor make a prefix ambiguous.
     pub fn find(&self, name: &str) -> Result<Arc<Ctr>> {
-        let c = self.find_any(name)?;
-        if crate::tenant::sees(&c.record().tenant) {
-            Ok(c)
-        } else {
-            Err(Error::NotFound(format!("No such container: {name}")))
-        }
+        self.find_in(name, true)
     }
 
     /// [`Daemon::find`] among every tenant's containers (names and IDs are host-wide).
     pub fn find_any(&self, name: &str) -> Result<Arc<Ctr>> {
-        let map = self.containers.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get(name) {
-            return Ok(c.clone());
+        self.find_in(name, false)
+    }
+
+    fn find_in(&self, name: &str, visible_only: bool) -> Result<Arc<Ctr>> {
+        let all = self.containers.lock().unwrap_or_else(|e| e.into_inner());
+        let seen: Vec<&Arc<Ctr>> = all
+            .values()
+            .filter(|c| !visible_only || crate::tenant::sees(&c.record().tenant))
+            .collect();
+        if let Some(c) = seen.iter().find(|c| c.id == name) {
+            return Ok((*c).clone());
         }
         let n = name.trim_start_matches('/');
-        if let Some(c) = map.values().find(|c| c.record().name == n) {
-            return Ok(c.clone());
+        if let Some(c) = seen.iter().find(|c| c.record().name == n) {
+            return Ok((*c).clone());
         }
         if !name.is_empty() && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let hits: Vec<&Arc<Ctr>> = map
-                .keys()
-                .filter(|k| k.starts_with(name))
-                .filter_map(|k| map.get(k))
-                .collect();
+            let hits: Vec<&&Arc<Ctr>> = seen.iter().filter(|c| c.id.starts_with(name)).collect();
             if hits.len() == 1 {
-                return Ok(hits[0].clone());
+                return Ok((*hits[0]).clone());
             }
             if hits.len() > 1 {
                 return Err(Error::InvalidParameter(format!(
@@ -623,6 +627,16 @@ impl Daemon {
             }
         }
         Err(Error::NotFound(format!("No such container: {name}")))
+    }
+
+    /// Every container's record, whoever's (berthd's bookkeeping: rules, in-use checks).
+    pub fn all_records(&self) -> Vec<Record> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .map(|c| c.record())
+            .collect()
     }
 
     /// Every container's record that the caller sees (a tenant: its own).

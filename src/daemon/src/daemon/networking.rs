@@ -720,7 +720,7 @@ impl Daemon {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        self.records()
+        self.all_records()
             .into_iter()
             .filter(|r| p.contains(&r.id))
             .collect()
@@ -857,7 +857,7 @@ impl Daemon {
         if !self.networks.opts.enabled {
             return;
         }
-        let recs = self.records();
+        let recs = self.all_records();
         let ids: std::collections::HashSet<&str> = recs.iter().map(|r| r.id.as_str()).collect();
         for n in self.networks.all() {
             for owner in n.leases.values().filter(|o| !ids.contains(o.as_str())) {
@@ -973,7 +973,7 @@ impl Daemon {
 
     /// Containers with an endpoint on network `id`.
     pub fn network_users(&self, id: &str) -> Vec<Record> {
-        self.records()
+        self.all_records()
             .into_iter()
             .filter(|r| r.net.endpoints.iter().any(|e| e.network_id == id))
             .collect()

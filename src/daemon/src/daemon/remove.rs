@@ -83,6 +83,7 @@ impl Daemon {
             .unwrap_or_else(|e| e.into_inner())
             .values()
             .filter(|c| !c.record().state.running())
+            .filter(|c| crate::tenant::sees(&c.record().tenant))
             .cloned()
             .collect();
         let mut space = 0u64;

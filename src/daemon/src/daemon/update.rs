@@ -146,6 +146,7 @@ impl Daemon {
         let new_cpus = nano_cpus.unwrap_or(rec.nano_cpus);
         if memory.is_some() || nano_cpus.is_some() {
             // Within the tenant's quotas, counting the others it has.
+            let _quota = self.quota_lock.lock().unwrap_or_else(|e| e.into_inner());
             self.check_quota_for(&rec.id, new_memory, new_cpus)?;
         }
         if rec.state.running() && (memory.is_some() || nano_cpus.is_some() || pids.is_some()) {

@@ -524,7 +524,7 @@ impl Daemon {
 
     /// Containers using volume `name`.
     pub fn volume_users(&self, name: &str) -> Vec<Record> {
-        self.records()
+        self.all_records()
             .into_iter()
             .filter(|r| {
                 r.mounts

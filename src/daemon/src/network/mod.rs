@@ -466,6 +466,19 @@ impl Networks {
                 "operation is not permitted on predefined {name} network"
             )));
         }
+        if let Some(t) = crate::tenant::current() {
+            // Addresses and bridge names are the host's: a tenant's network takes a free
+            // subnet from berthd's pools, under berthd's name.
+            let custom_ipam = req
+                .ipam
+                .as_ref()
+                .is_some_and(|i| i.config.as_ref().is_some_and(|c| !c.is_empty()));
+            if custom_ipam || req.options.as_ref().is_some_and(|o| !o.is_empty()) {
+                return Err(Error::Forbidden(format!(
+                    "tenant {t}: subnets, gateways and driver options of a network are for the operator only"
+                )));
+            }
+        }
         if self.by_name(&name).is_some() {
             return Err(Error::Conflict(format!(
                 "network with name {name} already exists"

@@ -114,13 +114,38 @@ fn tags_before(
     }
 }
 
+/// What a tag-writing request was: a pull (whose tag names the registry's content) or
+/// a name the tenant gives its own content (tag, import, commit, load).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Naming {
+    /// `docker pull`.
+    Pull,
+    /// Everything else.
+    Own,
+}
+
+/// A tag as the store keys it: full, with `latest` for no tag.
+fn tag_key(name: &str) -> Option<String> {
+    let mut r: Reference = name.parse().ok()?;
+    r.digest = None;
+    if r.tag.is_none() {
+        r.tag = Some("latest".into());
+    }
+    Some(r.to_string())
+}
+
 /// After a tenant's pull, import, load, commit or tag: gives it the images made, and
-/// puts back any tag that named another's image and was moved (tags are host-wide; a
-/// tenant never takes one from under another): a 409 naming them.
+/// checks the tags the request wrote (`written`). A tenant names its own content only
+/// under `<tenant>/...` (so nobody else, the operator included, runs it by a name they
+/// meant for something else), and never moves a tag off an image that is not its alone;
+/// a pull may name the registry's content by its own reference. A tag that breaks this
+/// is put back as it was, and the request answers 409 naming it.
 pub(crate) fn claim(
     d: &Daemon,
     before: Option<std::collections::BTreeMap<String, berth_image::Digest>>,
     made: &[berth_image::Digest],
+    written: &[String],
+    naming: Naming,
 ) -> Result<(), ApiError> {
     let (Some(t), Some(before)) = (crate::tenant::current(), before) else {
         return Ok(());
@@ -129,27 +154,38 @@ pub(crate) fn claim(
         d.image_owners.add(&t, &id.to_string())?;
     }
     let after = d.images.tags()?;
-    let mut taken = Vec::new();
-    for (name, old) in &before {
-        let moved = after.get(name).is_some_and(|new| new != old);
-        let mine = d.image_owners.has(&t, &old.to_string());
-        if moved && !mine {
-            if let Ok(r) = name.parse::<Reference>() {
-                d.images.tag(&r, old)?;
-            }
-            taken.push(
-                name.parse::<Reference>()
-                    .map(|r| r.familiar())
-                    .unwrap_or_else(|_| name.clone()),
-            );
+    let mut refused = Vec::new();
+    for key in written.iter().filter_map(|w| tag_key(w)) {
+        let (old, new) = (before.get(&key), after.get(&key));
+        if old == new {
+            continue;
         }
+        let shown = key
+            .parse::<Reference>()
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| key.clone());
+        let ok = match naming {
+            Naming::Pull => true,
+            Naming::Own => {
+                shown.starts_with(&format!("{t}/"))
+                    && old.is_none_or(|o| !d.image_owners.others(&t, &o.to_string()))
+            }
+        };
+        if ok {
+            continue;
+        }
+        match old.and_then(|o| key.parse::<Reference>().ok().map(|r| (r, o))) {
+            Some((r, o)) => d.images.tag(&r, o)?,
+            None => d.images.untag(&key)?,
+        }
+        refused.push(shown);
     }
-    if taken.is_empty() {
+    if refused.is_empty() {
         Ok(())
     } else {
         Err(ApiError::conflict(format!(
-            "the name {} is in use by an image that is not yours; tag yours another way",
-            taken.join(", ")
+            "tenant {t} may name its images only under \"{t}/\", and never take a name from an image that is not its alone: {} refused",
+            refused.join(", ")
         )))
     }
 }
@@ -379,7 +415,13 @@ fn tag(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
     }
     let before = tags_before(d)?;
     d.images.tag(&target, &r.id)?;
-    claim(d, before, std::slice::from_ref(&r.id))?;
+    claim(
+        d,
+        before,
+        std::slice::from_ref(&r.id),
+        &[target.to_string()],
+        Naming::Own,
+    )?;
     d.event(
         "image",
         "tag",
@@ -409,9 +451,13 @@ fn remove(d: &Daemon, name: &str, q: &Query) -> Result<Resp, ApiError> {
         .filter(|t| tags.contains(t));
     let last = by_tag.is_none() || tags.len() <= 1;
     if let Some(u) = users.first().filter(|_| last && !force) {
+        // (another tenant's container is not named)
+        let who = match d.find(u) {
+            Ok(_) => format!("container {}", &u[..12]),
+            Err(_) => "a container".into(),
+        };
         return Err(ApiError::conflict(format!(
-            "conflict: unable to remove repository reference \"{name}\" (must force) - container {} is using its referenced image {}",
-            &u[..12],
+            "conflict: unable to remove repository reference \"{name}\" (must force) - {who} is using its referenced image {}",
             &r.id.hex()[..12]
         )));
     }
@@ -604,6 +650,7 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
             ));
         }
         let target = repo_tag(&q)?;
+        let target_name = target.as_ref().map(|r| r.to_string());
         let changes = q.all("changes");
         let message = q.get("message").map(str::to_owned);
         let tmp = body_to_file(&d, req).await?;
@@ -623,7 +670,14 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
         })
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-        claim(&d, before, std::slice::from_ref(&rec.id))?;
+        let written: Vec<String> = target_name.into_iter().collect();
+        claim(
+            &d,
+            before,
+            std::slice::from_ref(&rec.id),
+            &written,
+            Naming::Own,
+        )?;
         d.event("image", "import", &rec.id.to_string(), &[]);
         return Ok(json(
             StatusCode::OK,
@@ -654,9 +708,15 @@ async fn create(d: Arc<Daemon>, req: Request<Incoming>, q: Query) -> Result<Resp
             .await
             .map_err(|e| e.to_string())
             .and_then(|rec| {
-                claim(&d, tags, std::slice::from_ref(&rec.id))
-                    .map(|_| rec)
-                    .map_err(|e| e.message)
+                claim(
+                    &d,
+                    tags,
+                    std::slice::from_ref(&rec.id),
+                    &[r.to_string()],
+                    Naming::Pull,
+                )
+                .map(|_| rec)
+                .map_err(|e| e.message)
             });
         match pulled {
             Ok(rec) => {
@@ -730,6 +790,7 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
         ));
     };
     let tag = repo_tag(q)?;
+    let commit_name = tag.as_ref().map(|r| r.to_string());
     let changes = q
         .all("changes")
         .into_iter()
@@ -762,7 +823,13 @@ async fn commit(d: Arc<Daemon>, q: &Query) -> Result<Resp, ApiError> {
     })
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
-    claim(&d, before, std::slice::from_ref(&img.id))?;
+    claim(
+        &d,
+        before,
+        std::slice::from_ref(&img.id),
+        &commit_name.into_iter().collect::<Vec<_>>(),
+        Naming::Own,
+    )?;
     d.event(
         "container",
         "commit",
@@ -831,7 +898,8 @@ async fn load(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, ApiError> 
     .await
     .map_err(|e| ApiError::internal(e.to_string()))??;
     let ids: Vec<berth_image::Digest> = loaded.iter().map(|(r, _)| r.id.clone()).collect();
-    claim(&d, before, &ids)?;
+    let written: Vec<String> = loaded.iter().flat_map(|(_, t)| t.clone()).collect();
+    claim(&d, before, &ids, &written, Naming::Own)?;
     let mut out = String::new();
     for (rec, tags) in loaded {
         if tags.is_empty() {

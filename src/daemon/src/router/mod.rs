@@ -120,13 +120,6 @@ pub async fn handle(d: Arc<Daemon>, req: Request<Incoming>) -> Result<Resp, Infa
         }
         _ => None,
     };
-    if tenant.is_some() && path.ends_with("/prune") {
-        let e = ApiError {
-            status: StatusCode::FORBIDDEN,
-            message: "prune is for the operator; a tenant removes its objects one by one".into(),
-        };
-        return Ok(e.into_resp());
-    }
     let reply = if runs_to_completion(&method, &path) {
         // Its own task: a client that hangs up drops this future, not the task. Counted
         // until the task ends and until its reply is handed to the connection.
@@ -273,6 +266,12 @@ async fn route(d: Arc<Daemon>, req: Request<Incoming>) -> Reply {
         req,
     };
     let method = call.method.clone();
+    if crate::tenant::current().is_some() && call.seg.last().is_some_and(|s| s == "prune") {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "prune is for the operator; a tenant removes its objects one by one".into(),
+        });
+    }
     let first = call.seg.first().cloned().unwrap_or_default();
     let r = match first.as_str() {
         "containers" => containers::route(&d, call).await,

@@ -89,6 +89,7 @@ pub fn inspect(d: &Daemon, n: &NetworkRec) -> docker::Network {
         .network_users(&n.id)
         .into_iter()
         .filter(|r| r.state.running())
+        .filter(|r| crate::tenant::sees(&r.tenant))
         .filter_map(|r| {
             let e = r.net.endpoints.iter().find(|e| e.network_id == n.id)?;
             Some((
