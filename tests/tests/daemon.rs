@@ -126,15 +126,7 @@ impl Berthd {
         let root = self.dir.path().join("bbroot");
         busybox_rootfs(&root).unwrap();
         let tar = self.dir.path().join("bb.tar");
-        let out = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        tar_dir(&root, &tar);
         let id = self.ok(&["import", tar.to_str().unwrap(), "bb:1"]);
         assert!(id.trim().starts_with("sha256:"), "{id}");
     }
@@ -169,15 +161,7 @@ impl Berthd {
         std::fs::create_dir_all(root.join("seed")).unwrap();
         std::fs::write(root.join("seed/hello"), "from the image\n").unwrap();
         let tar = self.dir.path().join("vol.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
+        tar_dir(&root, &tar);
         self.ok(&[
             "import",
             "-c",
@@ -200,6 +184,19 @@ impl Drop for Berthd {
             .status();
         let _ = std::fs::remove_dir_all(&self.exec_root);
     }
+}
+
+/// Packs directory `dir` into the tar file `out` (the `tar` command, owners and modes kept).
+fn tar_dir(dir: &Path, out: &Path) {
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(dir)
+        .arg("-cf")
+        .arg(out)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar of {}", dir.display());
 }
 
 /// The docker CLI: the preinstalled one (28.x) if present, else Debian's.
@@ -3974,19 +3971,8 @@ fn images_keep_setuid_and_devices_and_bombs_are_refused_at_their_cost() {
         .status()
         .unwrap();
     assert!(st.success());
-    let tar_of = |dir: &Path, out: &Path| {
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(dir)
-            .arg("-cf")
-            .arg(out)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-    };
     let t = b.dir.path().join("suid.tar");
-    tar_of(&root, &t);
+    tar_dir(&root, &t);
     b.ok(&["import", t.to_str().unwrap(), "suid:1"]);
     let out = b.ok(&[
         "run",
@@ -4300,15 +4286,7 @@ fn the_remote_api_answers_only_clients_the_ca_signed() {
     let root = b.dir.path().join("bbroot");
     busybox_rootfs(&root).unwrap();
     let tar = b.dir.path().join("bb.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_dir(&root, &tar);
     let f = docker_tls(
         &tcp,
         &good,
@@ -4485,15 +4463,7 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
     let root = b.dir.path().join("bbroot");
     busybox_rootfs(&root).unwrap();
     let tar = b.dir.path().join("bb.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_dir(&root, &tar);
     let image = ok(&bob, &["import", tar.to_str().unwrap(), "bob/bb:1"]);
     let ctr = ok(
         &bob,
@@ -4763,15 +4733,7 @@ fn a_tenant_reaches_none_of_another_tenants_objects() {
     busybox_rootfs(&other).unwrap();
     std::fs::write(other.join("alice"), "x").unwrap();
     let other_tar = b.dir.path().join("other.tar");
-    assert!(Command::new("tar")
-        .arg("-C")
-        .arg(&other)
-        .arg("-cf")
-        .arg(&other_tar)
-        .arg(".")
-        .status()
-        .unwrap()
-        .success());
+    tar_dir(&other, &other_tar);
     for name in ["bob/bb:1", "busybox:latest"] {
         let f = as_(&alice, &["import", other_tar.to_str().unwrap(), name]);
         assert_ne!(f.status, 0, "{name}");
