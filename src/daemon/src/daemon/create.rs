@@ -160,40 +160,14 @@ impl Daemon {
             .ok_or_else(|| {
                 Error::InvalidParameter("no image specified (the Image field is required)".into())
             })?;
-        let shown = image
-            .parse::<berth_image::Reference>()
-            .map(|r| r.familiar())
-            .unwrap_or_else(|_| image.clone());
-        let img = self
-            .images
-            .resolve(&image)
-            .and_then(|r| {
-                if self.image_owners.sees(&r.id.to_string()) {
-                    Ok(r)
-                } else {
-                    Err(berth_image::ImageError::NotFound(image.clone()))
-                }
-            })
-            .map_err(|e| match e {
-                berth_image::ImageError::NotFound(_) => {
-                    Error::NotFound(format!("No such image: {shown}"))
-                }
-                other => other.into(),
-            })?;
+        let img = self.find_image(&image)?;
         let ic = self.images.runtime_config(&img)?;
         let isolation = crate::sandbox::choose(
             host_config.isolation.as_deref().unwrap_or(""),
             self.sandboxes.default,
         )?;
         let hc = &host_config.base;
-        if let (Some(t), crate::sandbox::Isolation::Process, crate::sandbox::Isolation::Vm) =
-            (crate::tenant::current(), isolation, self.sandboxes.default)
-        {
-            // The operator chose microVMs: a tenant does not choose a shared kernel.
-            return Err(Error::Forbidden(format!(
-                "tenant {t}: --isolation process is for the operator only on this host"
-            )));
-        }
+        self.sandboxes.check_tenant_choice(isolation)?;
 
         let entrypoint = match &config.entrypoint {
             Some(e) => e.clone(),

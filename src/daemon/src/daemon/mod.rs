@@ -629,6 +629,23 @@ impl Daemon {
         Err(Error::NotFound(format!("No such container: {name}")))
     }
 
+    /// An image by name, ID or prefix, among those the caller sees (a tenant: its own);
+    /// otherwise "No such image", as a missing one.
+    pub fn find_image(&self, name: &str) -> Result<berth_image::ImageRecord> {
+        let not_found = || {
+            let shown = name
+                .parse::<berth_image::Reference>()
+                .map(|r| r.familiar())
+                .unwrap_or_else(|_| name.to_owned());
+            Error::NotFound(format!("No such image: {shown}"))
+        };
+        match self.images.resolve(name) {
+            Ok(r) if self.image_owners.sees(&r.id.to_string()) => Ok(r),
+            Ok(_) | Err(berth_image::ImageError::NotFound(_)) => Err(not_found()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Every container's record, whoever's (berthd's bookkeeping: rules, in-use checks).
     pub fn all_records(&self) -> Vec<Record> {
         self.containers

@@ -82,25 +82,7 @@ fn repo_tag(q: &Query) -> Result<Option<Reference>, ApiError> {
 
 /// An image by name, among those the caller sees (a tenant: its own).
 pub(crate) fn resolve(d: &Daemon, name: &str) -> Result<ImageRecord, ApiError> {
-    d.images
-        .resolve(name)
-        .and_then(|r| {
-            if d.image_owners.sees(&r.id.to_string()) {
-                Ok(r)
-            } else {
-                Err(berth_image::ImageError::NotFound(name.to_owned()))
-            }
-        })
-        .map_err(|e| match e {
-            berth_image::ImageError::NotFound(_) => {
-                let shown = name
-                    .parse::<Reference>()
-                    .map(|r| r.familiar())
-                    .unwrap_or_else(|_| name.to_owned());
-                ApiError::not_found(format!("No such image: {shown}"))
-            }
-            other => other.into(),
-        })
+    Ok(d.find_image(name)?)
 }
 
 /// The tags as they are before a tenant's request that may move some (None for the

@@ -213,6 +213,20 @@ impl Sandboxes {
         }
     }
 
+    /// A tenant keeps the boundary the operator chose: when the default sandbox has a
+    /// kernel of its own, a tenant may not pick one that shares the host's.
+    pub fn check_tenant_choice(&self, i: Isolation) -> Result<()> {
+        match crate::tenant::current() {
+            Some(t) if self.get(self.default).taps() && !self.get(i).taps() => {
+                Err(Error::Forbidden(format!(
+                    "tenant {t}: --isolation {} is for the operator only on this host",
+                    i.as_str()
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The backend for a mode.
     pub fn get(&self, i: Isolation) -> &Arc<dyn Sandbox> {
         match i {
