@@ -260,6 +260,139 @@ fn control_socket_reports_stats_pauses_resumes_and_stops() {
     assert!(out.stdout.contains("rc-stop=0"), "{out:?}");
 }
 
+#[test]
+fn the_jailed_monitor_runs_confined_and_a_forbidden_call_stops_it() {
+    let g = guest("vmm-jail", "echo GUEST-UP\nsleep 6\npoweroff -f", &[]);
+    let forbidden = built_binary("examples/vmm-forbidden-syscall");
+    let out = g.lab(&format!(
+        "up() {{ for i in $(seq 300); do grep -q GUEST-UP $1 2>/dev/null && return; sleep 0.2; done; }}\n\
+         mkdir /sys/fs/cgroup/vmm-jail-test\n\
+         {vmm} --console file:console.txt --vsock 3,$S/v.sock --jail $S/jail --jail-uid 900000123 --jail-gid 900000124 \\\n\
+           --jail-cgroup /sys/fs/cgroup/vmm-jail-test/cgroup.procs > vmm.txt 2>&1 &\n\
+         waiter=$!; up console.txt\n\
+         monitor=$(pgrep -P $waiter)\n\
+         for p in $waiter $monitor; do\n\
+           echo \"== process $([ $p = $waiter ] && echo waiter || echo monitor)\"\n\
+           grep -E '^(Uid|Gid|Groups|Seccomp|NoNewPrivs|CapInh|CapPrm|CapEff|CapBnd|CapAmb):' /proc/$p/status\n\
+           [ \"$(stat -Lc %d:%i /proc/$p/root)\" = \"$(stat -c %d:%i $S/jail)\" ] && echo root-is-the-jail\n\
+           [ \"$(readlink /proc/$p/ns/net)\" != \"$(readlink /proc/self/ns/net)\" ] && echo own-net-ns\n\
+           [ \"$(readlink /proc/$p/ns/mnt)\" != \"$(readlink /proc/self/ns/mnt)\" ] && echo own-mount-ns\n\
+           [ \"$(readlink /proc/$p/ns/ipc)\" != \"$(readlink /proc/self/ns/ipc)\" ] && echo own-ipc-ns\n\
+           [ \"$(readlink /proc/$p/ns/uts)\" != \"$(readlink /proc/self/ns/uts)\" ] && echo own-uts-ns\n\
+           echo \"cgroup=$(cat /proc/$p/cgroup)\"\n\
+         done\n\
+         grep NSpid /proc/$monitor/status\n\
+         echo \"threads=$(ls /proc/$monitor/task | wc -l) filtered=$(grep -l '^Seccomp:.2' /proc/$monitor/task/*/status | wc -l)\"\n\
+         grep -E '^Max (open files|processes|address space|file size|core)' /proc/$monitor/limits\n\
+         echo \"jail-entries=$(ls -A $S/jail | wc -l)\"\n\
+         wait $waiter; echo rc-jailed=$?\n\
+         cat vmm.txt\n\
+         for call in execve open; do\n\
+           for jail in '' \"--jail $S/j-$call --jail-uid 900000125 --jail-gid 900000125\"; do\n\
+             BERTH_VMM_TEST_FORBIDDEN=$call {forbidden} --kernel {kernel} --initrd {initrd} --cmdline quiet --console off $jail > f.txt 2>&1\n\
+             echo \"forbidden-$call-rc=$? $(cat f.txt)\"\n\
+           done\n\
+         done",
+        vmm = g.vmm("--cmdline quiet"),
+        forbidden = forbidden.display(),
+        kernel = g.kernel.display(),
+        initrd = g.initrd.display(),
+    ));
+    let o = &out.stdout;
+    let section = |who: &str| -> String {
+        o.split(&format!("== process {who}\n"))
+            .nth(1)
+            .and_then(|s| s.split("== process").next())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for who in ["waiter", "monitor"] {
+        let s = section(who);
+        assert!(
+            s.contains("Uid:\t900000123\t900000123\t900000123\t900000123"),
+            "{who}: {s}\n{out:?}"
+        );
+        assert!(
+            s.contains("Gid:\t900000124\t900000124\t900000124\t900000124"),
+            "{who}: {s}"
+        );
+        assert!(
+            s.lines()
+                .any(|l| l.starts_with("Groups:") && l["Groups:".len()..].trim().is_empty()),
+            "{who}: no supplementary groups: {s}"
+        );
+        assert!(s.contains("Seccomp:\t2"), "{who}: {s}");
+        assert!(s.contains("NoNewPrivs:\t1"), "{who}: {s}");
+        for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert!(
+                s.contains(&format!("{cap}:\t0000000000000000")),
+                "{who}: {cap}: {s}"
+            );
+        }
+        assert!(
+            s.contains("root-is-the-jail"),
+            "{who}: its root is the jail: {s}"
+        );
+        for ns in ["net", "mount", "ipc", "uts"] {
+            assert!(
+                s.contains(&format!("own-{ns}-ns")),
+                "{who}: {ns} namespace: {s}"
+            );
+        }
+        assert!(s.contains("cgroup=0::/vmm-jail-test"), "{who}: {s}");
+    }
+    assert!(
+        o.contains("NSpid:")
+            && o.lines()
+                .any(|l| l.starts_with("NSpid:") && l.trim_end().ends_with("\t1")),
+        "the monitor is PID 1 of its own PID namespace: {o}"
+    );
+    let threads = o
+        .lines()
+        .find(|l| l.starts_with("threads="))
+        .unwrap_or_default();
+    let n: Vec<usize> = threads
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert!(
+        n.len() == 2 && n[0] >= 2 && n[0] == n[1],
+        "every thread filtered: {threads}"
+    );
+    let core = o
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap_or_default();
+    assert_eq!(
+        core.split_whitespace().nth(4),
+        Some("0"),
+        "no core dumps of guest memory: {o}"
+    );
+    assert!(o.contains("jail-entries=0"), "the jail holds nothing: {o}");
+    assert!(
+        o.contains("rc-jailed=0"),
+        "the jailed guest ran and powered off: {o}"
+    );
+    for call in ["execve", "open"] {
+        let name = if call == "open" { "openat" } else { "execve" };
+        let lines: Vec<&str> = o
+            .lines()
+            .filter(|l| l.starts_with(&format!("forbidden-{call}-rc=")))
+            .collect();
+        assert_eq!(lines.len(), 2, "{o}");
+        for l in lines {
+            assert!(l.starts_with(&format!("forbidden-{call}-rc=159 ")), "{l}");
+            assert!(
+                l.contains(&format!(
+                    "berth-vmm: seccomp: thread main made the forbidden system call {name} ("
+                )),
+                "{l}"
+            );
+            assert!(!l.contains("came back") && !l.contains("opened"), "{l}");
+        }
+    }
+}
+
 // ---- natively, on this host ----
 
 fn vmm_native(args: &[&str]) -> berth_e2e::Finished {

@@ -160,11 +160,26 @@ impl Cgroup {
             .unwrap_or_else(|| "/".into());
         let base = root.join(own.trim_start_matches('/')).join("berth");
         std::fs::create_dir_all(&base).map_err(io(&base))?;
-        let available =
-            std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
         let mut wanted = vec!["memory", "pids", "cpu"];
         if limits.cpuset_cpus.is_some() {
             wanted.push("cpuset");
+        }
+        let read_available =
+            || std::fs::read_to_string(base.join("cgroup.controllers")).unwrap_or_default();
+        let mut available = read_available();
+        // A controller the parent has but does not pass down (a freshly mounted hierarchy
+        // with berthd at its root): pass it down, where the kernel allows (it refuses in a
+        // parent that holds processes other than the root).
+        if let Some(parent) = base.parent() {
+            let has =
+                std::fs::read_to_string(parent.join("cgroup.controllers")).unwrap_or_default();
+            for c in &wanted {
+                let missing = !available.split_whitespace().any(|a| a == *c);
+                if missing && has.split_whitespace().any(|a| a == *c) {
+                    let _ = std::fs::write(parent.join("cgroup.subtree_control"), format!("+{c}"));
+                }
+            }
+            available = read_available();
         }
         for c in &wanted {
             if !available.split_whitespace().any(|a| a == *c) {

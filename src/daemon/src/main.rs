@@ -90,6 +90,27 @@ struct Cli {
     /// (bytes, or 256m, 2g...). Default 256m.
     #[arg(long)]
     min_free_space: Option<String>,
+    /// Jail each microVM's monitor (its own uid, namespaces, cgroup and an empty root;
+    /// see docs/vmm.md). On by default; `--vmm-jail false` is for measuring its cost.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    vmm_jail: Option<bool>,
+    /// The uids (and gids) jailed monitors get, one each: START:COUNT. Default
+    /// 900000000:65536; no other process on the host may use them.
+    #[arg(long, value_name = "START:COUNT")]
+    vmm_uids: Option<String>,
+}
+
+/// `--vmm-uids START:COUNT`: a range clear of root, of "no change" (-1), and of overflow.
+fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || {
+        format!("--vmm-uids {s:?}: expected START:COUNT, e.g. 900000000:65536, above 0 and below 4294967295")
+    };
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let (start, count): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if start == 0 || count == 0 || start.checked_add(count).is_none_or(|end| end == u32::MAX) {
+        return Err(bad());
+    }
+    Ok((start, count))
 }
 
 fn main() -> std::process::ExitCode {
@@ -141,6 +162,8 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "tlscert",
             "tlskey",
             "tenants",
+            "vmm-jail",
+            "vmm-uids",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -265,7 +288,23 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "config file: tenants are named by TLS client certificates: give --tlsverify".into(),
         );
     }
+    let vmm_jail = match cli.vmm_jail.or_else(|| file["vmm-jail"].as_bool()) {
+        Some(false) => None,
+        _ => Some(parse_uid_range(
+            cli.vmm_uids
+                .as_deref()
+                .or_else(|| file["vmm-uids"].as_str())
+                .unwrap_or("900000000:65536"),
+        )?),
+    };
+    if !matches!(
+        file["vmm-jail"],
+        serde_json::Value::Null | serde_json::Value::Bool(_)
+    ) {
+        return Err("config file: vmm-jail is true or false".into());
+    }
     let opts = Opts {
+        vmm_jail,
         data_root,
         exec_root,
         agent: cli.agent.unwrap_or_else(|| here.join("berth-agent")),

@@ -149,6 +149,13 @@ pub struct VmConfig {
     /// Control socket path.
     #[serde(default)]
     pub control_socket: Option<PathBuf>,
+    /// Run confined in a jail (see [`crate::jail`]): what berthd always asks for.
+    #[serde(default)]
+    pub jail: Option<crate::jail::JailConfig>,
+    /// What a system call outside the monitor's seccomp filters does: "kill" (the
+    /// default) or "log" (development).
+    #[serde(default)]
+    pub seccomp: crate::seccomp::Mode,
 }
 
 fn default_vcpus() -> u8 {
@@ -175,6 +182,8 @@ impl Default for VmConfig {
             fs: vec![],
             console: default_console(),
             control_socket: None,
+            jail: None,
+            seccomp: crate::seccomp::Mode::Kill,
         }
     }
 }
@@ -300,6 +309,9 @@ impl VmConfig {
         }
         if let Some(c) = &self.control_socket {
             check_socket_path("control_socket", c)?;
+        }
+        if let Some(j) = &self.jail {
+            j.validate().map_err(|m| invalid("jail", m))?;
         }
         self.console.parse()
     }

@@ -62,9 +62,15 @@ impl<R: std::io::Read> TakeLimit for R {
     }
 }
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
+/// VmRSS, from the status file the monitor opened before its jail (a re-read from
+/// offset 0 is current).
+fn rss_kib(status: Option<&std::fs::File>) -> u64 {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    let n = status
+        .and_then(|f| f.read_at(&mut buf, 0).ok())
+        .unwrap_or(0);
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmRSS:"))
@@ -87,7 +93,7 @@ fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
             json!({
                 "ok": true,
                 "vcpu_exits": vm.stats().vcpu_exits.load(std::sync::atomic::Ordering::Relaxed),
-                "rss_kib": rss_kib(),
+                "rss_kib": rss_kib(vm.proc_status.as_ref()),
                 "paused": vm.vcpu_control.is_paused(),
                 "devices": vm.device_count(),
             }),

@@ -6,11 +6,14 @@
 //! stops (or is stopped), and reports why as a [`VmExit`].
 
 pub mod boot;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod devices;
+pub mod jail;
 pub mod layout;
 pub mod mptable;
+pub mod seccomp;
 pub mod vm;
 pub mod vstate;
 

@@ -65,6 +65,9 @@ pub struct RunOptions {
     /// Build everything, then report the time of the first KVM_RUN and exit without
     /// running the guest (for `bench/vmm`; also works on hosts whose KVM can't run guests).
     pub bench_setup: bool,
+    /// Test only (the `vmm-forbidden-syscall` example): run on the main thread once its
+    /// seccomp filter is in, before the guest starts.
+    pub after_filters: Option<fn()>,
 }
 
 /// Paths this monitor created, removed when it ends (or fails to start).
@@ -108,6 +111,10 @@ pub struct Vm {
     control: Option<crate::control::Control>,
     pub(crate) vcpu_control: Arc<vcpu::Control>,
     opts: RunOptions,
+    /// The seccomp filters' mode, and whether the monitor is jailed.
+    seccomp: (crate::seccomp::Mode, bool),
+    /// This process's /proc status, opened before any jail (for `stats`).
+    pub(crate) proc_status: Option<std::fs::File>,
     /// Removes the sockets this monitor created when the VM is dropped.
     _cleanup: Cleanup,
     /// The full kernel command line the guest got.
@@ -370,30 +377,48 @@ impl Vm {
             control,
             vcpu_control: Arc::new(vcpu::Control::new(config.vcpus as usize)),
             opts,
+            seccomp: (config.seccomp, config.jail.is_some()),
+            proc_status: std::fs::File::open("/proc/self/status").ok(),
             _cleanup: cleanup,
             cmdline,
         })
     }
 
     /// Starts the vCPUs and runs the event loop until the VM stops. Returns why.
+    ///
+    /// Every thread installs its seccomp filter before the guest runs: each vCPU thread
+    /// installs its own and waits; this thread installs the main filter once all are
+    /// started (none is started after), then lets them go.
     pub fn run(mut self) -> VmExit {
+        use crate::seccomp::{self, Thread};
         if let Err(e) = vcpu::install_kick_handler() {
             return VmExit::failed(format!("installing the vCPU kick signal handler: {e}"));
         }
+        let (mode, jailed) = self.seccomp;
+        let filters = seccomp::Options { unjailed: !jailed };
         let vcpus = std::mem::take(&mut self.vcpus);
+        let go = Arc::new(std::sync::Barrier::new(vcpus.len() + 1));
         let mut handles = Vec::new();
         for (id, fd) in vcpus.into_iter().enumerate() {
-            let (pio, mmio, stats, exit, ctl) = (
+            let (pio, mmio, stats, exit, ctl, go) = (
                 self.pio.clone(),
                 self.mmio.clone(),
                 self.stats.clone(),
                 self.exit.clone(),
                 self.vcpu_control.clone(),
+                go.clone(),
             );
             let bench = self.opts.bench_setup && id == 0;
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{id}"))
                 .spawn(move || {
+                    let filtered =
+                        seccomp::install(Thread::Vcpu, &format!("vcpu{id}"), mode, filters);
+                    go.wait();
+                    if let Err(e) = filtered {
+                        exit.set(VmExit::failed(e.to_string()));
+                        return;
+                    }
                     if bench {
                         println!("first_kvm_run_monotonic_ns {}", monotonic_ns());
                         exit.set(VmExit::ok(
@@ -413,6 +438,15 @@ impl Vm {
             }
         }
         self.vcpu_control.set_threads(&handles);
+        // The guest has not run yet: a failure here leaves the vCPUs waiting, and the
+        // process exits.
+        if let Err(e) = seccomp::install(Thread::Main, "main", mode, filters) {
+            return VmExit::failed(e.to_string());
+        }
+        if let Some(hook) = self.opts.after_filters {
+            hook();
+        }
+        go.wait();
         self.event_loop()
     }
 
@@ -500,6 +534,12 @@ impl Vm {
             }
         }
         None
+    }
+
+    /// The monitor has entered its jail: the paths it created are out of its reach now
+    /// (and its filters refuse `unlink`), so whoever started it removes them.
+    pub fn jailed(&mut self) {
+        self._cleanup.0.clear();
     }
 
     /// Bytes read and written through each device, for `stats`.

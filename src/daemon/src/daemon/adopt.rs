@@ -92,7 +92,7 @@ impl Daemon {
         .flatten()
         .map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
         .collect();
-        let procs = sandbox_processes(&self.opts.exec_root.join("c"), &ours);
+        let procs = sandbox_processes(&self.opts.exec_root.join("c"), &ours, self.opts.vmm_jail);
         let mut orphans: BTreeSet<String> = dirs
             .iter()
             .map(|id| short(id).to_owned())
@@ -182,9 +182,13 @@ fn names_in(dir: &Path) -> Vec<String> {
 }
 
 /// berthd's own sandbox processes, with their container's short ID: root's processes
-/// running one of `ours` (the agent, the monitor, virtiofsd) whose command line names
+/// (or a jailed monitor's uid's) running one of `ours` (the agent, the monitor, virtiofsd) whose command line names
 /// `<exec-root>/c/<short id>/`. Nobody else's process is ever taken for one.
-fn sandbox_processes(c_dir: &Path, ours: &[std::path::PathBuf]) -> Vec<(i32, String)> {
+fn sandbox_processes(
+    c_dir: &Path,
+    ours: &[std::path::PathBuf],
+    jail_uids: Option<(u32, u32)>,
+) -> Vec<(i32, String)> {
     use std::os::unix::fs::MetadataExt;
     let prefix = format!("{}/", c_dir.display());
     let mut out = Vec::new();
@@ -192,7 +196,12 @@ fn sandbox_processes(c_dir: &Path, ours: &[std::path::PathBuf]) -> Vec<(i32, Str
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        if std::fs::metadata(e.path()).map(|m| m.uid()).ok() != Some(0) {
+        // Root's, or a jailed monitor's (one of berthd's jail uids).
+        let jailed = |u: u32| jail_uids.is_some_and(|(start, n)| u >= start && u - start < n);
+        if !std::fs::metadata(e.path())
+            .map(|m| m.uid())
+            .is_ok_and(|u| u == 0 || jailed(u))
+        {
             continue;
         }
         // (a binary replaced since, by an upgrade, reads "PATH (deleted)")

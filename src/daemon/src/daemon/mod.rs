@@ -53,6 +53,9 @@ pub struct Opts {
     pub agent: PathBuf,
     /// The monitor binary.
     pub vmm: PathBuf,
+    /// The uid range (start, count) microVM monitors are jailed with, one uid each; None:
+    /// monitors run unjailed (`--vmm-jail false`).
+    pub vmm_jail: Option<(u32, u32)>,
     /// Guest kernel for microVMs.
     pub kernel: Option<PathBuf>,
     /// The agent's initramfs for microVMs.
@@ -496,6 +499,13 @@ impl Daemon {
     /// digits) so that socket paths stay within the 108 bytes Unix sockets allow.
     pub fn run_dir(&self, id: &str) -> PathBuf {
         self.opts.exec_root.join("c").join(&id[..12.min(id.len())])
+    }
+
+    /// What a container's sandbox left on the host once its process is gone: the runtime
+    /// directory, and the backend's own (a jailed monitor's cgroup). Blocking (briefly).
+    pub fn sandbox_gone(&self, rec: &Record) {
+        let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+        self.sandbox(rec).cleanup(&rec.id);
     }
 
     /// The log file.

@@ -48,7 +48,7 @@ impl Daemon {
         // A microVM whose exit was never seen (an agent that did not answer) leaves no
         // tap behind.
         self.delete_taps(&rec);
-        let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+        self.sandbox_gone(&rec);
         match std::fs::remove_dir_all(self.dir(&rec.id)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

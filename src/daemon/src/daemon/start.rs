@@ -90,7 +90,7 @@ impl Daemon {
             Err(e) => {
                 self.agent(&rec).release();
                 self.net_down(&rec.id);
-                let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+                self.sandbox_gone(&rec);
                 let (status, msg) = (e.exit_status(), e.to_string());
                 if let Err(se) = self.update(c, |r| {
                     r.net.published.clear();
@@ -212,7 +212,8 @@ impl Daemon {
             // The sandbox goes before the exit is reported: whoever acts on the exit (rm,
             // restart, a waiting `run --rm`) finds no monitor, agent or socket left.
             agent.release_async().await;
-            let _ = tokio::fs::remove_dir_all(d.run_dir(&rec.id)).await;
+            let (d2, r2) = (d.clone(), rec.clone());
+            let _ = tokio::task::spawn_blocking(move || d2.sandbox_gone(&r2)).await;
             // Records and removals write files: off the async workers.
             let (d2, c2) = (d.clone(), c.clone());
             let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, oom, err)).await;

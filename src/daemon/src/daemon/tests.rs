@@ -40,6 +40,7 @@ impl World {
             exec_root: self.root.join("run"),
             agent: PathBuf::from("/nonexistent/agent"),
             vmm: PathBuf::from("/nonexistent/vmm"),
+            vmm_jail: None,
             kernel: None,
             agent_initrd: None,
             virtiofsd: None,

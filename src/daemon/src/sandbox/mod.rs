@@ -178,6 +178,11 @@ pub trait Sandbox: Send + Sync {
         false
     }
 
+    /// Removes what this backend kept on the host for container `id` once its sandbox's
+    /// process is gone (called with the runtime directory's removal). The default:
+    /// nothing.
+    fn cleanup(&self, _id: &str) {}
+
     /// Refuses settings this kind of sandbox cannot honour (checked at create). The
     /// default: all of them.
     fn check_confinement(&self, _c: &crate::daemon::confinement::Confinement) -> Result<()> {

@@ -22,9 +22,21 @@ use std::time::Duration;
 /// The guest's vsock context ID (each microVM has its own socket, so one CID does).
 const GUEST_CID: u32 = 3;
 
+/// Where jailed monitors' cgroups live (`<berthd's cgroup>/berth/<id>`, as process
+/// containers' do: a microVM container has no other cgroup on the host).
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Host memory a monitor may use besides its guest's RAM (its own heap, device buffers,
+/// the page cache of the disks it reads).
+const MONITOR_OVERHEAD: i64 = 64 << 20;
+
 /// The microVM backend.
 pub struct VmSandbox {
     vmm: PathBuf,
+    /// The uid range monitors are jailed with (None: unjailed).
+    jail: Option<(u32, u32)>,
+    /// Held while a uid is chosen and recorded in the new monitor's `vm.json`.
+    uids: std::sync::Mutex<()>,
     kernel: Option<PathBuf>,
     agent_initrd: Option<PathBuf>,
     virtiofsd: Option<PathBuf>,
@@ -36,6 +48,8 @@ impl VmSandbox {
     pub fn new(opts: &crate::daemon::Opts, images: Arc<ImageStore>) -> VmSandbox {
         VmSandbox {
             vmm: opts.vmm.clone(),
+            jail: opts.vmm_jail,
+            uids: std::sync::Mutex::new(()),
             kernel: opts.kernel.clone(),
             agent_initrd: opts.agent_initrd.clone(),
             virtiofsd: opts.virtiofsd.clone(),
@@ -81,6 +95,48 @@ impl VmSandbox {
             console: format!("file:{}", spec.dir.join("console.log").display()),
             ..VmConfig::default()
         })
+    }
+}
+
+/// The cgroup limits of a jailed monitor: its guest's RAM and vCPUs (sized from the
+/// container's limits) plus the monitor's own overhead.
+fn monitor_limits(config: &VmConfig) -> berth_container::cgroups::Limits {
+    let memory = ((config.memory_mib as i64) << 20) + MONITOR_OVERHEAD;
+    berth_container::cgroups::Limits {
+        memory: Some(memory),
+        memory_swap: Some(memory),
+        // The waiter, the monitor, its vCPU threads, and room for virtio-fs to reconnect
+        // nothing: a monitor starts no other thread.
+        pids: Some(i64::from(config.vcpus) + 8),
+        // The vCPUs and one more CPU for the event loop.
+        cpu_quota: Some(((i64::from(config.vcpus) + 1) * 100_000, 100_000)),
+        cpuset_cpus: None,
+    }
+}
+
+/// The jail uids recorded in the runtime directories under `c_dir` (the monitors that
+/// run, or are starting).
+fn uids_in_use(c_dir: &Path) -> std::collections::HashSet<u32> {
+    std::fs::read_dir(c_dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("vm.json")).ok())
+        .filter_map(|b| serde_json::from_slice::<VmConfig>(&b).ok())
+        .filter_map(|c| c.jail.map(|j| j.uid))
+        .collect()
+}
+
+/// A jailed monitor's cgroup until the boot succeeds: removed (its processes killed)
+/// if it fails.
+struct CgroupGuard(Option<berth_container::cgroups::Cgroup>);
+
+impl Drop for CgroupGuard {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0.take() {
+            cg.kill_all();
+            cg.destroy();
+        }
     }
 }
 
@@ -234,7 +290,17 @@ impl Sandbox for VmSandbox {
         self.check_host()?;
         let image = self.images.resolve(&spec.image_id)?;
         let disk = self.images.disk(&image)?;
-        let config = self.config(spec, disk)?;
+        let mut config = self.config(spec, disk)?;
+        let mut cgroup = CgroupGuard(None);
+        if self.jail.is_some() {
+            let cg = berth_container::cgroups::Cgroup::create(
+                Path::new(CGROUP_ROOT),
+                &spec.id,
+                &monitor_limits(&config),
+            )
+            .map_err(|e| Error::Sandbox(format!("the microVM monitor's cgroup: {e}")))?;
+            cgroup.0 = Some(cg);
+        }
         let backends = match (&self.virtiofsd, spec.shares.is_empty()) {
             (_, true) => Backends(Vec::new()),
             (Some(v), false) => Backends::start(v, spec)?,
@@ -245,11 +311,33 @@ impl Sandbox for VmSandbox {
             }
         };
         let config_path = spec.run_dir.join("vm.json");
-        std::fs::write(
-            &config_path,
-            serde_json::to_vec_pretty(&config).map_err(|e| Error::Sandbox(e.to_string()))?,
-        )
-        .map_err(Error::io(format!("{}", config_path.display())))?;
+        {
+            // A uid is taken from the moment a vm.json names it until its runtime
+            // directory is removed: chosen and written under one lock.
+            let _uids = self.uids.lock().unwrap_or_else(|e| e.into_inner());
+            if let (Some((start, count)), Some(cg)) = (self.jail, &cgroup.0) {
+                let c_dir = spec.run_dir.parent().unwrap_or(Path::new("/"));
+                let used = uids_in_use(c_dir);
+                let uid = (start..start + count)
+                    .find(|u| !used.contains(u))
+                    .ok_or_else(|| {
+                        Error::Sandbox(format!(
+                            "all {count} jail uids from {start} (--vmm-uids) are in use by running microVMs"
+                        ))
+                    })?;
+                config.jail = Some(berth_vmm::jail::JailConfig {
+                    dir: spec.run_dir.join("jail"),
+                    uid,
+                    gid: uid,
+                    cgroups: cg.paths().iter().map(|p| p.join("cgroup.procs")).collect(),
+                });
+            }
+            std::fs::write(
+                &config_path,
+                serde_json::to_vec_pretty(&config).map_err(|e| Error::Sandbox(e.to_string()))?,
+            )
+            .map_err(Error::io(format!("{}", config_path.display())))?;
+        }
         let mut cmd = std::process::Command::new(&self.vmm);
         cmd.arg("--config").arg(&config_path);
         let mut client = spawn_detached(
@@ -281,6 +369,7 @@ impl Sandbox for VmSandbox {
             }))?;
         }
         backends.release();
+        cgroup.0 = None;
         Ok(Booted {
             rootfs: RootfsSpec {
                 layers: vec![layer],
@@ -349,5 +438,13 @@ impl Sandbox for VmSandbox {
 
     fn writable_layer(&self, _dir: &Path) -> Option<PathBuf> {
         None
+    }
+
+    /// A jailed monitor's cgroup (empty once its processes are gone).
+    fn cleanup(&self, id: &str) {
+        if let Some(cg) = berth_container::cgroups::Cgroup::existing(Path::new(CGROUP_ROOT), id) {
+            cg.kill_all();
+            cg.destroy();
+        }
     }
 }
