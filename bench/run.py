@@ -2,7 +2,8 @@
 """bench/run helpers.
 
   run.py native BERTH BERTH_SOCK DOCKER_SOCK N   berth run vs docker run, alternating
-  run.py lab RELEASE_DIR KERNEL INITRD TAR N      in the lab: microVM vs process isolation
+  run.py lab RELEASE_DIR KERNEL INITRD TAR N      in the lab: microVM vs process isolation, and
+                                                  a jailed monitor vs an unjailed one
 """
 import os
 import shutil
@@ -41,22 +42,30 @@ def native(berth, berth_sock, docker_sock, n):
     print(f"run_network_overhead_ratio {(mn - mb) / mb:.2f}")
 
 
+def start_berthd(release, work, name, kernel, initrd, extra):
+    """A berthd with its own roots and socket under `work`; (process, socket)."""
+    sock = os.path.join(work, f"{name}.sock")
+    d = subprocess.Popen([os.path.join(release, "berthd"), "-H", f"unix://{sock}",
+                          "--data-root", os.path.join(work, f"{name}-data"),
+                          "--exec-root", os.path.join(work, f"{name}-run"), "--kernel", kernel,
+                          "--agent-initrd", initrd] + extra,
+                         stderr=open(os.path.join(work, f"{name}.log"), "w"))
+    for _ in range(200):
+        if os.path.exists(sock):
+            break
+        time.sleep(0.05)
+    return d, sock
+
+
 def lab(release, kernel, initrd, tar, n):
     work = tempfile.mkdtemp(prefix="berth-bench-")
     # A real tmpfs: the lab's root is an overlay, which can't hold another overlay's upper.
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", work], check=True)
-    sock = os.path.join(work, "berth.sock")
     # The guest's files from the lab's tmpfs, as from a local disk.
     kernel = shutil.copy(kernel, work)
     initrd = shutil.copy(initrd, work)
-    d = subprocess.Popen([os.path.join(release, "berthd"), "-H", f"unix://{sock}", "--data-root", os.path.join(work, "data"),
-                          "--exec-root", os.path.join(work, "run"), "--kernel", kernel, "--agent-initrd", initrd],
-                         stderr=open(os.path.join(work, "berthd.log"), "w"))
+    d, sock = start_berthd(release, work, "berth", kernel, initrd, [])
     try:
-        for _ in range(200):
-            if os.path.exists(sock):
-                break
-            time.sleep(0.05)
         berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
         subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
         # Warm up both paths once (the root disk is built on first use).
@@ -73,6 +82,28 @@ def lab(release, kernel, initrd, tar, n):
     finally:
         d.terminate()
         d.wait()
+    # The cost of the monitor's jail: two berthds, alike but for --vmm-jail, without a
+    # bridge (one default bridge per host), alternating.
+    daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
+               for name, extra in [("jailed", []), ("unjailed", ["--vmm-jail", "false"])]]
+    try:
+        clis = [[os.path.join(release, "berth"), "-H", f"unix://{s}"] for _, s in daemons]
+        for c in clis:
+            subprocess.run(c + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+            timed(c + ["run", "--rm", "busybox", "true"])
+        times = ([], [])
+        for _ in range(n):
+            for c, t in zip(clis, times):
+                t.append(timed(c + ["run", "--rm", "busybox", "true"]))
+        mj, mu = statistics.median(times[0]), statistics.median(times[1])
+        print(f"lab_run_vm_jailed_s {mj:.3f}")
+        print(f"lab_run_vm_unjailed_s {mu:.3f}")
+        # Target <= 1.05.
+        print(f"lab_run_ratio_jailed_vs_unjailed {mj / mu:.2f}")
+    finally:
+        for d, _ in daemons:
+            d.terminate()
+            d.wait()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 measures.
 
   vmm.py setup VMM KERNEL INITRD N      natively: process start -> first KVM_RUN (ms, median)
-  vmm.py lab VMM KERNEL INITRD N        in the lab: boot ratio vs QEMU, and the monitor's RSS
+  vmm.py lab VMM KERNEL INITRD N        in the lab: boot ratios (jailed vs unjailed, vs QEMU,
+                                        vs Firecracker), and the jailed monitor's RSS
 """
 import os
 import select
@@ -85,9 +86,27 @@ def monitor_rss_mib(pid, guest_mib):
     return (total - guest) / 1024
 
 
+FIRECRACKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "peers", "firecracker")
+
+
+def child_of(pid):
+    """The jailed monitor: the only child of the waiter berth-vmm --jail leaves outside."""
+    for _ in range(100):
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                kids = f.read().split()
+            if kids:
+                return int(kids[0])
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"berth-vmm --jail ({pid}) has no monitor child")
+
+
 def lab(vmm, kernel, initrd, n, prefix="lab"):
-    """Boot to the init marker with berth-vmm and, where QEMU is installed, with
-    `qemu -M microvm` on the same kernel, initramfs and command line, alternating."""
+    """Boot to the init marker with berth-vmm, unjailed and jailed, and, where they are
+    installed, with `qemu -M microvm` and Firecracker on the same kernel, initramfs and
+    command line, alternating."""
     from vm_cmdline import DEFAULT_CMDLINE  # noqa: E402  (written by bench/vmm)
     import shutil
     import tempfile
@@ -102,28 +121,63 @@ def lab(vmm, kernel, initrd, n, prefix="lab"):
     qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-cpu", "host", "-m", "128", "-smp", "1",
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
             "-kernel", kernel, "-initrd", initrd, "-append", cmdline]
-    b_times, q_times, rss = [], [], []
-    for _ in range(n):
+    have_fc = os.path.isfile(FIRECRACKER) and os.access(FIRECRACKER, os.X_OK)
+    fc_config = os.path.join(local, "fc.json")
+    fc_log = os.path.join(local, "fc.log")
+    import json
+    with open(fc_config, "w") as f:
+        json.dump({"boot-source": {"kernel_image_path": kernel, "initrd_path": initrd, "boot_args": cmdline},
+                   "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "smt": False},
+                   "entropy": {}}, f)
+    b_times, j_times, q_times, f_times, rss, j_rss = [], [], [], [], [], []
+    for i in range(n):
         t, p = boot_to_marker(berth)
         b_times.append(t)
         time.sleep(0.5)  # the guest idles after its marker
         rss.append(monitor_rss_mib(p.pid, 128))
         p.kill()
         p.wait()
+        # Jailed as berthd runs it: an empty jail directory and a uid of its own.
+        jail = ["--jail", os.path.join(local, f"jail-{i}"), "--jail-uid", str(900_100_000 + i),
+                "--jail-gid", str(900_100_000 + i)]
+        t, p = boot_to_marker(berth + jail)
+        j_times.append(t)
+        time.sleep(0.5)
+        j_rss.append(monitor_rss_mib(child_of(p.pid), 128))
+        p.kill()
+        p.wait()
+        if have_fc:
+            open(fc_log, "w").close()
+            t, p = boot_to_marker([FIRECRACKER, "--no-api", "--config-file", fc_config, "--log-path", fc_log])
+            f_times.append(t)
+            p.kill()
+            p.wait()
         if have_qemu:
             t, p = boot_to_marker(qemu)
             q_times.append(t)
             p.kill()
             p.wait()
     b = statistics.median(b_times)
+    j = statistics.median(j_times)
     print(f"{prefix}_boot_berth_s {b:.3f}")
+    print(f"{prefix}_boot_berth_jailed_s {j:.3f}")
+    # The cost of confinement (target <= 1.05).
+    print(f"{prefix}_boot_ratio_jailed_vs_unjailed {j / b:.2f}")
     if have_qemu:
         q = statistics.median(q_times)
         print(f"{prefix}_boot_qemu_s {q:.3f}")
-        print(f"{prefix}_boot_ratio_vs_qemu {b / q:.2f}")
+        print(f"{prefix}_boot_ratio_vs_qemu {j / q:.2f}")
     else:
         print(f"# {prefix}: no qemu-system-x86_64 here, so no ratio against QEMU")
-    print(f"vmm_rss_mib {statistics.median(rss):.2f}")
+    if have_fc:
+        f = statistics.median(f_times)
+        print(f"{prefix}_boot_firecracker_s {f:.3f}")
+        # berth-vmm jailed against Firecracker (target < 1.0).
+        print(f"{prefix}_boot_ratio_vs_firecracker {j / f:.2f}")
+    else:
+        print(f"# {prefix}: no {FIRECRACKER} here, so no ratio against Firecracker")
+    print(f"vmm_rss_mib_unjailed {statistics.median(rss):.2f}")
+    print(f"vmm_rss_mib {statistics.median(j_rss):.2f}")
 
 
 if __name__ == "__main__":

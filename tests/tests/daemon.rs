@@ -1859,6 +1859,109 @@ fn assert_privileged(b: &Berthd, dev: &str, caps: &str) {
 
 /// What a container can leave on the host: processes naming the exec root (agents,
 /// monitors), cgroups named after it, mounts under berthd's directories, run directories.
+/// A microVM container's monitor runs jailed: both of its processes (the waiter berthd
+/// started and the monitor, PID 1 of its own PID namespace) with a uid of berthd's range
+/// that no other monitor has, the seccomp filter, no capabilities, the jail directory as
+/// root; in the container's cgroup, sized from its limits. A monitor killed from outside
+/// leaves neither its cgroup nor its directory.
+fn assert_monitor_jailed(b: &Berthd) {
+    let run = |args: &[&str]| b.ok(args).trim().to_owned();
+    let a = run(&["run", "-d", "--memory", "96m", "bb:1", "sleep", "600"]);
+    let other = run(&["run", "-d", "bb:1", "sleep", "600"]);
+    let procs_of = |id: &str| -> Vec<i32> {
+        let pattern = format!("{}/c/{}/vm.json", b.exec_root.display(), &id[..12]);
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let status = |pid: i32, key: &str| -> String {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!("{key}:"))
+                    .map(|v| v.trim().to_owned())
+            })
+            .unwrap_or_default()
+    };
+    let uid_of = |pid: i32| -> u32 {
+        status(pid, "Uid")
+            .split_whitespace()
+            .next()
+            .and_then(|u| u.parse().ok())
+            .unwrap_or(0)
+    };
+    let pids = procs_of(&a);
+    assert_eq!(pids.len(), 2, "the waiter and the monitor: {pids:?}");
+    use std::os::unix::fs::MetadataExt;
+    let jail = std::fs::metadata(b.exec_root.join("c").join(&a[..12]).join("jail")).unwrap();
+    for &p in &pids {
+        let uid = uid_of(p);
+        assert!((900_000_000..900_065_536).contains(&uid), "{p}: uid {uid}");
+        assert_eq!(status(p, "Uid"), format!("{uid}\t{uid}\t{uid}\t{uid}"));
+        assert_eq!(status(p, "Seccomp"), "2", "{p}");
+        assert_eq!(status(p, "NoNewPrivs"), "1", "{p}");
+        for cap in ["CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+            assert_eq!(status(p, cap), "0000000000000000", "{p}: {cap}");
+        }
+        let root = std::fs::metadata(format!("/proc/{p}/root")).unwrap();
+        assert_eq!(
+            (root.dev(), root.ino()),
+            (jail.dev(), jail.ino()),
+            "{p}: its root is the jail"
+        );
+        let cg = std::fs::read_to_string(format!("/proc/{p}/cgroup")).unwrap();
+        assert!(cg.trim_end().ends_with(&format!("/berth/{a}")), "{p}: {cg}");
+    }
+    assert!(
+        pids.iter().any(|p| status(*p, "NSpid").ends_with("\t1")),
+        "the monitor is PID 1 of its own namespace"
+    );
+    let others: Vec<u32> = procs_of(&other).into_iter().map(uid_of).collect();
+    assert!(
+        !others.is_empty() && !others.contains(&uid_of(pids[0])),
+        "each monitor has its own uid: {others:?}"
+    );
+    let cg_line = std::fs::read_to_string(format!("/proc/{}/cgroup", pids[0])).unwrap();
+    let cg_dir = PathBuf::from("/sys/fs/cgroup").join(cg_line.trim().trim_start_matches("0::/"));
+    let read = |f: &str| std::fs::read_to_string(cg_dir.join(f)).unwrap_or_default();
+    // 96 MiB for the workload, 64 for the guest kernel and agent, 64 for the monitor.
+    assert_eq!(
+        read("memory.max").trim(),
+        ((96 + 64 + 64) << 20).to_string()
+    );
+    assert_eq!(read("pids.max").trim(), "9");
+    assert_eq!(read("cpu.max").trim(), "200000 100000");
+    // A monitor killed from outside (a crash) takes its jail with it.
+    for &p in &pids {
+        // SAFETY: kill with plain integers, of the container's own monitor.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    assert!(
+        eventually(60, || run(&[
+            "inspect",
+            "--format",
+            "{{.State.Running}}",
+            &a
+        ]) == "false"),
+        "the container exits with its monitor"
+    );
+    assert!(
+        eventually(30, || !cg_dir.exists()),
+        "{} left",
+        cg_dir.display()
+    );
+    assert!(!b.exec_root.join("c").join(&a[..12]).exists());
+    b.ok(&["rm", "-f", &a, &other]);
+    let left = leftovers(b, &[a, other]);
+    assert!(left.is_empty(), "left behind:\n{}", left.join("\n"));
+}
+
 fn leftovers(b: &Berthd, ids: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     let procs = Command::new("pgrep")
@@ -2280,6 +2383,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     step("run --rm");
+    assert_monitor_jailed(&b);
+    step("the monitor's jail");
     // Every byte of a microVM workload's output reaches attach and the host log.
     for i in 0..2 {
         let out = b.ok(&["run", "--rm", "bb:1", "seq", "1", "200000"]);

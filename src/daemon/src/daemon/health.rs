@@ -263,16 +263,24 @@ impl Daemon {
         }
     }
 
+    /// A container with a healthcheck that has just started is `starting` (set before
+    /// `start` answers, so that an inspect right after it sees the status).
+    pub fn health_starting(c: &Ctr) {
+        if c.record().healthcheck.is_some() {
+            *c.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(docker::Health {
+                status: Some(docker::HealthStatusEnum::STARTING),
+                failing_streak: Some(0),
+                log: Some(vec![]),
+            });
+        }
+    }
+
     /// Probes a running container until the task is aborted (its supervisor does that
     /// when the container exits). Starts with the status `starting`.
     pub fn watch_health(self: &Arc<Self>, c: Arc<Ctr>) -> Option<tokio::task::JoinHandle<()>> {
         let rec = c.record();
         let hc = rec.healthcheck.clone()?;
-        *c.health.lock().unwrap_or_else(|e| e.into_inner()) = Some(docker::Health {
-            status: Some(docker::HealthStatusEnum::STARTING),
-            failing_streak: Some(0),
-            log: Some(vec![]),
-        });
+        Self::health_starting(&c);
         let d = self.clone();
         Some(self.rt.spawn(async move {
             let began = Instant::now();

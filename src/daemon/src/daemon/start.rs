@@ -169,6 +169,7 @@ impl Daemon {
     /// last byte, lets the sandbox go (its process gone, killed if need be), records the
     /// status, and removes the container if it asked for that.
     pub fn supervise(self: &Arc<Self>, c: Arc<Ctr>) {
+        Self::health_starting(&c);
         let d = self.clone();
         self.rt.spawn(async move {
             let began = std::time::Instant::now();

@@ -47,6 +47,12 @@ const TXQ: usize = 1;
 const FIRST_HOST_PORT: u32 = 1 << 30;
 /// Longest `CONNECT <port>\n` line accepted.
 const MAX_CONNECT_LINE: usize = 32;
+/// Control packets (responses, resets, credit updates) the monitor keeps for a guest that
+/// has not posted receive buffers; past this, it stops taking the guest's transmit queue
+/// until some went out (a guest that never reads cannot grow the monitor's memory).
+const MAX_CONTROL: usize = 256;
+/// Connections one microVM may have open through its vsock; a request beyond is reset.
+const MAX_CONNECTIONS: usize = 1024;
 
 /// Errors creating the device.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +220,8 @@ pub struct Vsock {
     /// Control packets waiting for a guest receive buffer.
     control: VecDeque<Header>,
     next_port: u32,
+    /// The transmit queue was left with packets because `control` was full.
+    tx_held: bool,
 }
 
 impl Vsock {
@@ -240,6 +248,7 @@ impl Vsock {
             by_fd: HashMap::new(),
             control: VecDeque::new(),
             next_port: FIRST_HOST_PORT,
+            tx_held: false,
         })
     }
 
@@ -310,7 +319,15 @@ impl Vsock {
             return;
         };
         let mut used = false;
-        while let Some(chain) = a.tx.pop_descriptor_chain(&a.mem) {
+        self.tx_held = false;
+        loop {
+            if self.control.len() >= MAX_CONTROL {
+                self.tx_held = true;
+                break;
+            }
+            let Some(chain) = a.tx.pop_descriptor_chain(&a.mem) else {
+                break;
+            };
             let head = chain.head_index();
             let pkt = chain.reader(&a.mem).ok().and_then(|mut r| {
                 let mut hb = [0u8; HDR_LEN];
@@ -438,6 +455,10 @@ impl Vsock {
             self.reset_conn(key);
             return;
         }
+        if self.conns.len() >= MAX_CONNECTIONS {
+            self.control.push_back(self.reply(key, OP_RST, 0));
+            return;
+        }
         let path = format!("{}_{}", self.uds.display(), key.0);
         match UnixStream::connect(&path).and_then(|s| s.set_nonblocking(true).map(|_| s)) {
             Ok(stream) => {
@@ -449,6 +470,14 @@ impl Vsock {
                 self.control.push_back(self.reply(key, OP_RESPONSE, 0));
             }
             Err(_) => self.control.push_back(self.reply(key, OP_RST, 0)),
+        }
+    }
+
+    /// Takes the transmit queue again once control packets held it back went out.
+    fn resume_tx(&mut self) {
+        if self.tx_held && self.control.len() < MAX_CONTROL {
+            self.process_tx();
+            self.process_rx();
         }
     }
 
@@ -660,6 +689,7 @@ impl VirtioDevice for Vsock {
             _ => return, // the event queue: berth sends no events
         }
         self.process_rx();
+        self.resume_tx();
     }
     fn process_event(&mut self, fd: RawFd, events: EventSet) {
         if fd == self.listener.as_raw_fd() {
@@ -670,6 +700,7 @@ impl VirtioDevice for Vsock {
             self.host_event(fd, events);
         }
         self.process_rx();
+        self.resume_tx();
     }
     fn reset(&mut self) {
         if let Some(a) = self.state.take() {
@@ -682,6 +713,7 @@ impl VirtioDevice for Vsock {
         self.conns.clear();
         self.by_fd.clear();
         self.control.clear();
+        self.tx_held = false;
     }
 }
 
@@ -812,6 +844,29 @@ mod tests {
             buf_alloc: 64 * 1024,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_guest_that_never_reads_its_replies_cannot_grow_them() {
+        let mut r = rig("held");
+        for i in 0..MAX_CONTROL as u32 {
+            let h = r.dev.reply((i, 1), OP_RST, 0);
+            r.dev.control.push_back(h);
+        }
+        r.send(guest_hdr(7, 9, OP_REQUEST), b"");
+        assert!(r.dev.tx_held);
+        assert_eq!(r.dev.control.len(), MAX_CONTROL);
+        assert_eq!(
+            r.txq.used().idx().load(),
+            0,
+            "the request waits in the guest's ring"
+        );
+        r.offer_rx(64);
+        r.dev.process_queue(RXQ);
+        assert_eq!(r.received().len(), 64);
+        assert_eq!(r.txq.used().idx().load(), 1, "taken once replies went out");
+        assert!(!r.dev.tx_held);
+        assert_eq!(r.dev.control.len(), MAX_CONTROL - 64 + 1);
     }
 
     #[test]
