@@ -155,10 +155,8 @@ static void report(const char *name, long r) {
 static const char *kind;
 static int req_q; /* the queue the driver sends requests on */
 
-/* A well-formed request; prints whether the device served it. Resets first when the
- * device asks for it (a malformed ring may leave it needing one). */
-static void sane(const char *after) {
-    if (rd(R_STATUS) & NEEDS_RESET) { printf("device needs reset after %s\n", after); init(); }
+/* One well-formed request: whether the device served it. */
+static int sane_once(void) {
     long r = -1;
     struct desc *dt = qs[req_q].dt;
     if (!strcmp(kind, "blk")) {
@@ -169,17 +167,17 @@ static void sane(const char *after) {
         dt[1] = (struct desc){ buf_pa[1], 512, F_WRITE | F_NEXT, 2 };
         dt[2] = (struct desc){ buf_pa[2], 1, F_WRITE, 0 };
         r = submit(req_q, 0, 1, 3000);
-        printf("sane after %s: %s (status byte %d)\n", after, r >= 0 && buf[2][0] == 0 ? "served" : "NOT SERVED", buf[2][0]);
+        return r >= 0 && buf[2][0] == 0;
     } else if (!strcmp(kind, "rng")) {
         dt[0] = (struct desc){ buf_pa[1], 64, F_WRITE, 0 };
         r = submit(req_q, 0, 1, 3000);
-        printf("sane after %s: %s\n", after, r == 64 ? "served" : "NOT SERVED");
+        return r == 64;
     } else if (!strcmp(kind, "net")) {
         memset(buf[0], 0, 12 + 60); /* vnet header + a minimal broadcast frame */
         memset(buf[0] + 12, 0xff, 6);
         dt[0] = (struct desc){ buf_pa[0], 12 + 60, 0, 0 };
         r = submit(req_q, 0, 1, 3000);
-        printf("sane after %s: %s\n", after, r >= 0 ? "served" : "NOT SERVED");
+        return r >= 0;
     } else { /* vsock: a request to a port nobody listens on; the answer is a reset */
         memset(buf[0], 0, 44);
         *(uint64_t *)buf[0] = 3; *(uint64_t *)(buf[0] + 8) = 2;
@@ -192,7 +190,7 @@ static void sane(const char *after) {
         /* The answer is a reset to our port; other packets (a host connection's request,
          * resets of earlier floods) may come first. */
         int op = -1;
-        for (int tries = 0; tries < 64 && r < 0; tries++) {
+        for (int tries = 0; tries < 1024 && r < 0; tries++) {
             memset(buf[3], 0, 64);
             rx[0] = (struct desc){ buf_pa[3], PAGE, F_WRITE, 0 };
             long got = submit(0, 0, 1, 3000);
@@ -200,8 +198,21 @@ static void sane(const char *after) {
             op = *(uint16_t *)(buf[3] + 30);
             if (got >= 44 && op == 3 && *(uint32_t *)(buf[3] + 20) == 4000) r = got;
         }
-        printf("sane after %s: %s (op %d)\n", after, r >= 0 ? "served" : "NOT SERVED", op);
+        (void)op;
+        return r >= 0;
     }
+}
+
+/* Whether the device still serves a well-formed request after an attack, resetting it
+ * first when it asks for that (a broken ring leaves it needing a reset, as the virtio
+ * spec has it), also when it finds out only on this request. */
+static void sane(const char *after) {
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (rd(R_STATUS) & NEEDS_RESET) { printf("device needs reset after %s\n", after); init(); }
+        if (sane_once()) { printf("sane after %s: served\n", after); fflush(stdout); return; }
+        if (!(rd(R_STATUS) & NEEDS_RESET)) break;
+    }
+    printf("sane after %s: NOT SERVED\n", after);
     fflush(stdout);
 }
 
@@ -246,9 +257,9 @@ static void ring_attacks(void) {
     /* Floods: config space (reads and writes, in and out of range), notifies of every
      * queue number, and random register values, DRIVER_OK never set. */
     for (int i = 0; i < 0xf00; i += 4) { wr(R_CONFIG + i, 0xffffffff); (void)rd(R_CONFIG + i); }
-    for (int i = 0; i < 20000; i++) wr(R_QUEUE_NOTIFY, i % 7);
+    for (int i = 0; i < 3000; i++) wr(R_QUEUE_NOTIFY, i % 7);
     srand(7);
-    for (int i = 0; i < 2000; i++) wr((rand() % 0x100) & ~3, rand());
+    for (int i = 0; i < 500; i++) wr((rand() % 0x100) & ~3, rand());
     report("mmio-flood", -1);
     init();
     sane("mmio-flood");
@@ -268,7 +279,8 @@ static void blk_attacks(void) {
         dt[1] = (struct desc){ buf_pa[1], PAGE, F_WRITE | F_NEXT, 2 };
         dt[2] = (struct desc){ buf_pa[2], 1, F_WRITE, 0 };
         long r = submit(req_q, 0, 1, 2000);
-        printf("attack %s: used len %ld, blk status %d\n", names[i], r, buf[2][0]);
+        int st = buf[2][0];
+        printf("attack %s: used len %ld, blk status %d\n", names[i], r, st);
     }
     /* Writes past the end, and a write to the read-only disk's sector 0. */
     uint32_t *h = (uint32_t *)buf[0];
@@ -277,15 +289,21 @@ static void blk_attacks(void) {
     dt[0] = (struct desc){ buf_pa[0], 16, F_NEXT, 1 };
     dt[1] = (struct desc){ buf_pa[1], PAGE, F_NEXT, 2 };
     dt[2] = (struct desc){ buf_pa[2], 1, F_WRITE, 0 };
-    printf("attack write-past-end: used len %ld, blk status %d\n", submit(req_q, 0, 1, 2000), buf[2][0]);
+    long r = submit(req_q, 0, 1, 2000);
+    int st = buf[2][0];
+    printf("attack write-past-end: used len %ld, blk status %d\n", r, st);
     *(uint64_t *)(h + 2) = 0;
     buf[2][0] = 0xff;
-    printf("attack write-sector-0: used len %ld, blk status %d\n", submit(req_q, 0, 1, 2000), buf[2][0]);
+    r = submit(req_q, 0, 1, 2000);
+    st = buf[2][0];
+    printf("attack write-sector-0: used len %ld, blk status %d\n", r, st);
     /* Unknown type; a header alone; a short header; a data buffer claimed writable but
      * the status missing. */
     h[0] = 0x1234;
     buf[2][0] = 0xff;
-    printf("attack unknown-type: used len %ld, blk status %d\n", submit(req_q, 0, 1, 2000), buf[2][0]);
+    r = submit(req_q, 0, 1, 2000);
+    st = buf[2][0];
+    printf("attack unknown-type: used len %ld, blk status %d\n", r, st);
     h[0] = 0;
     dt[0] = (struct desc){ buf_pa[0], 16, 0, 0 };
     report("header-only", submit(req_q, 0, 1, 500));
@@ -310,7 +328,7 @@ static void net_attacks(void) {
     srand(3);
     for (int i = 0; i < 64; i++) buf[0][i] = rand();
     dt[0] = (struct desc){ buf_pa[0], 12 + 64, 0, 0 };
-    for (int i = 0; i < 5000; i++) submit(req_q, 0, 1, 0);
+    for (int i = 0; i < 1000; i++) submit(req_q, 0, 1, i % 8 == 7 ? 50 : 0);
     report("garbage-frame-flood", -1);
     /* The receive queue stays empty: the host floods the tap meanwhile. */
     sane("malformed-frames");
@@ -344,10 +362,10 @@ static void vsock_attacks(void) {
     /* A connection flood to a host port nobody listens on (each answered by a reset that
      * queues up: no receive buffer is posted), then to the host's listener on port 1234. */
     for (int port = 1234, n = 0; n < 2; n++, port = 1235) {
-        for (int i = 0; i < 3000; i++) {
+        for (int i = 0; i < 600; i++) {
             vsock_hdr(buf[0], 3, 2, 10000 + i, port == 1234 ? 9999 : 1234, 0, 1, 1);
             dt[0] = (struct desc){ buf_pa[0], 44, 0, 0 };
-            submit(req_q, 0, 1, 0);
+            submit(req_q, 0, 1, i % 8 == 7 ? 5 : 0);
         }
         usleep(500000);
         report(n == 0 ? "connect-flood-no-listener" : "connect-flood-listener", -1);

@@ -175,7 +175,7 @@ impl VirtioDevice for Block {
             return;
         };
         let mut used = false;
-        while let Some(chain) = q.pop_descriptor_chain(&mem) {
+        while let Some(chain) = super::pop(&mut q, &mem, &irq) {
             let head = chain.head_index();
             let len = self.serve_chain(&mem, chain);
             let _ = q.add_used(&mem, head, len);

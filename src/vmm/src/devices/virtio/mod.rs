@@ -15,7 +15,7 @@ pub mod vsock;
 
 use super::BusDevice;
 use std::os::unix::io::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
@@ -54,6 +54,9 @@ mod status {
 pub struct Interrupt {
     status: AtomicU32,
     evt: EventFd,
+    /// The device found a queue the driver broke ([`pop`]): the transport asks for a
+    /// reset.
+    broken: AtomicBool,
 }
 
 /// ISR bit: a used buffer was added.
@@ -67,6 +70,7 @@ impl Interrupt {
         Interrupt {
             status: AtomicU32::new(0),
             evt,
+            broken: AtomicBool::new(false),
         }
     }
 
@@ -84,6 +88,24 @@ impl Interrupt {
     /// The ISR bits.
     pub fn status(&self) -> u32 {
         self.status.load(Ordering::SeqCst)
+    }
+}
+
+/// The next chain the driver made available on `q`, if any. A driver that moved the avail
+/// index further ahead than the ring holds (or put the ring where it cannot be read) has
+/// broken the queue: nothing more is taken from it, and the transport sets
+/// DEVICE_NEEDS_RESET, as the virtio spec has a device do on such an error.
+pub fn pop<M>(q: &mut Queue, mem: M, irq: &Interrupt) -> Option<virtio_queue::DescriptorChain<M>>
+where
+    M: Clone + std::ops::Deref,
+    M::Target: vm_memory::GuestMemory,
+{
+    match q.avail_idx(&*mem, Ordering::Acquire) {
+        Ok(idx) if idx.0.wrapping_sub(q.next_avail()) <= q.size() => q.pop_descriptor_chain(mem),
+        _ => {
+            irq.broken.store(true, Ordering::SeqCst);
+            None
+        }
     }
 }
 
@@ -271,6 +293,7 @@ impl MmioTransport {
     pub fn notify(&mut self, index: usize) {
         if self.active {
             self.device.process_queue(index);
+            self.check_broken();
         }
     }
 
@@ -278,6 +301,20 @@ impl MmioTransport {
     pub fn device_event(&mut self, fd: RawFd, events: EventSet) {
         if self.active {
             self.device.process_event(fd, events);
+            self.check_broken();
+        }
+    }
+
+    /// A queue the driver broke: the device needs a reset (once, with a log line).
+    fn check_broken(&mut self) {
+        if self.interrupt.broken.swap(false, Ordering::SeqCst)
+            && self.status & status::DEVICE_NEEDS_RESET == 0
+        {
+            eprintln!(
+                "berth-vmm: virtio device {}: the driver moved a queue's avail index past its size; device needs reset",
+                self.device.device_type()
+            );
+            self.needs_reset();
         }
     }
 
@@ -300,6 +337,7 @@ impl MmioTransport {
         self.driver_features = 0;
         self.status = 0;
         self.interrupt.status.store(0, Ordering::SeqCst);
+        self.interrupt.broken.store(false, Ordering::SeqCst);
     }
 
     fn needs_reset(&mut self) {
@@ -617,6 +655,32 @@ mod tests {
         assert_ne!(rd(&mut t, reg::INTERRUPT_STATUS) & INT_CONFIG, 0);
         wr(&mut t, reg::STATUS, 0);
         assert_eq!(rd(&mut t, reg::STATUS), 0);
+    }
+
+    #[test]
+    fn a_runaway_avail_index_makes_the_device_need_a_reset() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mut t = transport();
+        negotiate(&mut t);
+        wr(&mut t, reg::QUEUE_SEL, 0);
+        wr(&mut t, reg::QUEUE_NUM, 16);
+        wr(&mut t, reg::QUEUE_DESC_LOW, 0x1000);
+        wr(&mut t, reg::QUEUE_AVAIL_LOW, 0x2000);
+        wr(&mut t, reg::QUEUE_USED_LOW, 0x3000);
+        wr(&mut t, reg::QUEUE_READY, 1);
+        wr(
+            &mut t,
+            reg::STATUS,
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
+        assert!(t.active);
+        // 1000 entries made available on a ring of 16.
+        t.mem.write_obj(1000u16, GuestAddress(0x2002)).unwrap();
+        t.notify(0);
+        assert_ne!(rd(&mut t, reg::STATUS) & status::DEVICE_NEEDS_RESET, 0);
+        assert_ne!(rd(&mut t, reg::INTERRUPT_STATUS) & INT_CONFIG, 0);
+        wr(&mut t, reg::STATUS, 0);
+        assert_eq!(rd(&mut t, reg::STATUS), 0, "a reset clears it");
     }
 
     #[test]

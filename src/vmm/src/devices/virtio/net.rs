@@ -144,7 +144,7 @@ impl Net {
                     Err(_) => break, // EAGAIN: drained
                 },
             };
-            let Some(chain) = a.rx.pop_descriptor_chain(&a.mem) else {
+            let Some(chain) = super::pop(&mut a.rx, &a.mem, &a.irq) else {
                 // No buffer: keep the frame and stop watching the tap until the guest
                 // adds buffers.
                 self.pending = Some(frame);
@@ -172,7 +172,7 @@ impl Net {
     fn transmit(&mut self) {
         let Some(a) = self.state.as_mut() else { return };
         let mut used = false;
-        while let Some(chain) = a.tx.pop_descriptor_chain(&a.mem) {
+        while let Some(chain) = super::pop(&mut a.tx, &a.mem, &a.irq) {
             let head = chain.head_index();
             if let Ok(r) = chain.reader(&a.mem) {
                 let mut frame = Vec::new();

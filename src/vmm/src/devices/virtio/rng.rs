@@ -50,7 +50,7 @@ impl VirtioDevice for Rng {
         };
         let mut used = false;
         let mut buf = vec![0u8; MAX_CHUNK];
-        while let Some(chain) = q.pop_descriptor_chain(&*mem) {
+        while let Some(chain) = super::pop(q, &*mem, irq) {
             let head = chain.head_index();
             let len = match chain.writer(mem) {
                 Ok(mut w) => {

@@ -325,7 +325,7 @@ impl Vsock {
                 self.tx_held = true;
                 break;
             }
-            let Some(chain) = a.tx.pop_descriptor_chain(&a.mem) else {
+            let Some(chain) = super::pop(&mut a.tx, &a.mem, &a.irq) else {
                 break;
             };
             let head = chain.head_index();
@@ -563,7 +563,7 @@ impl Vsock {
             if self.control.is_empty() && next_data.is_none() {
                 break;
             }
-            let Some(chain) = a.rx.pop_descriptor_chain(&a.mem) else {
+            let Some(chain) = super::pop(&mut a.rx, &a.mem, &a.irq) else {
                 break;
             };
             let head = chain.head_index();
