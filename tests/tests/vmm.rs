@@ -292,6 +292,12 @@ fn the_jailed_monitor_runs_confined_and_a_forbidden_call_stops_it() {
          echo \"jail-entries=$(ls -A $S/jail | wc -l)\"\n\
          wait $waiter; echo rc-jailed=$?\n\
          cat vmm.txt\n\
+         rm -f console.txt; rmdir $S/jail\n\
+         {vmm} --console file:console.txt --jail $S/jail --jail-uid 900000123 --jail-gid 900000124 > vmm2.txt 2>&1 &\n\
+         waiter=$!; up console.txt; monitor=$(pgrep -P $waiter)\n\
+         kill -9 $waiter; sleep 1\n\
+         st=$(awk '{{print $3}}' /proc/$monitor/stat 2>/dev/null)\n\
+         [ -n \"$monitor\" ] && {{ [ -z \"$st\" ] || [ \"$st\" = Z ]; }} && echo monitor-died-with-waiter\n\
          for call in execve open; do\n\
            for jail in '' \"--jail $S/j-$call --jail-uid 900000125 --jail-gid 900000125\"; do\n\
              BERTH_VMM_TEST_FORBIDDEN=$call {forbidden} --kernel {kernel} --initrd {initrd} --cmdline quiet --console off $jail > f.txt 2>&1\n\

@@ -192,6 +192,32 @@ pub fn prepare(j: &JailConfig) -> Result<(), JailError> {
     Ok(())
 }
 
+/// In the monitor: the read end of a pipe whose write end only the waiter holds (its
+/// closing tells the monitor the waiter is gone); -1 elsewhere.
+static WAITER_PIPE: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// Makes the calling monitor die with the waiter (again: a change of credentials clears
+/// the parent-death signal), and exits at once if the waiter is already gone.
+fn die_with_waiter() {
+    let fd = WAITER_PIPE.load(std::sync::atomic::Ordering::SeqCst);
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: prctl with an integer signal.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd; zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) };
+    if p.revents & libc::POLLHUP != 0 {
+        // SAFETY: exiting at once: nobody waits for this monitor any more.
+        unsafe { libc::_exit(1) };
+    }
+}
+
 /// The signals the waiter passes on to the monitor.
 const FORWARDED: [libc::c_int; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
 
@@ -230,25 +256,12 @@ pub fn fork_monitor(j: &JailConfig, mode: crate::seccomp::Mode) -> Result<(), Ja
         return Err(last_error("fork"));
     }
     if pid == 0 {
-        // SAFETY: prctl with an integer signal; close of our own descriptor.
-        unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            libc::close(pipe[1]);
-        }
-        // The waiter may have gone before PDEATHSIG was set: then its end is closed.
-        let mut p = libc::pollfd {
-            fd: pipe[0],
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd; zero timeout.
-        unsafe { libc::poll(&mut p, 1, 0) };
-        // SAFETY: closing our own descriptor.
-        unsafe { libc::close(pipe[0]) };
-        if p.revents & libc::POLLHUP != 0 {
-            // SAFETY: exiting the child at once.
-            unsafe { libc::_exit(1) };
-        }
+        // SAFETY: closing our copy of the write end: the waiter holds the only one.
+        unsafe { libc::close(pipe[1]) };
+        // The waiter may have gone before the parent-death signal was set: then its end
+        // is closed. (Checked again after the jail's change of credentials.)
+        WAITER_PIPE.store(pipe[0], std::sync::atomic::Ordering::SeqCst);
+        die_with_waiter();
         let chld = sigset(&[libc::SIGCHLD]);
         // SAFETY: `chld` is initialised.
         unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &chld, std::ptr::null_mut()) };
@@ -374,7 +387,15 @@ pub fn enter(j: &JailConfig, limits: Rlimits) -> Result<(), JailError> {
     // SAFETY: ignoring SIGXFSZ so that a write past RLIMIT_FSIZE fails with EFBIG
     // instead of killing the monitor.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
-    drop_privileges(j, last_cap)
+    drop_privileges(j, last_cap)?;
+    // The new credentials cleared the parent-death signal.
+    die_with_waiter();
+    let fd = WAITER_PIPE.swap(-1, std::sync::atomic::Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: closing the monitor's own pipe end, no longer needed.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
 }
 
 fn set_rlimits(l: Rlimits) -> Result<(), JailError> {
