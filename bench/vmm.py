@@ -14,6 +14,9 @@ import sys
 import time
 
 MARKER = b"BERTH-BENCH-INIT"
+# Seconds between two boots in the lab, so that one monitor's teardown (guest memory,
+# the KVM VM, a jail's namespaces) does not land in the next one's boot.
+SETTLE = 1.5
 CMDLINE_EXTRA = "quiet"
 
 
@@ -55,6 +58,7 @@ def boot_to_marker(argv, timeout=120.0):
     except BaseException:
         p.kill()
         p.wait()
+        time.sleep(SETTLE)
         raise
 
 
@@ -130,33 +134,47 @@ def lab(vmm, kernel, initrd, n, prefix="lab"):
                    "drives": [], "machine-config": {"vcpu_count": 1, "mem_size_mib": 128, "smt": False},
                    "entropy": {}}, f)
     b_times, j_times, q_times, f_times, rss, j_rss = [], [], [], [], [], []
-    for i in range(n):
+
+    def unjailed(i):
         t, p = boot_to_marker(berth)
         b_times.append(t)
         time.sleep(0.5)  # the guest idles after its marker
         rss.append(monitor_rss_mib(p.pid, 128))
-        p.kill()
-        p.wait()
-        # Jailed as berthd runs it: an empty jail directory and a uid of its own.
+        return p
+
+    def jailed(i):
+        # As berthd runs it: an empty jail directory and a uid of its own.
         jail = ["--jail", os.path.join(local, f"jail-{i}"), "--jail-uid", str(900_100_000 + i),
                 "--jail-gid", str(900_100_000 + i)]
         t, p = boot_to_marker(berth + jail)
         j_times.append(t)
         time.sleep(0.5)
         j_rss.append(monitor_rss_mib(child_of(p.pid), 128))
-        p.kill()
-        p.wait()
-        if have_fc:
-            open(fc_log, "w").close()
-            t, p = boot_to_marker([FIRECRACKER, "--no-api", "--config-file", fc_config, "--log-path", fc_log])
-            f_times.append(t)
+        return p
+
+    def firecracker(i):
+        open(fc_log, "w").close()
+        t, p = boot_to_marker([FIRECRACKER, "--no-api", "--config-file", fc_config, "--log-path", fc_log])
+        f_times.append(t)
+        return p
+
+    def qemu_run(i):
+        t, p = boot_to_marker(qemu)
+        q_times.append(t)
+        return p
+
+    monitors = [unjailed, jailed] + ([firecracker] if have_fc else []) + ([qemu_run] if have_qemu else [])
+    for i in range(n):
+        # Each round in another order, so that no monitor always follows the same one.
+        k = i % len(monitors)
+        for run in monitors[k:] + monitors[:k]:
+            p = run(i)
             p.kill()
             p.wait()
-        if have_qemu:
-            t, p = boot_to_marker(qemu)
-            q_times.append(t)
-            p.kill()
-            p.wait()
+            time.sleep(SETTLE)
+    for name, ts in [("berth", b_times), ("berth_jailed", j_times), ("firecracker", f_times), ("qemu", q_times)]:
+        if ts:
+            print(f"# {prefix} boots {name}: " + " ".join(f"{t:.2f}" for t in ts))
     b = statistics.median(b_times)
     j = statistics.median(j_times)
     print(f"{prefix}_boot_berth_s {b:.3f}")
