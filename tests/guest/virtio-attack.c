@@ -359,6 +359,22 @@ static void vsock_attacks(void) {
         dt[0] = (struct desc){ buf_pa[0], bad[i].dlen, 0, 0 };
         report(bad[i].name, submit(req_q, 0, 1, 500));
     }
+    /* A connection to the host's listener on port 1234 (outside the jail: a reset). */
+    {
+        struct desc *rx = qs[0].dt;
+        vsock_hdr(buf[0], 3, 2, 7000, 1234, 0, 1, 1);
+        dt[0] = (struct desc){ buf_pa[0], 44, 0, 0 };
+        submit(req_q, 0, 1, 500);
+        int op = -1;
+        for (int tries = 0; tries < 1024; tries++) {
+            memset(buf[3], 0, 64);
+            rx[0] = (struct desc){ buf_pa[3], PAGE, F_WRITE, 0 };
+            if (submit(0, 0, 1, 3000) < 0) break;
+            if (*(uint32_t *)(buf[3] + 20) == 7000) { op = *(uint16_t *)(buf[3] + 30); break; }
+        }
+        printf("attack connect-host-listener: op %d\n", op);
+        fflush(stdout);
+    }
     /* A connection flood to a host port nobody listens on (each answered by a reset that
      * queues up: no receive buffer is posted), then to the host's listener on port 1234. */
     for (int port = 1234, n = 0; n < 2; n++, port = 1235) {

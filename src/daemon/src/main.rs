@@ -288,15 +288,27 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "config file: tenants are named by TLS client certificates: give --tlsverify".into(),
         );
     }
-    let vmm_jail = match cli.vmm_jail.or_else(|| file["vmm-jail"].as_bool()) {
-        Some(false) => None,
-        _ => Some(parse_uid_range(
-            cli.vmm_uids
-                .as_deref()
-                .or_else(|| file["vmm-uids"].as_str())
-                .unwrap_or("900000000:65536"),
-        )?),
+    let uids = match (&cli.vmm_uids, &file["vmm-uids"]) {
+        (Some(u), _) => Some(u.clone()),
+        (None, serde_json::Value::String(u)) => Some(u.clone()),
+        (None, serde_json::Value::Null) => None,
+        (None, other) => {
+            return Err(format!(
+                "config file: vmm-uids {other}: expected \"START:COUNT\", e.g. \"900000000:65536\""
+            ))
+        }
     };
+    let vmm_jail =
+        match cli.vmm_jail.or_else(|| file["vmm-jail"].as_bool()) {
+            Some(false) if uids.is_some() => return Err(
+                "--vmm-uids names the jailed monitors' uids: it has no use with --vmm-jail false"
+                    .into(),
+            ),
+            Some(false) => None,
+            _ => Some(parse_uid_range(
+                uids.as_deref().unwrap_or("900000000:65536"),
+            )?),
+        };
     if !matches!(
         file["vmm-jail"],
         serde_json::Value::Null | serde_json::Value::Bool(_)

@@ -504,8 +504,10 @@ impl Daemon {
     /// What a container's sandbox left on the host once its process is gone: the runtime
     /// directory, and the backend's own (a jailed monitor's cgroup). Blocking (briefly).
     pub fn sandbox_gone(&self, rec: &Record) {
-        let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
+        // The backend's first: a jailed monitor's uid is taken until its runtime
+        // directory goes, and its last threads die with its cgroup.
         self.sandbox(rec).cleanup(&rec.id);
+        let _ = std::fs::remove_dir_all(self.run_dir(&rec.id));
     }
 
     /// The log file.

@@ -293,6 +293,9 @@ impl Sandbox for VmSandbox {
         let mut config = self.config(spec, disk)?;
         let mut cgroup = CgroupGuard(None);
         if self.jail.is_some() {
+            // One a crashed berthd (or a monitor that would not die) left would make the
+            // create fail: what is in it is this container's, and gone with its sandbox.
+            self.cleanup(&spec.id);
             let cg = berth_container::cgroups::Cgroup::create(
                 Path::new(CGROUP_ROOT),
                 &spec.id,

@@ -192,8 +192,6 @@ fn rules(thread: Thread, opts: Options) -> BTreeMap<i64, Vec<SeccompRule>> {
                 libc::SYS_shutdown,
                 libc::SYS_setsockopt,
                 libc::SYS_getsockopt,
-                // Pausing and stopping the vCPUs: a signal to each thread.
-                libc::SYS_tgkill,
             ]);
             if opts.unjailed {
                 allow(&[libc::SYS_unlink, libc::SYS_unlinkat]);
@@ -204,6 +202,15 @@ fn rules(thread: Thread, opts: Options) -> BTreeMap<i64, Vec<SeccompRule>> {
     if thread != Thread::Waiter {
         m.insert(libc::SYS_mmap, no_exec(2));
         m.insert(libc::SYS_mprotect, no_exec(2));
+    }
+    if thread != Thread::Waiter {
+        // Signals to this process's own threads only: pausing the vCPUs, and abort()
+        // raising SIGABRT on a panic (the release build aborts on panic).
+        let own = u64::from(std::process::id());
+        m.insert(
+            libc::SYS_tgkill,
+            vec![rule(vec![cond(0, Len::Dword, Op::Eq, own)])],
+        );
     }
     match thread {
         Thread::Main => {

@@ -100,12 +100,31 @@ where
     M: Clone + std::ops::Deref,
     M::Target: vm_memory::GuestMemory,
 {
+    if !q.ready() {
+        return None;
+    }
     match q.avail_idx(&*mem, Ordering::Acquire) {
         Ok(idx) if idx.0.wrapping_sub(q.next_avail()) <= q.size() => q.pop_descriptor_chain(mem),
         _ => {
             irq.broken.store(true, Ordering::SeqCst);
             None
         }
+    }
+}
+
+/// Lines about a guest's driver errors the monitor logs at most: a guest that breaks and
+/// resets a device in a loop cannot fill the host's disk through the monitor's log.
+const MAX_GUEST_ERROR_LINES: u32 = 32;
+
+/// Logs one line about a driver error, the first [`MAX_GUEST_ERROR_LINES`] times.
+fn log_guest_error(line: std::fmt::Arguments) {
+    static LOGGED: AtomicU32 = AtomicU32::new(0);
+    match LOGGED.fetch_add(1, Ordering::Relaxed) {
+        n if n < MAX_GUEST_ERROR_LINES => eprintln!("{line}"),
+        n if n == MAX_GUEST_ERROR_LINES => {
+            eprintln!("berth-vmm: more virtio driver errors from this guest are not logged")
+        }
+        _ => {}
     }
 }
 
@@ -310,10 +329,10 @@ impl MmioTransport {
         if self.interrupt.broken.swap(false, Ordering::SeqCst)
             && self.status & status::DEVICE_NEEDS_RESET == 0
         {
-            eprintln!(
+            log_guest_error(format_args!(
                 "berth-vmm: virtio device {}: the driver moved a queue's avail index past its size; device needs reset",
                 self.device.device_type()
-            );
+            ));
             self.needs_reset();
         }
     }
@@ -369,10 +388,10 @@ impl MmioTransport {
                 .iter()
                 .position(|q| q.ready() && !q.is_valid(&self.mem))
             {
-                eprintln!(
+                log_guest_error(format_args!(
                     "berth-vmm: virtio device {}: queue {i} is invalid; device needs reset",
                     self.device.device_type()
-                );
+                ));
                 self.needs_reset();
                 return;
             }
@@ -387,10 +406,10 @@ impl MmioTransport {
             match self.device.activate(act) {
                 Ok(()) => self.active = true,
                 Err(e) => {
-                    eprintln!(
+                    log_guest_error(format_args!(
                         "berth-vmm: virtio device {} failed to start: {e}",
                         self.device.device_type()
-                    );
+                    ));
                     self.queues = Self::fresh_queues(self.device.as_ref());
                     self.needs_reset();
                 }

@@ -219,6 +219,11 @@ pub struct Vsock {
     by_fd: HashMap<RawFd, Key>,
     /// Control packets waiting for a guest receive buffer.
     control: VecDeque<Header>,
+    /// Host connections' requests waiting for a guest receive buffer: apart from
+    /// `control`, whose cap holds the guest's transmit queue (a guest that has as many
+    /// replies to send as it has receive buffers stops reading until it can send them;
+    /// holding its transmit queue for requests it did not ask for would stall both).
+    requests: VecDeque<Header>,
     next_port: u32,
     /// The transmit queue was left with packets because `control` was full.
     tx_held: bool,
@@ -247,6 +252,7 @@ impl Vsock {
             conns: HashMap::new(),
             by_fd: HashMap::new(),
             control: VecDeque::new(),
+            requests: VecDeque::new(),
             next_port: FIRST_HOST_PORT,
             tx_held: false,
         })
@@ -537,7 +543,7 @@ impl Vsock {
             .insert(key, Conn::new(s, ConnState::Connecting, &peer));
         self.by_fd.insert(fd, key);
         self.watch(fd, false);
-        self.control.push_back(self.reply(key, OP_REQUEST, 0));
+        self.requests.push_back(self.reply(key, OP_REQUEST, 0));
     }
 
     /// Fills guest receive buffers with control packets, then data from readable host
@@ -560,7 +566,7 @@ impl Vsock {
                         && c.peer_credit() > 0
                 })
                 .map(|(k, _)| *k);
-            if self.control.is_empty() && next_data.is_none() {
+            if self.control.is_empty() && self.requests.is_empty() && next_data.is_none() {
                 break;
             }
             let Some(chain) = super::pop(&mut a.rx, &a.mem, &a.irq) else {
@@ -578,7 +584,11 @@ impl Vsock {
                 continue;
             }
             let mut sent = None;
-            if let Some(h) = self.control.pop_front() {
+            if let Some(h) = self
+                .control
+                .pop_front()
+                .or_else(|| self.requests.pop_front())
+            {
                 sent = Some((h, 0usize));
             } else if let Some(key) = next_data {
                 let room = (w.available_bytes() - HDR_LEN).min(MAX_PKT_PAYLOAD);
@@ -713,6 +723,7 @@ impl VirtioDevice for Vsock {
         self.conns.clear();
         self.by_fd.clear();
         self.control.clear();
+        self.requests.clear();
         self.tx_held = false;
     }
 }
