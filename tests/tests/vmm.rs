@@ -29,6 +29,25 @@ fn guest(name: &str, init: &str, bins: &[&str]) -> Guest {
     }
 }
 
+/// Compiles the guest program `tests/guest/NAME.c`; its directory and path.
+fn guest_program(name: &str) -> (TempDir, PathBuf) {
+    let build = TempDir::new(&format!("{name}-build")).unwrap();
+    let program = build.path().join(name);
+    let src = berth_e2e::repo_root().join(format!("tests/guest/{name}.c"));
+    let cc = Command::new("gcc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&program)
+        .arg(&src)
+        .output()
+        .unwrap();
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    (build, program)
+}
+
 impl Guest {
     /// The berth-vmm command line for this guest, as shell words.
     fn vmm(&self, extra: &str) -> String {
@@ -421,20 +440,7 @@ fn the_jailed_monitor_runs_confined_and_a_forbidden_call_stops_it() {
 /// and the guest reboots normally at the end.
 #[test]
 fn the_monitor_survives_a_hostile_guest() {
-    let build = TempDir::new("virtio-attack-build").unwrap();
-    let attack = build.path().join("virtio-attack");
-    let src = berth_e2e::repo_root().join("tests/guest/virtio-attack.c");
-    let cc = Command::new("gcc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&attack)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    let (_build, attack) = guest_program("virtio-attack");
     let a = attack.display();
     let g = guest(
         "vmm-hostile",
@@ -708,20 +714,7 @@ fn setup_reaches_the_first_kvm_run_natively() {
 /// normally; nothing outside the shared directory changes.
 #[test]
 fn virtio_fs_shares_a_directory_and_survives_a_hostile_guest() {
-    let build = TempDir::new("vfs-attack-build").unwrap();
-    let attack = build.path().join("virtiofs-attack");
-    let src = berth_e2e::repo_root().join("tests/guest/virtiofs-attack.c");
-    let cc = Command::new("gcc")
-        .args(["-O2", "-Wall", "-o"])
-        .arg(&attack)
-        .arg(&src)
-        .output()
-        .unwrap();
-    assert!(
-        cc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cc.stderr)
-    );
+    let (_build, attack) = guest_program("virtiofs-attack");
     let virtiofsd = berth_e2e::virtiofsd().unwrap();
     let g = guest(
         "vmm-virtiofs",

@@ -162,16 +162,6 @@ fn cstr(p: &Path) -> Result<CString, JailError> {
     })
 }
 
-/// A step's time on stderr, with BERTH_VMM_TRACE set (as the boot recipe's).
-fn mark(what: &str) {
-    if std::env::var_os("BERTH_VMM_TRACE").is_some() {
-        eprintln!(
-            "berth-vmm: trace {} jail: {what}",
-            crate::vm::monotonic_ns()
-        );
-    }
-}
-
 /// Step 1, as root before anything else: descriptors, cgroup, directory.
 pub fn prepare(j: &JailConfig) -> Result<(), JailError> {
     // SAFETY: geteuid has no preconditions.
@@ -336,12 +326,12 @@ pub fn enter(j: &JailConfig, limits: Rlimits) -> Result<(), JailError> {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(63);
-    mark("enter");
+    crate::vm::trace("jail: enter");
     let flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS | libc::CLONE_NEWNET;
     // SAFETY: unshare with namespace flags; the process is single-threaded.
     let rc = unsafe { libc::unshare(flags) };
     check(rc, "new mount, IPC, UTS and network namespaces")?;
-    mark("namespaces");
+    crate::vm::trace("jail: namespaces");
     let dir = cstr(&j.dir)?;
     let root = c"/";
     let none = std::ptr::null();
@@ -395,13 +385,13 @@ pub fn enter(j: &JailConfig, limits: Rlimits) -> Result<(), JailError> {
         let host = b"berth-vmm";
         libc::sethostname(host.as_ptr() as *const libc::c_char, host.len());
     }
-    mark("pivot_root");
+    crate::vm::trace("jail: pivot_root");
     set_rlimits(limits)?;
     // SAFETY: ignoring SIGXFSZ so that a write past RLIMIT_FSIZE fails with EFBIG
     // instead of killing the monitor.
     unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
     drop_privileges(j, last_cap)?;
-    mark("privileges dropped");
+    crate::vm::trace("jail: privileges dropped");
     // The new credentials cleared the parent-death signal.
     die_with_waiter();
     let fd = WAITER_PIPE.swap(-1, std::sync::atomic::Ordering::SeqCst);

@@ -155,12 +155,7 @@ fn signalfd() -> std::io::Result<RawFd> {
 impl Vm {
     /// The boot recipe. On error everything created so far is released (sockets removed).
     pub fn build(config: &VmConfig, opts: RunOptions) -> Result<Vm, VmError> {
-        let trace = std::env::var_os("BERTH_VMM_TRACE").is_some();
-        let mark = |what: &str| {
-            if trace {
-                eprintln!("berth-vmm: trace {} {what}", monotonic_ns());
-            }
-        };
+        let mark = trace;
         mark("build");
         let console = config.validate()?;
         if !opts.bench_setup {
@@ -550,6 +545,13 @@ impl Vm {
     /// The vCPU exit counter and others.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+}
+
+/// With BERTH_VMM_TRACE set, one line on stderr: the time and a step of the start-up.
+pub(crate) fn trace(what: &str) {
+    if std::env::var_os("BERTH_VMM_TRACE").is_some() {
+        eprintln!("berth-vmm: trace {} {what}", monotonic_ns());
     }
 }
 

@@ -276,11 +276,11 @@ impl Daemon {
     }
 
     /// Probes a running container until the task is aborted (its supervisor does that
-    /// when the container exits). Starts with the status `starting`.
+    /// when the container exits). The status is `starting` until the first probe counts
+    /// ([`Daemon::health_starting`], set by the supervisor before `start` answers).
     pub fn watch_health(self: &Arc<Self>, c: Arc<Ctr>) -> Option<tokio::task::JoinHandle<()>> {
         let rec = c.record();
         let hc = rec.healthcheck.clone()?;
-        Self::health_starting(&c);
         let d = self.clone();
         Some(self.rt.spawn(async move {
             let began = Instant::now();
