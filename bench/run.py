@@ -42,14 +42,14 @@ def native(berth, berth_sock, docker_sock, n):
     print(f"run_network_overhead_ratio {(mn - mb) / mb:.2f}")
 
 
-def start_berthd(release, work, name, kernel, initrd, extra):
+def start_berthd(release, work, name, kernel, initrd, extra, env=None):
     """A berthd with its own roots and socket under `work`; (process, socket)."""
     sock = os.path.join(work, f"{name}.sock")
     d = subprocess.Popen([os.path.join(release, "berthd"), "-H", f"unix://{sock}",
                           "--data-root", os.path.join(work, f"{name}-data"),
                           "--exec-root", os.path.join(work, f"{name}-run"), "--kernel", kernel,
                           "--agent-initrd", initrd] + extra,
-                         stderr=open(os.path.join(work, f"{name}.log"), "w"))
+                         stderr=open(os.path.join(work, f"{name}.log"), "w"), env=env)
     for _ in range(200):
         if os.path.exists(sock):
             break
@@ -82,6 +82,7 @@ def lab(release, kernel, initrd, tar, n):
     finally:
         d.terminate()
         d.wait()
+    phases(release, work, kernel, initrd, tar, n)
     # The cost of the monitor's jail: two berthds, alike but for --vmm-jail, without a
     # bridge (one default bridge per host), alternating.
     daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
@@ -104,6 +105,59 @@ def lab(release, kernel, initrd, tar, n):
         for d, _ in daemons:
             d.terminate()
             d.wait()
+
+
+def trace_times(path, prefix):
+    """{step: seconds} from `PREFIX: trace T STEP` lines (ns on the host, s in the guest)."""
+    out = {}
+    try:
+        text = open(path, errors="replace").read()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith(prefix + ": trace "):
+            _, _, t, step = line.split(" ", 3)
+            out.setdefault(step, float(t) / (1e9 if prefix != "berth-agent" else 1))
+    return out
+
+
+def phases(release, work, kernel, initrd, tar, n):
+    """Where a microVM's boot goes: a berthd whose monitors trace their steps (a quiet
+    console; the agent adds three lines to it), `run -d` n times."""
+    env = dict(os.environ, BERTH_VMM_TRACE="1")
+    d, sock = start_berthd(release, work, "traced", kernel, initrd, ["--bridge", "none"], env=env)
+    rows = []
+    try:
+        berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
+        subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+        timed(berth + ["run", "--rm", "busybox", "true"])
+        for i in range(n):
+            total = timed(berth + ["run", "-d", "--name", f"p{i}", "busybox", "sleep", "1000"])
+            cid = subprocess.run(berth + ["inspect", "-f", "{{.Id}}", f"p{i}"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            cdir = os.path.join(work, "traced-data", "containers", cid)
+            host = trace_times(os.path.join(cdir, "agent.log"), "berth-vmm")
+            host.update(trace_times(os.path.join(cdir, "agent.log"), "berthd"))
+            guest = trace_times(os.path.join(cdir, "console.log"), "berth-agent")
+            subprocess.run(berth + ["rm", "-f", f"p{i}"], check=True, stdout=subprocess.DEVNULL)
+            try:
+                booted = host["agent answered"] - host["vcpus"]
+                rows.append({
+                    "monitor_setup": host["vcpus"] - host["main"],
+                    "guest_kernel": guest["started"],
+                    "agent_init": guest["listening"] - guest["started"],
+                    "agent_connect": booted - guest["listening"],
+                    "guest_mounts": host["guest storage and network set up"] - host["agent answered"],
+                    "run_d": total,
+                })
+            except KeyError as e:
+                raise SystemExit(f"bench/run: no trace of {e} for container p{i}")
+    finally:
+        d.terminate()
+        d.wait()
+    # Emulated seconds: compare them with one another, not with native figures.
+    for k in rows[0]:
+        print(f"lab_boot_{k}_s {statistics.median(r[k] for r in rows):.3f}")
 
 
 if __name__ == "__main__":

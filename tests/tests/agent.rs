@@ -72,7 +72,7 @@ fn vm_agent() -> Agent {
     let sock = sock_dir.join("vm.sock");
     let control = sock_dir.join("vm.ctl");
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(
         initrd.is_file(),
         "{} missing: run scripts/build-agent",

@@ -2345,7 +2345,7 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(
         initrd.is_file(),
         "run scripts/build-agent first (scripts/test does)"
@@ -3342,7 +3342,7 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(initrd.is_file(), "run scripts/build-agent first");
     let virtiofsd = berth_e2e::virtiofsd().unwrap();
     // The lab's root is an overlay, which can't hold the upper layer of a process

@@ -540,7 +540,7 @@ fn published_ports_and_names_for_microvm_containers_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio.gz");
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(initrd.is_file(), "run scripts/build-agent first");
     let t0 = Instant::now();
     let step = |what: &str| eprintln!("[{:6.1}s] {what}", t0.elapsed().as_secs_f64());

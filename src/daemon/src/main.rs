@@ -98,6 +98,11 @@ struct Cli {
     /// 900000000:65536; no other process on the host may use them.
     #[arg(long, value_name = "START:COUNT")]
     vmm_uids: Option<String>,
+    /// Diagnose microVM boots: the guest kernel's full console with timestamps in each
+    /// container's console.log (off by default: a quiet boot is much faster), and the
+    /// monitor's and berthd's boot steps, timed, in its agent.log.
+    #[arg(long)]
+    vmm_debug: bool,
 }
 
 /// `--vmm-uids START:COUNT`: a range clear of root, of "no change" (-1), and of overflow.
@@ -164,6 +169,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "tenants",
             "vmm-jail",
             "vmm-uids",
+            "vmm-debug",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -315,8 +321,14 @@ fn run(mut cli: Cli) -> Result<(), String> {
     ) {
         return Err("config file: vmm-jail is true or false".into());
     }
+    let vmm_debug = match &file["vmm-debug"] {
+        serde_json::Value::Null => cli.vmm_debug,
+        serde_json::Value::Bool(b) => cli.vmm_debug || *b,
+        _ => return Err("config file: vmm-debug is true or false".into()),
+    };
     let opts = Opts {
         vmm_jail,
+        vmm_debug,
         data_root,
         exec_root,
         agent: cli.agent.unwrap_or_else(|| here.join("berth-agent")),

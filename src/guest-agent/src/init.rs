@@ -105,6 +105,25 @@ pub fn setup_guest() -> std::io::Result<()> {
     Ok(())
 }
 
+/// With `berth_trace=1` on the kernel command line (the kernel hands it to PID 1 as an
+/// environment variable; berthd adds it when it traces boots), one line on the console:
+/// a start-up step and the guest's time since boot, for docs/boot.md's phases.
+pub fn trace(step: &str) {
+    if std::process::id() == 1 && std::env::var_os("berth_trace").is_some() {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid timespec to write into.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        eprintln!(
+            "berth-agent: trace {}.{:06} {step}",
+            ts.tv_sec,
+            ts.tv_nsec / 1000
+        );
+    }
+}
+
 /// Syncs and reboots: with the guest's `reboot=k` the monitor sees the reset and exits 0.
 pub fn power_off() -> ! {
     // SAFETY: sync and reboot take no pointers; reboot does not return on success.

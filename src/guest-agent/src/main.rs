@@ -55,6 +55,7 @@ fn main() {
         }
     }
     if pid1 {
+        init::trace("started");
         // Before any thread starts, so that every thread inherits the mask.
         init::block_shutdown_signals();
     }
@@ -63,6 +64,7 @@ fn main() {
         if let Err(e) = init::setup_guest() {
             eprintln!("berth-agent: guest setup: {e}");
         }
+        init::trace("guest set up");
     }
     let agent = server::Agent::new(state_dir, cgroup_root, pid1);
     if pid1 {

@@ -91,6 +91,8 @@ struct Entry {
     /// Where the log's follower (berthd's host copy) has read to: rotation keeps what it
     /// has not.
     log_hold: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Wakes the log's followers: each append, and the exit.
+    log_changes: Option<Arc<berth_protocol::logfile::Changes>>,
     main: Proc,
     started: Mutex<bool>,
     execs: Mutex<HashMap<String, Arc<Proc>>>,
@@ -372,6 +374,9 @@ impl Agent {
         let log_hold = log
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).holder());
+        let log_changes = log
+            .as_ref()
+            .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).changes());
         let (c, streams) = Container::create(&cfg).map_err(runtime_err).map_err(undo)?;
         let pid = c.pid;
         let mut attach = Attach::from(streams);
@@ -409,6 +414,7 @@ impl Agent {
                 container: Mutex::new(Some(c)),
                 log_path: spec.log_path.as_ref().map(PathBuf::from),
                 log_hold,
+                log_changes,
                 main: Proc {
                     pid,
                     attach: Mutex::new(attach),
@@ -447,10 +453,14 @@ impl Agent {
             Ok(()) => (None, Ok(Response::Ok)),
             Err(er) => (er.exit_status(), Err(runtime_err(er))),
         };
+        let changes = e.log_changes.clone();
         std::thread::spawn(move || {
             let s = reaper::wait(pid);
             Tee::drained(tees, DRAIN_IDLE);
             exit.set(status.unwrap_or(s));
+            if let Some(c) = changes {
+                c.bump();
+            }
         });
         reply
     }
@@ -824,12 +834,21 @@ impl Agent {
         mark(offset);
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // What to wait past if the read finds nothing new (an append or the exit).
+            let seen = e.log_changes.as_ref().map(|c| c.count());
             // Read the exit first: once it is known the log is complete, so a read after
             // it that finds nothing means the end.
             let ended = e.main.exit.get().is_some();
             match f.read(&mut buf) {
                 Ok(0) if ended => break,
-                Ok(0) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                // Asleep until the next append or the exit (a second at most: a rotation
+                // by another writer wakes nobody), not polling: an idle guest stays idle.
+                Ok(0) => match (&e.log_changes, seen) {
+                    (Some(c), Some(seen)) => {
+                        c.wait_past(seen, std::time::Duration::from_secs(1));
+                    }
+                    _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+                },
                 Ok(n) => {
                     if conn.write_all(&buf[..n]).is_err() {
                         return;
@@ -1002,6 +1021,7 @@ pub fn serve_vsock(agent: Arc<Agent>, port: u32) -> std::io::Result<()> {
     let l = crate::vsock::listen(port).map_err(|e| {
         std::io::Error::new(e.kind(), format!("listening on vsock port {port}: {e}"))
     })?;
+    crate::init::trace("listening");
     loop {
         match crate::vsock::accept(&l) {
             Ok(c) => spawn_conn(&agent, c),

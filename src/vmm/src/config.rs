@@ -255,12 +255,12 @@ impl VmConfig {
             + self.net.len()
             + self.fs.len()
             + usize::from(self.vsock.is_some())
-            + 1;
+            + 2;
         if n > max_devices {
             return Err(invalid(
                 "devices",
                 format!(
-                    "{n} virtio devices (disks, interfaces, shares, vsock and rng); at most {max_devices}"
+                    "{n} virtio devices (disks, interfaces, shares, vsock, rng and balloon); at most {max_devices}"
                 ),
             ));
         }

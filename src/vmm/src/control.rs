@@ -1,7 +1,8 @@
 //! The control socket: one JSON request per connection, one JSON reply.
 //!
 //! ```text
-//! {"action": "stats"}   -> {"ok": true, "vcpu_exits": N, "rss_kib": N, "paused": false}
+//! {"action": "stats"}   -> {"ok": true, "vcpu_exits": N, "rss_kib": N,
+//!                            "reported_free_kib": N, "paused": false}
 //! {"action": "pause"}   -> {"ok": true}
 //! {"action": "resume"}  -> {"ok": true}
 //! {"action": "stop"}    -> {"ok": true}   then the monitor exits (status 0)
@@ -94,6 +95,7 @@ fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
                 "ok": true,
                 "vcpu_exits": vm.stats().vcpu_exits.load(std::sync::atomic::Ordering::Relaxed),
                 "rss_kib": rss_kib(vm.proc_status.as_ref()),
+                "reported_free_kib": vm.stats().reported_free.load(std::sync::atomic::Ordering::Relaxed) >> 10,
                 "paused": vm.vcpu_control.is_paused(),
                 "devices": vm.device_count(),
             }),

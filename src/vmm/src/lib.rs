@@ -97,4 +97,6 @@ impl ExitSignal {
 pub struct Stats {
     /// vCPU exits to the monitor, all vCPUs.
     pub vcpu_exits: AtomicU64,
+    /// Guest memory given back to the host through free page reporting, in bytes.
+    pub reported_free: std::sync::Arc<AtomicU64>,
 }

@@ -19,8 +19,10 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 /// berth's default kernel command line; the config's `cmdline` is appended.
-pub const DEFAULT_CMDLINE: &str = "console=ttyS0 reboot=k panic=-1 pci=off nomodules \
-    8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable";
+/// `quiet`: only warnings and worse reach the serial console (every byte through the
+/// emulated UART is a VM exit); append `loglevel=7` for the full console.
+pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off \
+    8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable page_reporting.page_reporting_order=9";
 
 /// Errors building the VM. Each names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +249,10 @@ impl Vm {
         devices.push(Box::new(
             virtio::rng::Rng::new().map_err(io_err("/dev/urandom"))?,
         ));
+        // Memory the guest frees goes back to the host (docs/vmm.md).
+        devices.push(Box::new(virtio::balloon::Balloon::new(
+            stats.reported_free.clone(),
+        )));
 
         let mut mmio = Bus::new();
         let mut transports = Vec::new();

@@ -56,6 +56,8 @@ pub struct Opts {
     /// The uid range (start, count) microVM monitors are jailed with, one uid each; None:
     /// monitors run unjailed (`--vmm-jail false`).
     pub vmm_jail: Option<(u32, u32)>,
+    /// `--vmm-debug`: microVMs boot with the kernel's full console and traced steps.
+    pub vmm_debug: bool,
     /// Guest kernel for microVMs.
     pub kernel: Option<PathBuf>,
     /// The agent's initramfs for microVMs.

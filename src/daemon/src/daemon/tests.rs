@@ -41,6 +41,7 @@ impl World {
             agent: PathBuf::from("/nonexistent/agent"),
             vmm: PathBuf::from("/nonexistent/vmm"),
             vmm_jail: None,
+            vmm_debug: false,
             kernel: None,
             agent_initrd: None,
             virtiofsd: None,

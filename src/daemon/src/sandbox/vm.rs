@@ -41,7 +41,16 @@ pub struct VmSandbox {
     agent_initrd: Option<PathBuf>,
     virtiofsd: Option<PathBuf>,
     images: Arc<ImageStore>,
+    /// `--vmm-debug`: full guest console, traced boot steps.
+    debug: bool,
+    /// Boot steps traced (`--vmm-debug`, or BERTH_VMM_TRACE in berthd's environment,
+    /// which its monitors inherit: the bench's phases with a quiet console).
+    trace: bool,
 }
+
+/// The kernel arguments `--vmm-debug` adds to berth-vmm's quiet default: every message up
+/// to `info` on the console, with its time since boot.
+const DEBUG_CMDLINE: &str = "loglevel=7 printk.time=1";
 
 impl VmSandbox {
     /// A backend starting `opts.vmm`.
@@ -54,6 +63,23 @@ impl VmSandbox {
             agent_initrd: opts.agent_initrd.clone(),
             virtiofsd: opts.virtiofsd.clone(),
             images,
+            debug: opts.vmm_debug,
+            trace: opts.vmm_debug || std::env::var_os("BERTH_VMM_TRACE").is_some(),
+        }
+    }
+
+    /// When tracing, a boot step and the host's CLOCK_MONOTONIC in the container's
+    /// agent.log, beside the monitor's own trace lines (`BERTH_VMM_TRACE`).
+    fn trace(&self, spec: &SandboxSpec, what: &str) {
+        if self.trace {
+            use std::io::Write;
+            let line = format!("berthd: trace {} {what}\n", berth_vmm::vm::monotonic_ns());
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .append(true)
+                .open(spec.dir.join("agent.log"))
+            {
+                let _ = f.write_all(line.as_bytes());
+            }
         }
     }
 
@@ -93,6 +119,15 @@ impl VmSandbox {
                 })
                 .collect(),
             console: format!("file:{}", spec.dir.join("console.log").display()),
+            cmdline: [
+                self.debug.then_some(DEBUG_CMDLINE),
+                // The agent's own steps, on the console (docs/boot.md).
+                self.trace.then_some("berth_trace=1"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" "),
             ..VmConfig::default()
         })
     }
@@ -343,6 +378,9 @@ impl Sandbox for VmSandbox {
         }
         let mut cmd = std::process::Command::new(&self.vmm);
         cmd.arg("--config").arg(&config_path);
+        if self.trace {
+            cmd.env("BERTH_VMM_TRACE", "1");
+        }
         let mut client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
@@ -351,6 +389,7 @@ impl Sandbox for VmSandbox {
             Duration::from_secs(120),
             "microVM",
         )?;
+        self.trace(spec, "agent answered");
         let layer = guest_image_layer(image.id.hex());
         answer(client.call(&Request::MountStorage {
             source: "/dev/vda".into(),
@@ -371,6 +410,7 @@ impl Sandbox for VmSandbox {
                 read_only: s.read_only,
             }))?;
         }
+        self.trace(spec, "guest storage and network set up");
         backends.release();
         cgroup.0 = None;
         Ok(Booted {

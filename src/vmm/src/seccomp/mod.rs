@@ -215,6 +215,16 @@ fn rules(thread: Thread, opts: Options) -> BTreeMap<i64, Vec<SeccompRule>> {
     match thread {
         Thread::Main => {
             m.insert(libc::SYS_ioctl, ioctls(&[FIONBIO, FIOCLEX]));
+            // Free page reporting over memfd guest RAM: holes only, size kept.
+            m.insert(
+                libc::SYS_fallocate,
+                vec![rule(vec![cond(
+                    1,
+                    Len::Dword,
+                    Op::Eq,
+                    (libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE) as u64,
+                )])],
+            );
             m.insert(
                 libc::SYS_socket,
                 vec![rule(vec![cond(

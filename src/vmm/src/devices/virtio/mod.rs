@@ -7,6 +7,7 @@
 //! [`VirtioDevice::process_event`] when one of the device's own file descriptors (a tap, a
 //! socket) is ready.
 
+pub mod balloon;
 pub mod block;
 pub mod fs;
 pub mod net;
@@ -33,6 +34,8 @@ pub mod ids {
     pub const BLOCK: u32 = 2;
     /// Entropy source.
     pub const RNG: u32 = 4;
+    /// Memory balloon (here: free page reporting only).
+    pub const BALLOON: u32 = 5;
     /// Socket device.
     pub const VSOCK: u32 = 19;
     /// File system device (virtio-fs).
