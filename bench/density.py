@@ -84,6 +84,7 @@ def main(release, kernel, initrd, tar, n):
         reported = [stats(s)["reported_free_kib"] for s in glob.glob(f"{work}/berth-run/c/*/control.sock")]
         print(f"lab_vm_idle_pss_mib {vm_pss / 1024:.1f}")
         print(f"lab_vm_memavailable_drop_mib {vm_drop / 1024:.1f}")
+        # A running total per monitor: blocks freed, reused and freed again count again.
         print(f"lab_vm_reported_free_mib {statistics.mean(reported or [0]) / 1024:.1f}")
         print(f"lab_vm_run_d_first_s {vm_times[0]:.3f}")
         print(f"lab_vm_run_d_tenth_s {vm_times[-1]:.3f}")
