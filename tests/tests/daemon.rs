@@ -1864,6 +1864,73 @@ fn assert_privileged(b: &Berthd, dev: &str, caps: &str) {
 /// that no other monitor has, the seccomp filter, no capabilities, the jail directory as
 /// root; in the container's cgroup, sized from its limits. A monitor killed from outside
 /// leaves neither its cgroup nor its directory.
+/// A microVM boots with a quiet console and hands memory its guest freed back to the host;
+/// `--vmm-debug` brings back the full console and traces the boot's steps.
+fn assert_quiet_boot_and_free_page_reporting(b: &Berthd, vm_args: &[&str]) {
+    let files = |b: &Berthd, id: &str| {
+        let dir = b.dir.path().join("data/containers").join(id);
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_default();
+        (read("console.log"), read("agent.log"))
+    };
+    let id = b
+        .ok(&["run", "-d", "bb:1", "sleep", "600"])
+        .trim()
+        .to_owned();
+    let (console, _) = files(b, &id);
+    assert!(
+        !console.contains("Linux version"),
+        "the guest console is quiet by default:\n{console}"
+    );
+    // The guest reports the memory it freed after boot (the initramfs it unpacked) and
+    // the monitor drops it: counted by the monitor's `stats`.
+    let control = b.exec_root.join("c").join(&id[..12]).join("control.sock");
+    let reported = || -> u64 {
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&control) else {
+            return 0;
+        };
+        s.write_all(b"{\"action\": \"stats\"}\n").unwrap();
+        let mut reply = String::new();
+        let _ = s.read_to_string(&mut reply);
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap_or_default()["reported_free_kib"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while reported() < 4096 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        reported() >= 4096,
+        "the monitor was given back less than 4 MiB of the guest's free memory: {} KiB",
+        reported()
+    );
+    b.ok(&["rm", "-f", &id]);
+    // --vmm-debug: a second berthd (its own jail uids).
+    let mut args = vm_args.to_vec();
+    args.extend(["--vmm-debug", "--vmm-uids", "910000000:1000"]);
+    let d = Berthd::start(&args);
+    d.busybox();
+    let id = d
+        .ok(&["run", "-d", "bb:1", "sleep", "600"])
+        .trim()
+        .to_owned();
+    let (console, agent) = files(&d, &id);
+    for want in [
+        "Linux version",
+        "Run /init as init process",
+        "berth-agent: trace",
+    ] {
+        assert!(
+            console.contains(want),
+            "no {want:?} in the debug console:\n{console}"
+        );
+    }
+    for want in ["berth-vmm: trace", "berthd: trace", "agent answered"] {
+        assert!(agent.contains(want), "no {want:?} in agent.log:\n{agent}");
+    }
+    d.ok(&["rm", "-f", &id]);
+}
+
 fn assert_monitor_jailed(b: &Berthd) {
     let run = |args: &[&str]| b.ok(args).trim().to_owned();
     let a = run(&["run", "-d", "--memory", "96m", "bb:1", "sleep", "600"]);
@@ -2385,6 +2452,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     step("run --rm");
     assert_monitor_jailed(&b);
     step("the monitor's jail");
+    assert_quiet_boot_and_free_page_reporting(&b, &vm_args);
+    step("quiet boot, free page reporting, --vmm-debug");
     // Every byte of a microVM workload's output reaches attach and the host log.
     for i in 0..2 {
         let out = b.ok(&["run", "--rm", "bb:1", "seq", "1", "200000"]);
