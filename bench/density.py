@@ -3,16 +3,14 @@
 import glob
 import json
 import os
-import shutil
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import start_berthd, timed  # noqa: E402
+from run import lab_berthd, timed  # noqa: E402
 
 
 def pids():
@@ -70,16 +68,8 @@ def idle(berth, work, n, isolation, daemon_pid):
 
 
 def main(release, kernel, initrd, tar, n):
-    work = tempfile.mkdtemp(prefix="berth-density-")
-    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", work], check=True)
-    kernel = shutil.copy(kernel, work)
-    initrd = shutil.copy(initrd, work)
-    d, sock = start_berthd(release, work, "berth", kernel, initrd, [])
+    work, _, _, d, berth = lab_berthd(release, kernel, initrd, tar, "berth-density-")
     try:
-        berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
-        subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
-        timed(berth + ["run", "--rm", "busybox", "true"])
-        timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"])
         vm_times, vm_pss, vm_drop = idle(berth, work, n, "vm", d.pid)
         reported = [stats(s)["reported_free_kib"] for s in glob.glob(f"{work}/berth-run/c/*/control.sock")]
         print(f"lab_vm_idle_pss_mib {vm_pss / 1024:.1f}")

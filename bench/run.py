@@ -57,20 +57,27 @@ def start_berthd(release, work, name, kernel, initrd, extra, env=None):
     return d, sock
 
 
-def lab(release, kernel, initrd, tar, n):
-    work = tempfile.mkdtemp(prefix="berth-bench-")
+def lab_berthd(release, kernel, initrd, tar, prefix):
+    """In the lab: a work directory on a tmpfs with the guest's files, and a berthd with
+    the busybox image, both paths warmed up once; (work, kernel, initrd, daemon, cli)."""
+    work = tempfile.mkdtemp(prefix=prefix)
     # A real tmpfs: the lab's root is an overlay, which can't hold another overlay's upper.
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", work], check=True)
     # The guest's files from the lab's tmpfs, as from a local disk.
     kernel = shutil.copy(kernel, work)
     initrd = shutil.copy(initrd, work)
     d, sock = start_berthd(release, work, "berth", kernel, initrd, [])
+    berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
+    subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+    # The root disk is built on first use.
+    timed(berth + ["run", "--rm", "busybox", "true"])
+    timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"])
+    return work, kernel, initrd, d, berth
+
+
+def lab(release, kernel, initrd, tar, n):
+    work, kernel, initrd, d, berth = lab_berthd(release, kernel, initrd, tar, "berth-bench-")
     try:
-        berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
-        subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
-        # Warm up both paths once (the root disk is built on first use).
-        timed(berth + ["run", "--rm", "busybox", "true"])
-        timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"])
         vm, proc = [], []
         for _ in range(n):
             vm.append(timed(berth + ["run", "--rm", "busybox", "true"]))
