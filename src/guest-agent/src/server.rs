@@ -803,7 +803,8 @@ impl Agent {
             Ok(e) => e,
             Err(r) => return fail_stream(&mut conn, r),
         };
-        let Some(path) = e.log_path.clone() else {
+        // A container that logs has both: its log's path and what wakes its followers.
+        let (Some(path), Some(changes)) = (e.log_path.clone(), e.log_changes.clone()) else {
             return fail_stream(
                 &mut conn,
                 err(
@@ -835,7 +836,7 @@ impl Agent {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // What to wait past if the read finds nothing new (an append or the exit).
-            let seen = e.log_changes.as_ref().map(|c| c.count());
+            let seen = changes.count();
             // Read the exit first: once it is known the log is complete, so a read after
             // it that finds nothing means the end.
             let ended = e.main.exit.get().is_some();
@@ -843,12 +844,9 @@ impl Agent {
                 Ok(0) if ended => break,
                 // Asleep until the next append or the exit (a second at most: a rotation
                 // by another writer wakes nobody), not polling: an idle guest stays idle.
-                Ok(0) => match (&e.log_changes, seen) {
-                    (Some(c), Some(seen)) => {
-                        c.wait_past(seen, std::time::Duration::from_secs(1));
-                    }
-                    _ => std::thread::sleep(std::time::Duration::from_millis(10)),
-                },
+                Ok(0) => {
+                    changes.wait_past(seen, std::time::Duration::from_secs(1));
+                }
                 Ok(n) => {
                     if conn.write_all(&buf[..n]).is_err() {
                         return;

@@ -388,27 +388,6 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_follower_waiting_for_changes_wakes_at_the_next_append() {
-        let d = dir("changes");
-        let mut log = LogFile::open(&d.join("log"), Rotation::default()).unwrap();
-        let changes = log.changes();
-        let seen = changes.count();
-        // Nothing changed: the wait runs out.
-        let t = std::time::Instant::now();
-        assert_eq!(
-            changes.wait_past(seen, std::time::Duration::from_millis(50)),
-            seen
-        );
-        assert!(t.elapsed() >= std::time::Duration::from_millis(50));
-        let waiter =
-            std::thread::spawn(move || changes.wait_past(seen, std::time::Duration::from_secs(30)));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        log.append(b"line\n").unwrap();
-        assert_eq!(waiter.join().unwrap(), seen + 1);
-        let _ = std::fs::remove_dir_all(&d);
-    }
-
     use super::*;
 
     fn dir(name: &str) -> PathBuf {
@@ -580,6 +559,27 @@ mod tests {
             String::from_utf8_lossy(&want)
         );
         assert_eq!(f.pos(), l.end());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_follower_waiting_for_changes_wakes_at_the_next_append() {
+        let d = dir("changes");
+        let mut log = LogFile::open(&d.join("log"), Rotation::default()).unwrap();
+        let changes = log.changes();
+        let seen = changes.count();
+        // Nothing changed: the wait runs out.
+        let t = std::time::Instant::now();
+        assert_eq!(
+            changes.wait_past(seen, std::time::Duration::from_millis(50)),
+            seen
+        );
+        assert!(t.elapsed() >= std::time::Duration::from_millis(50));
+        let waiter =
+            std::thread::spawn(move || changes.wait_past(seen, std::time::Duration::from_secs(30)));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        log.append(b"line\n").unwrap();
+        assert_eq!(waiter.join().unwrap(), seen + 1);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

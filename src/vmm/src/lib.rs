@@ -98,5 +98,5 @@ pub struct Stats {
     /// vCPU exits to the monitor, all vCPUs.
     pub vcpu_exits: AtomicU64,
     /// Guest memory given back to the host through free page reporting, in bytes.
-    pub reported_free: std::sync::Arc<AtomicU64>,
+    pub reported_free: AtomicU64,
 }

@@ -157,8 +157,7 @@ fn signalfd() -> std::io::Result<RawFd> {
 impl Vm {
     /// The boot recipe. On error everything created so far is released (sockets removed).
     pub fn build(config: &VmConfig, opts: RunOptions) -> Result<Vm, VmError> {
-        let mark = trace;
-        mark("build");
+        trace("build");
         let console = config.validate()?;
         if !opts.bench_setup {
             let support = berth_hostcheck::check();
@@ -186,7 +185,7 @@ impl Vm {
 
         // Memory.
         let mem = memory::create(config.memory_mib, !config.fs.is_empty())?;
-        mark("memory allocated");
+        trace("memory allocated");
         let registering = memory::register_in_background(&vm, &mem)?;
 
         let epoll = Arc::new(Epoll::new().map_err(io_err("epoll"))?);
@@ -250,9 +249,7 @@ impl Vm {
             virtio::rng::Rng::new().map_err(io_err("/dev/urandom"))?,
         ));
         // Memory the guest frees goes back to the host (docs/vmm.md).
-        devices.push(Box::new(virtio::balloon::Balloon::new(
-            stats.reported_free.clone(),
-        )));
+        devices.push(Box::new(virtio::balloon::Balloon::new(stats.clone())));
 
         let mut mmio = Bus::new();
         let mut transports = Vec::new();
@@ -296,7 +293,7 @@ impl Vm {
             transports.push(t);
         }
 
-        mark("devices");
+        trace("devices");
         // The guest: kernel, initramfs, command line, zero page, MP table, boot tables.
         let kernel = boot::load_kernel(&mem, &config.kernel)?;
         let initrd = match &config.initrd {
@@ -309,11 +306,11 @@ impl Vm {
         vcpu::write_boot_tables(&mem)?;
 
         // vCPUs.
-        mark("guest loaded");
+        trace("guest loaded");
         registering
             .join()
             .map_err(|_| VmError::Device("the memory registration thread panicked".into()))??;
-        mark("memory registered");
+        trace("memory registered");
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
@@ -328,7 +325,7 @@ impl Vm {
         }
 
         // Monitor event sources: the exit signal, SIGTERM & co, the console input, control.
-        mark("vcpus");
+        trace("vcpus");
         let signals = signalfd().map_err(io_err("signalfd"))?;
         let add = |fd: RawFd| {
             epoll.ctl(

@@ -13,9 +13,10 @@
 //! checked against guest memory before the host touches it.
 
 use super::{ids, Activation, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::Stats;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::{Address, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Feature bit: the device takes free page reports (VIRTIO_BALLOON_F_FREE_PAGE_REPORTING).
@@ -30,17 +31,14 @@ const PAGE: u64 = 4096;
 /// The balloon device.
 pub struct Balloon {
     state: Option<(GuestMemoryMmap, Vec<Queue>, Arc<Interrupt>)>,
-    /// Bytes of guest memory given back to the host so far (`stats`).
-    reported: Arc<AtomicU64>,
+    /// The monitor's counters: bytes given back go to `reported_free`.
+    stats: Arc<Stats>,
 }
 
 impl Balloon {
-    /// A balloon that takes free page reports; `reported` counts the bytes given back.
-    pub fn new(reported: Arc<AtomicU64>) -> Balloon {
-        Balloon {
-            state: None,
-            reported,
-        }
+    /// A balloon that takes free page reports and counts the bytes it gives back.
+    pub fn new(stats: Arc<Stats>) -> Balloon {
+        Balloon { state: None, stats }
     }
 }
 
@@ -115,23 +113,19 @@ impl VirtioDevice for Balloon {
         let Some(q) = queues.get_mut(index) else {
             return;
         };
-        let mut used = false;
-        while let Some(chain) = super::pop(q, &*mem, irq) {
-            let head = chain.head_index();
+        let stats = &self.stats;
+        super::serve_queue(q, mem, irq, |chain| {
             if index == REPORTING {
                 for d in chain {
                     if d.is_write_only() && discard(mem, d.addr().raw_value(), u64::from(d.len())) {
-                        self.reported
+                        stats
+                            .reported_free
                             .fetch_add(u64::from(d.len()), Ordering::Relaxed);
                     }
                 }
             }
-            let _ = q.add_used(&*mem, head, 0);
-            used = true;
-        }
-        if used && q.needs_notification(&*mem).unwrap_or(true) {
-            irq.signal_used();
-        }
+            0
+        });
     }
     fn reset(&mut self) {
         self.state = None;
@@ -145,6 +139,7 @@ mod tests {
     use virtio_bindings::bindings::virtio_ring::VRING_DESC_F_WRITE;
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
+    use virtio_queue::QueueT;
     use vm_memory::Bytes;
 
     /// The three queues, the last one the mock's.
@@ -179,13 +174,13 @@ mod tests {
         let vq = MockSplitQueue::new(&m, 16);
         vq.build_desc_chain(&[writable(0x20_0000, 8192), writable(0x30_0000, 4096)])
             .unwrap();
-        let reported = Arc::new(AtomicU64::new(0));
-        let mut dev = Balloon::new(reported.clone());
+        let stats = Arc::new(Stats::default());
+        let mut dev = Balloon::new(stats.clone());
         let irq = activate(&mut dev, &m, &vq);
         dev.process_queue(REPORTING);
         assert_eq!(vq.used().idx().load(), 1);
         assert_eq!(irq.status(), 1);
-        assert_eq!(reported.load(Ordering::Relaxed), 12288);
+        assert_eq!(stats.reported_free.load(Ordering::Relaxed), 12288);
         let mut got = [1u8; 8192];
         m.read_slice(&mut got, GuestAddress(0x20_0000)).unwrap();
         assert_eq!(got, [0u8; 8192]);
@@ -208,8 +203,8 @@ mod tests {
             writable(0xffff_0000_0000, 4096),
         ])
         .unwrap();
-        let reported = Arc::new(AtomicU64::new(0));
-        let mut dev = Balloon::new(reported.clone());
+        let stats = Arc::new(Stats::default());
+        let mut dev = Balloon::new(stats.clone());
         activate(&mut dev, &m, &vq);
         dev.process_queue(REPORTING);
         assert_eq!(
@@ -217,7 +212,7 @@ mod tests {
             1,
             "the buffer is handed back all the same"
         );
-        assert_eq!(reported.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.reported_free.load(Ordering::Relaxed), 0);
         let mut got = [0u8; 4096];
         m.read_slice(&mut got, GuestAddress(0x40_0000)).unwrap();
         assert_eq!(got, [0xcc; 4096]);

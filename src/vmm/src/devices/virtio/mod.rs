@@ -115,6 +115,27 @@ where
     }
 }
 
+/// Serves every chain the driver made available on `q` with `serve`, which returns the
+/// bytes it wrote into the chain; hands each chain back with that length, and interrupts
+/// the driver once if any was served and it asked to be told.
+pub fn serve_queue<'m>(
+    q: &mut Queue,
+    mem: &'m GuestMemoryMmap,
+    irq: &Interrupt,
+    mut serve: impl FnMut(virtio_queue::DescriptorChain<&'m GuestMemoryMmap>) -> u32,
+) {
+    let mut used = false;
+    while let Some(chain) = pop(q, mem, irq) {
+        let head = chain.head_index();
+        let len = serve(chain);
+        let _ = q.add_used(mem, head, len);
+        used = true;
+    }
+    if used && q.needs_notification(mem).unwrap_or(true) {
+        irq.signal_used();
+    }
+}
+
 /// Lines about a guest's driver errors the monitor logs at most: a guest that breaks and
 /// resets a device in a loop cannot fill the host's disk through the monitor's log.
 const MAX_GUEST_ERROR_LINES: u32 = 32;

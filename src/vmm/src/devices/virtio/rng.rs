@@ -4,7 +4,7 @@ use super::{ids, Activation, Interrupt, VirtioDevice, VIRTIO_F_VERSION_1};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::sync::Arc;
-use virtio_queue::{Queue, QueueT};
+use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 
 /// Largest request served at once.
@@ -48,29 +48,19 @@ impl VirtioDevice for Rng {
         let Some((mem, q, irq)) = self.state.as_mut() else {
             return;
         };
-        let mut used = false;
+        let urandom = &mut self.urandom;
         let mut buf = vec![0u8; MAX_CHUNK];
-        while let Some(chain) = super::pop(q, &*mem, irq) {
-            let head = chain.head_index();
-            let len = match chain.writer(mem) {
-                Ok(mut w) => {
-                    let n = w.available_bytes().min(MAX_CHUNK);
-                    if self.urandom.read_exact(&mut buf[..n]).is_ok()
-                        && w.write_all(&buf[..n]).is_ok()
-                    {
-                        n as u32
-                    } else {
-                        0
-                    }
+        super::serve_queue(q, mem, irq, |chain| match chain.writer(mem) {
+            Ok(mut w) => {
+                let n = w.available_bytes().min(MAX_CHUNK);
+                if urandom.read_exact(&mut buf[..n]).is_ok() && w.write_all(&buf[..n]).is_ok() {
+                    n as u32
+                } else {
+                    0
                 }
-                Err(_) => 0, // a chain pointing outside guest memory: hand it back empty
-            };
-            let _ = q.add_used(&*mem, head, len);
-            used = true;
-        }
-        if used && q.needs_notification(&*mem).unwrap_or(true) {
-            irq.signal_used();
-        }
+            }
+            Err(_) => 0, // a chain pointing outside guest memory: hand it back empty
+        });
     }
     fn reset(&mut self) {
         self.state = None;
