@@ -1881,8 +1881,14 @@ fn assert_quiet_boot_and_free_page_reporting(b: &Berthd, vm_args: &[&str]) {
         !console.contains("Linux version"),
         "the guest console is quiet by default:\n{console}"
     );
-    // The guest reports the memory it freed after boot (the initramfs it unpacked) and
-    // the monitor drops it: counted by the monitor's `stats`.
+    // The agent runs in place from its image: DAX worked (the kernel says so on the quiet
+    // console only when it does not).
+    assert!(
+        !console.contains("DAX unsupported"),
+        "the agent image was not mounted with DAX:\n{console}"
+    );
+    // The guest reports the memory it frees after boot and the monitor drops it: counted
+    // by the monitor's `stats`.
     let control = b.exec_root.join("c").join(&id[..12]).join("control.sock");
     let reported = || -> u64 {
         let Ok(mut s) = std::os::unix::net::UnixStream::connect(&control) else {
@@ -1917,6 +1923,8 @@ fn assert_quiet_boot_and_free_page_reporting(b: &Berthd, vm_args: &[&str]) {
     let (console, agent) = files(&d, &id);
     for want in [
         "Linux version",
+        "VFS: Mounted root (erofs filesystem) readonly",
+        "DAX enabled",
         "Run /init as init process",
         "berth-agent: trace",
     ] {
@@ -2412,7 +2420,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
+    // The agent as berthd boots it by default: an erofs image on virtio-pmem (DAX).
+    let initrd = repo_root().join("target/berth/agent.erofs");
     assert!(
         initrd.is_file(),
         "run scripts/build-agent first (scripts/test does)"
@@ -3411,7 +3420,7 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
+    let initrd = repo_root().join("target/berth/agent.erofs");
     assert!(initrd.is_file(), "run scripts/build-agent first");
     let virtiofsd = berth_e2e::virtiofsd().unwrap();
     // The lab's root is an overlay, which can't hold the upper layer of a process

@@ -540,6 +540,8 @@ fn published_ports_and_names_for_microvm_containers_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
+    // The agent's initramfs form (the other tests boot its erofs image): berthd still
+    // boots it when --agent-initrd names a cpio.
     let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(initrd.is_file(), "run scripts/build-agent first");
     let t0 = Instant::now();

@@ -42,8 +42,9 @@ struct Cli {
     /// Guest kernel for microVM containers (vmlinux).
     #[arg(long)]
     kernel: Option<PathBuf>,
-    /// The guest agent's initramfs for microVM containers.
-    #[arg(long)]
+    /// The guest agent for microVM containers: its read-only erofs image (run in place
+    /// from virtio-pmem, shared by every guest) or its initramfs (cpio).
+    #[arg(long, alias = "agent-image")]
     agent_initrd: Option<PathBuf>,
     /// virtiofsd, which serves microVM containers' volumes and bind mounts (default:
     /// `virtiofsd` on PATH or /usr/libexec/virtiofsd).

@@ -1,7 +1,7 @@
 //! The command line of `berth-vmm` (see `berth-vmm --help`), shared by the binary and
 //! the test-only example that adds a hook ([`RunOptions::after_filters`]).
 
-use crate::config::{DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
+use crate::config::{DiskConfig, FsConfig, NetConfig, PmemConfig, VmConfig, VsockConfig};
 use crate::vm::{RunOptions, Vm};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,9 @@ Runs one microVM until its guest shuts down. Flags override the config file.
   --vcpus N            vCPUs (default 1)
   --memory MIB         guest memory in MiB (default 128)
   --disk PATH[,ro]     a virtio-blk disk (repeatable; /dev/vda first)
+  --pmem PATH          a read-only virtio-pmem image (repeatable; /dev/pmem0 first);
+                       its size must be a multiple of 2 MiB; with DAX the guest runs
+                       its files in place, one page cache for every guest
   --net TAP[,mac=MAC]  a virtio-net interface on an existing tap (repeatable)
   --vsock CID,PATH     virtio-vsock with guest CID and host Unix socket PATH
   --fs TAG=SOCKET      a virtio-fs share served by the vhost-user backend (virtiofsd)
@@ -52,8 +55,8 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
             "--bench-setup" => opts.bench_setup = true,
             "--seccomp-log" => overrides.push((flag, String::new())),
             "--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus" | "--memory"
-            | "--disk" | "--net" | "--vsock" | "--fs" | "--console" | "--control" | "--jail"
-            | "--jail-uid" | "--jail-gid" | "--jail-cgroup" => {
+            | "--disk" | "--pmem" | "--net" | "--vsock" | "--fs" | "--console" | "--control"
+            | "--jail" | "--jail-uid" | "--jail-gid" | "--jail-cgroup" => {
                 let v = match inline.or_else(|| it.next()) {
                     Some(v) => v,
                     None => return Err(format!("{flag} needs a value")),
@@ -107,6 +110,7 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
                     read_only: ro,
                 });
             }
+            "--pmem" => c.pmem.push(PmemConfig { path: v.into() }),
             "--net" => {
                 let mut parts = v.split(',');
                 let tap = parts.next().unwrap_or_default().to_owned();

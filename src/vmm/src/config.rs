@@ -50,6 +50,15 @@ pub struct DiskConfig {
     pub read_only: bool,
 }
 
+/// A read-only persistent-memory image (virtio-pmem). Its size must be a multiple of
+/// 2 MiB; the guest cannot write to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PmemConfig {
+    /// Host file holding the image.
+    pub path: PathBuf,
+}
+
 /// A network interface backed by a tap device.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +142,10 @@ pub struct VmConfig {
     /// Block devices, /dev/vda first.
     #[serde(default)]
     pub disks: Vec<DiskConfig>,
+    /// Read-only images the guest sees as persistent memory (virtio-pmem, /dev/pmem0
+    /// first), mapped from one host file into every guest that uses it.
+    #[serde(default)]
+    pub pmem: Vec<PmemConfig>,
     /// Network interfaces, eth0 first.
     #[serde(default)]
     pub net: Vec<NetConfig>,
@@ -177,6 +190,7 @@ impl Default for VmConfig {
             initrd: None,
             cmdline: String::new(),
             disks: vec![],
+            pmem: vec![],
             net: vec![],
             vsock: None,
             fs: vec![],
@@ -251,7 +265,16 @@ impl VmConfig {
             }
         }
         let max_devices = (crate::layout::LAST_IRQ - crate::layout::FIRST_VIRTIO_IRQ + 1) as usize;
+        for p in &self.pmem {
+            if !p.path.is_file() {
+                return Err(invalid(
+                    "pmem",
+                    format!("{}: no such file", p.path.display()),
+                ));
+            }
+        }
         let n = self.disks.len()
+            + self.pmem.len()
             + self.net.len()
             + self.fs.len()
             + usize::from(self.vsock.is_some())

@@ -34,6 +34,20 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// Start of high memory, where the kernel is loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
+/// Where the `index`th virtio-pmem image of a guest with `memory_mib` of RAM goes: above
+/// its RAM, 1 GiB aligned (a memory section of its own, never shared with RAM), each image
+/// at a 1 GiB boundary after the previous one's end.
+pub fn pmem_address(memory_mib: u64, previous_end: Option<u64>) -> u64 {
+    const GIB: u64 = 1 << 30;
+    let size = memory_mib << 20;
+    let ram_end = if size <= MMIO_GAP_START {
+        MMIO_GAP_END
+    } else {
+        MMIO_GAP_END + (size - MMIO_GAP_START)
+    };
+    previous_end.unwrap_or(ram_end).max(ram_end).div_ceil(GIB) * GIB
+}
+
 /// Start of the 32-bit MMIO gap: RAM never overlaps [MMIO_GAP_START, 4 GiB).
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the MMIO gap (4 GiB).
@@ -63,3 +77,18 @@ pub const FIRST_VIRTIO_IRQ: u32 = 5;
 pub const LAST_IRQ: u32 = 23;
 /// Most vCPUs berth supports (the MP table and CPUID topology stay simple below this).
 pub const MAX_VCPUS: u8 = 32;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn pmem_images_sit_above_ram_one_gib_aligned() {
+        assert_eq!(super::pmem_address(256, None), 4 << 30);
+        assert_eq!(
+            super::pmem_address(256, Some((4 << 30) + (6 << 20))),
+            5 << 30
+        );
+        // 4 GiB of RAM: 3 below the gap, 1 from 4 GiB: RAM ends at 5 GiB.
+        assert_eq!(super::pmem_address(4096, None), 5 << 30);
+        assert_eq!(super::pmem_address(4097, None), 6 << 30);
+    }
+}

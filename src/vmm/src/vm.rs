@@ -21,8 +21,12 @@ use vmm_sys_util::eventfd::EventFd;
 /// berth's default kernel command line; the config's `cmdline` is appended.
 /// `quiet`: only warnings and worse reach the serial console (every byte through the
 /// emulated UART is a VM exit); append `loglevel=7` for the full console.
+/// `noreplace-smp`: a guest with one vCPU keeps its kernel text as built instead of
+/// rewriting every `lock` prefix for a uniprocessor: that rewrite copied a third of the
+/// kernel's text, shared between guests, into each guest (docs/boot.md).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off \
-    8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable page_reporting.page_reporting_order=9";
+    8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable \
+    page_reporting.page_reporting_order=9 noreplace-smp";
 
 /// Errors building the VM. Each names what failed.
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +228,21 @@ impl Vm {
             let b = virtio::block::Block::open(&d.path, d.read_only, i)
                 .map_err(|e| VmError::Device(e.to_string()))?;
             devices.push(Box::new(b));
+        }
+        // Read-only images, each in a read-only KVM memory slot of its own above RAM.
+        let mut pmem_end = None;
+        let ram_slots = {
+            use vm_memory::GuestMemoryBackend;
+            mem.num_regions()
+        };
+        for (i, p) in config.pmem.iter().enumerate() {
+            let gpa = crate::layout::pmem_address(config.memory_mib, pmem_end);
+            let dev = virtio::pmem::Pmem::open(&p.path, gpa)
+                .map_err(|e| VmError::Device(e.to_string()))?;
+            let (gpa, host, len) = dev.region();
+            memory::register_read_only(&vm, (ram_slots + i) as u32, gpa, host, len)?;
+            pmem_end = Some(gpa + len);
+            devices.push(Box::new(dev));
         }
         for n in &config.net {
             let mac = match &n.mac {

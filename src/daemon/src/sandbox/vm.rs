@@ -14,7 +14,7 @@ use crate::errors::{Error, Result};
 use berth_image::ImageStore;
 use berth_protocol::client::Endpoint;
 use berth_protocol::{Request, RootfsSpec};
-use berth_vmm::config::{DiskConfig, FsConfig, NetConfig, VmConfig, VsockConfig};
+use berth_vmm::config::{DiskConfig, FsConfig, NetConfig, PmemConfig, VmConfig, VsockConfig};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,6 +46,23 @@ pub struct VmSandbox {
     /// Boot steps traced (`--vmm-debug`, or BERTH_VMM_TRACE in berthd's environment,
     /// which its monitors inherit: the bench's phases with a quiet console).
     trace: bool,
+}
+
+/// The kernel arguments for an agent image on /dev/pmem0: the guest mounts it read-only
+/// with DAX and runs /init from it. rootwait: the nvdimm bus probes asynchronously.
+const PMEM_ROOT_CMDLINE: &str =
+    "root=/dev/pmem0 rootfstype=erofs rootflags=dax=always ro rootwait init=/init";
+
+/// Whether `path` is an erofs image (its superblock's magic at byte 1024) rather than an
+/// initramfs.
+fn is_erofs(path: &std::path::Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::FileExt;
+    let mut magic = [0u8; 4];
+    match std::fs::File::open(path)?.read_exact_at(&mut magic, 1024) {
+        Ok(()) => Ok(u32::from_le_bytes(magic) == 0xE0F5_E1E2),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// The kernel arguments `--vmm-debug` adds to berth-vmm's quiet default: every message up
@@ -90,11 +107,21 @@ impl VmSandbox {
                 "microVM containers need a guest kernel and the agent initramfs: start berthd with --kernel and --agent-initrd".into(),
             ));
         };
+        // The agent as a read-only erofs image on virtio-pmem, run in place (DAX), or as an
+        // initramfs the guest unpacks into its own memory (docs/boot.md).
+        let image = is_erofs(initrd).map_err(Error::io(format!("{}", initrd.display())))?;
         Ok(VmConfig {
             memory_mib: vm_memory_mib(spec.memory),
             vcpus: vm_vcpus(spec.nano_cpus),
             kernel: kernel.clone(),
-            initrd: Some(initrd.clone()),
+            initrd: (!image).then(|| initrd.clone()),
+            pmem: if image {
+                vec![PmemConfig {
+                    path: initrd.clone(),
+                }]
+            } else {
+                vec![]
+            },
             disks: vec![DiskConfig {
                 path: disk,
                 read_only: true,
@@ -120,6 +147,7 @@ impl VmSandbox {
                 .collect(),
             console: format!("file:{}", spec.dir.join("console.log").display()),
             cmdline: [
+                image.then_some(PMEM_ROOT_CMDLINE),
                 self.debug.then_some(DEBUG_CMDLINE),
                 // The agent's own steps, on the console (docs/boot.md).
                 self.trace.then_some("berth_trace=1"),
@@ -489,5 +517,34 @@ impl Sandbox for VmSandbox {
             cg.kill_all();
             cg.destroy();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_erofs_image_is_told_from_an_initramfs_by_its_superblock() {
+        let dir = std::env::temp_dir().join(format!("berth-is-erofs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let img = dir.join("agent.erofs");
+        let mut bytes = vec![0u8; 4096];
+        bytes[1024..1028].copy_from_slice(&0xE0F5_E1E2u32.to_le_bytes());
+        std::fs::write(&img, &bytes).unwrap();
+        assert!(is_erofs(&img).unwrap());
+        // A cpio (newc) starts with its magic and holds no erofs superblock.
+        let cpio = dir.join("agent.cpio");
+        let mut bytes = b"070701".to_vec();
+        bytes.resize(2048, b'0');
+        std::fs::write(&cpio, &bytes).unwrap();
+        assert!(!is_erofs(&cpio).unwrap());
+        // Shorter than a superblock: not an image.
+        let tiny = dir.join("tiny");
+        std::fs::write(&tiny, b"070701").unwrap();
+        assert!(!is_erofs(&tiny).unwrap());
+        let e = is_erofs(&dir.join("missing")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

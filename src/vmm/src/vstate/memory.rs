@@ -68,8 +68,10 @@ pub fn create(mib: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
         }
     }
     if !shared {
-        return GuestMemoryMmap::from_ranges(&ram_ranges(mib))
-            .map_err(|e| MemoryError::Alloc(e, mib));
+        let m = GuestMemoryMmap::from_ranges(&ram_ranges(mib))
+            .map_err(|e| MemoryError::Alloc(e, mib))?;
+        no_huge_pages(&m);
+        return Ok(m);
     }
     let file = memfd(mib << 20).map_err(MemoryError::Memfd)?;
     let mut offset = 0u64;
@@ -79,7 +81,28 @@ pub fn create(mib: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
         ranges.push((addr, len, Some(vm_memory::FileOffset::new(f, offset))));
         offset += len as u64;
     }
-    GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|e| MemoryError::Alloc(e, mib))
+    let m =
+        GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|e| MemoryError::Alloc(e, mib))?;
+    no_huge_pages(&m);
+    Ok(m)
+}
+
+/// Backs guest RAM with 4 KiB pages only. With transparent huge pages (the host's
+/// default may be "always"), the first guest touch anywhere in a 2 MiB block makes the
+/// whole block resident: an idle guest's scattered pages cost 18 of its 21 MiB that way.
+/// Free page reporting then cannot return a partly used block either (docs/boot.md).
+fn no_huge_pages(m: &GuestMemoryMmap) {
+    for r in m.iter() {
+        // SAFETY: madvise on a whole mapping this GuestMemoryMmap owns; MADV_NOHUGEPAGE
+        // changes how it is backed, never its contents. Failure (no THP support) is harmless.
+        unsafe {
+            libc::madvise(
+                r.as_ptr().cast::<libc::c_void>(),
+                r.len() as usize,
+                libc::MADV_NOHUGEPAGE,
+            )
+        };
+    }
 }
 
 /// An anonymous, sealed-size memory file of `size` bytes.
@@ -116,6 +139,31 @@ fn memfd(size: u64) -> std::io::Result<std::fs::File> {
 
 /// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
 const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
+
+/// `KVM_MEM_READONLY`: guest writes to the slot exit to the monitor as MMIO writes.
+const KVM_MEM_READONLY: u32 = 1 << 1;
+
+/// Registers a read-only memory slot: `len` bytes at host address `host`, seen by the guest
+/// at `gpa`. The guest reads them directly; its writes exit to the monitor, which drops them
+/// (no device claims the address).
+pub fn register_read_only(
+    vm: &VmFd,
+    slot: u32,
+    gpa: u64,
+    host: u64,
+    len: u64,
+) -> Result<(), MemoryError> {
+    let r = kvm_userspace_memory_region {
+        slot,
+        flags: KVM_MEM_READONLY,
+        guest_phys_addr: gpa,
+        memory_size: len,
+        userspace_addr: host,
+    };
+    // SAFETY: the mapping [host, host+len) is owned by the device that asked for the slot
+    // and lives as long as the VM (the device is dropped with it).
+    unsafe { vm.set_user_memory_region(r) }.map_err(MemoryError::Register)
+}
 
 /// Registers `mem` with the VM on a helper thread, so that the (on some hosts slow) slot
 /// setup overlaps with loading the guest. Join the handle before the first KVM_RUN.

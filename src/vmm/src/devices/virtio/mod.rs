@@ -11,6 +11,7 @@ pub mod balloon;
 pub mod block;
 pub mod fs;
 pub mod net;
+pub mod pmem;
 pub mod rng;
 pub mod vsock;
 
@@ -38,6 +39,8 @@ pub mod ids {
     pub const BALLOON: u32 = 5;
     /// Socket device.
     pub const VSOCK: u32 = 19;
+    /// Persistent memory (here: a read-only image).
+    pub const PMEM: u32 = 27;
     /// File system device (virtio-fs).
     pub const FS: u32 = 26;
 }
