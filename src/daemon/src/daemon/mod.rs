@@ -528,6 +528,7 @@ impl Daemon {
             endpoint: self.endpoint(rec),
             id: rec.id.clone(),
             pidfile: self.dir(&rec.id).join(crate::sandbox::PIDFILE),
+            power_cut: rec.isolation == Isolation::Vm && rec.mounts.is_empty(),
         }
     }
 
