@@ -490,8 +490,8 @@ impl AgentRef {
     pub async fn release_async(&self) {
         if self.power_cut {
             let pidfile = self.pidfile.clone();
-            let _ = tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, Duration::ZERO))
-                .await;
+            let _ =
+                tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, Duration::ZERO)).await;
             return;
         }
         let ask = async {
