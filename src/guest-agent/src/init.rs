@@ -40,8 +40,9 @@ fn mount(
     Ok(())
 }
 
-/// Leaves the initramfs for a tmpfs root (switch_root): containers enter their roots with
-/// pivot_root, which the kernel refuses while the caller's root is the initial rootfs.
+/// Leaves the boot root (the read-only erofs image, or the initramfs) for a tmpfs root
+/// (switch_root): the guest's own directories must be writable, and containers enter
+/// their roots with pivot_root, which the kernel refuses from the initial rootfs.
 fn leave_initramfs() -> std::io::Result<()> {
     mount("tmpfs", "/newroot", "tmpfs", 0, Some("mode=0755"))?;
     std::env::set_current_dir("/newroot")?;

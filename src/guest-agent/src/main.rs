@@ -1,8 +1,8 @@
 //! `berth-agent`: serves the berth agent protocol.
 //!
 //! - As PID 1 of a microVM (no arguments): sets up the guest (mounts, cgroup2, loopback)
-//!   and serves on vsock port 1024; `shutdown` stops every container and reboots (which
-//!   ends the VM).
+//!   and serves on vsock port 1024; `shutdown` syncs and reboots (which ends every
+//!   process in the guest, and the VM).
 //! - On the host (`--listen unix:PATH`): process isolation; `shutdown` stops every
 //!   container and exits.
 //!

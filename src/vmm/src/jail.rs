@@ -122,9 +122,15 @@ impl Rlimits {
             .filter_map(|d| std::fs::metadata(&d.path).ok().map(|m| m.len()))
             .max()
             .unwrap_or(0);
+        // Read-only images are mapped whole, beside guest RAM.
+        let images: u64 = config
+            .pmem
+            .iter()
+            .filter_map(|p| std::fs::metadata(&p.path).ok().map(|m| m.len()))
+            .sum();
         Rlimits {
             files: 2048,
-            address_space: (config.memory_mib + 1024) << 20,
+            address_space: ((config.memory_mib + 1024) << 20) + images,
             processes: u64::from(config.vcpus) + 4,
             file_size: disks.max(CONSOLE_MAX),
         }

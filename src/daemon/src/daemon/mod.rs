@@ -60,7 +60,7 @@ pub struct Opts {
     pub vmm_debug: bool,
     /// Guest kernel for microVMs.
     pub kernel: Option<PathBuf>,
-    /// The agent's initramfs for microVMs.
+    /// The agent for microVMs: its erofs image (virtio-pmem) or its initramfs.
     pub agent_initrd: Option<PathBuf>,
     /// virtiofsd, the backend of microVMs' volumes and bind mounts (None: not found).
     pub virtiofsd: Option<PathBuf>,
@@ -528,7 +528,6 @@ impl Daemon {
             endpoint: self.endpoint(rec),
             id: rec.id.clone(),
             pidfile: self.dir(&rec.id).join(crate::sandbox::PIDFILE),
-            power_cut: rec.isolation == Isolation::Vm && rec.mounts.is_empty(),
         }
     }
 

@@ -104,9 +104,9 @@ fn check_source(s: &str) -> Result<PathBuf> {
 }
 
 /// The most volumes and binds a microVM container takes: each is a virtio-fs device, and
-/// berth-vmm has 19 device slots (the root disk, vsock, rng, the balloon and up to four
-/// network interfaces take the others).
-const MAX_VM_SHARES: usize = 11;
+/// berth-vmm has 19 device slots (the root disk, the agent's image, vsock, rng, the
+/// balloon and up to four network interfaces take the others).
+const MAX_VM_SHARES: usize = 10;
 
 /// Where a microVM's agent mounts its `i`th shared directory.
 fn share_path(i: usize) -> String {

@@ -251,10 +251,6 @@ pub struct AgentRef {
     /// Where the sandbox's process (the monitor or the host agent) is recorded
     /// ([`spawn_detached`]), so that a release can make sure it is gone.
     pub pidfile: PathBuf,
-    /// Nothing in the sandbox outlives it (a microVM without volumes or bind mounts: a
-    /// read-only root disk, its writes in guest memory): a release just ends its process
-    /// instead of asking the agent to shut down, sync and power off.
-    pub power_cut: bool,
 }
 
 /// The file in a container's directory that names its sandbox's process.
@@ -488,12 +484,6 @@ impl AgentRef {
 
     /// [`AgentRef::release`], without holding an async worker.
     pub async fn release_async(&self) {
-        if self.power_cut {
-            let pidfile = self.pidfile.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, Duration::ZERO)).await;
-            return;
-        }
         let ask = async {
             let mut cl = AsyncClient::connect(&self.endpoint).await?;
             cl.call(&Request::Shutdown).await
@@ -503,15 +493,11 @@ impl AgentRef {
         let _ = tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, RELEASE_GRACE)).await;
     }
 
-    /// Shuts the container's agent down (it deletes the container first; a microVM just
-    /// powers off, which ends everything in it), or, for a sandbox nothing outlives
-    /// ([`AgentRef::power_cut`]), ends its process at once; then makes sure the sandbox's process is gone: one that has not exited
-    /// within [`RELEASE_GRACE`] (or whose agent does not answer) is killed. When this
+    /// Shuts the container's agent down (a host agent deletes its container first; a
+    /// microVM's agent syncs and powers off, which ends everything in the guest), then
+    /// makes sure the sandbox's process is gone: one that has not exited within [`RELEASE_GRACE`] (or whose agent does not answer) is killed. When this
     /// returns, no monitor or host agent of the container is left.
     pub fn release(&self) {
-        if self.power_cut {
-            return reap_sandbox(&self.pidfile, Duration::ZERO);
-        }
         if let Ok(mut cl) = Client::connect(&self.endpoint) {
             let _ = cl.call(&Request::Shutdown);
         }

@@ -1,5 +1,6 @@
 //! microVM isolation: one berth-vmm per container, configured by a `vm.json` (berth-vmm's
-//! own [`VmConfig`], serialised), with the guest kernel, the agent's initramfs, the
+//! own [`VmConfig`], serialised), with the guest kernel, the agent (its read-only erofs
+//! image on virtio-pmem, or its initramfs), the
 //! image's erofs root disk (`/dev/vda`, read-only) and hybrid vsock. The guest agent
 //! mounts the disk and runs the workload on an overlay with a tmpfs upper layer; it keeps
 //! the json-file log inside the guest, and berthd copies the output to the host log.
@@ -104,7 +105,7 @@ impl VmSandbox {
     pub fn config(&self, spec: &SandboxSpec, disk: PathBuf) -> Result<VmConfig> {
         let (Some(kernel), Some(initrd)) = (&self.kernel, &self.agent_initrd) else {
             return Err(Error::Sandbox(
-                "microVM containers need a guest kernel and the agent initramfs: start berthd with --kernel and --agent-initrd".into(),
+                "microVM containers need a guest kernel and the guest agent: start berthd with --kernel and --agent-initrd (its erofs image or initramfs)".into(),
             ));
         };
         // The agent as a read-only erofs image on virtio-pmem, run in place (DAX), or as an
@@ -409,6 +410,7 @@ impl Sandbox for VmSandbox {
         if self.trace {
             cmd.env("BERTH_VMM_TRACE", "1");
         }
+        let pmem_root = !config.pmem.is_empty();
         let mut client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
@@ -416,7 +418,14 @@ impl Sandbox for VmSandbox {
             &self.endpoint(&spec.run_dir),
             Duration::from_secs(120),
             "microVM",
-        )?;
+        )
+        .map_err(|e| match e {
+            // A guest kernel without virtio-pmem or DAX waits for its root for ever, quietly.
+            Error::Sandbox(m) if pmem_root && m.contains("did not answer") => Error::Sandbox(format!(
+                "{m} (the agent is an erofs image on virtio-pmem: the guest kernel needs VIRTIO_PMEM, NVDIMM_PFN and FS_DAX, see kernel/microvm.config; its console.log says more with berthd --vmm-debug)"
+            )),
+            e => e,
+        })?;
         self.trace(spec, "agent answered");
         let layer = guest_image_layer(image.id.hex());
         answer(client.call(&Request::MountStorage {

@@ -160,8 +160,9 @@ pub fn register_read_only(
         memory_size: len,
         userspace_addr: host,
     };
-    // SAFETY: the mapping [host, host+len) is owned by the device that asked for the slot
-    // and lives as long as the VM (the device is dropped with it).
+    // SAFETY: KVM reads one kvm_userspace_memory_region. The mapping [host, host+len) is
+    // owned by the device that asked for the slot; if it goes first (a failed build), KVM
+    // sees the unmap through its MMU notifier, and a read-only slot is never written.
     unsafe { vm.set_user_memory_region(r) }.map_err(MemoryError::Register)
 }
 

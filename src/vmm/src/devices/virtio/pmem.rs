@@ -53,14 +53,16 @@ struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is read-only memory owned by this struct; sharing its address between
-// threads is sound (nothing in the monitor writes through it).
+// SAFETY: the mapping is read-only memory owned by this struct; moving it to another
+// thread is sound (nothing in the monitor writes through it).
 unsafe impl Send for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: `addr`/`len` are exactly what mmap returned; nothing refers to them after
-        // the device (and the VM's memory slot, removed with the VM) is gone.
+        // SAFETY: `addr`/`len` are exactly what mmap returned, and the monitor holds no
+        // reference into them. The VM's read-only memory slot may outlive the mapping (a
+        // build that fails after this device drops it before the VM): KVM follows the
+        // unmap through its MMU notifier and never writes through a read-only slot.
         unsafe { libc::munmap(self.addr, self.len) };
     }
 }
@@ -153,7 +155,9 @@ impl VirtioDevice for Pmem {
             let mut answer = None;
             for d in chain {
                 if d.is_write_only() {
-                    answer.get_or_insert(d.addr());
+                    if d.len() >= 4 {
+                        answer.get_or_insert(d.addr());
+                    }
                 } else if d.len() >= 4 {
                     kind = mem.read_obj::<u32>(d.addr()).ok().map(u32::from_le);
                 }
