@@ -438,8 +438,14 @@ fn the_jailed_monitor_runs_confined_and_a_forbidden_call_stops_it() {
 /// the device still serves a well-formed request; the monitor's memory stays bounded, the
 /// disk keeps its size, nothing reaches the host's vsock listener from inside the jail,
 /// and the guest reboots normally at the end.
+/// The two hostile-guest tests are the heaviest lab runs in this file: one at a time, so
+/// that neither is starved past its monitor's time limit (both at once on two cores once
+/// took the attacks past 500 s; alone they take under 2 minutes).
+static HOSTILE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_monitor_survives_a_hostile_guest() {
+    let _one = HOSTILE.lock().unwrap_or_else(|e| e.into_inner());
     let (_build, attack) = guest_program("virtio-attack");
     let a = attack.display();
     let g = guest(
@@ -714,6 +720,7 @@ fn setup_reaches_the_first_kvm_run_natively() {
 /// normally; nothing outside the shared directory changes.
 #[test]
 fn virtio_fs_shares_a_directory_and_survives_a_hostile_guest() {
+    let _one = HOSTILE.lock().unwrap_or_else(|e| e.into_inner());
     let (_build, attack) = guest_program("virtiofs-attack");
     let virtiofsd = berth_e2e::virtiofsd().unwrap();
     let g = guest(
