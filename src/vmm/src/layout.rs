@@ -34,9 +34,9 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// Start of high memory, where the kernel is loaded.
 pub const HIMEM_START: u64 = 0x10_0000;
-/// Where the `index`th virtio-pmem image of a guest with `memory_mib` of RAM goes: above
-/// its RAM, 1 GiB aligned (a memory section of its own, never shared with RAM), each image
-/// at a 1 GiB boundary after the previous one's end.
+/// Where a virtio-pmem image of a guest with `memory_mib` of RAM goes: above its RAM and
+/// after the previous image's end (if any), 1 GiB aligned (memory sections of its own,
+/// never shared with RAM or another image).
 pub fn pmem_address(memory_mib: u64, previous_end: Option<u64>) -> u64 {
     const GIB: u64 = 1 << 30;
     let size = memory_mib << 20;

@@ -22,8 +22,8 @@ use vmm_sys_util::eventfd::EventFd;
 /// `quiet`: only warnings and worse reach the serial console (every byte through the
 /// emulated UART is a VM exit); append `loglevel=7` for the full console.
 /// `noreplace-smp`: a guest with one vCPU keeps its kernel text as built instead of
-/// rewriting every `lock` prefix for a uniprocessor: that rewrite copied a third of the
-/// kernel's text, shared between guests, into each guest (docs/boot.md).
+/// rewriting every `lock` prefix for a uniprocessor: that rewrite made private copies of
+/// the text pages it touched, shared between guests otherwise (docs/boot.md).
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off \
     8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable \
     page_reporting.page_reporting_order=9 noreplace-smp";

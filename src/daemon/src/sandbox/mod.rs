@@ -495,7 +495,8 @@ impl AgentRef {
 
     /// Shuts the container's agent down (a host agent deletes its container first; a
     /// microVM's agent syncs and powers off, which ends everything in the guest), then
-    /// makes sure the sandbox's process is gone: one that has not exited within [`RELEASE_GRACE`] (or whose agent does not answer) is killed. When this
+    /// makes sure the sandbox's process is gone: one that has not exited within
+    /// [`RELEASE_GRACE`] (or whose agent does not answer) is killed. When this
     /// returns, no monitor or host agent of the container is left.
     pub fn release(&self) {
         if let Ok(mut cl) = Client::connect(&self.endpoint) {
@@ -507,7 +508,8 @@ impl AgentRef {
 
 /// Starts `cmd` detached from berthd (its own session, so it outlives berthd), with its
 /// output in `log`; then waits until `endpoint` answers, up to `timeout`. If the process
-/// exits first, the error carries the last lines it wrote, at once.
+/// exits first, the error carries the last lines it wrote, at once; if it never answers,
+/// the error ends with `timeout_hint` (what may keep it silent), if any.
 pub fn spawn_detached(
     mut cmd: std::process::Command,
     log: &std::path::Path,
@@ -515,6 +517,7 @@ pub fn spawn_detached(
     endpoint: &Endpoint,
     timeout: Duration,
     what: &str,
+    timeout_hint: Option<&str>,
 ) -> Result<Client> {
     use std::os::unix::process::CommandExt;
     let out = private_file(log)?;
@@ -559,8 +562,9 @@ pub fn spawn_detached(
                 let _ = child.kill();
                 let _ = child.wait();
                 break Err(Error::Sandbox(format!(
-                    "the {what} did not answer within {}s: {e}",
-                    timeout.as_secs()
+                    "the {what} did not answer within {}s: {e}{}",
+                    timeout.as_secs(),
+                    timeout_hint.map(|h| format!(" ({h})")).unwrap_or_default()
                 )));
             }
             Err(_) => {

@@ -56,6 +56,7 @@ impl Sandbox for ProcessSandbox {
             &self.endpoint(&spec.run_dir),
             Duration::from_secs(10),
             "container's agent",
+            None,
         )?;
         Ok(Booted {
             rootfs: RootfsSpec {

@@ -54,6 +54,9 @@ pub struct VmSandbox {
 const PMEM_ROOT_CMDLINE: &str =
     "root=/dev/pmem0 rootfstype=erofs rootflags=dax=always ro rootwait init=/init";
 
+/// Why a microVM booting the agent image may never answer.
+const PMEM_ROOT_HINT: &str = "the agent is an erofs image on virtio-pmem: the guest kernel needs VIRTIO_PMEM, NVDIMM_PFN and FS_DAX, see kernel/microvm.config; its console.log says more with berthd --vmm-debug";
+
 /// Whether `path` is an erofs image (its superblock's magic at byte 1024) rather than an
 /// initramfs.
 fn is_erofs(path: &std::path::Path) -> std::io::Result<bool> {
@@ -410,7 +413,8 @@ impl Sandbox for VmSandbox {
         if self.trace {
             cmd.env("BERTH_VMM_TRACE", "1");
         }
-        let pmem_root = !config.pmem.is_empty();
+        // A guest kernel without virtio-pmem or DAX waits for its root for ever, quietly.
+        let hint = (!config.pmem.is_empty()).then_some(PMEM_ROOT_HINT);
         let mut client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
@@ -418,14 +422,8 @@ impl Sandbox for VmSandbox {
             &self.endpoint(&spec.run_dir),
             Duration::from_secs(120),
             "microVM",
-        )
-        .map_err(|e| match e {
-            // A guest kernel without virtio-pmem or DAX waits for its root for ever, quietly.
-            Error::Sandbox(m) if pmem_root && m.contains("did not answer") => Error::Sandbox(format!(
-                "{m} (the agent is an erofs image on virtio-pmem: the guest kernel needs VIRTIO_PMEM, NVDIMM_PFN and FS_DAX, see kernel/microvm.config; its console.log says more with berthd --vmm-debug)"
-            )),
-            e => e,
-        })?;
+            hint,
+        )?;
         self.trace(spec, "agent answered");
         let layer = guest_image_layer(image.id.hex());
         answer(client.call(&Request::MountStorage {

@@ -67,22 +67,20 @@ pub fn create(mib: u64, shared: bool) -> Result<GuestMemoryMmap, MemoryError> {
             });
         }
     }
-    if !shared {
-        let m = GuestMemoryMmap::from_ranges(&ram_ranges(mib))
-            .map_err(|e| MemoryError::Alloc(e, mib))?;
-        no_huge_pages(&m);
-        return Ok(m);
+    let m = if shared {
+        let file = memfd(mib << 20).map_err(MemoryError::Memfd)?;
+        let mut offset = 0u64;
+        let mut ranges = Vec::new();
+        for (addr, len) in ram_ranges(mib) {
+            let f = file.try_clone().map_err(MemoryError::Memfd)?;
+            ranges.push((addr, len, Some(vm_memory::FileOffset::new(f, offset))));
+            offset += len as u64;
+        }
+        GuestMemoryMmap::from_ranges_with_files(ranges)
+    } else {
+        GuestMemoryMmap::from_ranges(&ram_ranges(mib))
     }
-    let file = memfd(mib << 20).map_err(MemoryError::Memfd)?;
-    let mut offset = 0u64;
-    let mut ranges = Vec::new();
-    for (addr, len) in ram_ranges(mib) {
-        let f = file.try_clone().map_err(MemoryError::Memfd)?;
-        ranges.push((addr, len, Some(vm_memory::FileOffset::new(f, offset))));
-        offset += len as u64;
-    }
-    let m =
-        GuestMemoryMmap::from_ranges_with_files(ranges).map_err(|e| MemoryError::Alloc(e, mib))?;
+    .map_err(|e| MemoryError::Alloc(e, mib))?;
     no_huge_pages(&m);
     Ok(m)
 }
@@ -140,9 +138,6 @@ fn memfd(size: u64) -> std::io::Result<std::fs::File> {
 /// `KVM_SET_USER_MEMORY_REGION` = `_IOW(KVMIO, 0x46, struct kvm_userspace_memory_region)`.
 const KVM_SET_USER_MEMORY_REGION: libc::c_ulong = 0x4020_ae46;
 
-/// `KVM_MEM_READONLY`: guest writes to the slot exit to the monitor as MMIO writes.
-const KVM_MEM_READONLY: u32 = 1 << 1;
-
 /// Registers a read-only memory slot: `len` bytes at host address `host`, seen by the guest
 /// at `gpa`. The guest reads them directly; its writes exit to the monitor, which drops them
 /// (no device claims the address).
@@ -155,7 +150,8 @@ pub fn register_read_only(
 ) -> Result<(), MemoryError> {
     let r = kvm_userspace_memory_region {
         slot,
-        flags: KVM_MEM_READONLY,
+        // Guest writes to the slot exit to the monitor as MMIO writes.
+        flags: kvm_bindings::KVM_MEM_READONLY,
         guest_phys_addr: gpa,
         memory_size: len,
         userspace_addr: host,
