@@ -159,12 +159,42 @@ def phases(release, work, kernel, initrd, tar, n):
                 })
             except KeyError as e:
                 raise SystemExit(f"bench/run: no trace of {e} for container p{i}")
+        steps = run_steps(berth, os.path.join(work, "traced.log"), n)
     finally:
         d.terminate()
         d.wait()
     # Emulated seconds: compare them with one another, not with native figures.
     for k in rows[0]:
         print(f"lab_boot_{k}_s {statistics.median(r[k] for r in rows):.3f}")
+    for kind, per_step in steps.items():
+        for step, times in per_step.items():
+            name = step.replace(" ", "_")
+            print(f"lab_run_step_{kind}_{name}_ms {statistics.median(times) * 1000:.0f}")
+
+
+def run_steps(berth, log, n):
+    """`run --rm busybox true` as a microVM and with process isolation, alternating, n
+    times each, split at berthd's traced steps (`berthd: trace NS ID STEP` in its log):
+    {kind: {step: [seconds since the step before (the CLI's start for the first)]}}."""
+    out = {"vm": {}, "process": {}}
+    for _ in range(n):
+        for kind, extra in [("vm", []), ("process", ["--isolation", "process"])]:
+            pos = os.path.getsize(log)
+            t0 = time.monotonic_ns()
+            timed(berth + ["run", "--rm"] + extra + ["busybox", "true"])
+            t1 = time.monotonic_ns()
+            with open(log, errors="replace") as f:
+                f.seek(pos)
+                text = f.read()
+            prev = t0
+            for line in text.splitlines():
+                if line.startswith("berthd: trace "):
+                    _, _, ns, _, step = line.split(" ", 4)
+                    out[kind].setdefault(step, []).append((int(ns) - prev) / 1e9)
+                    prev = int(ns)
+            out[kind].setdefault("cli exit", []).append((t1 - prev) / 1e9)
+            out[kind].setdefault("total", []).append((t1 - t0) / 1e9)
+    return out
 
 
 if __name__ == "__main__":

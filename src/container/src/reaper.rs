@@ -12,7 +12,8 @@ const MAX_KEPT: usize = 4096;
 struct State {
     exited: Mutex<HashMap<i32, i32>>,
     changed: Condvar,
-    children: Mutex<bool>,
+    /// Forks so far: the reaper sleeps only while none happened since its last waitpid.
+    forks: Mutex<u64>,
     spawned: Condvar,
 }
 
@@ -22,7 +23,7 @@ fn state() -> &'static State {
         let s = State {
             exited: Mutex::new(HashMap::new()),
             changed: Condvar::new(),
-            children: Mutex::new(false),
+            forks: Mutex::new(0),
             spawned: Condvar::new(),
         };
         std::thread::Builder::new()
@@ -47,6 +48,9 @@ pub fn exit_status(status: libc::c_int) -> i32 {
 fn reap_forever() {
     let s = state();
     loop {
+        // Read before waitpid: a fork between its "no children" and the sleep below is
+        // seen, not slept through.
+        let seen = *s.forks.lock().unwrap_or_else(|e| e.into_inner());
         let mut status = 0;
         // SAFETY: waitpid writes the status into `status`, a valid c_int.
         let pid = unsafe { libc::waitpid(-1, &mut status, libc::__WALL) };
@@ -64,18 +68,14 @@ fn reap_forever() {
         if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
-        // No children: sleep until someone forks.
-        let mut has = s.children.lock().unwrap_or_else(|e| e.into_inner());
-        *has = false;
-        while !*has {
-            let (g, _) = s
+        // No children: sleep until someone forks, or for 500 ms (orphans may have been
+        // reparented to us meanwhile).
+        let forks = s.forks.lock().unwrap_or_else(|e| e.into_inner());
+        if *forks == seen {
+            let _ = s
                 .spawned
-                .wait_timeout(has, Duration::from_millis(500))
+                .wait_timeout(forks, Duration::from_millis(500))
                 .unwrap_or_else(|e| e.into_inner());
-            has = g;
-            if !*has {
-                break; // re-check: orphans may have been reparented to us
-            }
         }
     }
 }
@@ -93,7 +93,7 @@ pub fn start() {
 /// Tells the reaper a child exists (call after every fork).
 pub fn spawned() {
     let s = state();
-    *s.children.lock().unwrap_or_else(|e| e.into_inner()) = true;
+    *s.forks.lock().unwrap_or_else(|e| e.into_inner()) += 1;
     s.spawned.notify_all();
 }
 

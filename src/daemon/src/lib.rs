@@ -27,3 +27,17 @@ pub fn log(level: &str, msg: &str, fields: &[(&str, &str)]) {
     }
     eprintln!("{}", serde_json::Value::Object(m));
 }
+
+/// With `BERTH_VMM_TRACE` set in berthd's environment, one line on stderr: the host's
+/// CLOCK_MONOTONIC in nanoseconds, a container's short ID and a step of its life
+/// (`berthd: trace NS ID STEP`), for bench/run's and docs/boot.md's phases.
+pub fn trace(id: &str, step: &str) {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *ON.get_or_init(|| std::env::var_os("BERTH_VMM_TRACE").is_some()) {
+        eprintln!(
+            "berthd: trace {} {} {step}",
+            berth_vmm::vm::monotonic_ns(),
+            &id[..12.min(id.len())]
+        );
+    }
+}

@@ -130,6 +130,10 @@ pub fn power_off() -> ! {
     // SAFETY: sync and reboot take no pointers; reboot does not return on success.
     unsafe {
         libc::sync();
+    }
+    trace("power off: synced");
+    // SAFETY: as above.
+    unsafe {
         libc::reboot(libc::RB_AUTOBOOT);
     }
     std::process::exit(1)

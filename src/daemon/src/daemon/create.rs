@@ -383,6 +383,7 @@ impl Daemon {
             &id,
             &[("name", name), ("image", image)],
         );
+        crate::trace(&id, "created record");
         Ok(id)
     }
 }

@@ -71,6 +71,7 @@ impl Daemon {
             self.remove_anonymous_volumes(&rec);
         }
         c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
+        crate::trace(&rec.id, "removed");
         Ok(())
     }
 

@@ -105,6 +105,7 @@ impl Daemon {
     }
 
     fn start_in_sandbox(self: &Arc<Self>, c: &Arc<Ctr>, rec: &Record) -> Result<i32> {
+        crate::trace(&rec.id, "start");
         let run = self.run_dir(&rec.id);
         let _ = std::fs::remove_dir_all(&run);
         std::fs::create_dir_all(&run).map_err(Error::io(format!("{}", run.display())))?;
@@ -118,6 +119,7 @@ impl Daemon {
         } else {
             Vec::new()
         };
+        crate::trace(&rec.id, "taps and shares");
         let mut booted = sandbox.boot(&SandboxSpec {
             id: rec.id.clone(),
             dir: self.dir(&rec.id),
@@ -129,6 +131,7 @@ impl Daemon {
             nics,
             shares,
         })?;
+        crate::trace(&rec.id, "booted");
         let spec = self.spec(rec, &booted)?;
         let pid = match answer(booted.client.call(&Request::Create {
             id: rec.id.clone(),
@@ -141,7 +144,9 @@ impl Daemon {
                 )))
             }
         };
+        crate::trace(&rec.id, "created");
         self.net_up(c, rec, pid, proxies)?;
+        crate::trace(&rec.id, "network up");
         let agent = self.agent(rec);
         if let (true, Some((rows, cols))) = (rec.tty, rec.console_size) {
             agent.resize(None, rows, cols)?;
@@ -159,6 +164,7 @@ impl Daemon {
             let _ = a.blocking_recv();
         }
         answer(booted.client.call(&Request::Start { id: rec.id.clone() }))?;
+        crate::trace(&rec.id, "started");
         self.supervise(c.clone());
         Ok(pid)
     }
@@ -199,13 +205,16 @@ impl Daemon {
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
                 }
             }
+            crate::trace(&rec.id, "exited");
             if let Some(h) = health {
                 h.abort();
             }
             if let Some(copier) = copier {
                 copier.finish(DRAIN_IDLE).await;
             }
+            crate::trace(&rec.id, "log copied");
             c.relays_done(DRAIN_IDLE).await;
+            crate::trace(&rec.id, "relays done");
             let (status, oom, err) = match status {
                 Some((s, oom)) => (s, oom, ""),
                 None => (255, false, "lost contact with the container's agent"),
@@ -213,11 +222,14 @@ impl Daemon {
             // The sandbox goes before the exit is reported: whoever acts on the exit (rm,
             // restart, a waiting `run --rm`) finds no monitor, agent or socket left.
             agent.release_async().await;
+            crate::trace(&rec.id, "released");
             let (d2, r2) = (d.clone(), rec.clone());
             let _ = tokio::task::spawn_blocking(move || d2.sandbox_gone(&r2)).await;
+            crate::trace(&rec.id, "sandbox gone");
             // Records and removals write files: off the async workers.
             let (d2, c2) = (d.clone(), c.clone());
             let _ = tokio::task::spawn_blocking(move || d2.finish(&c2, status, oom, err)).await;
+            crate::trace(&rec.id, "finished");
             if !rec.auto_remove {
                 d.maybe_restart(c.clone(), status, began.elapsed()).await;
             }
