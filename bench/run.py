@@ -130,7 +130,8 @@ def trace_times(path, prefix):
 
 def phases(release, work, kernel, initrd, tar, n):
     """Where a microVM's boot goes: a berthd whose monitors trace their steps (a quiet
-    console; the agent adds three lines to it), `run -d` n times."""
+    console; the agent adds its steps' lines to it), `run -d` n times; then `run --rm`
+    split at berthd's steps (run_steps)."""
     env = dict(os.environ, BERTH_VMM_TRACE="1")
     d, sock = start_berthd(release, work, "traced", kernel, initrd, ["--bridge", "none"], env=env)
     rows = []
@@ -174,22 +175,30 @@ def phases(release, work, kernel, initrd, tar, n):
 
 def run_steps(berth, log, n):
     """`run --rm busybox true` as a microVM and with process isolation, alternating, n
-    times each, split at berthd's traced steps (`berthd: trace NS ID STEP` in its log):
-    {kind: {step: [seconds since the step before (the CLI's start for the first)]}}."""
+    times each, split at berthd's traced steps (`berthd: trace NS ID STEP` in its log, the
+    run's container only): {kind: {step: [seconds since the step before (the CLI's start
+    for the first)]}}."""
     out = {"vm": {}, "process": {}}
+    timed(berth + ["run", "--rm", "--isolation", "process", "busybox", "true"])
     for _ in range(n):
         for kind, extra in [("vm", []), ("process", ["--isolation", "process"])]:
             pos = os.path.getsize(log)
             t0 = time.monotonic_ns()
             timed(berth + ["run", "--rm"] + extra + ["busybox", "true"])
             t1 = time.monotonic_ns()
-            with open(log, errors="replace") as f:
+            with open(log, "rb") as f:
                 f.seek(pos)
-                text = f.read()
-            prev = t0
+                text = f.read().decode(errors="replace")
+            prev, cid = t0, None
             for line in text.splitlines():
                 if line.startswith("berthd: trace "):
-                    _, _, ns, _, step = line.split(" ", 4)
+                    _, _, ns, id_, step = line.split(" ", 4)
+                    # The first step of this run names its container; a late line of
+                    # an earlier container is not this run's.
+                    if cid is None and step == "created record":
+                        cid = id_
+                    if id_ != cid:
+                        continue
                     out[kind].setdefault(step, []).append((int(ns) - prev) / 1e9)
                     prev = int(ns)
             out[kind].setdefault("cli exit", []).append((t1 - prev) / 1e9)

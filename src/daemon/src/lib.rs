@@ -37,7 +37,7 @@ pub fn trace(id: &str, step: &str) {
         eprintln!(
             "berthd: trace {} {} {step}",
             berth_vmm::vm::monotonic_ns(),
-            &id[..12.min(id.len())]
+            id.get(..12).unwrap_or(id)
         );
     }
 }

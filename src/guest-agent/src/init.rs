@@ -127,12 +127,12 @@ pub fn trace(step: &str) {
 
 /// Syncs and reboots: with the guest's `reboot=k` the monitor sees the reset and exits 0.
 pub fn power_off() -> ! {
-    // SAFETY: sync and reboot take no pointers; reboot does not return on success.
+    // SAFETY: sync takes no arguments.
     unsafe {
         libc::sync();
     }
     trace("power off: synced");
-    // SAFETY: as above.
+    // SAFETY: reboot takes no pointers; it does not return on success.
     unsafe {
         libc::reboot(libc::RB_AUTOBOOT);
     }

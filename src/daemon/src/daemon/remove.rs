@@ -70,8 +70,9 @@ impl Daemon {
         if volumes {
             self.remove_anonymous_volumes(&rec);
         }
-        c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
+        // Before the phase: that wakes a waiting `run --rm`.
         crate::trace(&rec.id, "removed");
+        c.phase.send_replace(Phase::Removed(rec.state.exit_code()));
         Ok(())
     }
 
