@@ -334,7 +334,6 @@ impl Agent {
                 format!("container {id} already exists"),
             ));
         }
-        crate::init::trace("create");
         let mut oci = spec.oci;
         if !spec.etc_files.is_empty() {
             self.etc_files(&id, &spec.etc_files, &mut oci)?;
@@ -382,9 +381,7 @@ impl Agent {
         let log_changes = log
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).changes());
-        crate::init::trace("create: log open");
         let (c, streams) = Container::create(&cfg).map_err(runtime_err).map_err(undo)?;
-        crate::init::trace("create: container created");
         let pid = c.pid;
         let mut attach = Attach::from(streams);
         let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
@@ -456,18 +453,14 @@ impl Agent {
         // attacher (the agent may be told to shut down right after).
         let tees =
             std::mem::take(&mut e.main.attach.lock().unwrap_or_else(|p| p.into_inner()).tees);
-        crate::init::trace("start");
         let (status, reply) = match c.start() {
             Ok(()) => (None, Ok(Response::Ok)),
             Err(er) => (er.exit_status(), Err(runtime_err(er))),
         };
-        crate::init::trace("start: done");
         let changes = e.log_changes.clone();
         std::thread::spawn(move || {
             let s = reaper::wait(pid);
-            crate::init::trace("exit: reaped");
             Tee::drained(tees, DRAIN_IDLE);
-            crate::init::trace("exit: drained");
             exit.set(status.unwrap_or(s));
             if let Some(c) = changes {
                 c.bump();
