@@ -90,6 +90,7 @@ def lab(release, kernel, initrd, tar, n):
         d.terminate()
         d.wait()
     phases(release, work, kernel, initrd, tar, n)
+    guest_steps(release, work, kernel, initrd, tar, n)
     # The cost of the monitor's jail: two berthds, alike but for --vmm-jail, without a
     # bridge (one default bridge per host), alternating.
     daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
@@ -171,6 +172,64 @@ def phases(release, work, kernel, initrd, tar, n):
         for step, times in per_step.items():
             name = step.replace(" ", "_")
             print(f"lab_run_step_{kind}_{name}_ms {statistics.median(times) * 1000:.0f}")
+
+
+# /proc/stat's columns in the agent's step lines (USER_HZ ticks: 10 ms).
+CPU_COLUMNS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"]
+
+
+def step_lines(path):
+    """[(guest seconds, [cpu ticks], step)] from the agent's `berth-agent: step` lines."""
+    out = []
+    for line in open(path, errors="replace").read().splitlines():
+        if line.startswith("berth-agent: step "):
+            f = line.split(" ")
+            # berth-agent: step T cpu U N S I W Q SQ ST STEP...
+            out.append((float(f[2]), [int(x) for x in f[4:12]], " ".join(f[12:])))
+    return out
+
+
+def guest_steps(release, work, kernel, initrd, tar, n):
+    """Inside the guest (BERTH_VMM_TRACE=guest: the agent notes its steps with the guest's
+    CPU time, written at power-off): `run busybox true` as a microVM n times; medians of
+    the container's create, start and run (exec to reaped) in guest ms, and of the guest's
+    CPU time by kind from the agent's set-up to its power-off."""
+    env = dict(os.environ, BERTH_VMM_TRACE="guest")
+    d, sock = start_berthd(release, work, "steps", kernel, initrd, ["--bridge", "none"], env=env)
+    rows = []
+    try:
+        berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
+        subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+        timed(berth + ["run", "--rm", "busybox", "true"])
+        for i in range(n):
+            timed(berth + ["run", "--name", f"s{i}", "busybox", "true"])
+            cid = subprocess.run(berth + ["inspect", "-f", "{{.Id}}", f"s{i}"], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+            # The monitor is gone once the run returns: the console is complete.
+            steps = step_lines(os.path.join(work, "steps-data", "containers", cid, "console.log"))
+            subprocess.run(berth + ["rm", f"s{i}"], check=True, stdout=subprocess.DEVNULL)
+            at = {}
+            for t, cpu, step in steps:
+                at.setdefault(step, (t, cpu))
+            try:
+                row = {
+                    "create": at["create: done"][0] - at["create"][0],
+                    "start": at["start: exec'd"][0] - at["start"][0],
+                    "run": at["exit: reaped"][0] - at["start: exec'd"][0],
+                    "set_up_to_power_off": at["power off"][0] - at["set up"][0],
+                }
+            except KeyError as e:
+                raise SystemExit(f"bench/run: no guest step {e} for container s{i}")
+            first, last = at["set up"][1], at["power off"][1]
+            for k, name in enumerate(CPU_COLUMNS):
+                if name in ("user", "system", "iowait", "steal", "idle"):
+                    row[f"cpu_{name}"] = (last[k] - first[k]) / 100
+            rows.append(row)
+    finally:
+        d.terminate()
+        d.wait()
+    for k in rows[0]:
+        print(f"lab_guest_{k}_ms {statistics.median(r[k] for r in rows) * 1000:.0f}")
 
 
 def run_steps(berth, log, n):

@@ -235,6 +235,7 @@ impl Container {
             },
         };
         crate::rootfs::validate(&plan).map_err(|e| Error::InvalidSpec(e.to_string()))?;
+        crate::step("create: cgroup");
         let cgroup = Cgroup::create(&cfg.cgroup_root, &cfg.id, &limits)
             .map_err(|e| Error::Cgroup(e.to_string()))?;
         if cfg.device_filter && !privileged {
@@ -278,6 +279,7 @@ impl Container {
             ..plan
         };
         let hostname = cfg.spec.hostname().clone();
+        crate::step("create: fork");
         let created = process::create(&plan, &ns, hostname.as_deref(), &cgroup, &pc, child)
             .map_err(cleanup)?;
         Ok((

@@ -75,3 +75,18 @@ impl Error {
         }
     }
 }
+
+static STEP_HOOK: std::sync::OnceLock<fn(&str)> = std::sync::OnceLock::new();
+
+/// Where the steps of a container's creation and start are noted (the guest agent's
+/// step notes, docs/boot.md). Set once; later calls are ignored.
+pub fn set_step_hook(hook: fn(&str)) {
+    let _ = STEP_HOOK.set(hook);
+}
+
+/// Notes a step through the hook, if any.
+pub(crate) fn step(what: &str) {
+    if let Some(f) = STEP_HOOK.get() {
+        f(what)
+    }
+}

@@ -196,7 +196,9 @@ fn double_fork(
     }
     drop(sync_w);
     drop(pid_w);
+    crate::step("create: forked");
     let first = reaper::wait(pid);
+    crate::step("create: intermediate reaped");
     let mut b = [0u8; 4];
     let inner = pid_r.read_exact(&mut b).ok().map(|_| i32::from_le_bytes(b));
     Ok(Forked {
@@ -245,7 +247,9 @@ pub fn create(
     let run =
         move |sync: &mut File| container_init(plan, ns, hostname, process, &stdio, sync, &mut go_r);
     let mut f = double_fork(enter, run)?;
-    match (read_report(&mut f.sync), f.pid) {
+    let report = read_report(&mut f.sync);
+    crate::step("create: ready");
+    match (report, f.pid) {
         (Ok(true), Some(pid)) => Ok(Created {
             pid,
             sync: f.sync,
@@ -276,7 +280,10 @@ impl Created {
             .write_all(b"g")
             .map_err(Error::io("starting the container process"))?;
         drop(self.go);
-        match read_report(&mut self.sync) {
+        crate::step("start: go sent");
+        let report = read_report(&mut self.sync);
+        crate::step("start: exec'd");
+        match report {
             Ok(_) => Ok(self.pid),
             Err((code, msg)) => Err(report_to_error(code, msg)),
         }

@@ -127,6 +127,7 @@ pub fn trace(step: &str) {
 
 /// Syncs and reboots: with the guest's `reboot=k` the monitor sees the reset and exits 0.
 pub fn power_off() -> ! {
+    crate::steps::flush();
     // SAFETY: sync and reboot take no pointers; reboot does not return on success.
     unsafe {
         libc::sync();

@@ -13,6 +13,7 @@ mod net;
 mod output;
 mod run;
 mod server;
+mod steps;
 mod vsock;
 
 use std::path::PathBuf;
@@ -65,6 +66,8 @@ fn main() {
             eprintln!("berth-agent: guest setup: {e}");
         }
         init::trace("guest set up");
+        steps::note("set up");
+        berth_container::set_step_hook(steps::note);
     }
     let agent = server::Agent::new(state_dir, cgroup_root, pid1);
     if pid1 {

@@ -188,6 +188,7 @@ impl Agent {
 
     /// Handles one control request. Never panics on bad input.
     pub fn handle(self: &Arc<Self>, req: Request) -> (Reply, bool) {
+        crate::steps::note(req.op());
         let r = match req {
             Request::MountStorage {
                 source,
@@ -382,6 +383,7 @@ impl Agent {
             .as_ref()
             .map(|l| l.lock().unwrap_or_else(|e| e.into_inner()).changes());
         let (c, streams) = Container::create(&cfg).map_err(runtime_err).map_err(undo)?;
+        crate::steps::note("create: done");
         let pid = c.pid;
         let mut attach = Attach::from(streams);
         let pty = attach.pty.as_ref().and_then(|p| p.try_clone().ok());
@@ -460,7 +462,9 @@ impl Agent {
         let changes = e.log_changes.clone();
         std::thread::spawn(move || {
             let s = reaper::wait(pid);
+            crate::steps::note("exit: reaped");
             Tee::drained(tees, DRAIN_IDLE);
+            crate::steps::note("exit: drained");
             exit.set(status.unwrap_or(s));
             if let Some(c) = changes {
                 c.bump();
@@ -618,6 +622,7 @@ impl Agent {
             ProcRef::Exec(p) => (p.exit.clone(), false),
         };
         let status = exit.wait();
+        crate::steps::note("wait: answered");
         if let (false, Some(x)) = (main, exec_id) {
             // An exec's exit is reported once (berthd keeps its record): the agent lets
             // it go, so that execs (healthchecks every few seconds) do not pile up.
@@ -925,6 +930,7 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
         );
         return;
     }
+    crate::steps::note(hello.channel.kind());
     match hello.channel {
         Channel::Control => {
             if write_frame(&mut conn, &hello_ok()).is_err() {
@@ -992,6 +998,7 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
 }
 
 fn spawn_conn(agent: &Arc<Agent>, conn: UnixStream) {
+    crate::steps::note("connection accepted");
     let a = agent.clone();
     if std::thread::Builder::new()
         .name("conn".into())

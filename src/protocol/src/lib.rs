@@ -455,6 +455,42 @@ pub struct Stats {
     pub cpu_usec: u64,
 }
 
+impl Channel {
+    /// The channel's kind as the wire names it (`control`, `stdio`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Channel::Control => "control",
+            Channel::Stdio { .. } => "stdio",
+            Channel::Log { .. } => "log",
+            Channel::CopyIn { .. } => "copy_in",
+            Channel::CopyOut { .. } => "copy_out",
+        }
+    }
+}
+
+impl Request {
+    /// The request's `op`, as the wire names it (`create`, `start`, ...).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Request::MountStorage { .. } => "mount_storage",
+            Request::ConfigureNetwork { .. } => "configure_network",
+            Request::Create { .. } => "create",
+            Request::Start { .. } => "start",
+            Request::Exec { .. } => "exec",
+            Request::StartExec { .. } => "start_exec",
+            Request::Signal { .. } => "signal",
+            Request::ResizeTty { .. } => "resize_tty",
+            Request::Wait { .. } => "wait",
+            Request::Stats { .. } => "stats",
+            Request::ListProcesses { .. } => "list_processes",
+            Request::Freeze { .. } => "freeze",
+            Request::Update { .. } => "update",
+            Request::Delete { .. } => "delete",
+            Request::Shutdown => "shutdown",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +508,37 @@ mod tests {
         assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
         let back: Request = read_frame(&mut &buf[..]).unwrap();
         assert_eq!(back, req);
+    }
+
+    #[test]
+    fn op_and_kind_are_the_wire_names() {
+        for req in [
+            Request::Shutdown,
+            Request::Start { id: "c1".into() },
+            Request::Signal {
+                id: "c1".into(),
+                exec_id: None,
+                signal: 15,
+                all: false,
+            },
+        ] {
+            let v = serde_json::to_value(&req).unwrap();
+            assert_eq!(v["op"], req.op());
+        }
+        for ch in [
+            Channel::Control,
+            Channel::Log {
+                container: "c1".into(),
+                offset: 0,
+            },
+        ] {
+            let v = serde_json::to_value(&ch).unwrap();
+            let name = v
+                .as_str()
+                .map(str::to_owned)
+                .or_else(|| v.as_object().and_then(|o| o.keys().next().cloned()));
+            assert_eq!(name.as_deref(), Some(ch.kind()));
+        }
     }
 
     #[test]

@@ -211,6 +211,9 @@ pub fn main(args: Vec<String>, hook: Option<fn()>) -> ExitCode {
         vm.jailed();
     }
     let exit = vm.run();
+    if std::env::var_os("BERTH_VMM_TRACE").is_some() {
+        eprintln!("berth-vmm: trace {} stopped", crate::vm::monotonic_ns());
+    }
     if exit.code != 0 {
         eprintln!("berth-vmm: {}", exit.reason);
     }

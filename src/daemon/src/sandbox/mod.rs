@@ -489,6 +489,7 @@ impl AgentRef {
             cl.call(&Request::Shutdown).await
         };
         let _ = tokio::time::timeout(RELEASE_GRACE, ask).await;
+        crate::trace(&self.id, "agent shut down");
         let pidfile = self.pidfile.clone();
         let _ = tokio::task::spawn_blocking(move || reap_sandbox(&pidfile, RELEASE_GRACE)).await;
     }

@@ -47,6 +47,9 @@ pub struct VmSandbox {
     /// Boot steps traced (`--vmm-debug`, or BERTH_VMM_TRACE in berthd's environment,
     /// which its monitors inherit: the bench's phases with a quiet console).
     trace: bool,
+    /// `BERTH_VMM_TRACE=guest`: the agent also notes each request and container step
+    /// with the guest's CPU time, written to the console at power-off (docs/boot.md).
+    guest_steps: bool,
 }
 
 /// The kernel arguments for an agent image on /dev/pmem0: the guest mounts it read-only
@@ -86,6 +89,7 @@ impl VmSandbox {
             images,
             debug: opts.vmm_debug,
             trace: opts.vmm_debug || std::env::var_os("BERTH_VMM_TRACE").is_some(),
+            guest_steps: std::env::var_os("BERTH_VMM_TRACE").is_some_and(|v| v == "guest"),
         }
     }
 
@@ -154,7 +158,11 @@ impl VmSandbox {
                 image.then_some(PMEM_ROOT_CMDLINE),
                 self.debug.then_some(DEBUG_CMDLINE),
                 // The agent's own steps, on the console (docs/boot.md).
-                self.trace.then_some("berth_trace=1"),
+                if self.guest_steps {
+                    Some("berth_trace=2")
+                } else {
+                    self.trace.then_some("berth_trace=1")
+                },
             ]
             .into_iter()
             .flatten()
