@@ -181,7 +181,9 @@ CPU_COLUMNS = ["user", "nice", "system", "idle", "iowait", "irq", "softirq", "st
 def step_lines(path):
     """[(guest seconds, [cpu ticks], step)] from the agent's `berth-agent: step` lines."""
     out = []
-    for line in open(path, errors="replace").read().splitlines():
+    with open(path, errors="replace") as f:
+        text = f.read()
+    for line in text.splitlines():
         if line.startswith("berth-agent: step "):
             f = line.split(" ")
             # berth-agent: step T cpu U N S I W Q SQ ST STEP...

@@ -196,9 +196,9 @@ fn double_fork(
     }
     drop(sync_w);
     drop(pid_w);
-    crate::step("create: forked");
+    crate::step("fork: forked");
     let first = reaper::wait(pid);
-    crate::step("create: intermediate reaped");
+    crate::step("fork: intermediate reaped");
     let mut b = [0u8; 4];
     let inner = pid_r.read_exact(&mut b).ok().map(|_| i32::from_le_bytes(b));
     Ok(Forked {

@@ -106,7 +106,7 @@ pub fn setup_guest() -> std::io::Result<()> {
     Ok(())
 }
 
-/// With `berth_trace=1` on the kernel command line (the kernel hands it to PID 1 as an
+/// With `berth_trace` on the kernel command line (1, or 2 for [`crate::steps`] too) (the kernel hands it to PID 1 as an
 /// environment variable; berthd adds it when it traces boots), one line on the console:
 /// a start-up step and the guest's time since boot, for docs/boot.md's phases.
 pub fn trace(step: &str) {
