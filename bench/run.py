@@ -191,14 +191,33 @@ def step_lines(path):
     return out
 
 
-def guest_steps(release, work, kernel, initrd, tar, n):
+def kernel_lines(path):
+    """The kernel's boot from the agent's `berth-agent: initcall T USECS NAME` and
+    `berth-agent: kernel T MESSAGE` lines: ({initcall: ms}, {message: kernel seconds})."""
+    calls, marks = {}, {}
+    with open(path, errors="replace") as f:
+        text = f.read()
+    for line in text.splitlines():
+        parts = line.split(" ", 4)
+        if line.startswith("berth-agent: initcall ") and len(parts) == 5:
+            calls[parts[4]] = calls.get(parts[4], 0) + int(parts[3]) / 1000
+        elif line.startswith("berth-agent: kernel "):
+            _, _, t, msg = line.split(" ", 3)
+            # "Freeing (or Keeping) unused kernel image (initmem) memory: 772K": the first
+            # marks the end of the initcalls.
+            name = "init sections" if "unused kernel image" in msg else msg
+            marks.setdefault(name, float(t))
+    return calls, marks
+
+
+def guest_steps(release, work, kernel_path, initrd, tar, n):
     """Inside the guest (BERTH_VMM_TRACE=guest: the agent notes its steps with the guest's
     CPU time, written at power-off): `run busybox true` as a microVM n times; medians of
     the container's create, start and run (exec to reaped) in guest ms, and of the guest's
     CPU time by kind from the agent's set-up to its power-off."""
     env = dict(os.environ, BERTH_VMM_TRACE="guest")
-    d, sock = start_berthd(release, work, "steps", kernel, initrd, ["--bridge", "none"], env=env)
-    rows = []
+    d, sock = start_berthd(release, work, "steps", kernel_path, initrd, ["--bridge", "none"], env=env)
+    rows, kernel = [], []
     try:
         berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]
         subprocess.run(berth + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
@@ -208,7 +227,9 @@ def guest_steps(release, work, kernel, initrd, tar, n):
             cid = subprocess.run(berth + ["inspect", "-f", "{{.Id}}", f"s{i}"], check=True,
                                  capture_output=True, text=True).stdout.strip()
             # The monitor is gone once the run returns: the console is complete.
-            steps = step_lines(os.path.join(work, "steps-data", "containers", cid, "console.log"))
+            console = os.path.join(work, "steps-data", "containers", cid, "console.log")
+            steps = step_lines(console)
+            kernel.append(kernel_lines(console))
             subprocess.run(berth + ["rm", f"s{i}"], check=True, stdout=subprocess.DEVNULL)
             at = {}
             for t, cpu, step in steps:
@@ -232,6 +253,17 @@ def guest_steps(release, work, kernel, initrd, tar, n):
         d.wait()
     for k in rows[0]:
         print(f"lab_guest_{k}_ms {statistics.median(r[k] for r in rows) * 1000:.0f}")
+    # The guest kernel's boot in its own clock (initcall_debug, from the kernel's log).
+    totals = [sum(c.values()) for c, _ in kernel]
+    print(f"lab_guest_kernel_slow_initcalls_ms {statistics.median(totals):.0f}")
+    for name, key in [("init sections", "initcalls_done"), ("Run /init as init process", "run_init")]:
+        at = [m[name] for _, m in kernel if name in m]
+        if at:
+            print(f"lab_guest_kernel_{key}_s {statistics.median(at):.3f}")
+    names = {k for c, _ in kernel for k in c}
+    med = {k: statistics.median(c.get(k, 0) for c, _ in kernel) for k in names}
+    for k in sorted(med, key=med.get, reverse=True)[:12]:
+        print(f"lab_guest_initcall_{k}_ms {med[k]:.0f}")
 
 
 def run_steps(berth, log, n):

@@ -76,11 +76,79 @@ pub fn flush() {
     let steps = std::mem::take(&mut *STEPS.lock().unwrap_or_else(|e| e.into_inner()));
     let mut out = steps.join("\n");
     out.push('\n');
+    for l in kernel_lines() {
+        out.push_str(&l);
+        out.push('\n');
+    }
     let _ = std::io::stderr().lock().write_all(out.as_bytes());
     // The console takes the bytes into its buffer; wait until the UART has sent them, or
     // the reboot right after cuts the tail off.
     // SAFETY: tcdrain takes a descriptor number (an error, e.g. not a terminal, is ignored).
     unsafe { libc::tcdrain(2) };
+}
+
+/// Initcalls that took at least this long are reported (the kernel's `initcall_debug`).
+const SLOW_INITCALL_US: u64 = 1000;
+
+/// The kernel's own account of its boot, from its log (`/dev/kmsg`; berthd adds
+/// `initcall_debug` to the command line with `berth_trace=2`, whose lines stay in the log,
+/// off a quiet console): each initcall of at least [`SLOW_INITCALL_US`], and the end of
+/// the boot (the init sections freed, /init run), with the kernel's time.
+fn kernel_lines() -> Vec<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut f) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    // One record per read; EAGAIN at the end.
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if let Some(l) = kernel_line(&String::from_utf8_lossy(&buf[..n])) {
+                    out.push(l);
+                }
+            }
+            // A record overwritten while reading (EPIPE): go on with the next.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+/// One `/dev/kmsg` record (`PRIO,SEQ,USEC,FLAGS;MESSAGE`) as a line for the notes, if it
+/// is a slow initcall or a step of the boot's end.
+fn kernel_line(record: &str) -> Option<String> {
+    let (head, msg) = record.split_once(';')?;
+    let msg = msg.lines().next()?;
+    let usec: u64 = head.split(',').nth(2)?.parse().ok()?;
+    let at = format!("{}.{:06}", usec / 1_000_000, usec % 1_000_000);
+    // "initcall foo+0x0/0x20 returned 0 after 1234 usecs"
+    if let Some(rest) = msg.strip_prefix("initcall ") {
+        let (name, tail) = rest.split_once(' ')?;
+        let took: u64 = tail
+            .split_once(" after ")?
+            .1
+            .strip_suffix(" usecs")?
+            .parse()
+            .ok()?;
+        let name = name.split('+').next()?;
+        return (took >= SLOW_INITCALL_US)
+            .then(|| format!("berth-agent: initcall {at} {took} {name}"));
+    }
+    // berth's kernel keeps the init sections rather than freeing them (kernel/patches).
+    (msg.starts_with("Freeing unused kernel image")
+        || msg.starts_with("Keeping unused kernel image")
+        || msg.starts_with("Run /init"))
+    .then(|| format!("berth-agent: kernel {at} {msg}"))
 }
 
 #[cfg(test)]
@@ -101,6 +169,27 @@ mod tests {
             line(1, 5_000_000, &cpu, "create: forked"),
             "berth-agent: step 1.005000 cpu 26 0 47 3 17 0 2 23 create: forked"
         );
+    }
+
+    #[test]
+    fn slow_initcalls_and_the_boots_end_from_the_kernel_log() {
+        assert_eq!(
+            kernel_line(
+                "7,812,412345,-;initcall fuse_init+0x0/0x1a0 returned 0 after 15234 usecs\n"
+            ),
+            Some("berth-agent: initcall 0.412345 15234 fuse_init".into())
+        );
+        assert_eq!(
+            kernel_line("7,813,412400,-;initcall quick+0x0/0x10 returned 0 after 12 usecs\n"),
+            None,
+            "fast ones are left out"
+        );
+        assert_eq!(
+            kernel_line("6,900,1532209,-;Run /init as init process\n SUBSYSTEM=x\n"),
+            Some("berth-agent: kernel 1.532209 Run /init as init process".into())
+        );
+        assert_eq!(kernel_line("6,1,2,-;Linux version 6.1\n"), None);
+        assert_eq!(kernel_line("garbage"), None);
     }
 
     #[test]

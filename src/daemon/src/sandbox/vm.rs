@@ -159,7 +159,7 @@ impl VmSandbox {
                 self.debug.then_some(DEBUG_CMDLINE),
                 // The agent's own steps, on the console (docs/boot.md).
                 if self.guest_steps {
-                    Some("berth_trace=2")
+                    Some("berth_trace=2 initcall_debug")
                 } else {
                     self.trace.then_some("berth_trace=1")
                 },
