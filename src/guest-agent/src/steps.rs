@@ -105,14 +105,22 @@ fn kernel_lines() -> Vec<String> {
         return Vec::new();
     };
     let mut out = Vec::new();
+    let mut last: Option<(u64, String)> = None;
     // One record per read; EAGAIN at the end.
     let mut buf = vec![0u8; 8192];
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                if let Some(l) = kernel_line(&String::from_utf8_lossy(&buf[..n])) {
+                let rec = String::from_utf8_lossy(&buf[..n]);
+                if let Some(l) = kernel_line(&rec) {
                     out.push(l);
+                }
+                if let Some(cur) = record(&rec) {
+                    if let Some(l) = last.as_ref().and_then(|p| gap_line(p, &cur)) {
+                        out.push(l);
+                    }
+                    last = Some(cur);
                 }
             }
             // A record overwritten while reading (EPIPE): go on with the next.
@@ -122,6 +130,34 @@ fn kernel_lines() -> Vec<String> {
         }
     }
     out
+}
+
+/// A stretch of the kernel's boot at least this long without a log record (outside the
+/// initcalls, which `initcall_debug` times) is reported with the records around it.
+const GAP_US: u64 = 20_000;
+
+/// A `/dev/kmsg` record's time (µs) and first line.
+fn record(rec: &str) -> Option<(u64, String)> {
+    let (head, msg) = rec.split_once(';')?;
+    Some((
+        head.split(',').nth(2)?.parse().ok()?,
+        msg.lines().next()?.to_owned(),
+    ))
+}
+
+/// The records around a long silence, unless it is an initcall's own time.
+fn gap_line(prev: &(u64, String), cur: &(u64, String)) -> Option<String> {
+    let gap = cur.0.checked_sub(prev.0)?;
+    (gap >= GAP_US && !prev.1.starts_with("calling ")).then(|| {
+        format!(
+            "berth-agent: kernel-gap {}.{:06} {} after: {} | before: {}",
+            cur.0 / 1_000_000,
+            cur.0 % 1_000_000,
+            gap / 1000,
+            prev.1,
+            cur.1
+        )
+    })
 }
 
 /// One `/dev/kmsg` record (`PRIO,SEQ,USEC,FLAGS;MESSAGE`) as a line for the notes, if it
@@ -189,6 +225,19 @@ mod tests {
             Some("berth-agent: kernel 1.532209 Run /init as init process".into())
         );
         assert_eq!(kernel_line("6,1,2,-;Linux version 6.1\n"), None);
+        let a = record("6,1,100000,-;Memory: 240000K/262144K available\n").unwrap();
+        let b = record("6,2,160000,-;SLUB: HWalign=64\n").unwrap();
+        assert_eq!(
+            gap_line(&a, &b).as_deref(),
+            Some("berth-agent: kernel-gap 0.160000 60 after: Memory: 240000K/262144K available | before: SLUB: HWalign=64")
+        );
+        assert_eq!(gap_line(&b, &a), None, "time never runs backwards here");
+        let call = record("7,3,100000,-;calling  fuse_init+0x0/0x1a0 @ 1\n").unwrap();
+        assert_eq!(
+            gap_line(&call, &b),
+            None,
+            "an initcall's own time is reported as such"
+        );
         assert_eq!(kernel_line("garbage"), None);
     }
 
