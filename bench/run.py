@@ -239,6 +239,9 @@ def guest_steps(release, work, kernel_path, initrd, tar, n):
                     "create": at["create: done"][0] - at["create"][0],
                     "start": at["start: exec'd"][0] - at["start"][0],
                     "run": at["exit: reaped"][0] - at["start: exec'd"][0],
+                    # Of which: from the process's exit (its stdout closed, before its
+                    # namespaces go) to its reaping.
+                    "run_exit_teardown": at["exit: reaped"][0] - at["output: stdout closed"][0],
                     "set_up_to_power_off": at["power off"][0] - at["set up"][0],
                 }
             except KeyError as e:

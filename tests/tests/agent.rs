@@ -112,9 +112,24 @@ fn vm_agent() -> Agent {
             fstype: "ext4".into(),
             target: "/run/berth/layers/busybox".into(),
             read_only: true,
+            read_ahead_kb: Some(16),
         })
         .unwrap();
     assert_eq!(r, Response::Ok);
+    // A read-ahead for something that is not a block device is refused, naming it.
+    let r = c
+        .call(&Request::MountStorage {
+            source: "/dev/nosuchdisk".into(),
+            fstype: "ext4".into(),
+            target: "/run/berth/layers/none".into(),
+            read_only: true,
+            read_ahead_kb: Some(16),
+        })
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { message, .. } if message.contains("read_ahead_kb for /dev/nosuchdisk")),
+        "{r:?}"
+    );
     Agent {
         ep,
         layer: "/run/berth/layers/busybox".into(),

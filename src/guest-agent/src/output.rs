@@ -164,6 +164,12 @@ impl Tee {
                 let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = f.append(&records);
             }
+            // The process closed it (at exit, before its namespaces are torn down).
+            crate::steps::note(if stream == "stdout" {
+                "output: stdout closed"
+            } else {
+                "output: stderr closed"
+            });
             fan.end();
         });
         Tee { thread, progress }

@@ -195,7 +195,8 @@ impl Agent {
                 fstype,
                 target,
                 read_only,
-            } => self.mount_storage(&source, &fstype, &target, read_only),
+                read_ahead_kb,
+            } => self.mount_storage(&source, &fstype, &target, read_only, read_ahead_kb),
             Request::ConfigureNetwork { interfaces } => {
                 if self.in_vm {
                     crate::net::configure(&interfaces)
@@ -248,12 +249,16 @@ impl Agent {
         fstype: &str,
         target: &str,
         ro: bool,
+        read_ahead_kb: Option<u32>,
     ) -> Result<Reply, Reply> {
         if !target.starts_with('/') || target.contains("..") {
             return Err(err(
                 ErrorKind::InvalidArgument,
                 format!("mount target {target:?} must be an absolute path without \"..\""),
             ));
+        }
+        if let Some(kb) = read_ahead_kb {
+            set_read_ahead(source, kb)?;
         }
         std::fs::create_dir_all(target)
             .map_err(|e| err(ErrorKind::Internal, format!("creating {target}: {e}")))?;
@@ -995,6 +1000,25 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
             );
         }
     }
+}
+
+/// Sets a block device's read-ahead (`source` is `/dev/NAME`).
+fn set_read_ahead(source: &str, kb: u32) -> Result<(), Reply> {
+    let bad = |why: String| {
+        err(
+            ErrorKind::InvalidArgument,
+            format!("read_ahead_kb for {source}: {why}"),
+        )
+    };
+    let name = source
+        .strip_prefix("/dev/")
+        .filter(|n| !n.is_empty() && !n.contains('/') && !n.starts_with('.'))
+        .ok_or_else(|| bad("not a block device under /dev".into()))?;
+    std::fs::write(
+        format!("/sys/block/{name}/queue/read_ahead_kb"),
+        kb.to_string(),
+    )
+    .map_err(|e| bad(format!("not a block device ({e})")))
 }
 
 fn spawn_conn(agent: &Arc<Agent>, conn: UnixStream) {

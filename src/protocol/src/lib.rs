@@ -275,6 +275,10 @@ pub enum Request {
         target: String,
         /// Mount read-only.
         read_only: bool,
+        /// For a block device (`/dev/NAME`): its read-ahead in KiB, set before the mount;
+        /// None keeps the kernel's default.
+        #[serde(default)]
+        read_ahead_kb: Option<u32>,
     },
     /// Configure the microVM's network interfaces (address, MTU, default route) and
     /// bring them up. Refused outside a microVM.
@@ -508,6 +512,21 @@ mod tests {
         assert_eq!(&buf[..4], &((buf.len() - 4) as u32).to_be_bytes());
         let back: Request = read_frame(&mut &buf[..]).unwrap();
         assert_eq!(back, req);
+    }
+
+    #[test]
+    fn a_mount_without_read_ahead_keeps_the_kernels_default() {
+        let r: Request = serde_json::from_str(
+            r#"{"op":"mount_storage","source":"/dev/vda","fstype":"erofs","target":"/l","read_only":true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r,
+            Request::MountStorage {
+                read_ahead_kb: None,
+                ..
+            }
+        ));
     }
 
     #[test]
