@@ -45,7 +45,8 @@ if [ ! -f "$tree/.berth-unpacked" ]; then
     rm -rf "$tree" && mkdir -p "$tree"
     tar -xJf /usr/src/linux-source-6.1.tar.xz -C "$tree" --strip-components=1
     for p in "${patches[@]}"; do
-        patch -s -p1 -d "$tree" <"$p" || berth_die "kernel patch $(basename "$p") does not apply"
+        patch -s -p1 -F0 --forward --batch --no-backup-if-mismatch -d "$tree" <"$p" \
+            || berth_die "kernel patch $(basename "$p") does not apply to linux-source $src_version"
     done
     touch "$tree/.berth-unpacked"
 fi

@@ -42,7 +42,24 @@ fn native_agent() -> Agent {
         .spawn()
         .unwrap();
     let ep = Endpoint::Unix(sock);
-    ep.wait_ready(Duration::from_secs(10)).unwrap();
+    let mut c = ep.wait_ready(Duration::from_secs(10)).unwrap();
+    // The host's agent leaves the host's disks alone: a read-ahead is refused, and nothing
+    // is mounted or created.
+    let target = dir.path().join("never");
+    let r = c
+        .call(&Request::MountStorage {
+            source: "/dev/vda".into(),
+            fstype: "erofs".into(),
+            target: target.display().to_string(),
+            read_only: true,
+            read_ahead_kb: Some(16),
+        })
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { message, .. } if message.contains("read_ahead_kb is for the agent in a microVM")),
+        "{r:?}"
+    );
+    assert!(!target.exists());
     Agent {
         ep,
         layer: rootfs.display().to_string(),

@@ -258,6 +258,12 @@ impl Agent {
             ));
         }
         if let Some(kb) = read_ahead_kb {
+            if !self.in_vm {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    "read_ahead_kb is for the agent in a microVM (the host's agent leaves the host's disks alone)",
+                ));
+            }
             set_read_ahead(source, kb)?;
         }
         std::fs::create_dir_all(target)
@@ -1018,7 +1024,7 @@ fn set_read_ahead(source: &str, kb: u32) -> Result<(), Reply> {
         format!("/sys/block/{name}/queue/read_ahead_kb"),
         kb.to_string(),
     )
-    .map_err(|e| bad(format!("not a block device ({e})")))
+    .map_err(|e| bad(format!("setting its read-ahead: {e}")))
 }
 
 fn spawn_conn(agent: &Arc<Agent>, conn: UnixStream) {

@@ -276,8 +276,8 @@ pub enum Request {
         /// Mount read-only.
         read_only: bool,
         /// For a block device (`/dev/NAME`): its read-ahead in KiB, set before the mount;
-        /// None keeps the kernel's default.
-        #[serde(default)]
+        /// None keeps the kernel's default (and is left out on the wire).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         read_ahead_kb: Option<u32>,
     },
     /// Configure the microVM's network interfaces (address, MTU, default route) and

@@ -26,13 +26,11 @@ use vmm_sys_util::eventfd::EventFd;
 /// the text pages it touched, shared between guests otherwise (docs/boot.md).
 /// `percpu_alloc=page`: the per-CPU areas in the pages they use, not in a 2 MiB block the
 /// kernel zeroes first (512 fresh guest pages at every boot).
-/// `no_timer_check`: no test of the timer interrupt through the IOAPIC (it waits for
-/// ticks; the monitor's PIT and IOAPIC are KVM's own).
-/// `io_delay=none`: no write to port 0x80 after legacy port I/O to slow it down for ISA
-/// hardware (each write a VM exit to the monitor).
+/// (A KVM guest kernel already skips the timer check and port 0x80 delays by itself:
+/// `no_timer_check` and `io_delay=none` would change nothing.)
 pub const DEFAULT_CMDLINE: &str = "console=ttyS0 quiet reboot=k panic=-1 pci=off \
     8250.nr_uarts=1 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd tsc=reliable \
-    page_reporting.page_reporting_order=9 noreplace-smp percpu_alloc=page no_timer_check io_delay=none";
+    page_reporting.page_reporting_order=9 noreplace-smp percpu_alloc=page";
 
 /// Errors building the VM. Each names what failed.
 #[derive(Debug, thiserror::Error)]
