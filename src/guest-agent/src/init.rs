@@ -106,8 +106,9 @@ pub fn setup_guest() -> std::io::Result<()> {
     Ok(())
 }
 
-/// With `berth_trace` on the kernel command line (1, or 2 for [`crate::steps`] too) (the kernel hands it to PID 1 as an
-/// environment variable; berthd adds it when it traces boots), one line on the console:
+/// With `berth_trace` on the kernel command line (1; 2 adds [`crate::steps`]; the kernel
+/// hands it to PID 1 as an environment variable; berthd adds it when it traces boots), one
+/// line on the console:
 /// a start-up step and the guest's time since boot, for docs/boot.md's phases.
 pub fn trace(step: &str) {
     if std::process::id() == 1 && std::env::var_os("berth_trace").is_some() {

@@ -112,14 +112,9 @@ fn kernel_lines() -> Vec<String> {
         match f.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                let rec = String::from_utf8_lossy(&buf[..n]);
-                if let Some(l) = kernel_line(&rec) {
-                    out.push(l);
-                }
-                if let Some(cur) = record(&rec) {
-                    if let Some(l) = last.as_ref().and_then(|p| gap_line(p, &cur)) {
-                        out.push(l);
-                    }
+                if let Some(cur) = record(&String::from_utf8_lossy(&buf[..n])) {
+                    out.extend(kernel_line(&cur));
+                    out.extend(last.as_ref().and_then(|p| gap_line(p, &cur)));
                     last = Some(cur);
                 }
             }
@@ -136,7 +131,7 @@ fn kernel_lines() -> Vec<String> {
 /// initcalls, which `initcall_debug` times) is reported with the records around it.
 const GAP_US: u64 = 20_000;
 
-/// A `/dev/kmsg` record's time (µs) and first line.
+/// A `/dev/kmsg` record's (`PRIO,SEQ,USEC,FLAGS;MESSAGE`) time (µs) and first line.
 fn record(rec: &str) -> Option<(u64, String)> {
     let (head, msg) = rec.split_once(';')?;
     Some((
@@ -160,12 +155,9 @@ fn gap_line(prev: &(u64, String), cur: &(u64, String)) -> Option<String> {
     })
 }
 
-/// One `/dev/kmsg` record (`PRIO,SEQ,USEC,FLAGS;MESSAGE`) as a line for the notes, if it
-/// is a slow initcall or a step of the boot's end.
-fn kernel_line(record: &str) -> Option<String> {
-    let (head, msg) = record.split_once(';')?;
-    let msg = msg.lines().next()?;
-    let usec: u64 = head.split(',').nth(2)?.parse().ok()?;
+/// A `/dev/kmsg` record ([`record`]) as a line for the notes, if it is a slow initcall or
+/// a step of the boot's end.
+fn kernel_line((usec, msg): &(u64, String)) -> Option<String> {
     let at = format!("{}.{:06}", usec / 1_000_000, usec % 1_000_000);
     // "initcall foo+0x0/0x20 returned 0 after 1234 usecs"
     if let Some(rest) = msg.strip_prefix("initcall ") {
@@ -211,20 +203,31 @@ mod tests {
     fn slow_initcalls_and_the_boots_end_from_the_kernel_log() {
         assert_eq!(
             kernel_line(
-                "7,812,412345,-;initcall fuse_init+0x0/0x1a0 returned 0 after 15234 usecs\n"
+                &record(
+                    "7,812,412345,-;initcall fuse_init+0x0/0x1a0 returned 0 after 15234 usecs\n"
+                )
+                .unwrap()
             ),
             Some("berth-agent: initcall 0.412345 15234 fuse_init".into())
         );
         assert_eq!(
-            kernel_line("7,813,412400,-;initcall quick+0x0/0x10 returned 0 after 12 usecs\n"),
+            kernel_line(
+                &record("7,813,412400,-;initcall quick+0x0/0x10 returned 0 after 12 usecs\n")
+                    .unwrap()
+            ),
             None,
             "fast ones are left out"
         );
         assert_eq!(
-            kernel_line("6,900,1532209,-;Run /init as init process\n SUBSYSTEM=x\n"),
+            kernel_line(
+                &record("6,900,1532209,-;Run /init as init process\n SUBSYSTEM=x\n").unwrap()
+            ),
             Some("berth-agent: kernel 1.532209 Run /init as init process".into())
         );
-        assert_eq!(kernel_line("6,1,2,-;Linux version 6.1\n"), None);
+        assert_eq!(
+            kernel_line(&record("6,1,2,-;Linux version 6.1\n").unwrap()),
+            None
+        );
         let a = record("6,1,100000,-;Memory: 240000K/262144K available\n").unwrap();
         let b = record("6,2,160000,-;SLUB: HWalign=64\n").unwrap();
         assert_eq!(
@@ -238,7 +241,7 @@ mod tests {
             None,
             "an initcall's own time is reported as such"
         );
-        assert_eq!(kernel_line("garbage"), None);
+        assert_eq!(record("garbage"), None);
     }
 
     #[test]
