@@ -241,6 +241,13 @@ fn wget(url: &str) -> String {
     format!("timeout 5 wget -qO- {url}; exit $?")
 }
 
+/// `wget` until the server answers, for at most a minute: `run -d` returns once the
+/// workload is started, not once it listens (as with Docker), and a microVM in the
+/// emulated lab can take seconds between the two.
+fn wget_when_up(url: &str) -> String {
+    format!("for i in $(seq 12); do timeout 5 wget -qO- {url} && exit 0; sleep 1; done; exit 1")
+}
+
 const PAGE: &str = "hello from berth";
 
 #[test]
@@ -580,7 +587,7 @@ fn published_ports_and_names_for_microvm_containers_in_the_lab() {
         "/www",
     ]);
     step("web started");
-    let got = ns.in_out(&wget(&format!("http://{HOST_IP}:8080/index.html")));
+    let got = ns.in_out(&wget_when_up(&format!("http://{HOST_IP}:8080/index.html")));
     assert_eq!(
         got.stdout.trim(),
         PAGE,
