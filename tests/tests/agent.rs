@@ -53,10 +53,26 @@ fn native_agent() -> Agent {
             target: target.display().to_string(),
             read_only: true,
             read_ahead_kb: Some(16),
+            dax: false,
         })
         .unwrap();
     assert!(
         matches!(&r, Response::Error { message, .. } if message.contains("read_ahead_kb is for the agent in a microVM")),
+        "{r:?}"
+    );
+    // So is DAX (for a microVM's virtio-pmem devices).
+    let r = c
+        .call(&Request::MountStorage {
+            source: "/dev/pmem0".into(),
+            fstype: "erofs".into(),
+            target: target.display().to_string(),
+            read_only: true,
+            read_ahead_kb: None,
+            dax: true,
+        })
+        .unwrap();
+    assert!(
+        matches!(&r, Response::Error { message, .. } if message.contains("dax is for the agent in a microVM")),
         "{r:?}"
     );
     assert!(!target.exists());
@@ -130,21 +146,23 @@ fn vm_agent() -> Agent {
             target: "/run/berth/layers/busybox".into(),
             read_only: true,
             read_ahead_kb: Some(16),
+            dax: false,
         })
         .unwrap();
     assert_eq!(r, Response::Ok);
     // A read-ahead for something that is not a block device is refused, naming it.
     let r = c
         .call(&Request::MountStorage {
-            source: "/dev/nosuchdisk".into(),
-            fstype: "ext4".into(),
+            source: "tmpfs".into(),
+            fstype: "tmpfs".into(),
             target: "/run/berth/layers/none".into(),
             read_only: true,
             read_ahead_kb: Some(16),
+            dax: false,
         })
         .unwrap();
     assert!(
-        matches!(&r, Response::Error { message, .. } if message.contains("read_ahead_kb for /dev/nosuchdisk")),
+        matches!(&r, Response::Error { message, .. } if message.contains("read_ahead_kb for tmpfs: not a block device")),
         "{r:?}"
     );
     Agent {

@@ -2523,8 +2523,9 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     assert_pause_and_update(&b, true);
     step("pause, unpause, update");
     // --privileged in a microVM: full privilege inside the guest (the VM stays the
-    // boundary), the guest's devices included (its root disk).
-    assert_privileged(&b, "vda", "000001ffffffffff");
+    // boundary), the guest's devices included (its root disk: a small image's is on
+    // virtio-pmem, after the agent's).
+    assert_privileged(&b, "pmem1", "000001ffffffffff");
     step("privileged");
     // The host's PIDs are out of a microVM's reach: --pid host is refused, naming it.
     let f = b.docker(&["run", "--rm", "--pid", "host", "bb:1", "true"]);

@@ -196,7 +196,8 @@ impl Agent {
                 target,
                 read_only,
                 read_ahead_kb,
-            } => self.mount_storage(&source, &fstype, &target, read_only, read_ahead_kb),
+                dax,
+            } => self.mount_storage(&source, &fstype, &target, read_only, read_ahead_kb, dax),
             Request::ConfigureNetwork { interfaces } => {
                 if self.in_vm {
                     crate::net::configure(&interfaces)
@@ -250,12 +251,22 @@ impl Agent {
         target: &str,
         ro: bool,
         read_ahead_kb: Option<u32>,
+        dax: bool,
     ) -> Result<Reply, Reply> {
         if !target.starts_with('/') || target.contains("..") {
             return Err(err(
                 ErrorKind::InvalidArgument,
                 format!("mount target {target:?} must be an absolute path without \"..\""),
             ));
+        }
+        if dax && !self.in_vm {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                "dax is for the agent in a microVM (its virtio-pmem devices)",
+            ));
+        }
+        if self.in_vm {
+            wait_for_device(source)?;
         }
         if let Some(kb) = read_ahead_kb {
             if !self.in_vm {
@@ -274,8 +285,19 @@ impl Agent {
         };
         let (s, t, f) = (c(source)?, c(target)?, c(fstype)?);
         let flags = if ro { libc::MS_RDONLY } else { 0 };
-        // SAFETY: NUL-terminated strings valid for the call; no data argument.
-        if unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, std::ptr::null()) } < 0 {
+        let data = c(if dax { "dax=always" } else { "" })?;
+        // SAFETY: NUL-terminated strings valid for the call; the data is a NUL-terminated
+        // option string.
+        if unsafe {
+            libc::mount(
+                s.as_ptr(),
+                t.as_ptr(),
+                f.as_ptr(),
+                flags,
+                data.as_ptr().cast(),
+            )
+        } < 0
+        {
             return Err(err(
                 ErrorKind::InvalidArgument,
                 format!(
@@ -1009,6 +1031,31 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
 }
 
 /// Sets a block device's read-ahead (`source` is `/dev/NAME`).
+/// How long a microVM's agent waits for a device node to appear: the nvdimm bus probes
+/// virtio-pmem devices asynchronously, so /dev/pmem1 may come a little after /init runs.
+const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until `source`, a device under /dev, exists (anything else: at once).
+fn wait_for_device(source: &str) -> Result<(), Reply> {
+    if !source.starts_with("/dev/") {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + DEVICE_WAIT;
+    while !std::path::Path::new(source).exists() {
+        if std::time::Instant::now() >= deadline {
+            return Err(err(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "mounting {source}: no such device after {}s",
+                    DEVICE_WAIT.as_secs()
+                ),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    Ok(())
+}
+
 fn set_read_ahead(source: &str, kb: u32) -> Result<(), Reply> {
     let bad = |why: String| {
         err(

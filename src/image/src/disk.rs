@@ -57,15 +57,37 @@ fn run(
     Ok(())
 }
 
+/// The granule an erofs disk's size is padded to: a virtio-pmem device's (the guest adds
+/// its memory in 2 MiB subsections).
+pub const DISK_ALIGN: u64 = 2 << 20;
+
 /// Builds an uncompressed erofs image of `tree` at `out` (owners, modes, devices, links
-/// and extended attributes kept as they are in the tree).
+/// and extended attributes kept as they are in the tree). Every file's data starts on a
+/// block of its own (no tail packed into its inode), and the image is padded with zeros
+/// to a multiple of [`DISK_ALIGN`]: so that a guest can map it with DAX from a virtio-pmem
+/// device (docs/images.md).
 pub fn build_erofs(tree: &Path, out: &Path) -> Result<(), DiskError> {
     run(
         "mkfs.erofs",
         "erofs-utils",
-        Command::new("mkfs.erofs").arg("--quiet").arg(out).arg(tree),
+        Command::new("mkfs.erofs")
+            .args(["--quiet", "-Enoinline_data"])
+            .arg(out)
+            .arg(tree),
         out,
-    )
+    )?;
+    let pad = |err: io::Error| DiskError::Failed {
+        tool: "padding",
+        path: out.display().to_string(),
+        output: err.to_string(),
+    };
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(out)
+        .map_err(pad)?;
+    let len = f.metadata().map_err(pad)?.len();
+    f.set_len(len.div_ceil(DISK_ALIGN) * DISK_ALIGN)
+        .map_err(pad)
 }
 
 /// Creates a sparse ext4 disk of `size_mib` at `out`, for a container's writable layer
@@ -104,8 +126,9 @@ mod tests {
         std::fs::write(d.join("tree/etc/hostname"), b"berth\n").unwrap();
         build_erofs(&d.join("tree"), &d.join("root.erofs")).unwrap();
         let img = std::fs::read(d.join("root.erofs")).unwrap();
-        // The erofs superblock magic sits at byte 1024.
+        // The erofs superblock magic sits at byte 1024; the image is padded for pmem.
         assert_eq!(&img[1024..1028], &0xE0F5_E1E2u32.to_le_bytes());
+        assert_eq!(img.len() as u64, DISK_ALIGN);
         let e = build_erofs(&d.join("missing"), &d.join("x.erofs")).unwrap_err();
         assert!(e.to_string().contains("mkfs.erofs failed"), "{e}");
         build_scratch(&d.join("scratch.ext4"), 64).unwrap();

@@ -1,9 +1,10 @@
 //! microVM isolation: one berth-vmm per container, configured by a `vm.json` (berth-vmm's
 //! own [`VmConfig`], serialised), with the guest kernel, the agent (its read-only erofs
-//! image on virtio-pmem, or its initramfs), the
-//! image's erofs root disk (`/dev/vda`, read-only) and hybrid vsock. The guest agent
-//! mounts the disk and runs the workload on an overlay with a tmpfs upper layer; it keeps
-//! the json-file log inside the guest, and berthd copies the output to the host log.
+//! image on virtio-pmem, or its initramfs), the image's erofs root disk (read-only: a
+//! small one on virtio-pmem, mapped with DAX, a large one on virtio-blk) and hybrid vsock.
+//! The guest agent mounts the disk and runs the workload on an overlay with a tmpfs upper
+//! layer; it keeps the json-file log inside the guest, and berthd copies the output to the
+//! host log.
 //!
 //! Volumes and bind mounts are shared directories: one virtiofsd per mount (its own
 //! session, sandboxed by its own namespaces and seccomp filter, `--readonly` for `ro`)
@@ -72,6 +73,18 @@ fn is_erofs(path: &std::path::Path) -> std::io::Result<bool> {
     }
 }
 
+/// The largest image root disk a guest maps with DAX from a virtio-pmem device; a larger
+/// one (or one built by an older berth, not padded to 2 MiB) goes on virtio-blk. A pmem
+/// device costs the guest 64 bytes of struct page per 4 KiB of it, written at boot (1 MiB
+/// for 64 MiB): for a large image that costs more than DAX saves (docs/boot.md, step 13).
+const DAX_DISK_MAX: u64 = 64 << 20;
+
+/// Whether an image root disk of `len` bytes goes on virtio-pmem (DAX) rather than
+/// virtio-blk.
+fn dax_disk(len: u64) -> bool {
+    len > 0 && len.is_multiple_of(berth_vmm::devices::virtio::pmem::ALIGN) && len <= DAX_DISK_MAX
+}
+
 /// The image disk's read-ahead in the guest, KiB (the kernel's default is 128). Every page
 /// a guest reads from it lands in guest RAM it touches for the first time, which is what a
 /// microVM's start pays for (docs/boot.md, step 12): reading around each page fault of an
@@ -115,8 +128,10 @@ impl VmSandbox {
         }
     }
 
-    /// The monitor's configuration for one container.
-    pub fn config(&self, spec: &SandboxSpec, disk: PathBuf) -> Result<VmConfig> {
+    /// The monitor's configuration for one container, and where its guest finds the
+    /// image's root disk: on virtio-pmem, mapped with DAX, if it is small enough
+    /// ([`dax_disk`]), else on virtio-blk.
+    pub fn config(&self, spec: &SandboxSpec, disk: PathBuf) -> Result<(VmConfig, ImageMount)> {
         let (Some(kernel), Some(initrd)) = (&self.kernel, &self.agent_initrd) else {
             return Err(Error::Sandbox(
                 "microVM containers need a guest kernel and the guest agent: start berthd with --kernel and --agent-initrd (its erofs image or initramfs)".into(),
@@ -125,22 +140,24 @@ impl VmSandbox {
         // The agent as a read-only erofs image on virtio-pmem, run in place (DAX), or as an
         // initramfs the guest unpacks into its own memory (docs/boot.md).
         let image = is_erofs(initrd).map_err(Error::io(format!("{}", initrd.display())))?;
-        Ok(VmConfig {
+        let len = std::fs::metadata(&disk)
+            .map_err(Error::io(format!("{}", disk.display())))?
+            .len();
+        let mut pmem = Vec::new();
+        if image {
+            pmem.push(PmemConfig {
+                path: initrd.clone(),
+            });
+        }
+        let mut disks = Vec::new();
+        let mount = image_disk(disk, len, &mut pmem, &mut disks);
+        let config = VmConfig {
             memory_mib: vm_memory_mib(spec.memory),
             vcpus: vm_vcpus(spec.nano_cpus),
             kernel: kernel.clone(),
             initrd: (!image).then(|| initrd.clone()),
-            pmem: if image {
-                vec![PmemConfig {
-                    path: initrd.clone(),
-                }]
-            } else {
-                vec![]
-            },
-            disks: vec![DiskConfig {
-                path: disk,
-                read_only: true,
-            }],
+            pmem,
+            disks,
             vsock: Some(VsockConfig {
                 cid: GUEST_CID,
                 uds: spec.run_dir.join("vm.sock"),
@@ -176,7 +193,60 @@ impl VmSandbox {
             .collect::<Vec<_>>()
             .join(" "),
             ..VmConfig::default()
-        })
+        };
+        Ok((config, mount))
+    }
+}
+
+/// Adds the image's root disk (`len` bytes) to the devices, on virtio-pmem after the
+/// others if [`dax_disk`], else on virtio-blk as the first disk; where the guest finds it.
+fn image_disk(
+    disk: PathBuf,
+    len: u64,
+    pmem: &mut Vec<PmemConfig>,
+    disks: &mut Vec<DiskConfig>,
+) -> ImageMount {
+    if dax_disk(len) {
+        // pmemN in the order of the devices (the nvdimm regions are numbered so).
+        let mount = ImageMount::Pmem(format!("/dev/pmem{}", pmem.len()));
+        pmem.push(PmemConfig { path: disk });
+        mount
+    } else {
+        disks.insert(
+            0,
+            DiskConfig {
+                path: disk,
+                read_only: true,
+            },
+        );
+        ImageMount::Block("/dev/vda".into())
+    }
+}
+
+/// Where a guest finds its image's root disk.
+#[derive(Debug, PartialEq)]
+pub enum ImageMount {
+    /// A virtio-pmem device, mounted with DAX.
+    Pmem(String),
+    /// A virtio-blk device, mounted with a small read-ahead.
+    Block(String),
+}
+
+impl ImageMount {
+    /// The agent's request mounting it read-only at `target`.
+    fn request(&self, target: String) -> Request {
+        let (source, read_ahead_kb, dax) = match self {
+            ImageMount::Pmem(dev) => (dev.clone(), None, true),
+            ImageMount::Block(dev) => (dev.clone(), Some(IMAGE_DISK_READ_AHEAD_KB), false),
+        };
+        Request::MountStorage {
+            source,
+            fstype: "erofs".into(),
+            target,
+            read_only: true,
+            read_ahead_kb,
+            dax,
+        }
     }
 }
 
@@ -372,7 +442,7 @@ impl Sandbox for VmSandbox {
         self.check_host()?;
         let image = self.images.resolve(&spec.image_id)?;
         let disk = self.images.disk(&image)?;
-        let mut config = self.config(spec, disk)?;
+        let (mut config, image_mount) = self.config(spec, disk)?;
         let mut cgroup = CgroupGuard(None);
         if self.jail.is_some() {
             // One a crashed berthd (or a monitor that would not die) left would make the
@@ -429,7 +499,7 @@ impl Sandbox for VmSandbox {
             cmd.env("BERTH_VMM_TRACE", "1");
         }
         // A guest kernel without virtio-pmem or DAX waits for its root for ever, quietly.
-        let hint = (!config.pmem.is_empty()).then_some(PMEM_ROOT_HINT);
+        let hint = config.initrd.is_none().then_some(PMEM_ROOT_HINT);
         let mut client = spawn_detached(
             cmd,
             &spec.dir.join("agent.log"),
@@ -441,13 +511,7 @@ impl Sandbox for VmSandbox {
         )?;
         self.trace(spec, "agent answered");
         let layer = guest_image_layer(image.id.hex());
-        answer(client.call(&Request::MountStorage {
-            source: "/dev/vda".into(),
-            fstype: "erofs".into(),
-            target: layer.clone(),
-            read_only: true,
-            read_ahead_kb: Some(IMAGE_DISK_READ_AHEAD_KB),
-        }))?;
+        answer(client.call(&image_mount.request(layer.clone())))?;
         if !spec.nics.is_empty() {
             answer(client.call(&Request::ConfigureNetwork {
                 interfaces: spec.nics.iter().map(|n| n.guest.clone()).collect(),
@@ -460,6 +524,7 @@ impl Sandbox for VmSandbox {
                 target: s.guest_path.clone(),
                 read_only: s.read_only,
                 read_ahead_kb: None,
+                dax: false,
             }))?;
         }
         self.trace(spec, "guest storage and network set up");
@@ -547,6 +612,50 @@ impl Sandbox for VmSandbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_padded_image_disks_go_on_pmem_the_rest_on_virtio_blk() {
+        assert!(dax_disk(2 << 20));
+        assert!(dax_disk(DAX_DISK_MAX));
+        // Not padded to 2 MiB (built by an older berth), empty, or too large.
+        assert!(!dax_disk((2 << 20) + 4096));
+        assert!(!dax_disk(0));
+        assert!(!dax_disk(DAX_DISK_MAX + (2 << 20)));
+        // After the agent's image: /dev/pmem1; with an initramfs agent: /dev/pmem0.
+        let agent = PmemConfig {
+            path: "/agent.erofs".into(),
+        };
+        let (mut pmem, mut disks) = (vec![agent], vec![]);
+        let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
+        assert_eq!(m, ImageMount::Pmem("/dev/pmem1".into()));
+        assert_eq!(pmem.len(), 2);
+        assert_eq!(pmem[1].path, PathBuf::from("/small.erofs"));
+        assert!(disks.is_empty());
+        let (mut pmem, mut disks) = (vec![], vec![]);
+        let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
+        assert_eq!(m, ImageMount::Pmem("/dev/pmem0".into()));
+        // A large one is virtio-blk's first disk, /dev/vda, read-only.
+        let (mut pmem, mut disks) = (vec![], vec![]);
+        let m = image_disk("/big.erofs".into(), 66 << 20, &mut pmem, &mut disks);
+        assert_eq!(m, ImageMount::Block("/dev/vda".into()));
+        assert!(pmem.is_empty());
+        assert_eq!(disks.len(), 1);
+        assert!(disks[0].read_only && disks[0].path == PathBuf::from("/big.erofs"));
+        let pmem = ImageMount::Pmem("/dev/pmem1".into()).request("/l".into());
+        assert!(matches!(
+            pmem,
+            Request::MountStorage { ref source, dax: true, read_ahead_kb: None, .. } if source == "/dev/pmem1"
+        ));
+        let blk = ImageMount::Block("/dev/vda".into()).request("/l".into());
+        assert!(matches!(
+            blk,
+            Request::MountStorage {
+                dax: false,
+                read_ahead_kb: Some(IMAGE_DISK_READ_AHEAD_KB),
+                ..
+            }
+        ));
+    }
 
     #[test]
     fn an_erofs_image_is_told_from_an_initramfs_by_its_superblock() {
