@@ -629,7 +629,7 @@ mod tests {
         let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
         assert_eq!(m, ImageMount::Pmem("/dev/pmem1".into()));
         assert_eq!(pmem.len(), 2);
-        assert_eq!(pmem[1].path, PathBuf::from("/small.erofs"));
+        assert_eq!(pmem[1].path, Path::new("/small.erofs"));
         assert!(disks.is_empty());
         let (mut pmem, mut disks) = (vec![], vec![]);
         let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
@@ -640,7 +640,7 @@ mod tests {
         assert_eq!(m, ImageMount::Block("/dev/vda".into()));
         assert!(pmem.is_empty());
         assert_eq!(disks.len(), 1);
-        assert!(disks[0].read_only && disks[0].path == PathBuf::from("/big.erofs"));
+        assert!(disks[0].read_only && disks[0].path == Path::new("/big.erofs"));
         let pmem = ImageMount::Pmem("/dev/pmem1".into()).request("/l".into());
         assert!(matches!(
             pmem,
