@@ -1030,7 +1030,6 @@ fn serve_conn(agent: Arc<Agent>, mut conn: UnixStream) {
     }
 }
 
-/// Sets a block device's read-ahead (`source` is `/dev/NAME`).
 /// How long a microVM's agent waits for a device node to appear: the nvdimm bus probes
 /// virtio-pmem devices asynchronously, so /dev/pmem1 may come a little after /init runs.
 const DEVICE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -1051,11 +1050,12 @@ fn wait_for_device(source: &str) -> Result<(), Reply> {
                 ),
             ));
         }
-        std::thread::sleep(std::time::Duration::from_millis(2));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     Ok(())
 }
 
+/// Sets a block device's read-ahead (`source` is `/dev/NAME`).
 fn set_read_ahead(source: &str, kb: u32) -> Result<(), Reply> {
     let bad = |why: String| {
         err(

@@ -200,9 +200,9 @@ impl Daemon {
             let mut conn = None;
             for _ in 0..3 {
                 match agent.wait_kept(None).await {
-                    Ok((s, c)) => {
+                    Ok((s, kept)) => {
                         status = Some(s);
-                        conn = Some(c);
+                        conn = Some(kept);
                         break;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -74,7 +74,8 @@ fn is_erofs(path: &std::path::Path) -> std::io::Result<bool> {
 }
 
 /// The largest image root disk a guest maps with DAX from a virtio-pmem device; a larger
-/// one (or one built by an older berth, not padded to 2 MiB) goes on virtio-blk. A pmem
+/// one (or one built by an older berth, not padded to 2 MiB, or any beside an initramfs
+/// agent) goes on virtio-blk. A pmem
 /// device costs the guest 64 bytes of struct page per 4 KiB of it, written at boot (1 MiB
 /// for 64 MiB): for a large image that costs more than DAX saves (docs/boot.md, step 13).
 const DAX_DISK_MAX: u64 = 64 << 20;
@@ -150,7 +151,9 @@ impl VmSandbox {
             });
         }
         let mut disks = Vec::new();
-        let mount = image_disk(disk, len, &mut pmem, &mut disks);
+        // Only beside the agent's own image: a kernel that boots it has virtio-pmem and
+        // DAX, while an initramfs agent may run on one without them.
+        let mount = image_disk(disk, len, image, &mut pmem, &mut disks);
         let config = VmConfig {
             memory_mib: vm_memory_mib(spec.memory),
             vcpus: vm_vcpus(spec.nano_cpus),
@@ -199,15 +202,19 @@ impl VmSandbox {
 }
 
 /// Adds the image's root disk (`len` bytes) to the devices, on virtio-pmem after the
-/// others if [`dax_disk`], else on virtio-blk as the first disk; where the guest finds it.
+/// others if `pmem_ok` and [`dax_disk`], else on virtio-blk as the first disk; where the
+/// guest finds it.
 fn image_disk(
     disk: PathBuf,
     len: u64,
+    pmem_ok: bool,
     pmem: &mut Vec<PmemConfig>,
     disks: &mut Vec<DiskConfig>,
 ) -> ImageMount {
-    if dax_disk(len) {
-        // pmemN in the order of the devices (the nvdimm regions are numbered so).
+    if pmem_ok && dax_disk(len) {
+        // pmemN in the order of the devices: the virtio-pmem driver (built in) probes
+        // them in the order of the command line, and each nvdimm region takes the next
+        // number (the lab test of microVM containers checks /dev/pmem1).
         let mount = ImageMount::Pmem(format!("/dev/pmem{}", pmem.len()));
         pmem.push(PmemConfig { path: disk });
         mount
@@ -621,22 +628,24 @@ mod tests {
         assert!(!dax_disk((2 << 20) + 4096));
         assert!(!dax_disk(0));
         assert!(!dax_disk(DAX_DISK_MAX + (2 << 20)));
-        // After the agent's image: /dev/pmem1; with an initramfs agent: /dev/pmem0.
+        // After the agent's image: /dev/pmem1.
         let agent = PmemConfig {
             path: "/agent.erofs".into(),
         };
         let (mut pmem, mut disks) = (vec![agent], vec![]);
-        let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
+        let m = image_disk("/small.erofs".into(), 2 << 20, true, &mut pmem, &mut disks);
         assert_eq!(m, ImageMount::Pmem("/dev/pmem1".into()));
         assert_eq!(pmem.len(), 2);
         assert_eq!(pmem[1].path, Path::new("/small.erofs"));
         assert!(disks.is_empty());
+        // Beside an initramfs agent (a kernel perhaps without virtio-pmem): virtio-blk.
         let (mut pmem, mut disks) = (vec![], vec![]);
-        let m = image_disk("/small.erofs".into(), 2 << 20, &mut pmem, &mut disks);
-        assert_eq!(m, ImageMount::Pmem("/dev/pmem0".into()));
+        let m = image_disk("/small.erofs".into(), 2 << 20, false, &mut pmem, &mut disks);
+        assert_eq!(m, ImageMount::Block("/dev/vda".into()));
+        assert!(pmem.is_empty() && disks.len() == 1);
         // A large one is virtio-blk's first disk, /dev/vda, read-only.
         let (mut pmem, mut disks) = (vec![], vec![]);
-        let m = image_disk("/big.erofs".into(), 66 << 20, &mut pmem, &mut disks);
+        let m = image_disk("/big.erofs".into(), 66 << 20, true, &mut pmem, &mut disks);
         assert_eq!(m, ImageMount::Block("/dev/vda".into()));
         assert!(pmem.is_empty());
         assert_eq!(disks.len(), 1);
