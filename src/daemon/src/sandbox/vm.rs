@@ -75,9 +75,9 @@ fn is_erofs(path: &std::path::Path) -> std::io::Result<bool> {
 
 /// The largest image root disk a guest maps with DAX from a virtio-pmem device; a larger
 /// one (or one built by an older berth, not padded to 2 MiB, or any beside an initramfs
-/// agent) goes on virtio-blk. A pmem
-/// device costs the guest 64 bytes of struct page per 4 KiB of it, written at boot (1 MiB
-/// for 64 MiB): for a large image that costs more than DAX saves (docs/boot.md, step 13).
+/// agent) goes on virtio-blk. A pmem device costs the guest 64 bytes of struct page per
+/// 4 KiB of it, written at boot (1 MiB for 64 MiB): for a large image that costs more
+/// than DAX saves (docs/boot.md, step 13).
 const DAX_DISK_MAX: u64 = 64 << 20;
 
 /// Whether an image root disk of `len` bytes goes on virtio-pmem (DAX) rather than
