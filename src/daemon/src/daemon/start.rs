@@ -196,13 +196,10 @@ impl Daemon {
             };
             let health = d.watch_health(c.clone());
             let mut status = None;
-            // The release shuts the agent down on the wait's connection.
-            let mut conn = None;
             for _ in 0..3 {
-                match agent.wait_kept(None).await {
-                    Ok((s, kept)) => {
+                match agent.wait_async(None).await {
+                    Ok(s) => {
                         status = Some(s);
-                        conn = Some(kept);
                         break;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
@@ -224,7 +221,7 @@ impl Daemon {
             };
             // The sandbox goes before the exit is reported: whoever acts on the exit (rm,
             // restart, a waiting `run --rm`) finds no monitor, agent or socket left.
-            agent.release_async(conn).await;
+            agent.release_async().await;
             crate::trace(&rec.id, "released");
             let (d2, r2) = (d.clone(), rec.clone());
             let _ = tokio::task::spawn_blocking(move || d2.sandbox_gone(&r2)).await;

@@ -470,40 +470,23 @@ impl AgentRef {
     /// status, once its output is drained, and whether the OOM killer ended it (the
     /// container's process only).
     pub async fn wait_async(&self, exec_id: Option<String>) -> Result<(i64, bool)> {
-        self.wait_kept(exec_id).await.map(|(status, _)| status)
-    }
-
-    /// [`AgentRef::wait_async`], and the control connection it waited on, for the
-    /// container's release ([`AgentRef::release_async`]): each connection costs a
-    /// microVM's guest tens of ms in the lab (docs/boot.md).
-    pub async fn wait_kept(&self, exec_id: Option<String>) -> Result<((i64, bool), AsyncClient)> {
-        let req = Request::Wait {
-            id: self.id.clone(),
-            exec_id,
-        };
-        let mut c = AsyncClient::connect(&self.endpoint)
-            .await
-            .map_err(Error::from)?;
-        match answer(c.call(&req).await)? {
-            Response::Exited { status, oom_killed } => Ok(((i64::from(status), oom_killed), c)),
+        match self
+            .call_async(&Request::Wait {
+                id: self.id.clone(),
+                exec_id,
+            })
+            .await?
+        {
+            Response::Exited { status, oom_killed } => Ok((i64::from(status), oom_killed)),
             r => Err(unexpected(r)),
         }
     }
 
-    /// [`AgentRef::release`], without holding an async worker; on `conn`, a control
-    /// connection still open (the wait's), or a fresh one.
-    pub async fn release_async(&self, conn: Option<AsyncClient>) {
+    /// [`AgentRef::release`], without holding an async worker.
+    pub async fn release_async(&self) {
         let ask = async {
-            if let Some(mut c) = conn {
-                if let Ok(r) = c.call(&Request::Shutdown).await {
-                    return Ok(r);
-                }
-            }
-            // No connection kept, or it broke: a fresh one.
-            AsyncClient::connect(&self.endpoint)
-                .await?
-                .call(&Request::Shutdown)
-                .await
+            let mut cl = AsyncClient::connect(&self.endpoint).await?;
+            cl.call(&Request::Shutdown).await
         };
         let _ = tokio::time::timeout(RELEASE_GRACE, ask).await;
         crate::trace(&self.id, "agent shut down");
