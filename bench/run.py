@@ -91,6 +91,29 @@ def lab(release, kernel, initrd, tar, n):
         d.wait()
     phases(release, work, kernel, initrd, tar, n)
     guest_steps(release, work, kernel, initrd, tar, n)
+    # Starting from a snapshot against booting (docs/snapshots.md): two berthds alike but
+    # for --vm-snapshots, without a bridge, alternating.
+    daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
+               for name, extra in [("snap", []), ("cold", ["--vm-snapshots", "false"])]]
+    try:
+        clis = [[os.path.join(release, "berth"), "-H", f"unix://{s}"] for _, s in daemons]
+        for c in clis:
+            subprocess.run(c + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
+            # The first run makes the snapshot.
+            print(f"lab_run_vm_{'first' if c is clis[0] else 'cold_first'}_s "
+                  f"{timed(c + ['run', '--rm', 'busybox', 'true']):.3f}")
+        times = ([], [])
+        for _ in range(n):
+            for c, t in zip(clis, times):
+                t.append(timed(c + ["run", "--rm", "busybox", "true"]))
+        ms, mc = statistics.median(times[0]), statistics.median(times[1])
+        print(f"lab_run_vm_snapshot_s {ms:.3f}")
+        print(f"lab_run_vm_cold_s {mc:.3f}")
+        print(f"lab_run_ratio_snapshot_vs_cold {ms / mc:.2f}")
+    finally:
+        for d, _ in daemons:
+            d.terminate()
+            d.wait()
     # The cost of the monitor's jail: two berthds, alike but for --vmm-jail, without a
     # bridge (one default bridge per host), alternating.
     daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
@@ -134,7 +157,9 @@ def phases(release, work, kernel, initrd, tar, n):
     console; the agent adds its steps' lines to it), `run -d` n times; then `run --rm`
     split at berthd's steps (run_steps)."""
     env = dict(os.environ, BERTH_VMM_TRACE="1")
-    d, sock = start_berthd(release, work, "traced", kernel, initrd, ["--bridge", "none"], env=env)
+    # The boot itself: every microVM boots its kernel (no snapshot).
+    d, sock = start_berthd(release, work, "traced", kernel, initrd,
+                           ["--bridge", "none", "--vm-snapshots", "false"], env=env)
     rows = []
     try:
         berth = [os.path.join(release, "berth"), "-H", f"unix://{sock}"]

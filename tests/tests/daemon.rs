@@ -1947,6 +1947,54 @@ fn assert_quiet_boot_and_free_page_reporting(b: &Berthd, vm_args: &[&str]) {
     d.ok(&["rm", "-f", &id]);
 }
 
+/// microVMs start from a snapshot of a guest berthd booted once (docs/snapshots.md):
+/// kept root's alone, each guest's clock set and random generator reseeded.
+fn assert_started_from_a_snapshot(b: &Berthd) {
+    use std::os::unix::fs::MetadataExt;
+    let store = b.dir.path().join("data/vm-templates");
+    let templates: Vec<PathBuf> = std::fs::read_dir(&store)
+        .unwrap_or_else(|e| panic!("{}: {e}", store.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(templates.len(), 1, "one template, made by the first run: {templates:?}");
+    for f in ["state.json", "memory"] {
+        let m = std::fs::metadata(templates[0].join(f)).unwrap();
+        assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "{f}: root's alone");
+    }
+    let run = |args: &[&str]| b.ok(args).trim().to_owned();
+    let ids = [
+        run(&["run", "-d", "bb:1", "sleep", "600"]),
+        run(&["run", "-d", "bb:1", "sleep", "600"]),
+    ];
+    let mut randoms = Vec::new();
+    for id in &ids {
+        let vm_json = b.exec_root.join(format!("c/{}/vm.json", &id[..12]));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&vm_json).unwrap()).unwrap();
+        assert_eq!(
+            config["restore_from"].as_str(),
+            templates[0].to_str(),
+            "the monitor starts from the template"
+        );
+        let guest_now: i64 = run(&["exec", id, "date", "+%s"]).parse().unwrap();
+        let host_now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (guest_now - host_now).abs() <= 30,
+            "the guest's wall clock is the host's ({guest_now} vs {host_now})"
+        );
+        randoms.push(run(&["exec", id, "sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"]));
+    }
+    assert_ne!(
+        randoms[0], randoms[1],
+        "two guests of one snapshot draw different random bytes (reseeded)"
+    );
+    run(&["rm", "-f", &ids[0], &ids[1]]);
+}
+
 fn assert_monitor_jailed(b: &Berthd) {
     let run = |args: &[&str]| b.ok(args).trim().to_owned();
     let a = run(&["run", "-d", "--memory", "96m", "bb:1", "sleep", "600"]);
@@ -2467,6 +2515,8 @@ fn docker_run_rm_of_a_microvm_container_in_the_lab() {
     );
     assert_eq!(b.ok(&["ps", "-aq"]), "");
     step("run --rm");
+    assert_started_from_a_snapshot(&b);
+    step("started from a snapshot");
     assert_monitor_jailed(&b);
     step("the monitor's jail");
     assert_quiet_boot_and_free_page_reporting(&b, &vm_args);
@@ -3429,7 +3479,10 @@ fn volumes_and_bind_mounts_of_microvm_containers_in_the_lab() {
         return;
     }
     let (kernel, _) = guest_kernel().unwrap();
-    let initrd = repo_root().join("target/berth/agent.erofs");
+    // The agent's initramfs form (the other microVM tests boot its erofs image): its
+    // guests boot (no snapshot: shares need guest RAM virtiofsd can map anyway) and find
+    // the image's disk on virtio-blk.
+    let initrd = repo_root().join("target/berth/agent-initramfs.cpio");
     assert!(initrd.is_file(), "run scripts/build-agent first");
     let virtiofsd = berth_e2e::virtiofsd().unwrap();
     // The lab's root is an overlay, which can't hold the upper layer of a process

@@ -285,6 +285,57 @@ fn control_socket_reports_stats_pauses_resumes_and_stops() {
 }
 
 #[test]
+fn a_snapshot_of_a_running_guest_resumes_in_new_monitors_with_a_disk_added() {
+    // The guest counts, and each tick probes the virtio-mmio slots no driver has taken:
+    // the slot announced empty at boot gets its disk only in the restored monitors.
+    let g = guest(
+        "vmm-snapshot",
+        "i=0\nwhile true; do\n  i=$((i+1))\n  for d in /sys/bus/platform/devices/virtio-mmio.*; do [ -e $d/driver ] || echo ${d##*/} > /sys/bus/platform/drivers_probe 2>/dev/null; done\n  if [ -b /dev/vda ]; then echo \"tick $i disk $(head -c 9 /dev/vda)\"; else echo \"tick $i\"; fi\n  sleep 1\ndone",
+        &[],
+    );
+    let vmm = g.vmm.display().to_string();
+    let kernel = g.kernel.display().to_string();
+    let out = g.lab_for(&format!(
+        "q() {{ echo \"$1\" | socat -t 60 - UNIX-CONNECT:$2; }}\n\
+         see() {{ for i in $(seq 600); do grep -q \"$1\" $2 2>/dev/null && return 0; sleep 0.1; done; return 1; }}\n\
+         printf BERTHDISK > disk.img; truncate -s 1M disk.img; mkdir snap\n\
+         {g_vmm} --memory 128 --console file:boot.log --control $S/boot.sock --snapshot-to snap --empty-slots 1 --cmdline quiet &\n\
+         vmm=$!; see 'tick 2' boot.log\n\
+         q '{{\"action\":\"snapshot\"}}' $S/boot.sock; wait $vmm; echo rc-snapshot=$?\n\
+         for n in 1 2; do\n\
+           timeout -s KILL 120 {vmm} --kernel {kernel} --memory 128 --console file:restored$n.log --control $S/r$n.sock --restore snap --disk disk.img,ro &\n\
+           vmm=$!; see 'disk BERTHDISK' restored$n.log && echo DISK-SEEN-$n\n\
+           q '{{\"action\":\"stop\"}}' $S/r$n.sock; wait $vmm; echo rc-restored$n=$?\n\
+         done\n\
+         {vmm} --kernel {kernel} --memory 256 --console off --restore snap 2>&1; echo rc-wrong-memory=$?\n\
+         {vmm} --kernel {kernel} --memory 128 --console off --restore snap --disk disk.img --disk disk.img 2>&1; echo rc-too-many=$?\n\
+         echo == boot; cat boot.log; echo == restored1; cat restored1.log; echo == restored2; cat restored2.log",
+        g_vmm = g.vmm(""),
+    ), std::time::Duration::from_secs(400));
+    let o = &out.stdout;
+    assert!(o.contains("\"memory_bytes\":"), "the snapshot's reply: {out:?}");
+    assert!(o.contains("rc-snapshot=0"), "the monitor exits 0 once the snapshot is written: {out:?}");
+    for n in [1, 2] {
+        assert!(o.contains(&format!("DISK-SEEN-{n}")), "restore {n} runs on and probes the added disk: {out:?}");
+        assert!(o.contains(&format!("rc-restored{n}=0")), "{out:?}");
+        let log = o
+            .split(&format!("== restored{n}\n"))
+            .nth(1)
+            .and_then(|r| r.split("\n== ").next())
+            .unwrap_or("");
+        let first: u32 = log
+            .lines()
+            .find_map(|l| l.strip_prefix("tick ")?.split(' ').next()?.parse().ok())
+            .unwrap_or(0);
+        assert!(first > 2, "restore {n} goes on counting from the snapshot (first tick {first}): {log}");
+    }
+    assert!(o.contains("the snapshot's guest has 128 MiB and 1 vCPUs, this configuration 256 MiB"), "{out:?}");
+    assert!(o.contains("rc-wrong-memory=1"), "{out:?}");
+    assert!(o.contains("1 more virtio devices than the snapshot's 1 empty slots"), "{out:?}");
+    assert!(o.contains("rc-too-many=1"), "{out:?}");
+}
+
+#[test]
 fn the_jailed_monitor_runs_confined_and_a_forbidden_call_stops_it() {
     let g = guest("vmm-jail", "echo GUEST-UP\nsleep 6\npoweroff -f", &[]);
     let forbidden = built_binary("examples/vmm-forbidden-syscall");

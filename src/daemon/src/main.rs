@@ -104,6 +104,11 @@ struct Cli {
     /// monitor's and berthd's boot steps, timed, in its agent.log.
     #[arg(long)]
     vmm_debug: bool,
+    /// Start microVM containers from a snapshot of a guest booted once (its kernel and
+    /// agent ready; see docs/snapshots.md) instead of booting each. On by default;
+    /// `--vm-snapshots false` boots every microVM (for measuring the difference).
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    vm_snapshots: Option<bool>,
 }
 
 /// `--vmm-uids START:COUNT`: a range clear of root, of "no change" (-1), and of overflow.
@@ -171,6 +176,7 @@ fn run(mut cli: Cli) -> Result<(), String> {
             "vmm-jail",
             "vmm-uids",
             "vmm-debug",
+            "vm-snapshots",
         ];
         if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
             return Err(format!("config file: unknown key {k:?}"));
@@ -327,9 +333,20 @@ fn run(mut cli: Cli) -> Result<(), String> {
         serde_json::Value::Bool(b) => cli.vmm_debug || *b,
         _ => return Err("config file: vmm-debug is true or false".into()),
     };
+    if !matches!(
+        file["vm-snapshots"],
+        serde_json::Value::Null | serde_json::Value::Bool(_)
+    ) {
+        return Err("config file: vm-snapshots is true or false".into());
+    }
+    let vm_snapshots = cli
+        .vm_snapshots
+        .or_else(|| file["vm-snapshots"].as_bool())
+        .unwrap_or(true);
     let opts = Opts {
         vmm_jail,
         vmm_debug,
+        vm_snapshots,
         data_root,
         exec_root,
         agent: cli.agent.unwrap_or_else(|| here.join("berth-agent")),

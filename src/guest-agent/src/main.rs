@@ -11,6 +11,7 @@
 mod init;
 mod net;
 mod output;
+mod restore;
 mod run;
 mod server;
 mod steps;

@@ -210,6 +210,21 @@ impl Agent {
                     ))
                 }
             }
+            Request::Restored {
+                realtime_ns,
+                entropy,
+            } => {
+                if self.in_vm {
+                    crate::restore::restored(realtime_ns, &entropy)
+                        .map(|()| Response::Ok)
+                        .map_err(|e| err(ErrorKind::InvalidArgument, e))
+                } else {
+                    Err(err(
+                        ErrorKind::InvalidArgument,
+                        "restored is for the agent in a microVM started from a snapshot (the host's agent leaves the host's clock alone)",
+                    ))
+                }
+            }
             Request::Create { id, spec } => self.create(id, *spec),
             Request::Start { id } => self.start(&id),
             Request::Exec { id, exec_id, spec } => self.exec(&id, exec_id, *spec),

@@ -384,6 +384,16 @@ pub enum Request {
         #[serde(default)]
         force: bool,
     },
+    /// The microVM was started from a snapshot of a guest booted earlier (berthd's first
+    /// request on it): set the wall clock, mix the host's random bytes into the kernel's
+    /// pool and reseed (every guest started from one snapshot had the same random state),
+    /// and probe the devices added after the snapshot. Refused outside a microVM.
+    Restored {
+        /// The host's CLOCK_REALTIME, in nanoseconds since the epoch.
+        realtime_ns: u64,
+        /// Random bytes from the host (at least 32).
+        entropy: Vec<u8>,
+    },
     /// Stop every container and shut down (in a microVM: power off).
     Shutdown,
 }
@@ -496,6 +506,7 @@ impl Request {
             Request::Update { .. } => "update",
             Request::Delete { .. } => "delete",
             Request::Shutdown => "shutdown",
+            Request::Restored { .. } => "restored",
         }
     }
 }

@@ -27,7 +27,12 @@ Runs one microVM until its guest shuts down. Flags override the config file.
                        listening on SOCKET; the guest mounts it with -t virtiofs TAG
                        (repeatable; guest RAM is then a memfd the backend maps)
   --console WHERE      stdout (default), off, or file:PATH
-  --control PATH       control socket (stats, pause, resume, stop)
+  --control PATH       control socket (stats, pause, resume, stop, snapshot)
+  --snapshot-to DIR    the control socket's snapshot action writes the guest to DIR
+                       (docs/snapshots.md); the monitor exits once it is written
+  --restore DIR        start from the snapshot in DIR instead of booting; devices
+                       beyond the snapshot's fill its empty slots
+  --empty-slots N      virtio-mmio slots announced empty, for devices a restore adds
   --jail DIR           confine the monitor (see docs/vmm.md): DIR becomes its root;
                        needs --jail-uid and --jail-gid; berth-vmm must start as root
   --jail-uid N         the jailed monitor's uid (not 0; one per microVM)
@@ -56,7 +61,8 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
             "--seccomp-log" => overrides.push((flag, String::new())),
             "--config" | "--kernel" | "--initrd" | "--cmdline" | "--vcpus" | "--memory"
             | "--disk" | "--pmem" | "--net" | "--vsock" | "--fs" | "--console" | "--control"
-            | "--jail" | "--jail-uid" | "--jail-gid" | "--jail-cgroup" => {
+            | "--jail" | "--jail-uid" | "--jail-gid" | "--jail-cgroup" | "--snapshot-to"
+            | "--restore" | "--empty-slots" => {
                 let v = match inline.or_else(|| it.next()) {
                     Some(v) => v,
                     None => return Err(format!("{flag} needs a value")),
@@ -148,6 +154,13 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
             }
             "--console" => c.console = v,
             "--control" => c.control_socket = Some(v.into()),
+            "--snapshot-to" => c.snapshot_to = Some(v.into()),
+            "--restore" => c.restore_from = Some(v.into()),
+            "--empty-slots" => {
+                c.empty_slots = v
+                    .parse()
+                    .map_err(|_| format!("--empty-slots: {v:?} is not a number 0..=8"))?
+            }
             _ => unreachable!("only known flags are collected"),
         }
     }

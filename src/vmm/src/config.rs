@@ -120,6 +120,9 @@ impl std::str::FromStr for Console {
     }
 }
 
+/// Most empty virtio-mmio slots a guest can be given.
+pub const MAX_EMPTY_SLOTS: u8 = 8;
+
 /// The whole configuration of one microVM.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -169,6 +172,19 @@ pub struct VmConfig {
     /// default) or "log" (development).
     #[serde(default)]
     pub seccomp: crate::seccomp::Mode,
+    /// A directory the `snapshot` control action writes the paused guest into
+    /// (`state.json` and `memory`; docs/snapshots.md). The monitor exits once it is written.
+    #[serde(default)]
+    pub snapshot_to: Option<PathBuf>,
+    /// A directory holding a snapshot to start from instead of booting the kernel: the
+    /// snapshot's devices must all be in this configuration (the same images for its
+    /// pmem devices); devices beyond them fill its empty slots.
+    #[serde(default)]
+    pub restore_from: Option<PathBuf>,
+    /// virtio-mmio slots announced to a booting guest with no device behind them, for
+    /// devices added when a snapshot of it is restored (at most 8).
+    #[serde(default)]
+    pub empty_slots: u8,
 }
 
 fn default_vcpus() -> u8 {
@@ -198,6 +214,9 @@ impl Default for VmConfig {
             control_socket: None,
             jail: None,
             seccomp: crate::seccomp::Mode::Kill,
+            snapshot_to: None,
+            restore_from: None,
+            empty_slots: 0,
         }
     }
 }
@@ -278,6 +297,7 @@ impl VmConfig {
             + self.net.len()
             + self.fs.len()
             + usize::from(self.vsock.is_some())
+            + usize::from(self.empty_slots)
             + 2;
         if n > max_devices {
             return Err(invalid(
@@ -335,6 +355,46 @@ impl VmConfig {
         }
         if let Some(j) = &self.jail {
             j.validate().map_err(|m| invalid("jail", m))?;
+        }
+        if self.empty_slots > MAX_EMPTY_SLOTS {
+            return Err(invalid(
+                "empty_slots",
+                format!("{} empty slots; at most {MAX_EMPTY_SLOTS}", self.empty_slots),
+            ));
+        }
+        if let Some(d) = &self.snapshot_to {
+            if self.restore_from.is_some() {
+                return Err(invalid(
+                    "snapshot_to",
+                    "a restored guest cannot be snapshot again (restore_from is set)",
+                ));
+            }
+            if !d.is_dir() {
+                return Err(invalid(
+                    "snapshot_to",
+                    format!("{}: no such directory", d.display()),
+                ));
+            }
+        }
+        if let Some(d) = &self.restore_from {
+            if !d.join(crate::snapshot::STATE_FILE).is_file() {
+                return Err(invalid(
+                    "restore_from",
+                    format!("{}: no snapshot there (no {})", d.display(), crate::snapshot::STATE_FILE),
+                ));
+            }
+            if !self.fs.is_empty() {
+                return Err(invalid(
+                    "restore_from",
+                    "virtio-fs shares need guest RAM the backends can map; a restored guest's RAM is a private copy of the snapshot",
+                ));
+            }
+            if self.initrd.is_some() {
+                return Err(invalid(
+                    "restore_from",
+                    "a restored guest has already booted: no initrd",
+                ));
+            }
         }
         self.console.parse()
     }

@@ -7,6 +7,8 @@
 //! {"action": "resume"}  -> {"ok": true}
 //! {"action": "stop"}    -> {"ok": true}   then the monitor exits (status 0)
 //! {"action": "shutdown"} -> {"ok": true, "sent": "ctrl-alt-del"}   the guest shuts down
+//! {"action": "snapshot"} -> {"ok": true, "memory_bytes": N}   the guest written to the
+//!                            `snapshot_to` directory; then the monitor exits (status 0)
 //! ```
 
 use crate::vm::Vm;
@@ -131,8 +133,18 @@ fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
                 err("the guest has disabled its keyboard; use \"stop\"".into())
             }
         }
+        "snapshot" => match vm.snapshot() {
+            Ok(bytes) => (
+                json!({"ok": true, "memory_bytes": bytes}),
+                Some(VmExit::ok("snapshot taken")),
+            ),
+            Err(e) => {
+                vm.vcpu_control.resume();
+                err(e)
+            }
+        },
         other => err(format!(
-            "unknown action {other:?} (stats, pause, resume, shutdown, stop)"
+            "unknown action {other:?} (stats, pause, resume, shutdown, stop, snapshot)"
         )),
     }
 }

@@ -132,7 +132,14 @@ impl Rlimits {
             files: 2048,
             address_space: ((config.memory_mib + 1024) << 20) + images,
             processes: u64::from(config.vcpus) + 4,
-            file_size: disks.max(CONSOLE_MAX),
+            // A snapshot's memory file is as large as guest RAM.
+            file_size: disks
+                .max(CONSOLE_MAX)
+                .max(if config.snapshot_to.is_some() {
+                    config.memory_mib << 20
+                } else {
+                    0
+                }),
         }
     }
 

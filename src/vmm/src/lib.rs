@@ -14,6 +14,7 @@ pub mod jail;
 pub mod layout;
 pub mod mptable;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vm;
 pub mod vstate;
 

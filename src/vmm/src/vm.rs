@@ -62,6 +62,9 @@ pub enum VmError {
     /// A host resource (file, socket, eventfd).
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
+    /// Taking or restoring a snapshot.
+    #[error(transparent)]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
 }
 
 fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmError {
@@ -99,13 +102,19 @@ impl Drop for Cleanup {
     }
 }
 
+/// A virtio-mmio slot being built: its device (none for an empty slot), and for a restore
+/// the snapshot's state of its transport.
+type Slot = (Option<Box<dyn VirtioDevice>>, Option<virtio::TransportState>);
+
 /// Token device number of the monitor's own event sources.
 const MONITOR: u32 = 0;
 
 /// A built microVM, ready to run.
 pub struct Vm {
     _kvm: Kvm,
-    _vm: VmFd,
+    vm: VmFd,
+    mem: vm_memory::GuestMemoryMmap,
+    memory_mib: u64,
     vcpus: Vec<VcpuFd>,
     pio: Arc<Bus>,
     mmio: Arc<Bus>,
@@ -114,7 +123,12 @@ pub struct Vm {
     stats: Arc<Stats>,
     serial: Arc<Mutex<SerialDevice>>,
     pub(crate) i8042: Arc<Mutex<I8042>>,
-    transports: Vec<Arc<Mutex<MmioTransport>>>,
+    /// The virtio-mmio slots in order; `None` for an empty one.
+    transports: Vec<Option<Arc<Mutex<MmioTransport>>>>,
+    /// The virtio-pmem images' (address, length).
+    pmem_regions: Vec<(u64, u64)>,
+    /// Where the `snapshot` control action writes (`snapshot_to`).
+    snapshot_out: Option<crate::snapshot::SnapshotFiles>,
     queue_events: HashMap<u64, (usize, usize, EventFd)>,
     stdin: bool,
     signals: RawFd,
@@ -174,6 +188,25 @@ impl Vm {
             }
         }
         let mut cleanup = Cleanup::default();
+        let restore = match &config.restore_from {
+            Some(dir) => {
+                let s = crate::snapshot::Snapshot::read(dir)?;
+                if s.memory_mib != config.memory_mib || s.vcpus.len() != usize::from(config.vcpus)
+                {
+                    return Err(crate::snapshot::SnapshotError::Invalid(format!(
+                        "{}: the snapshot's guest has {} MiB and {} vCPUs, this configuration {} MiB and {}",
+                        dir.display(),
+                        s.memory_mib,
+                        s.vcpus.len(),
+                        config.memory_mib,
+                        config.vcpus
+                    ))
+                    .into());
+                }
+                Some((dir.clone(), s))
+            }
+            None => None,
+        };
 
         // The VM: in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT.
         let kvm = Kvm::new().map_err(|e| VmError::Kvm("opening /dev/kvm", e))?;
@@ -193,7 +226,17 @@ impl Vm {
 
         // Memory.
         let mem = memory::create(config.memory_mib, !config.fs.is_empty())?;
+        if let Some((dir, s)) = &restore {
+            crate::snapshot::map_memory(&mem, dir, &s.ram)?;
+        }
         trace("memory allocated");
+        let snapshot_out = match &config.snapshot_to {
+            Some(dir) => Some(crate::snapshot::SnapshotFiles::create(
+                dir,
+                config.memory_mib << 20,
+            )?),
+            None => None,
+        };
         let registering = memory::register_in_background(&vm, &mem)?;
 
         let epoll = Arc::new(Epoll::new().map_err(io_err("epoll"))?);
@@ -213,16 +256,28 @@ impl Vm {
         let serial_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
         vm.register_irqfd(&serial_irq, SERIAL_IRQ)
             .map_err(|e| VmError::Kvm("KVM_IRQFD (serial)", e))?;
-        let serial = Arc::new(Mutex::new(SerialDevice(vm_superio::Serial::new(
-            IrqTrigger(serial_irq),
-            ConsoleOut::new(sink, exit.clone()),
-        ))));
+        let serial_state = restore
+            .as_ref()
+            .map(|(_, s)| s.serial.to_state())
+            .unwrap_or_default();
+        let serial = Arc::new(Mutex::new(SerialDevice(
+            vm_superio::Serial::from_state(
+                &serial_state,
+                IrqTrigger(serial_irq),
+                vm_superio::serial::NoEvents,
+                ConsoleOut::new(sink, exit.clone()),
+            )
+            .map_err(|e| VmError::Device(format!("COM1: {e:?}")))?,
+        )));
         pio.insert(serial.clone(), u64::from(SERIAL_PORT), 8)
             .map_err(|e| VmError::Device(e.to_string()))?;
         let kbd_irq = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
         vm.register_irqfd(&kbd_irq, KBD_IRQ)
             .map_err(|e| VmError::Kvm("KVM_IRQFD (i8042)", e))?;
         let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), Some(kbd_irq))));
+        if let Some((_, s)) = &restore {
+            i8042.lock().unwrap_or_else(|e| e.into_inner()).restore(&s.i8042);
+        }
         pio.insert(i8042.clone(), u64::from(I8042_PORT), 5)
             .map_err(|e| VmError::Device(e.to_string()))?;
 
@@ -235,6 +290,7 @@ impl Vm {
         }
         // Read-only images, each in a read-only KVM memory slot of its own above RAM.
         let mut pmem_end = None;
+        let mut pmem_regions = Vec::new();
         let ram_slots = {
             use vm_memory::GuestMemoryBackend;
             mem.num_regions()
@@ -246,7 +302,20 @@ impl Vm {
             let (gpa, host, len) = dev.region();
             memory::register_read_only(&vm, (ram_slots + i) as u32, gpa, host, len)?;
             pmem_end = Some(gpa + len);
+            pmem_regions.push((gpa, len));
             devices.push(Box::new(dev));
+        }
+        if let Some((dir, s)) = &restore {
+            // The snapshot's guest maps its images where they were.
+            if pmem_regions.get(..s.pmem.len()) != Some(&s.pmem[..]) {
+                return Err(crate::snapshot::SnapshotError::Invalid(format!(
+                    "{}: the snapshot's pmem images {:x?} (address, length) are not this configuration's first ones {:x?}",
+                    dir.display(),
+                    s.pmem,
+                    pmem_regions
+                ))
+                .into());
+            }
         }
         for n in &config.net {
             let mac = match &n.mac {
@@ -278,10 +347,39 @@ impl Vm {
         let mut transports = Vec::new();
         let mut queue_events = HashMap::new();
         let mut announce = Vec::new();
-        for (i, dev) in devices.into_iter().enumerate() {
+        // Each slot's device, and for a restore the snapshot's state of it.
+        let slots: Vec<Slot> =
+            match &restore {
+                None => devices
+                    .into_iter()
+                    .map(Some)
+                    .chain((0..config.empty_slots).map(|_| None))
+                    .map(|d| (d, None))
+                    .collect(),
+                Some((_, s)) => {
+                    let types: Vec<u32> = devices.iter().map(|d| d.device_type()).collect();
+                    let order = crate::snapshot::assign_slots(&types, &s.slots)?;
+                    let mut devices: Vec<Option<Box<dyn VirtioDevice>>> =
+                        devices.into_iter().map(Some).collect();
+                    order
+                        .iter()
+                        .zip(&s.slots)
+                        .map(|(k, st)| (k.and_then(|k| devices[k].take()), st.clone()))
+                        .collect()
+                }
+            };
+        let mut restored_transports = Vec::new();
+        for (i, (dev, state)) in slots.into_iter().enumerate() {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
             let irq = FIRST_VIRTIO_IRQ + i as u32;
             let dev_no = i as u32 + 1;
+            let Some(dev) = dev else {
+                mmio.insert(Arc::new(Mutex::new(virtio::EmptySlot)), base, VIRTIO_MMIO_SIZE)
+                    .map_err(|e| VmError::Device(e.to_string()))?;
+                announce.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
+                transports.push(None);
+                continue;
+            };
             let irq_evt = EventFd::new(libc::EFD_NONBLOCK).map_err(io_err("eventfd"))?;
             vm.register_irqfd(&irq_evt, irq)
                 .map_err(|e| VmError::Kvm("KVM_IRQFD (virtio)", e))?;
@@ -313,20 +411,28 @@ impl Vm {
             mmio.insert(t.clone(), base, VIRTIO_MMIO_SIZE)
                 .map_err(|e| VmError::Device(e.to_string()))?;
             announce.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
-            transports.push(t);
+            if let Some(st) = state {
+                restored_transports.push((t.clone(), st));
+            }
+            transports.push(Some(t));
         }
 
         trace("devices");
-        // The guest: kernel, initramfs, command line, zero page, MP table, boot tables.
-        let kernel = boot::load_kernel(&mem, &config.kernel)?;
-        let initrd = match &config.initrd {
-            Some(p) => Some(boot::load_initrd(&mem, p, kernel.end)?),
-            None => None,
-        };
+        // The guest: kernel, initramfs, command line, zero page, MP table, boot tables
+        // (a restored guest has all of them in its memory already).
         let cmdline = boot::build_cmdline(DEFAULT_CMDLINE, &announce, &config.cmdline)?;
-        boot::write_boot_params(&mem, &kernel, &cmdline, initrd)?;
-        mptable::write(&mem, config.vcpus)?;
-        vcpu::write_boot_tables(&mem)?;
+        let mut entry = None;
+        if restore.is_none() {
+            let kernel = boot::load_kernel(&mem, &config.kernel)?;
+            let initrd = match &config.initrd {
+                Some(p) => Some(boot::load_initrd(&mem, p, kernel.end)?),
+                None => None,
+            };
+            boot::write_boot_params(&mem, &kernel, &cmdline, initrd)?;
+            mptable::write(&mem, config.vcpus)?;
+            vcpu::write_boot_tables(&mem)?;
+            entry = Some(kernel.entry);
+        }
 
         // vCPUs.
         trace("guest loaded");
@@ -343,9 +449,38 @@ impl Vm {
                 .create_vcpu(u64::from(id))
                 .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
             let cpuid = vcpu::vcpu_cpuid(&supported, id, config.vcpus);
-            vcpu::configure(&fd, id, &cpuid, (id == 0).then_some(kernel.entry))?;
+            match &restore {
+                None => vcpu::configure(&fd, id, &cpuid, entry.filter(|_| id == 0))?,
+                Some((_, s)) => {
+                    fd.set_cpuid2(&cpuid)
+                        .map_err(|e| VmError::Kvm("KVM_SET_CPUID2", e))?;
+                    crate::snapshot::restore_vcpu(&fd, &s.vcpus[usize::from(id)])?;
+                }
+            }
             vcpus.push(fd);
         }
+        if let Some((dir, s)) = &restore {
+            crate::snapshot::restore_vm(&vm, &s.vm)?;
+            // Last, so that what a device tells its driver on waking reaches restored
+            // interrupt controllers.
+            for (t, st) in &restored_transports {
+                t.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .restore(st)
+                    .map_err(|e| {
+                        VmError::Device(format!("restoring {}: {e}", dir.display()))
+                    })?;
+            }
+        }
+        // The MSRs a snapshot saves.
+        let msr_list = match snapshot_out {
+            Some(_) => kvm
+                .get_msr_index_list()
+                .map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?
+                .as_slice()
+                .to_vec(),
+            None => Vec::new(),
+        };
 
         // Monitor event sources: the exit signal, SIGTERM & co, the console input, control.
         trace("vcpus");
@@ -382,7 +517,11 @@ impl Vm {
             .unwrap_or_default();
         Ok(Vm {
             _kvm: kvm,
-            _vm: vm,
+            vm,
+            mem,
+            memory_mib: config.memory_mib,
+            pmem_regions,
+            snapshot_out,
             vcpus,
             pio: Arc::new(pio),
             mmio: Arc::new(mmio),
@@ -396,7 +535,7 @@ impl Vm {
             stdin,
             signals,
             control,
-            vcpu_control: Arc::new(vcpu::Control::new(config.vcpus as usize)),
+            vcpu_control: Arc::new(vcpu::Control::new(config.vcpus as usize, msr_list)),
             opts,
             seccomp: (config.seccomp, config.jail.is_some()),
             proc_status: std::fs::File::open("/proc/self/status").ok(),
@@ -416,7 +555,10 @@ impl Vm {
             return VmExit::failed(format!("installing the vCPU kick signal handler: {e}"));
         }
         let (mode, jailed) = self.seccomp;
-        let filters = seccomp::Options { unjailed: !jailed };
+        let filters = seccomp::Options {
+            unjailed: !jailed,
+            snapshot: self.snapshot_out.is_some(),
+        };
         let vcpus = std::mem::take(&mut self.vcpus);
         let go = Arc::new(std::sync::Barrier::new(vcpus.len() + 1));
         let mut handles = Vec::new();
@@ -489,11 +631,10 @@ impl Vm {
                     }
                 } else if let Some((d, q, evt)) = self.queue_events.get(&tok) {
                     let _ = evt.read();
-                    self.transports[*d]
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .notify(*q);
-                } else if let Some(t) = self.transports.get(dev as usize - 1) {
+                    if let Some(t) = &self.transports[*d] {
+                        t.lock().unwrap_or_else(|e| e.into_inner()).notify(*q);
+                    }
+                } else if let Some(Some(t)) = self.transports.get(dev as usize - 1) {
                     t.lock()
                         .unwrap_or_else(|e| e.into_inner())
                         .device_event(fd, ev.event_set());
@@ -565,7 +706,41 @@ impl Vm {
 
     /// Bytes read and written through each device, for `stats`.
     pub fn device_count(&self) -> usize {
-        self.transports.len()
+        self.transports.iter().flatten().count()
+    }
+
+    /// Pauses the guest and writes it to the `snapshot_to` directory; returns the bytes
+    /// of guest memory written. The guest does not run again in this monitor: it exits
+    /// after the reply (a snapshot taken, the VM is a template).
+    pub fn snapshot(&self) -> Result<u64, String> {
+        let Some(out) = &self.snapshot_out else {
+            return Err("this monitor was started without snapshot_to".into());
+        };
+        let vcpus = self.vcpu_control.pause_and_save()?;
+        let vm = crate::snapshot::save_vm(&self.vm).map_err(|e| e.to_string())?;
+        let slots = self
+            .transports
+            .iter()
+            .map(|t| {
+                t.as_ref()
+                    .map(|t| t.lock().unwrap_or_else(|e| e.into_inner()).state())
+            })
+            .collect();
+        let s = crate::snapshot::Snapshot {
+            format: crate::snapshot::FORMAT,
+            memory_mib: self.memory_mib,
+            cmdline: self.cmdline.clone(),
+            vcpus,
+            vm,
+            slots,
+            pmem: self.pmem_regions.clone(),
+            serial: crate::devices::serial::SerialSnapshot::of(
+                &self.serial.lock().unwrap_or_else(|e| e.into_inner()).0.state(),
+            ),
+            i8042: self.i8042.lock().unwrap_or_else(|e| e.into_inner()).state(),
+            ram: Vec::new(),
+        };
+        out.write(&self.mem, s).map_err(|e| e.to_string())
     }
 
     /// The vCPU exit counter and others.

@@ -58,6 +58,8 @@ pub struct Opts {
     pub vmm_jail: Option<(u32, u32)>,
     /// `--vmm-debug`: microVMs boot with the kernel's full console and traced steps.
     pub vmm_debug: bool,
+    /// `--vm-snapshots`: microVMs start from a snapshot of a guest booted once.
+    pub vm_snapshots: bool,
     /// Guest kernel for microVMs.
     pub kernel: Option<PathBuf>,
     /// The agent for microVMs: its erofs image (virtio-pmem) or its initramfs.

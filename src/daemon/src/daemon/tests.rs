@@ -42,6 +42,7 @@ impl World {
             vmm: PathBuf::from("/nonexistent/vmm"),
             vmm_jail: None,
             vmm_debug: false,
+            vm_snapshots: true,
             kernel: None,
             agent_initrd: None,
             virtiofsd: None,

@@ -10,6 +10,7 @@
 //! [`Sandboxes::new`].
 
 pub mod process;
+pub mod template;
 pub mod vm;
 
 #[cfg(test)]

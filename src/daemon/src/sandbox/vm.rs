@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The guest's vsock context ID (each microVM has its own socket, so one CID does).
-const GUEST_CID: u32 = 3;
+pub(crate) const GUEST_CID: u32 = 3;
 
 /// Where jailed monitors' cgroups live (`<berthd's cgroup>/berth/<id>`, as process
 /// containers' do: a microVM container has no other cgroup on the host).
@@ -31,6 +31,9 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Host memory a monitor may use besides its guest's RAM (its own heap, device buffers,
 /// the page cache of the disks it reads).
 const MONITOR_OVERHEAD: i64 = 64 << 20;
+
+/// The cgroup of the monitor making a template (docs/snapshots.md).
+const TEMPLATE_CGROUP: &str = "vm-template";
 
 /// The microVM backend.
 pub struct VmSandbox {
@@ -51,6 +54,8 @@ pub struct VmSandbox {
     /// `BERTH_VMM_TRACE=guest`: the agent also notes each request and container step
     /// with the guest's CPU time, written to the console at power-off (docs/boot.md).
     guest_steps: bool,
+    /// Snapshots of booted guests microVMs start from (None: `--vm-snapshots false`).
+    templates: Option<super::template::Templates>,
 }
 
 /// The kernel arguments for an agent image on /dev/pmem0: the guest mounts it read-only
@@ -111,7 +116,44 @@ impl VmSandbox {
             debug: opts.vmm_debug,
             trace: opts.vmm_debug || std::env::var_os("BERTH_VMM_TRACE").is_some(),
             guest_steps: std::env::var_os("BERTH_VMM_TRACE").is_some_and(|v| v == "guest"),
+            templates: opts
+                .vm_snapshots
+                .then(|| super::template::Templates::new(&opts.data_root, &opts.exec_root)),
         }
+    }
+
+    /// The snapshot a container's microVM starts from, if its configuration has one
+    /// (made now if need be; see [`super::template`]). A boot with the kernel's full
+    /// console or its initcalls traced (`--vmm-debug`, `BERTH_VMM_TRACE=guest`) is a real
+    /// boot.
+    fn template_for(&self, config: &VmConfig) -> Option<PathBuf> {
+        let t = self.templates.as_ref()?;
+        if self.debug || self.guest_steps || !super::template::fits(config) {
+            return None;
+        }
+        let make_cgroup = |c: &VmConfig| {
+            if let Some(old) =
+                berth_container::cgroups::Cgroup::existing(Path::new(CGROUP_ROOT), TEMPLATE_CGROUP)
+            {
+                old.kill_all();
+                old.destroy();
+            }
+            berth_container::cgroups::Cgroup::create(
+                Path::new(CGROUP_ROOT),
+                TEMPLATE_CGROUP,
+                &monitor_limits(c),
+            )
+            .map_err(|e| format!("the template monitor's cgroup: {e}"))
+        };
+        type MakeCgroup<'a> =
+            &'a dyn Fn(&VmConfig) -> std::result::Result<berth_container::cgroups::Cgroup, String>;
+        let jail = match self.jail {
+            // The range's last uid is the template monitor's (containers' end before it).
+            Some((start, count)) if count >= 2 => Some((start + count - 1, &make_cgroup as MakeCgroup)),
+            Some(_) => return None,
+            None => None,
+        };
+        t.get(&self.vmm, config, jail).ok()
     }
 
     /// When tracing, a boot step and the host's CLOCK_MONOTONIC in the container's
@@ -409,6 +451,16 @@ impl Drop for Backends {
     }
 }
 
+/// Random bytes for a restored guest's generator.
+fn host_entropy() -> Result<Vec<u8>> {
+    use std::io::Read;
+    let mut b = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(Error::io("/dev/urandom"))?;
+    Ok(b)
+}
+
 /// The guest's memory for a container's limit: room for the guest kernel and agent
 /// besides the workload's limit.
 fn vm_memory_mib(memory: i64) -> u64 {
@@ -450,6 +502,10 @@ impl Sandbox for VmSandbox {
         let image = self.images.resolve(&spec.image_id)?;
         let disk = self.images.disk(&image)?;
         let (mut config, image_mount) = self.config(spec, disk)?;
+        let restored = self.template_for(&config);
+        if let Some(dir) = &restored {
+            config.restore_from = Some(dir.clone());
+        }
         let mut cgroup = CgroupGuard(None);
         if self.jail.is_some() {
             // One a crashed berthd (or a monitor that would not die) left would make the
@@ -480,7 +536,8 @@ impl Sandbox for VmSandbox {
             if let (Some((start, count)), Some(cg)) = (self.jail, &cgroup.0) {
                 let c_dir = spec.run_dir.parent().unwrap_or(Path::new("/"));
                 let used = uids_in_use(c_dir);
-                let uid = (start..start + count)
+                // The last uid of the range is a template monitor's.
+                let uid = (start..start + count - u32::from(count >= 2))
                     .find(|u| !used.contains(u))
                     .ok_or_else(|| {
                         Error::Sandbox(format!(
@@ -517,6 +574,15 @@ impl Sandbox for VmSandbox {
             hint,
         )?;
         self.trace(spec, "agent answered");
+        if restored.is_some() {
+            answer(client.call(&Request::Restored {
+                realtime_ns: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0),
+                entropy: host_entropy()?,
+            }))?;
+        }
         let layer = guest_image_layer(image.id.hex());
         answer(client.call(&image_mount.request(layer.clone())))?;
         if !spec.nics.is_empty() {

@@ -53,6 +53,21 @@ const CTRL_ALT_DEL: [u8; 12] = [
 /// Bytes the controller buffers for the guest before dropping new ones.
 const BUF_MAX: usize = 64;
 
+/// The controller's registers in a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct I8042State {
+    /// Bytes waiting for the guest.
+    pub buf: Vec<u8>,
+    /// Controller configuration byte.
+    pub ctr: u8,
+    /// Status register.
+    pub status: u8,
+    /// A command waiting for its data byte.
+    pub pending: Option<u8>,
+    /// Output port.
+    pub outp: u8,
+}
+
 /// The controller.
 pub struct I8042 {
     exit: Arc<crate::ExitSignal>,
@@ -78,6 +93,27 @@ impl I8042 {
             pending: None,
             outp: 0x01,
         }
+    }
+
+    /// The controller's registers, for a snapshot.
+    pub fn state(&self) -> I8042State {
+        I8042State {
+            buf: self.buf.iter().copied().collect(),
+            ctr: self.ctr,
+            status: self.status,
+            pending: self.pending,
+            outp: self.outp,
+        }
+    }
+
+    /// Takes a snapshot's registers (bytes beyond the buffer's size are dropped).
+    pub fn restore(&mut self, s: &I8042State) {
+        self.buf = s.buf.iter().copied().take(BUF_MAX).collect();
+        self.ctr = s.ctr;
+        self.status = s.status;
+        self.pending = s.pending;
+        self.outp = s.outp;
+        self.interrupt();
     }
 
     fn push(&mut self, b: u8) {

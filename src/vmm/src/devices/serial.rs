@@ -88,6 +88,52 @@ impl SerialDevice {
     }
 }
 
+/// COM1's registers in a snapshot (vm-superio's `SerialState`, which has no serde form).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SerialSnapshot {
+    /// DLL, DLM, IER, IIR, LCR, LSR, MCR, MSR, SCR in that order.
+    pub regs: [u8; 9],
+    /// Input not yet read by the guest.
+    pub in_buffer: Vec<u8>,
+}
+
+impl SerialSnapshot {
+    /// The registers of `s`.
+    pub fn of(s: &vm_superio::serial::SerialState) -> SerialSnapshot {
+        SerialSnapshot {
+            regs: [
+                s.baud_divisor_low,
+                s.baud_divisor_high,
+                s.interrupt_enable,
+                s.interrupt_identification,
+                s.line_control,
+                s.line_status,
+                s.modem_control,
+                s.modem_status,
+                s.scratch,
+            ],
+            in_buffer: s.in_buffer.clone(),
+        }
+    }
+
+    /// vm-superio's form.
+    pub fn to_state(&self) -> vm_superio::serial::SerialState {
+        let r = self.regs;
+        vm_superio::serial::SerialState {
+            baud_divisor_low: r[0],
+            baud_divisor_high: r[1],
+            interrupt_enable: r[2],
+            interrupt_identification: r[3],
+            line_control: r[4],
+            line_status: r[5],
+            modem_control: r[6],
+            modem_status: r[7],
+            scratch: r[8],
+            in_buffer: self.in_buffer.clone(),
+        }
+    }
+}
+
 impl BusDevice for SerialDevice {
     fn read(&mut self, offset: u64, data: &mut [u8]) {
         if data.len() == 1 && offset < 8 {

@@ -79,7 +79,36 @@ pub struct Options {
     /// The monitor runs outside a jail, so it removes its own sockets at exit (`unlink`):
     /// in a jail they are out of its reach, and its caller removes them.
     pub unjailed: bool,
+    /// The monitor can be asked for a snapshot (`snapshot_to`): the vCPUs read their
+    /// registers, the main thread the irqchip, PIT and clock, and writes the files it
+    /// opened before the jail.
+    pub snapshot: bool,
 }
+
+/// `_IOC(dir, 0xAE, nr, size)` for KVM's ioctls whose argument is a `T`.
+const fn kvm_ioc<T>(dir: u64, nr: u64) -> u64 {
+    (dir << 30) | ((std::mem::size_of::<T>() as u64) << 16) | (0xae << 8) | nr
+}
+const IOR: u64 = 2;
+const IOWR: u64 = 3;
+/// What a vCPU thread reads for a snapshot (linux/kvm.h).
+const KVM_VCPU_SNAPSHOT: [u64; 9] = [
+    kvm_ioc::<kvm_bindings::kvm_regs>(IOR, 0x81),
+    kvm_ioc::<kvm_bindings::kvm_sregs>(IOR, 0x83),
+    kvm_ioc::<kvm_bindings::kvm_msrs>(IOWR, 0x88),
+    kvm_ioc::<kvm_bindings::kvm_lapic_state>(IOR, 0x8e),
+    kvm_ioc::<kvm_bindings::kvm_mp_state>(IOR, 0x98),
+    kvm_ioc::<kvm_bindings::kvm_vcpu_events>(IOR, 0x9f),
+    kvm_ioc::<kvm_bindings::kvm_debugregs>(IOR, 0xa1),
+    kvm_ioc::<kvm_bindings::kvm_xsave>(IOR, 0xa4),
+    kvm_ioc::<kvm_bindings::kvm_xcrs>(IOR, 0xa6),
+];
+/// What the main thread reads for a snapshot.
+const KVM_VM_SNAPSHOT: [u64; 3] = [
+    kvm_ioc::<kvm_bindings::kvm_irqchip>(IOWR, 0x62),
+    kvm_ioc::<kvm_bindings::kvm_pit_state2>(IOR, 0x9f),
+    kvm_ioc::<kvm_bindings::kvm_clock_data>(IOR, 0x7c),
+];
 
 // KVM and tty ioctl numbers (from linux/kvm.h and asm-generic/ioctls.h).
 const KVM_RUN: u64 = 0xae80;
@@ -214,7 +243,11 @@ fn rules(thread: Thread, opts: Options) -> BTreeMap<i64, Vec<SeccompRule>> {
     }
     match thread {
         Thread::Main => {
-            m.insert(libc::SYS_ioctl, ioctls(&[FIONBIO, FIOCLEX]));
+            let mut allowed = vec![FIONBIO, FIOCLEX];
+            if opts.snapshot {
+                allowed.extend(KVM_VM_SNAPSHOT);
+            }
+            m.insert(libc::SYS_ioctl, ioctls(&allowed));
             // Free page reporting over memfd guest RAM: holes only, size kept.
             m.insert(
                 libc::SYS_fallocate,
@@ -236,7 +269,11 @@ fn rules(thread: Thread, opts: Options) -> BTreeMap<i64, Vec<SeccompRule>> {
             );
         }
         Thread::Vcpu => {
-            m.insert(libc::SYS_ioctl, ioctls(&[KVM_RUN, FIONBIO]));
+            let mut allowed = vec![KVM_RUN, FIONBIO];
+            if opts.snapshot {
+                allowed.extend(KVM_VCPU_SNAPSHOT);
+            }
+            m.insert(libc::SYS_ioctl, ioctls(&allowed));
         }
         Thread::Waiter => {}
     }
@@ -401,7 +438,7 @@ mod tests {
                 assert!(!r.contains_key(&forbidden), "{t:?} allows {forbidden}");
             }
         }
-        assert!(rules(Thread::Main, Options { unjailed: true }).contains_key(&libc::SYS_unlink));
+        assert!(rules(Thread::Main, Options { unjailed: true, snapshot: false }).contains_key(&libc::SYS_unlink));
         // Only the vCPU runs the guest; only the main thread accepts connections.
         assert!(!rules(Thread::Main, Options::default())[&libc::SYS_ioctl]
             .iter()

@@ -258,6 +258,12 @@ pub struct Control {
     lock: Mutex<()>,
     cv: Condvar,
     threads: Mutex<Vec<libc::pthread_t>>,
+    /// Set for a snapshot: each vCPU saves its registers before it parks.
+    saving: AtomicBool,
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST), when snapshots are enabled.
+    msr_list: Vec<u32>,
+    /// Each vCPU's saved registers, by id.
+    saved: Mutex<Vec<Option<Result<crate::snapshot::VcpuState, String>>>>,
 }
 
 /// The signal that kicks a vCPU thread out of KVM_RUN.
@@ -275,7 +281,7 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
 
 impl Control {
     /// Control of `count` vCPUs.
-    pub fn new(count: usize) -> Control {
+    pub fn new(count: usize, msr_list: Vec<u32>) -> Control {
         Control {
             paused: AtomicBool::new(false),
             parked: AtomicUsize::new(0),
@@ -283,6 +289,50 @@ impl Control {
             lock: Mutex::new(()),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
+            saving: AtomicBool::new(false),
+            msr_list,
+            saved: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Pauses a running VM with every vCPU saving its registers first; their states by
+    /// id, or why not.
+    pub fn pause_and_save(&self) -> Result<Vec<crate::snapshot::VcpuState>, String> {
+        if self.is_paused() {
+            return Err("the VM is paused; resume it first".into());
+        }
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
+            (0..self.count).map(|_| None).collect();
+        self.saving.store(true, Ordering::SeqCst);
+        let parked = self.pause();
+        self.saving.store(false, Ordering::SeqCst);
+        if !parked {
+            return Err("the vCPUs did not stop within a second".into());
+        }
+        let saved = std::mem::take(&mut *self.saved.lock().unwrap_or_else(|e| e.into_inner()));
+        saved
+            .into_iter()
+            .enumerate()
+            .map(|(id, s)| match s {
+                Some(Ok(s)) => Ok(s),
+                Some(Err(e)) => Err(format!("vCPU {id}: {e}")),
+                None => Err(format!("vCPU {id} parked without saving")),
+            })
+            .collect()
+    }
+
+    /// At a pause for a snapshot, saves this vCPU's registers.
+    fn save_if_asked(&self, fd: &mut VcpuFd, id: u8) {
+        if self.saving.load(Ordering::SeqCst) {
+            let s = crate::snapshot::save_vcpu(fd, &self.msr_list).map_err(|e| e.to_string());
+            if let Some(slot) = self
+                .saved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(usize::from(id))
+            {
+                *slot = Some(s);
+            }
         }
     }
 
@@ -361,7 +411,12 @@ pub fn run(
 ) -> VcpuStop {
     use std::sync::atomic::Ordering::Relaxed;
     loop {
-        ctl.park_if_paused();
+        // One read of the flag decides both: a vCPU never parks unsaved in a snapshot's
+        // pause (the flag for saving is set before the one for pausing).
+        if ctl.is_paused() {
+            ctl.save_if_asked(&mut fd, id);
+            ctl.park_if_paused();
+        }
         let r = fd.run();
         stats.vcpu_exits.fetch_add(1, Relaxed);
         match r {

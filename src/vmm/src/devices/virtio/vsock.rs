@@ -43,6 +43,9 @@ const SHUTDOWN_RCV: u32 = 1;
 const SHUTDOWN_SEND: u32 = 2;
 const RXQ: usize = 0;
 const TXQ: usize = 1;
+const EVQ: usize = 2;
+/// The event a driver gets when its device's transport was reset (virtio 1.1 §5.10.6.7).
+const EVENT_TRANSPORT_RESET: u32 = 0;
 /// First local port handed to host-initiated connections.
 const FIRST_HOST_PORT: u32 = 1 << 30;
 /// Longest `CONNECT <port>\n` line accepted.
@@ -663,6 +666,28 @@ impl Vsock {
     }
 }
 
+/// Puts a transport reset event in the driver's first event buffer and interrupts it.
+fn transport_reset(q: &mut virtio_queue::Queue, a: &RxTx) -> Result<(), String> {
+    use vm_memory::Bytes;
+    let Some(chain) = super::pop(q, &a.mem, &a.irq) else {
+        return Err("the restored guest's vsock driver posted no event buffer".into());
+    };
+    let head = chain.head_index();
+    let mut written = 0;
+    for d in chain {
+        if d.is_write_only() && d.len() >= 4 {
+            a.mem
+                .write_obj(EVENT_TRANSPORT_RESET, d.addr())
+                .map_err(|e| format!("writing the vsock reset event: {e}"))?;
+            written = 4;
+            break;
+        }
+    }
+    let _ = q.add_used(&a.mem, head, written);
+    a.irq.signal_used();
+    Ok(())
+}
+
 /// Parses `CONNECT <port>\n`.
 fn parse_connect(line: &[u8]) -> Option<u32> {
     let s = std::str::from_utf8(line).ok()?;
@@ -686,8 +711,19 @@ impl VirtioDevice for Vsock {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         read_config_bytes(&self.config, offset, data)
     }
-    fn activate(&mut self, a: Activation) -> Result<(), String> {
+    fn activate(&mut self, mut a: Activation) -> Result<(), String> {
+        let restored = a.restored;
+        let events = (a.queues.len() > EVQ).then(|| a.queues.remove(EVQ));
         let active = RxTx::take(a, "virtio-vsock")?;
+        if restored {
+            // The guest's connections were to a monitor that is gone: as Firecracker
+            // does after a restore, tell the driver its transport was reset, which
+            // resets every connected socket (listening ones stay).
+            match events {
+                Some(mut q) => transport_reset(&mut q, &active)?,
+                None => return Err("virtio-vsock restored without its event queue".into()),
+            }
+        }
         active
             .registrar
             .add(self.listener.as_raw_fd(), EventSet::IN)
@@ -789,6 +825,39 @@ mod tests {
             tx_next: 0,
             rx_seen: 0,
         }
+    }
+
+    #[test]
+    fn a_restored_device_tells_the_driver_its_transport_was_reset() {
+        let dir = std::env::temp_dir().join(format!("berth-vsock-reset-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let m: &'static GuestMemoryMmap = Box::leak(Box::new(mem()));
+        let rxq = MockSplitQueue::create(m, GuestAddress(0x1000), 64);
+        let txq = MockSplitQueue::create(m, GuestAddress(0x8000), 64);
+        let evq = MockSplitQueue::create(m, GuestAddress(0xc000), 16);
+        // The driver's event buffer holds garbage until the device writes the event.
+        m.write_obj(0xffff_ffffu32, GuestAddress(0x20_0000)).unwrap();
+        evq.add_desc_chains(&[d(0x20_0000, 8, VRING_DESC_F_WRITE)], 0)
+            .unwrap();
+        let mut dev = Vsock::new(GUEST_CID as u32, &dir.join("v.sock")).unwrap();
+        let mut a = activation(
+            m,
+            vec![
+                rxq.create_queue().unwrap(),
+                txq.create_queue().unwrap(),
+                evq.create_queue().unwrap(),
+            ],
+        );
+        a.restored = true;
+        dev.activate(a).unwrap();
+        let used = evq.used();
+        assert_eq!(used.idx().load(), 1, "one event buffer used");
+        assert_eq!(m.read_obj::<u32>(GuestAddress(0x20_0000)).unwrap(), EVENT_TRANSPORT_RESET);
+        // A first activation sends nothing.
+        let r = rig("no-reset");
+        assert!(r.dev.state.is_some());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     impl Rig {
