@@ -445,6 +445,7 @@ mod tests {
             interrupt_status: 0,
             active: true,
             queues: vec![],
+            device: serde_json::Value::Null,
         })
     }
 

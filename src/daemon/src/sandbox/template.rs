@@ -211,17 +211,12 @@ impl Templates {
         // The agent answered: it listens, and its guest has nothing else to do. The
         // connection is dropped; the restored guests' vsock devices reset it anyway.
         drop(client);
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .ok_or("the template monitor's pidfile")?;
         let reply = snapshot_request(&self.run_dir.join("control.sock"));
-        let gone = wait_gone(pid, MAKE_TIMEOUT);
+        let gone = wait_gone(&pidfile, MAKE_TIMEOUT);
         if !gone {
-            // SAFETY: kill(2) on the monitor this function started (its pidfile's pid).
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+            super::reap_sandbox(&pidfile, Duration::ZERO);
         }
-        let reply = reply?;
+        let reply = reply.map_err(|e| format!("{e} ({})", log_tail(&tmp.join("monitor.log"))))?;
         if !reply.contains("\"ok\":true") {
             return Err(format!("the template monitor refused the snapshot: {}", reply.trim()));
         }
@@ -247,16 +242,28 @@ fn snapshot_request(socket: &Path) -> Result<String, String> {
     Ok(line)
 }
 
-/// Waits until process `pid` is gone (reaped by spawn_detached's thread).
-fn wait_gone(pid: i32, timeout: Duration) -> bool {
+/// Waits until the process `pidfile` records is gone (reaped by spawn_detached's thread).
+fn wait_gone(pidfile: &Path, timeout: Duration) -> bool {
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
-        if !Path::new(&format!("/proc/{pid}")).exists() {
+        if super::recorded_process(pidfile).is_none() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     false
+}
+
+/// The last lines of a log, for an error.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    if tail.is_empty() {
+        "the monitor wrote nothing".into()
+    } else {
+        tail.join(" / ")
+    }
 }
 
 #[cfg(test)]

@@ -268,6 +268,14 @@ pub trait VirtioDevice: Send {
     fn process_event(&mut self, _fd: RawFd, _events: EventSet) {}
     /// The driver reset the device: drop the queues and any backend state tied to them.
     fn reset(&mut self);
+    /// Device state a snapshot keeps besides the transport's (none by default).
+    fn snapshot_state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    /// Takes a snapshot's [`VirtioDevice::snapshot_state`], before the device starts.
+    fn restore_state(&mut self, _state: &serde_json::Value) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// Reads `data.len()` bytes of a little-endian config structure at `offset`.
@@ -344,6 +352,9 @@ pub struct TransportState {
     pub active: bool,
     /// The queues.
     pub queues: Vec<QueueConfig>,
+    /// The device's own state ([`VirtioDevice::snapshot_state`]).
+    #[serde(default)]
+    pub device: serde_json::Value,
 }
 
 /// A virtio-mmio slot with no device (yet): the guest reads zeros, so its probe finds no
@@ -398,6 +409,7 @@ impl MmioTransport {
             } else {
                 self.queues.iter().map(QueueConfig::of).collect()
             },
+            device: self.device.snapshot_state(),
         }
     }
 
@@ -436,6 +448,7 @@ impl MmioTransport {
             };
             queues.push(Queue::try_from(q).map_err(|e| format!("a queue: {e:?}"))?);
         }
+        self.device.restore_state(&s.device)?;
         self.status = s.status;
         self.driver_features = s.driver_features;
         self.config_generation = s.config_generation;

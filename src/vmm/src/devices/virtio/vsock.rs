@@ -751,6 +751,21 @@ impl VirtioDevice for Vsock {
         self.process_rx();
         self.resume_tx();
     }
+    /// The next local port for a host connection: a restored guest may still hold the
+    /// snapshot's connections, closing (a reset removes them only after the kernel's close
+    /// timeout), and a new connection from the same port would be refused.
+    fn snapshot_state(&self) -> serde_json::Value {
+        serde_json::json!({ "next_port": self.next_port })
+    }
+    fn restore_state(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        if let Some(p) = state.get("next_port").and_then(|p| p.as_u64()) {
+            self.next_port = u32::try_from(p)
+                .ok()
+                .filter(|p| *p >= FIRST_HOST_PORT)
+                .ok_or_else(|| format!("vsock: next_port {p} is out of range"))?;
+        }
+        Ok(())
+    }
     fn reset(&mut self) {
         if let Some(a) = self.state.take() {
             a.registrar.remove(self.listener.as_raw_fd());
@@ -857,6 +872,15 @@ mod tests {
         // A first activation sends nothing.
         let r = rig("no-reset");
         assert!(r.dev.state.is_some());
+        // Host connections of the restored device take ports after the snapshot's.
+        let mut fresh = Vsock::new(GUEST_CID as u32, &dir.join("w.sock")).unwrap();
+        fresh
+            .restore_state(&serde_json::json!({ "next_port": FIRST_HOST_PORT + 7 }))
+            .unwrap();
+        assert_eq!(fresh.snapshot_state()["next_port"], FIRST_HOST_PORT + 7);
+        assert!(fresh
+            .restore_state(&serde_json::json!({ "next_port": 5 }))
+            .is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
