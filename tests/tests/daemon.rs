@@ -1957,7 +1957,11 @@ fn assert_started_from_a_snapshot(b: &Berthd) {
         .flatten()
         .map(|e| e.path())
         .collect();
-    assert_eq!(templates.len(), 1, "one template, made by the first run: {templates:?}");
+    assert_eq!(
+        templates.len(),
+        1,
+        "one template, made by the first run: {templates:?}"
+    );
     for f in ["state.json", "memory"] {
         let m = std::fs::metadata(templates[0].join(f)).unwrap();
         assert_eq!((m.uid(), m.mode() & 0o777), (0, 0o600), "{f}: root's alone");
@@ -1986,7 +1990,13 @@ fn assert_started_from_a_snapshot(b: &Berthd) {
             (guest_now - host_now).abs() <= 30,
             "the guest's wall clock is the host's ({guest_now} vs {host_now})"
         );
-        randoms.push(run(&["exec", id, "sh", "-c", "head -c 16 /dev/urandom | od -An -tx1"]));
+        randoms.push(run(&[
+            "exec",
+            id,
+            "sh",
+            "-c",
+            "head -c 16 /dev/urandom | od -An -tx1",
+        ]));
     }
     assert_ne!(
         randoms[0], randoms[1],

@@ -303,20 +303,30 @@ fn a_snapshot_of_a_running_guest_resumes_in_new_monitors_with_a_disk_added() {
          vmm=$!; see 'tick 2' boot.log\n\
          q '{{\"action\":\"snapshot\"}}' $S/boot.sock; wait $vmm; echo rc-snapshot=$?\n\
          for n in 1 2; do\n\
-           timeout -s KILL 120 {vmm} --kernel {kernel} --memory 128 --console file:restored$n.log --control $S/r$n.sock --restore snap --disk disk.img,ro &\n\
+           timeout -s KILL 120 {vmm} --kernel {kernel} --memory 128 --cmdline quiet --console file:restored$n.log --control $S/r$n.sock --restore snap --disk disk.img,ro &\n\
            vmm=$!; see 'disk BERTHDISK' restored$n.log && echo DISK-SEEN-$n\n\
            q '{{\"action\":\"stop\"}}' $S/r$n.sock; wait $vmm; echo rc-restored$n=$?\n\
          done\n\
-         {vmm} --kernel {kernel} --memory 256 --console off --restore snap 2>&1; echo rc-wrong-memory=$?\n\
-         {vmm} --kernel {kernel} --memory 128 --console off --restore snap --disk disk.img --disk disk.img 2>&1; echo rc-too-many=$?\n\
+         {vmm} --kernel {kernel} --memory 256 --cmdline quiet --console off --restore snap 2>&1; echo rc-wrong-memory=$?\n\
+         {vmm} --kernel {kernel} --memory 128 --cmdline quiet --console off --restore snap --disk disk.img --disk disk.img 2>&1; echo rc-too-many=$?\n\
+         {vmm} --kernel {kernel} --memory 128 --console off --restore snap 2>&1; echo rc-other-cmdline=$?\n\
          echo == boot; cat boot.log; echo == restored1; cat restored1.log; echo == restored2; cat restored2.log",
         g_vmm = g.vmm(""),
     ), std::time::Duration::from_secs(400));
     let o = &out.stdout;
-    assert!(o.contains("\"memory_bytes\":"), "the snapshot's reply: {out:?}");
-    assert!(o.contains("rc-snapshot=0"), "the monitor exits 0 once the snapshot is written: {out:?}");
+    assert!(
+        o.contains("\"memory_bytes\":"),
+        "the snapshot's reply: {out:?}"
+    );
+    assert!(
+        o.contains("rc-snapshot=0"),
+        "the monitor exits 0 once the snapshot is written: {out:?}"
+    );
     for n in [1, 2] {
-        assert!(o.contains(&format!("DISK-SEEN-{n}")), "restore {n} runs on and probes the added disk: {out:?}");
+        assert!(
+            o.contains(&format!("DISK-SEEN-{n}")),
+            "restore {n} runs on and probes the added disk: {out:?}"
+        );
         assert!(o.contains(&format!("rc-restored{n}=0")), "{out:?}");
         let log = o
             .split(&format!("== restored{n}\n"))
@@ -327,12 +337,26 @@ fn a_snapshot_of_a_running_guest_resumes_in_new_monitors_with_a_disk_added() {
             .lines()
             .find_map(|l| l.strip_prefix("tick ")?.split(' ').next()?.parse().ok())
             .unwrap_or(0);
-        assert!(first > 2, "restore {n} goes on counting from the snapshot (first tick {first}): {log}");
+        assert!(
+            first > 2,
+            "restore {n} goes on counting from the snapshot (first tick {first}): {log}"
+        );
     }
-    assert!(o.contains("the snapshot's guest has 128 MiB and 1 vCPUs, this configuration 256 MiB"), "{out:?}");
+    assert!(
+        o.contains("the snapshot's guest has 128 MiB and 1 vCPUs, this configuration 256 MiB"),
+        "{out:?}"
+    );
     assert!(o.contains("rc-wrong-memory=1"), "{out:?}");
-    assert!(o.contains("1 more virtio devices than the snapshot's 1 empty slots"), "{out:?}");
+    assert!(
+        o.contains("1 more virtio devices than the snapshot's 1 empty slots"),
+        "{out:?}"
+    );
     assert!(o.contains("rc-too-many=1"), "{out:?}");
+    assert!(
+        o.contains("taken with cmdline \"quiet\""),
+        "a restore keeps the boot's command line: {out:?}"
+    );
+    assert!(o.contains("rc-other-cmdline=1"), "{out:?}");
 }
 
 #[test]

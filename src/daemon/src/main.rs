@@ -339,10 +339,23 @@ fn run(mut cli: Cli) -> Result<(), String> {
     ) {
         return Err("config file: vm-snapshots is true or false".into());
     }
-    let vm_snapshots = cli
-        .vm_snapshots
-        .or_else(|| file["vm-snapshots"].as_bool())
-        .unwrap_or(true);
+    let asked = cli.vm_snapshots.or_else(|| file["vm-snapshots"].as_bool());
+    // The template monitor takes the last jail uid: a range of one leaves none for it.
+    let one_uid = matches!(vmm_jail, Some((_, count)) if count < 2);
+    let vm_snapshots = match asked {
+        Some(true) if one_uid => {
+            return Err(
+                "--vm-snapshots needs two --vmm-uids or more (the last is the template monitor's)"
+                    .into(),
+            )
+        }
+        Some(b) => b,
+        None if one_uid => {
+            eprintln!("berthd: microVMs boot without snapshots: --vmm-uids has one uid, and the template monitor needs its own");
+            false
+        }
+        None => true,
+    };
     let opts = Opts {
         vmm_jail,
         vmm_debug,

@@ -301,27 +301,35 @@ impl Agent {
         let (s, t, f) = (c(source)?, c(target)?, c(fstype)?);
         let flags = if ro { libc::MS_RDONLY } else { 0 };
         let data = c(if dax { "dax=always" } else { "" })?;
-        // SAFETY: NUL-terminated strings valid for the call; the data is a NUL-terminated
-        // option string.
-        if unsafe {
-            libc::mount(
-                s.as_ptr(),
-                t.as_ptr(),
-                f.as_ptr(),
-                flags,
-                data.as_ptr().cast(),
-            )
-        } < 0
-        {
-            return Err(err(
-                ErrorKind::InvalidArgument,
-                format!(
-                    "mounting {source} ({fstype}) at {target}: {}",
-                    std::io::Error::last_os_error()
-                ),
-            ));
+        // A device probed just now (one added to a microVM restored from a snapshot) can
+        // have its node before its driver is done with it: the mount then fails with
+        // ENXIO for a moment. In a microVM that is retried for up to DEVICE_WAIT.
+        let deadline = std::time::Instant::now() + DEVICE_WAIT;
+        loop {
+            // SAFETY: NUL-terminated strings valid for the call; the data is a
+            // NUL-terminated option string.
+            if unsafe {
+                libc::mount(
+                    s.as_ptr(),
+                    t.as_ptr(),
+                    f.as_ptr(),
+                    flags,
+                    data.as_ptr().cast(),
+                )
+            } == 0
+            {
+                return Ok(Response::Ok);
+            }
+            let e = std::io::Error::last_os_error();
+            let not_ready = matches!(e.raw_os_error(), Some(libc::ENXIO) | Some(libc::ENODEV));
+            if !(self.in_vm && not_ready && std::time::Instant::now() < deadline) {
+                return Err(err(
+                    ErrorKind::InvalidArgument,
+                    format!("mounting {source} ({fstype}) at {target}: {e}"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        Ok(Response::Ok)
     }
 
     /// Writes a container's /etc files from the host and binds them over the image's.

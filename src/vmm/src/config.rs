@@ -359,7 +359,10 @@ impl VmConfig {
         if self.empty_slots > MAX_EMPTY_SLOTS {
             return Err(invalid(
                 "empty_slots",
-                format!("{} empty slots; at most {MAX_EMPTY_SLOTS}", self.empty_slots),
+                format!(
+                    "{} empty slots; at most {MAX_EMPTY_SLOTS}",
+                    self.empty_slots
+                ),
             ));
         }
         if let Some(d) = &self.snapshot_to {
@@ -367,6 +370,12 @@ impl VmConfig {
                 return Err(invalid(
                     "snapshot_to",
                     "a restored guest cannot be snapshot again (restore_from is set)",
+                ));
+            }
+            if !self.fs.is_empty() {
+                return Err(invalid(
+                    "snapshot_to",
+                    "a guest with virtio-fs shares cannot be restored (their backends map guest RAM, a restored guest's is a private copy)",
                 ));
             }
             if !d.is_dir() {
@@ -380,7 +389,11 @@ impl VmConfig {
             if !d.join(crate::snapshot::STATE_FILE).is_file() {
                 return Err(invalid(
                     "restore_from",
-                    format!("{}: no snapshot there (no {})", d.display(), crate::snapshot::STATE_FILE),
+                    format!(
+                        "{}: no snapshot there (no {})",
+                        d.display(),
+                        crate::snapshot::STATE_FILE
+                    ),
                 ));
             }
             if !self.fs.is_empty() {
@@ -393,6 +406,12 @@ impl VmConfig {
                 return Err(invalid(
                     "restore_from",
                     "a restored guest has already booted: no initrd",
+                ));
+            }
+            if self.empty_slots != 0 {
+                return Err(invalid(
+                    "empty_slots",
+                    "a restored guest has the snapshot's slots; empty_slots is for a booting one",
                 ));
             }
         }

@@ -138,10 +138,9 @@ fn handle(vm: &Vm, line: &str) -> (Value, Option<VmExit>) {
                 json!({"ok": true, "memory_bytes": bytes}),
                 Some(VmExit::ok("snapshot taken")),
             ),
-            Err(e) => {
-                vm.vcpu_control.resume();
-                err(e)
-            }
+            // A failed snapshot leaves the VM as it was (running, or paused by a
+            // "pause" before it).
+            Err(e) => err(e),
         },
         other => err(format!(
             "unknown action {other:?} (stats, pause, resume, shutdown, stop, snapshot)"

@@ -133,13 +133,11 @@ impl Rlimits {
             address_space: ((config.memory_mib + 1024) << 20) + images,
             processes: u64::from(config.vcpus) + 4,
             // A snapshot's memory file is as large as guest RAM.
-            file_size: disks
-                .max(CONSOLE_MAX)
-                .max(if config.snapshot_to.is_some() {
-                    config.memory_mib << 20
-                } else {
-                    0
-                }),
+            file_size: disks.max(CONSOLE_MAX).max(if config.snapshot_to.is_some() {
+                config.memory_mib << 20
+            } else {
+                0
+            }),
         }
     }
 

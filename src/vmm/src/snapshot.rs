@@ -115,6 +115,75 @@ pub struct Snapshot {
     pub i8042: I8042State,
     /// Guest RAM in the memory file.
     pub ram: Vec<RamRange>,
+    /// Where the snapshot can be restored: the host's CPU as KVM shows it.
+    pub host: HostIdentity,
+    /// The files the guest was started with ([`file_identity`]): the kernel, then each
+    /// pmem image; a restore must name the same files.
+    pub files: Vec<String>,
+    /// The configuration's own `cmdline` (appended to berth's).
+    pub user_cmdline: String,
+}
+
+/// What a restored guest relies on from the host it was snapshot on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostIdentity {
+    /// KVM's TSC frequency for the guest (kHz): the guest calibrated its clock with it.
+    pub tsc_khz: u32,
+    /// Each vCPU's CPUID as the guest saw it at boot (it chose its code paths by it).
+    pub cpuid: Vec<Vec<kvm_bindings::kvm_cpuid_entry2>>,
+}
+
+/// A file's identity for a snapshot: replaced or changed, it no longer matches.
+pub fn file_identity(p: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::metadata(p) {
+        Ok(m) => format!(
+            "{}:{}:{}:{}:{}.{}",
+            p.display(),
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec()
+        ),
+        Err(e) => format!("{}: {e}", p.display()),
+    }
+}
+
+impl Snapshot {
+    /// Refuses a restore that would not give the guest what it had: another host CPU or
+    /// TSC, other files, another command line.
+    pub fn check(
+        &self,
+        host: &HostIdentity,
+        files: &[String],
+        user_cmdline: &str,
+    ) -> Result<(), SnapshotError> {
+        if self.host.tsc_khz != host.tsc_khz {
+            return Err(SnapshotError::Invalid(format!(
+                "taken with a TSC of {} kHz, this host's is {} kHz (another host or boot)",
+                self.host.tsc_khz, host.tsc_khz
+            )));
+        }
+        if self.host.cpuid != host.cpuid {
+            return Err(SnapshotError::Invalid(
+                "taken on a host whose CPU (CPUID) differs from this one's".into(),
+            ));
+        }
+        if files.get(..self.files.len()) != Some(&self.files[..]) {
+            return Err(SnapshotError::Invalid(format!(
+                "taken with the kernel and images {:?}; this configuration has {:?} (the same files, unchanged, are needed)",
+                self.files, files
+            )));
+        }
+        if self.user_cmdline != user_cmdline {
+            return Err(SnapshotError::Invalid(format!(
+                "taken with cmdline {:?}, this configuration has {:?} (a restored guest keeps its boot's)",
+                self.user_cmdline, user_cmdline
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Snapshot {
@@ -123,10 +192,7 @@ impl Snapshot {
         let p = dir.join(STATE_FILE);
         let text = std::fs::read(&p).map_err(|e| SnapshotError::Io(p.display().to_string(), e))?;
         let s: Snapshot = serde_json::from_slice(&text).map_err(|e| {
-            SnapshotError::Invalid(format!(
-                "{}: not a complete snapshot ({e})",
-                p.display()
-            ))
+            SnapshotError::Invalid(format!("{}: not a complete snapshot ({e})", p.display()))
         })?;
         if s.format != FORMAT {
             return Err(SnapshotError::Invalid(format!(
@@ -228,7 +294,11 @@ fn is_zero(page: &[u8]) -> bool {
 
 /// Maps the snapshot's memory file copy-on-write over guest RAM (`mem`, just created and
 /// not yet seen by KVM or any device).
-pub fn map_memory(mem: &GuestMemoryMmap, dir: &Path, ram: &[RamRange]) -> Result<(), SnapshotError> {
+pub fn map_memory(
+    mem: &GuestMemoryMmap,
+    dir: &Path,
+    ram: &[RamRange],
+) -> Result<(), SnapshotError> {
     let p = dir.join(MEMORY_FILE);
     let file = File::open(&p).map_err(|e| SnapshotError::Io(p.display().to_string(), e))?;
     let size = file
@@ -310,6 +380,8 @@ pub fn save_vcpu(fd: &mut VcpuFd, msr_list: &[u32]) -> Result<VcpuState, Snapsho
             msrs.push((index, m.as_slice()[0].data));
         }
     }
+    // MP state first: reading it can complete a pending INIT/SIPI into the registers.
+    let mp_state = fd.get_mp_state().map_err(kvm("KVM_GET_MP_STATE"))?;
     Ok(VcpuState {
         regs: fd.get_regs().map_err(kvm("KVM_GET_REGS"))?,
         sregs: fd.get_sregs().map_err(kvm("KVM_GET_SREGS"))?,
@@ -317,7 +389,7 @@ pub fn save_vcpu(fd: &mut VcpuFd, msr_list: &[u32]) -> Result<VcpuState, Snapsho
         xcrs: fd.get_xcrs().map_err(kvm("KVM_GET_XCRS"))?,
         debugregs: fd.get_debug_regs().map_err(kvm("KVM_GET_DEBUGREGS"))?,
         lapic: fd.get_lapic().map_err(kvm("KVM_GET_LAPIC"))?,
-        mp_state: fd.get_mp_state().map_err(kvm("KVM_GET_MP_STATE"))?,
+        mp_state,
         events: fd.get_vcpu_events().map_err(kvm("KVM_GET_VCPU_EVENTS"))?,
         msrs,
     })
@@ -325,14 +397,16 @@ pub fn save_vcpu(fd: &mut VcpuFd, msr_list: &[u32]) -> Result<VcpuState, Snapsho
 
 /// Restores a vCPU's registers (its CPUID already set), in Firecracker's order.
 pub fn restore_vcpu(fd: &VcpuFd, s: &VcpuState) -> Result<(), SnapshotError> {
-    fd.set_mp_state(s.mp_state).map_err(kvm("KVM_SET_MP_STATE"))?;
+    fd.set_mp_state(s.mp_state)
+        .map_err(kvm("KVM_SET_MP_STATE"))?;
     fd.set_regs(&s.regs).map_err(kvm("KVM_SET_REGS"))?;
     fd.set_sregs(&s.sregs).map_err(kvm("KVM_SET_SREGS"))?;
     // SAFETY: the buffer is a whole kvm_xsave as KVM_GET_XSAVE gave it on this host; KVM
     // reads no more than its fixed size (no extended AMX state is enabled).
     unsafe { fd.set_xsave(&s.xsave) }.map_err(kvm("KVM_SET_XSAVE"))?;
     fd.set_xcrs(&s.xcrs).map_err(kvm("KVM_SET_XCRS"))?;
-    fd.set_debug_regs(&s.debugregs).map_err(kvm("KVM_SET_DEBUGREGS"))?;
+    fd.set_debug_regs(&s.debugregs)
+        .map_err(kvm("KVM_SET_DEBUGREGS"))?;
     fd.set_lapic(&s.lapic).map_err(kvm("KVM_SET_LAPIC"))?;
     let entries: Vec<kvm_msr_entry> = s
         .msrs
@@ -366,7 +440,9 @@ pub fn save_vm(vm: &VmFd) -> Result<VmState, SnapshotError> {
             chip_id: id,
             ..Default::default()
         };
-        vm.get_irqchip(&mut c).map(|()| c).map_err(kvm("KVM_GET_IRQCHIP"))
+        vm.get_irqchip(&mut c)
+            .map(|()| c)
+            .map_err(kvm("KVM_GET_IRQCHIP"))
     };
     let mut clock = vm.get_clock().map_err(kvm("KVM_GET_CLOCK"))?;
     // Only the value is restored (KVM_SET_CLOCK takes no flags from a GET).
@@ -453,7 +529,15 @@ mod tests {
     fn snapshot_devices_keep_their_slots_and_new_ones_fill_the_empty_slots() {
         use crate::devices::virtio::ids::*;
         // Snapshot: agent pmem, vsock, rng, balloon, then three empty slots.
-        let slots = vec![slot(PMEM), slot(VSOCK), slot(RNG), slot(BALLOON), None, None, None];
+        let slots = vec![
+            slot(PMEM),
+            slot(VSOCK),
+            slot(RNG),
+            slot(BALLOON),
+            None,
+            None,
+            None,
+        ];
         // Configured: agent pmem, image pmem, a NIC, vsock, rng, balloon.
         let types = [PMEM, PMEM, NET, VSOCK, RNG, BALLOON];
         let got = assign_slots(&types, &slots).unwrap();
@@ -472,7 +556,66 @@ mod tests {
         let e = assign_slots(&[PMEM, VSOCK, NET, NET], &slots)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("1 more virtio devices than the snapshot's 1 empty slots"), "{e}");
+        assert!(
+            e.contains("1 more virtio devices than the snapshot's 1 empty slots"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_restore_on_another_host_or_with_other_files_or_cmdline_is_refused() {
+        let s: Snapshot = Snapshot {
+            format: FORMAT,
+            memory_mib: 1,
+            cmdline: String::new(),
+            vcpus: vec![],
+            vm: VmState {
+                pic_master: Default::default(),
+                pic_slave: Default::default(),
+                ioapic: Default::default(),
+                pit: Default::default(),
+                clock: Default::default(),
+            },
+            slots: vec![],
+            pmem: vec![],
+            serial: Default::default(),
+            i8042: Default::default(),
+            ram: vec![],
+            host: HostIdentity {
+                tsc_khz: 2_000_000,
+                cpuid: vec![vec![Default::default()]],
+            },
+            files: vec!["kernel:1".into(), "agent:2".into()],
+            user_cmdline: "berth_trace=1".into(),
+        };
+        let files = vec!["kernel:1".into(), "agent:2".into(), "image:3".into()];
+        s.check(&s.host, &files, "berth_trace=1").unwrap();
+        let other_tsc = HostIdentity {
+            tsc_khz: 2_000_001,
+            ..s.host.clone()
+        };
+        let e = s
+            .check(&other_tsc, &files, "berth_trace=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("TSC"), "{e}");
+        let other_cpu = HostIdentity {
+            cpuid: vec![],
+            ..s.host.clone()
+        };
+        let e = s
+            .check(&other_cpu, &files, "berth_trace=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CPUID"), "{e}");
+        let changed = vec!["kernel:1".into(), "agent:9".into()];
+        let e = s
+            .check(&s.host, &changed, "berth_trace=1")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the same files"), "{e}");
+        let e = s.check(&s.host, &files, "").unwrap_err().to_string();
+        assert!(e.contains("cmdline"), "{e}");
     }
 
     #[test]
@@ -500,13 +643,29 @@ mod tests {
             serial: Default::default(),
             i8042: Default::default(),
             ram: vec![],
+            host: HostIdentity {
+                tsc_khz: 1,
+                cpuid: vec![],
+            },
+            files: vec![],
+            user_cmdline: String::new(),
         };
         assert_eq!(files.write(&mem, s).unwrap(), 4096, "one page is not zeros");
         let back = Snapshot::read(&dir).unwrap();
-        assert_eq!(back.ram, vec![RamRange { gpa: 0, len: 1 << 20, offset: 0 }]);
+        assert_eq!(
+            back.ram,
+            vec![RamRange {
+                gpa: 0,
+                len: 1 << 20,
+                offset: 0
+            }]
+        );
         let restored = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         map_memory(&restored, &dir, &back.ram).unwrap();
-        assert_eq!(restored.read_obj::<u32>(GuestAddress(0x3000)).unwrap(), 0xdead_beef);
+        assert_eq!(
+            restored.read_obj::<u32>(GuestAddress(0x3000)).unwrap(),
+            0xdead_beef
+        );
         restored.write_obj(1u32, GuestAddress(0x3000)).unwrap();
         let again = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         map_memory(&again, &dir, &back.ram).unwrap();

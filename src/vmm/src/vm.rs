@@ -104,7 +104,10 @@ impl Drop for Cleanup {
 
 /// A virtio-mmio slot being built: its device (none for an empty slot), and for a restore
 /// the snapshot's state of its transport.
-type Slot = (Option<Box<dyn VirtioDevice>>, Option<virtio::TransportState>);
+type Slot = (
+    Option<Box<dyn VirtioDevice>>,
+    Option<virtio::TransportState>,
+);
 
 /// Token device number of the monitor's own event sources.
 const MONITOR: u32 = 0;
@@ -127,8 +130,10 @@ pub struct Vm {
     transports: Vec<Option<Arc<Mutex<MmioTransport>>>>,
     /// The virtio-pmem images' (address, length).
     pmem_regions: Vec<(u64, u64)>,
-    /// Where the `snapshot` control action writes (`snapshot_to`).
+    /// Where the `snapshot` control action writes (`snapshot_to`), and what the snapshot
+    /// depends on: the host, the files (kernel, pmem images) and the config's cmdline.
     snapshot_out: Option<crate::snapshot::SnapshotFiles>,
+    snapshot_deps: Option<(crate::snapshot::HostIdentity, Vec<String>, String)>,
     queue_events: HashMap<u64, (usize, usize, EventFd)>,
     stdin: bool,
     signals: RawFd,
@@ -191,8 +196,7 @@ impl Vm {
         let restore = match &config.restore_from {
             Some(dir) => {
                 let s = crate::snapshot::Snapshot::read(dir)?;
-                if s.memory_mib != config.memory_mib || s.vcpus.len() != usize::from(config.vcpus)
-                {
+                if s.memory_mib != config.memory_mib || s.vcpus.len() != usize::from(config.vcpus) {
                     return Err(crate::snapshot::SnapshotError::Invalid(format!(
                         "{}: the snapshot's guest has {} MiB and {} vCPUs, this configuration {} MiB and {}",
                         dir.display(),
@@ -276,7 +280,10 @@ impl Vm {
             .map_err(|e| VmError::Kvm("KVM_IRQFD (i8042)", e))?;
         let i8042 = Arc::new(Mutex::new(I8042::new(exit.clone(), Some(kbd_irq))));
         if let Some((_, s)) = &restore {
-            i8042.lock().unwrap_or_else(|e| e.into_inner()).restore(&s.i8042);
+            i8042
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .restore(&s.i8042);
         }
         pio.insert(i8042.clone(), u64::from(I8042_PORT), 5)
             .map_err(|e| VmError::Device(e.to_string()))?;
@@ -348,34 +355,37 @@ impl Vm {
         let mut queue_events = HashMap::new();
         let mut announce = Vec::new();
         // Each slot's device, and for a restore the snapshot's state of it.
-        let slots: Vec<Slot> =
-            match &restore {
-                None => devices
-                    .into_iter()
-                    .map(Some)
-                    .chain((0..config.empty_slots).map(|_| None))
-                    .map(|d| (d, None))
-                    .collect(),
-                Some((_, s)) => {
-                    let types: Vec<u32> = devices.iter().map(|d| d.device_type()).collect();
-                    let order = crate::snapshot::assign_slots(&types, &s.slots)?;
-                    let mut devices: Vec<Option<Box<dyn VirtioDevice>>> =
-                        devices.into_iter().map(Some).collect();
-                    order
-                        .iter()
-                        .zip(&s.slots)
-                        .map(|(k, st)| (k.and_then(|k| devices[k].take()), st.clone()))
-                        .collect()
-                }
-            };
+        let slots: Vec<Slot> = match &restore {
+            None => devices
+                .into_iter()
+                .map(Some)
+                .chain((0..config.empty_slots).map(|_| None))
+                .map(|d| (d, None))
+                .collect(),
+            Some((_, s)) => {
+                let types: Vec<u32> = devices.iter().map(|d| d.device_type()).collect();
+                let order = crate::snapshot::assign_slots(&types, &s.slots)?;
+                let mut devices: Vec<Option<Box<dyn VirtioDevice>>> =
+                    devices.into_iter().map(Some).collect();
+                order
+                    .iter()
+                    .zip(&s.slots)
+                    .map(|(k, st)| (k.and_then(|k| devices[k].take()), st.clone()))
+                    .collect()
+            }
+        };
         let mut restored_transports = Vec::new();
         for (i, (dev, state)) in slots.into_iter().enumerate() {
             let base = VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE;
             let irq = FIRST_VIRTIO_IRQ + i as u32;
             let dev_no = i as u32 + 1;
             let Some(dev) = dev else {
-                mmio.insert(Arc::new(Mutex::new(virtio::EmptySlot)), base, VIRTIO_MMIO_SIZE)
-                    .map_err(|e| VmError::Device(e.to_string()))?;
+                mmio.insert(
+                    Arc::new(Mutex::new(virtio::EmptySlot)),
+                    base,
+                    VIRTIO_MMIO_SIZE,
+                )
+                .map_err(|e| VmError::Device(e.to_string()))?;
                 announce.push(format!("virtio_mmio.device=4K@{base:#x}:{irq}"));
                 transports.push(None);
                 continue;
@@ -440,19 +450,43 @@ impl Vm {
             .join()
             .map_err(|_| VmError::Device("the memory registration thread panicked".into()))??;
         trace("memory registered");
+        // The host and files a snapshot depends on (docs/snapshots.md).
+        let mut host = None;
+        let files: Vec<String> = std::iter::once(&config.kernel)
+            .chain(config.pmem.iter().map(|p| &p.path))
+            .map(|p| crate::snapshot::file_identity(p))
+            .collect();
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
         let mut vcpus = Vec::new();
+        let cpuids: Vec<_> = (0..config.vcpus)
+            .map(|id| vcpu::vcpu_cpuid(&supported, id, config.vcpus))
+            .collect();
         for id in 0..config.vcpus {
             let fd = vm
                 .create_vcpu(u64::from(id))
                 .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
-            let cpuid = vcpu::vcpu_cpuid(&supported, id, config.vcpus);
+            let cpuid = &cpuids[usize::from(id)];
+            if id == 0 && (restore.is_some() || config.snapshot_to.is_some()) {
+                host = Some(crate::snapshot::HostIdentity {
+                    tsc_khz: fd
+                        .get_tsc_khz()
+                        .map_err(|e| VmError::Kvm("KVM_GET_TSC_KHZ", e))?,
+                    cpuid: cpuids.iter().map(|c| c.as_slice().to_vec()).collect(),
+                });
+            }
+            if let (Some((dir, s)), Some(h)) = (&restore, &host) {
+                if id == 0 {
+                    s.check(h, &files, &config.cmdline).map_err(|e| {
+                        VmError::Device(format!("restoring {}: {e}", dir.display()))
+                    })?;
+                }
+            }
             match &restore {
-                None => vcpu::configure(&fd, id, &cpuid, entry.filter(|_| id == 0))?,
+                None => vcpu::configure(&fd, id, cpuid, entry.filter(|_| id == 0))?,
                 Some((_, s)) => {
-                    fd.set_cpuid2(&cpuid)
+                    fd.set_cpuid2(cpuid)
                         .map_err(|e| VmError::Kvm("KVM_SET_CPUID2", e))?;
                     crate::snapshot::restore_vcpu(&fd, &s.vcpus[usize::from(id)])?;
                 }
@@ -467,9 +501,7 @@ impl Vm {
                 t.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .restore(st)
-                    .map_err(|e| {
-                        VmError::Device(format!("restoring {}: {e}", dir.display()))
-                    })?;
+                    .map_err(|e| VmError::Device(format!("restoring {}: {e}", dir.display())))?;
             }
         }
         // The MSRs a snapshot saves.
@@ -521,6 +553,10 @@ impl Vm {
             mem,
             memory_mib: config.memory_mib,
             pmem_regions,
+            snapshot_deps: snapshot_out
+                .as_ref()
+                .and(host)
+                .map(|h| (h, files, config.cmdline.clone())),
             snapshot_out,
             vcpus,
             pio: Arc::new(pio),
@@ -713,10 +749,27 @@ impl Vm {
     /// of guest memory written. The guest does not run again in this monitor: it exits
     /// after the reply (a snapshot taken, the VM is a template).
     pub fn snapshot(&self) -> Result<u64, String> {
-        let Some(out) = &self.snapshot_out else {
+        let (Some(out), Some(_)) = (&self.snapshot_out, &self.snapshot_deps) else {
             return Err("this monitor was started without snapshot_to".into());
         };
         let vcpus = self.vcpu_control.pause_and_save()?;
+        let written = self.write_snapshot(out, vcpus);
+        if written.is_err() {
+            self.vcpu_control.resume();
+        }
+        written
+    }
+
+    /// The rest of a snapshot, the vCPUs paused and saved.
+    fn write_snapshot(
+        &self,
+        out: &crate::snapshot::SnapshotFiles,
+        vcpus: Vec<crate::snapshot::VcpuState>,
+    ) -> Result<u64, String> {
+        let deps = self
+            .snapshot_deps
+            .as_ref()
+            .ok_or("this monitor was started without snapshot_to")?;
         let vm = crate::snapshot::save_vm(&self.vm).map_err(|e| e.to_string())?;
         let slots = self
             .transports
@@ -735,10 +788,18 @@ impl Vm {
             slots,
             pmem: self.pmem_regions.clone(),
             serial: crate::devices::serial::SerialSnapshot::of(
-                &self.serial.lock().unwrap_or_else(|e| e.into_inner()).0.state(),
+                &self
+                    .serial
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .state(),
             ),
             i8042: self.i8042.lock().unwrap_or_else(|e| e.into_inner()).state(),
             ram: Vec::new(),
+            host: deps.0.clone(),
+            files: deps.1.clone(),
+            user_cmdline: deps.2.clone(),
         };
         out.write(&self.mem, s).map_err(|e| e.to_string())
     }

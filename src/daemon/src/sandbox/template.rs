@@ -34,6 +34,9 @@ pub struct Templates {
     run_dir: PathBuf,
     /// Each configuration's template, or why it could not be made (not tried again).
     made: Mutex<HashMap<u64, Result<PathBuf, String>>>,
+    /// Held while a template is made: one at a time (the template monitor's uid is
+    /// one), while microVMs of configurations that have theirs start meanwhile.
+    making: Mutex<()>,
 }
 
 /// The metadata that changes when a file is replaced.
@@ -62,6 +65,10 @@ pub fn key(vmm: &Path, c: &VmConfig) -> u64 {
     identity(vmm).hash(&mut h);
     identity(&c.kernel).hash(&mut h);
     c.pmem.first().map(|p| identity(&p.path)).hash(&mut h);
+    // A snapshot holds the host CPU's view of its boot: not carried over a host reboot.
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap_or_default()
+        .hash(&mut h);
     c.memory_mib.hash(&mut h);
     c.vcpus.hash(&mut h);
     c.cmdline.hash(&mut h);
@@ -82,11 +89,34 @@ pub fn fits(c: &VmConfig) -> bool {
 impl Templates {
     /// Templates kept under `data_root`, made with sockets under `exec_root`.
     pub fn new(data_root: &Path, exec_root: &Path) -> Templates {
-        Templates {
+        let t = Templates {
             store: data_root.join("vm-templates"),
             run_dir: exec_root.join("vm-template"),
             made: Mutex::new(HashMap::new()),
-        }
+            making: Mutex::new(()),
+        };
+        t.reconcile();
+        t
+    }
+
+    /// At berthd's start: a template monitor an earlier berthd left (it crashed while
+    /// making one) is killed, and the templates of earlier runs are removed (their
+    /// keys name the monitor, kernel and agent files of their time; a template is made
+    /// again on first use, once).
+    fn reconcile(&self) {
+        super::reap_sandbox(&self.run_dir.join(super::PIDFILE), Duration::ZERO);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_dir_all(&self.store);
+    }
+
+    /// Forgets and removes the template of `config` (a restore from it failed).
+    pub fn evict(&self, vmm: &Path, config: &VmConfig) {
+        let key = key(vmm, config);
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, Err("a restore from it failed".into()));
+        let _ = std::fs::remove_dir_all(self.store.join(format!("{key:016x}")));
     }
 
     /// The snapshot directory for `config` (a container's, which [`fits`]), made now if
@@ -96,12 +126,25 @@ impl Templates {
         &self,
         vmm: &Path,
         config: &VmConfig,
-        jail: Option<(u32, &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>)>,
+        jail: Option<(
+            u32,
+            &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>,
+        )>,
     ) -> Result<PathBuf, String> {
         let key = key(vmm, config);
-        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(r) = made.get(&key) {
-            return r.clone();
+        let known = |t: &Templates| {
+            t.made
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+                .cloned()
+        };
+        if let Some(r) = known(self) {
+            return r;
+        }
+        let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = known(self) {
+            return r;
         }
         let dir = self.store.join(format!("{key:016x}"));
         let r = if berth_vmm::snapshot::Snapshot::read(&dir).is_ok() {
@@ -115,7 +158,10 @@ impl Templates {
             }
             r
         };
-        made.insert(key, r.clone());
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, r.clone());
         r
     }
 
@@ -124,7 +170,10 @@ impl Templates {
         vmm: &Path,
         base: &VmConfig,
         dir: &Path,
-        jail: Option<(u32, &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>)>,
+        jail: Option<(
+            u32,
+            &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>,
+        )>,
     ) -> Result<PathBuf, String> {
         use std::os::unix::fs::DirBuilderExt;
         let tmp = dir.with_extension("new");
@@ -154,17 +203,20 @@ impl Templates {
         c.restore_from = None;
         c.jail = None;
         let mut cgroup = None;
-        if let Some((uid, make_cgroup)) = jail {
-            let cg = make_cgroup(&c)?;
-            c.jail = Some(berth_vmm::jail::JailConfig {
-                dir: self.run_dir.join("jail"),
-                uid,
-                gid: uid,
-                cgroups: cg.paths().iter().map(|p| p.join("cgroup.procs")).collect(),
-            });
-            cgroup = Some(cg);
-        }
-        let r = self.boot_and_snapshot(vmm, &c, &tmp);
+        let r = match jail.map(|(uid, make_cgroup)| (uid, make_cgroup(&c))) {
+            Some((_, Err(e))) => Err(e),
+            Some((uid, Ok(cg))) => {
+                c.jail = Some(berth_vmm::jail::JailConfig {
+                    dir: self.run_dir.join("jail"),
+                    uid,
+                    gid: uid,
+                    cgroups: cg.paths().iter().map(|p| p.join("cgroup.procs")).collect(),
+                });
+                cgroup = Some(cg);
+                self.boot_and_snapshot(vmm, &c, &tmp)
+            }
+            None => self.boot_and_snapshot(vmm, &c, &tmp),
+        };
         if let Some(cg) = cgroup {
             cg.kill_all();
             cg.destroy();
@@ -212,13 +264,17 @@ impl Templates {
         // connection is dropped; the restored guests' vsock devices reset it anyway.
         drop(client);
         let reply = snapshot_request(&self.run_dir.join("control.sock"));
-        let gone = wait_gone(&pidfile, MAKE_TIMEOUT);
+        // After a refused request the monitor runs on: killed at once.
+        let gone = reply.is_ok() && wait_gone(&pidfile, MAKE_TIMEOUT);
         if !gone {
             super::reap_sandbox(&pidfile, Duration::ZERO);
         }
         let reply = reply.map_err(|e| format!("{e} ({})", log_tail(&tmp.join("monitor.log"))))?;
         if !reply.contains("\"ok\":true") {
-            return Err(format!("the template monitor refused the snapshot: {}", reply.trim()));
+            return Err(format!(
+                "the template monitor refused the snapshot: {}",
+                reply.trim()
+            ));
         }
         if !gone {
             return Err("the template monitor did not exit after its snapshot".into());
@@ -293,7 +349,10 @@ mod tests {
                 mac: None,
             });
         }
-        assert!(fits(&c), "the image and three interfaces fill the four slots");
+        assert!(
+            fits(&c),
+            "the image and three interfaces fill the four slots"
+        );
         c.disks.push(DiskConfig {
             path: "/d".into(),
             read_only: true,

@@ -149,7 +149,9 @@ impl VmSandbox {
             &'a dyn Fn(&VmConfig) -> std::result::Result<berth_container::cgroups::Cgroup, String>;
         let jail = match self.jail {
             // The range's last uid is the template monitor's (containers' end before it).
-            Some((start, count)) if count >= 2 => Some((start + count - 1, &make_cgroup as MakeCgroup)),
+            Some((start, count)) if count >= 2 => {
+                Some((start + count - 1, &make_cgroup as MakeCgroup))
+            }
             Some(_) => return None,
             None => None,
         };
@@ -502,7 +504,7 @@ impl Sandbox for VmSandbox {
         let image = self.images.resolve(&spec.image_id)?;
         let disk = self.images.disk(&image)?;
         let (mut config, image_mount) = self.config(spec, disk)?;
-        let restored = self.template_for(&config);
+        let mut restored = self.template_for(&config);
         if let Some(dir) = &restored {
             config.restore_from = Some(dir.clone());
         }
@@ -557,31 +559,60 @@ impl Sandbox for VmSandbox {
             )
             .map_err(Error::io(format!("{}", config_path.display())))?;
         }
-        let mut cmd = std::process::Command::new(&self.vmm);
-        cmd.arg("--config").arg(&config_path);
-        if self.trace {
-            cmd.env("BERTH_VMM_TRACE", "1");
-        }
-        // A guest kernel without virtio-pmem or DAX waits for its root for ever, quietly.
-        let hint = config.initrd.is_none().then_some(PMEM_ROOT_HINT);
-        let mut client = spawn_detached(
-            cmd,
-            &spec.dir.join("agent.log"),
-            &spec.dir.join(super::PIDFILE),
-            &self.endpoint(&spec.run_dir),
-            Duration::from_secs(120),
-            "microVM",
-            hint,
-        )?;
+        let spawn = || {
+            let mut cmd = std::process::Command::new(&self.vmm);
+            cmd.arg("--config").arg(&config_path);
+            if self.trace {
+                cmd.env("BERTH_VMM_TRACE", "1");
+            }
+            // A guest kernel without virtio-pmem or DAX waits for its root for ever,
+            // quietly.
+            let hint = config.initrd.is_none().then_some(PMEM_ROOT_HINT);
+            spawn_detached(
+                cmd,
+                &spec.dir.join("agent.log"),
+                &spec.dir.join(super::PIDFILE),
+                &self.endpoint(&spec.run_dir),
+                Duration::from_secs(120),
+                "microVM",
+                hint,
+            )
+        };
+        let mut client = match spawn() {
+            Ok(c) => c,
+            Err(e) if restored.is_some() => {
+                // The template does not restore here (another host CPU, a file changed
+                // under it): it is dropped, and this microVM boots.
+                eprintln!("berthd: a microVM did not start from its snapshot, booting it: {e}");
+                if let Some(t) = &self.templates {
+                    t.evict(&self.vmm, &config);
+                }
+                for f in ["vm.sock", "control.sock"] {
+                    let _ = std::fs::remove_file(spec.run_dir.join(f));
+                }
+                restored = None;
+                config.restore_from = None;
+                std::fs::write(
+                    &config_path,
+                    serde_json::to_vec_pretty(&config)
+                        .map_err(|e| Error::Sandbox(e.to_string()))?,
+                )
+                .map_err(Error::io(format!("{}", config_path.display())))?;
+                spawn()?
+            }
+            Err(e) => return Err(e),
+        };
         self.trace(spec, "agent answered");
         if restored.is_some() {
-            answer(client.call(&Request::Restored {
-                realtime_ns: std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(0),
-                entropy: host_entropy()?,
-            }))?;
+            answer(
+                client.call(&Request::Restored {
+                    realtime_ns: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_nanos() as u64)
+                        .unwrap_or(0),
+                    entropy: host_entropy()?,
+                }),
+            )?;
         }
         let layer = guest_image_layer(image.id.hex());
         answer(client.call(&image_mount.request(layer.clone())))?;

@@ -438,7 +438,14 @@ mod tests {
                 assert!(!r.contains_key(&forbidden), "{t:?} allows {forbidden}");
             }
         }
-        assert!(rules(Thread::Main, Options { unjailed: true, snapshot: false }).contains_key(&libc::SYS_unlink));
+        assert!(rules(
+            Thread::Main,
+            Options {
+                unjailed: true,
+                snapshot: false
+            }
+        )
+        .contains_key(&libc::SYS_unlink));
         // Only the vCPU runs the guest; only the main thread accepts connections.
         assert!(!rules(Thread::Main, Options::default())[&libc::SYS_ioctl]
             .iter()

@@ -258,8 +258,9 @@ pub struct Control {
     lock: Mutex<()>,
     cv: Condvar,
     threads: Mutex<Vec<libc::pthread_t>>,
-    /// Set for a snapshot: each vCPU saves its registers before it parks.
-    saving: AtomicBool,
+    /// Incremented for each snapshot: every parked vCPU saves its registers once per
+    /// round.
+    save_round: std::sync::atomic::AtomicU64,
     /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST), when snapshots are enabled.
     msr_list: Vec<u32>,
     /// Each vCPU's saved registers, by id.
@@ -289,50 +290,75 @@ impl Control {
             lock: Mutex::new(()),
             cv: Condvar::new(),
             threads: Mutex::new(Vec::new()),
-            saving: AtomicBool::new(false),
+            save_round: std::sync::atomic::AtomicU64::new(0),
             msr_list,
             saved: Mutex::new(Vec::new()),
         }
     }
 
-    /// Pauses a running VM with every vCPU saving its registers first; their states by
-    /// id, or why not.
+    /// Pauses a running VM, then has each parked vCPU save its registers: all of them
+    /// are out of the guest before any is read, so no interrupt one sends another is
+    /// half in the saved state. Their states by id, or why not (the VM is then resumed
+    /// if this call paused it).
     pub fn pause_and_save(&self) -> Result<Vec<crate::snapshot::VcpuState>, String> {
         if self.is_paused() {
             return Err("the VM is paused; resume it first".into());
         }
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
-            (0..self.count).map(|_| None).collect();
-        self.saving.store(true, Ordering::SeqCst);
-        let parked = self.pause();
-        self.saving.store(false, Ordering::SeqCst);
-        if !parked {
+        if !self.pause() {
+            self.resume();
             return Err("the vCPUs did not stop within a second".into());
         }
+        {
+            let _g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            *self.saved.lock().unwrap_or_else(|e| e.into_inner()) =
+                (0..self.count).map(|_| None).collect();
+            self.save_round.fetch_add(1, Ordering::SeqCst);
+            self.cv.notify_all();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let done = self
+                .saved
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .all(Option::is_some);
+            if done || std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let saved = std::mem::take(&mut *self.saved.lock().unwrap_or_else(|e| e.into_inner()));
-        saved
+        let r: Result<Vec<_>, String> = saved
             .into_iter()
             .enumerate()
             .map(|(id, s)| match s {
                 Some(Ok(s)) => Ok(s),
                 Some(Err(e)) => Err(format!("vCPU {id}: {e}")),
-                None => Err(format!("vCPU {id} parked without saving")),
+                None => Err(format!("vCPU {id} did not save its registers")),
             })
-            .collect()
+            .collect();
+        if r.is_err() {
+            self.resume();
+        }
+        r
     }
 
-    /// At a pause for a snapshot, saves this vCPU's registers.
-    fn save_if_asked(&self, fd: &mut VcpuFd, id: u8) {
-        if self.saving.load(Ordering::SeqCst) {
-            let s = crate::snapshot::save_vcpu(fd, &self.msr_list).map_err(|e| e.to_string());
-            if let Some(slot) = self
-                .saved
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get_mut(usize::from(id))
-            {
-                *slot = Some(s);
-            }
+    /// In a parked vCPU: saves its registers for a snapshot round it has not served yet.
+    fn save_if_asked(&self, fd: &mut VcpuFd, id: u8, round: &mut u64) {
+        let now = self.save_round.load(Ordering::SeqCst);
+        if now == *round {
+            return;
+        }
+        *round = now;
+        let s = crate::snapshot::save_vcpu(fd, &self.msr_list).map_err(|e| e.to_string());
+        if let Some(slot) = self
+            .saved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(usize::from(id))
+        {
+            *slot = Some(s);
         }
     }
 
@@ -377,13 +403,21 @@ impl Control {
         self.paused.load(Ordering::SeqCst)
     }
 
-    fn park_if_paused(&self) {
+    fn park_if_paused(&self, fd: &mut VcpuFd, id: u8) {
         if !self.paused.load(Ordering::SeqCst) {
             return;
         }
+        let mut round = self.save_round.load(Ordering::SeqCst);
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.parked.fetch_add(1, Ordering::SeqCst);
         while self.paused.load(Ordering::SeqCst) {
+            if self.save_round.load(Ordering::SeqCst) != round {
+                // Saved outside the lock: the others save at the same time.
+                drop(g);
+                self.save_if_asked(fd, id, &mut round);
+                g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
             g = self.cv.wait(g).unwrap_or_else(|e| e.into_inner());
         }
         self.parked.fetch_sub(1, Ordering::SeqCst);
@@ -411,12 +445,7 @@ pub fn run(
 ) -> VcpuStop {
     use std::sync::atomic::Ordering::Relaxed;
     loop {
-        // One read of the flag decides both: a vCPU never parks unsaved in a snapshot's
-        // pause (the flag for saving is set before the one for pausing).
-        if ctl.is_paused() {
-            ctl.save_if_asked(&mut fd, id);
-            ctl.park_if_paused();
-        }
+        ctl.park_if_paused(&mut fd, id);
         let r = fd.run();
         stats.vcpu_exits.fetch_add(1, Relaxed);
         match r {

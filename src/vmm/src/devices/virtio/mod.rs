@@ -452,7 +452,9 @@ impl MmioTransport {
         self.status = s.status;
         self.driver_features = s.driver_features;
         self.config_generation = s.config_generation;
-        self.interrupt.status.store(s.interrupt_status, Ordering::SeqCst);
+        self.interrupt
+            .status
+            .store(s.interrupt_status, Ordering::SeqCst);
         if !s.active {
             self.queues = queues;
             return Ok(());
@@ -468,6 +470,11 @@ impl MmioTransport {
         };
         self.device.activate(act)?;
         self.active = true;
+        // A queue the driver kicked just before the snapshot, which the monitor had not
+        // served yet, is served now: the kick itself is not in the snapshot.
+        for q in 0..self.queue_count() {
+            self.notify(q);
+        }
         // Whatever the driver was told before the snapshot, it is told again.
         if s.interrupt_status != 0 {
             let _ = self.interrupt.evt.write(1);
@@ -840,7 +847,9 @@ mod tests {
             status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
         );
         assert!(t.active);
-        // The device had used 5 buffers: the restored queue goes on from there.
+        // The driver had made 5 buffers available and the device used them: the
+        // restored queue goes on from there (served at once, with nothing new).
+        t.mem.write_obj(5u16, GuestAddress(0x2002)).unwrap();
         t.mem.write_obj(5u16, GuestAddress(0x3002)).unwrap();
         let s = t.state();
         assert_eq!(s.queues[0].size, 16);
@@ -871,7 +880,10 @@ mod tests {
         let mut e = EmptySlot;
         let mut d = [0xaa; 4];
         e.read(reg::MAGIC, &mut d);
-        assert_eq!(d, [0; 4], "no magic value: the guest's probe finds no device");
+        assert_eq!(
+            d, [0; 4],
+            "no magic value: the guest's probe finds no device"
+        );
     }
 
     #[test]

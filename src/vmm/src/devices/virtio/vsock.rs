@@ -852,7 +852,8 @@ mod tests {
         let txq = MockSplitQueue::create(m, GuestAddress(0x8000), 64);
         let evq = MockSplitQueue::create(m, GuestAddress(0xc000), 16);
         // The driver's event buffer holds garbage until the device writes the event.
-        m.write_obj(0xffff_ffffu32, GuestAddress(0x20_0000)).unwrap();
+        m.write_obj(0xffff_ffffu32, GuestAddress(0x20_0000))
+            .unwrap();
         evq.add_desc_chains(&[d(0x20_0000, 8, VRING_DESC_F_WRITE)], 0)
             .unwrap();
         let mut dev = Vsock::new(GUEST_CID as u32, &dir.join("v.sock")).unwrap();
@@ -868,7 +869,10 @@ mod tests {
         dev.activate(a).unwrap();
         let used = evq.used();
         assert_eq!(used.idx().load(), 1, "one event buffer used");
-        assert_eq!(m.read_obj::<u32>(GuestAddress(0x20_0000)).unwrap(), EVENT_TRANSPORT_RESET);
+        assert_eq!(
+            m.read_obj::<u32>(GuestAddress(0x20_0000)).unwrap(),
+            EVENT_TRANSPORT_RESET
+        );
         // A first activation sends nothing.
         let r = rig("no-reset");
         assert!(r.dev.state.is_some());
