@@ -26,6 +26,12 @@ pub const EMPTY_SLOTS: u8 = 4;
 /// How long a template's boot and snapshot may take.
 const MAKE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The template monitor's jail uid, and what makes its cgroup.
+pub type TemplateJail<'a> = (
+    u32,
+    &'a dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>,
+);
+
 /// The templates of one berthd.
 pub struct Templates {
     /// `<data-root>/vm-templates`.
@@ -126,10 +132,7 @@ impl Templates {
         &self,
         vmm: &Path,
         config: &VmConfig,
-        jail: Option<(
-            u32,
-            &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>,
-        )>,
+        jail: Option<TemplateJail<'_>>,
     ) -> Result<PathBuf, String> {
         let key = key(vmm, config);
         let known = |t: &Templates| {
@@ -170,10 +173,7 @@ impl Templates {
         vmm: &Path,
         base: &VmConfig,
         dir: &Path,
-        jail: Option<(
-            u32,
-            &dyn Fn(&VmConfig) -> Result<berth_container::cgroups::Cgroup, String>,
-        )>,
+        jail: Option<TemplateJail<'_>>,
     ) -> Result<PathBuf, String> {
         use std::os::unix::fs::DirBuilderExt;
         let tmp = dir.with_extension("new");

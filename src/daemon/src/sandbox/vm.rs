@@ -32,8 +32,15 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// the page cache of the disks it reads).
 const MONITOR_OVERHEAD: i64 = 64 << 20;
 
-/// The cgroup of the monitor making a template (docs/snapshots.md).
-const TEMPLATE_CGROUP: &str = "vm-template";
+/// The cgroup of the monitor making a template (docs/snapshots.md), one per exec root:
+/// berthds of other exec roots make theirs beside it.
+fn template_cgroup(exec_root: &Path) -> String {
+    use std::hash::{Hash, Hasher};
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new();
+    exec_root.hash(&mut h);
+    format!("vm-template-{:08x}", h.finish() as u32)
+}
 
 /// The microVM backend.
 pub struct VmSandbox {
@@ -56,6 +63,8 @@ pub struct VmSandbox {
     guest_steps: bool,
     /// Snapshots of booted guests microVMs start from (None: `--vm-snapshots false`).
     templates: Option<super::template::Templates>,
+    /// The template monitor's cgroup.
+    template_cgroup: String,
 }
 
 /// The kernel arguments for an agent image on /dev/pmem0: the guest mounts it read-only
@@ -116,6 +125,7 @@ impl VmSandbox {
             debug: opts.vmm_debug,
             trace: opts.vmm_debug || std::env::var_os("BERTH_VMM_TRACE").is_some(),
             guest_steps: std::env::var_os("BERTH_VMM_TRACE").is_some_and(|v| v == "guest"),
+            template_cgroup: template_cgroup(&opts.exec_root),
             templates: opts
                 .vm_snapshots
                 .then(|| super::template::Templates::new(&opts.data_root, &opts.exec_root)),
@@ -132,26 +142,23 @@ impl VmSandbox {
             return None;
         }
         let make_cgroup = |c: &VmConfig| {
-            if let Some(old) =
-                berth_container::cgroups::Cgroup::existing(Path::new(CGROUP_ROOT), TEMPLATE_CGROUP)
-            {
+            if let Some(old) = berth_container::cgroups::Cgroup::existing(
+                Path::new(CGROUP_ROOT),
+                &self.template_cgroup,
+            ) {
                 old.kill_all();
                 old.destroy();
             }
             berth_container::cgroups::Cgroup::create(
                 Path::new(CGROUP_ROOT),
-                TEMPLATE_CGROUP,
+                &self.template_cgroup,
                 &monitor_limits(c),
             )
             .map_err(|e| format!("the template monitor's cgroup: {e}"))
         };
-        type MakeCgroup<'a> =
-            &'a dyn Fn(&VmConfig) -> std::result::Result<berth_container::cgroups::Cgroup, String>;
         let jail = match self.jail {
             // The range's last uid is the template monitor's (containers' end before it).
-            Some((start, count)) if count >= 2 => {
-                Some((start + count - 1, &make_cgroup as MakeCgroup))
-            }
+            Some((start, count)) if count >= 2 => Some((start + count - 1, &make_cgroup as _)),
             Some(_) => return None,
             None => None,
         };
