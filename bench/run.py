@@ -91,47 +91,34 @@ def lab(release, kernel, initrd, tar, n):
         d.wait()
     phases(release, work, kernel, initrd, tar, n)
     guest_steps(release, work, kernel, initrd, tar, n)
-    # Starting from a snapshot against booting (docs/snapshots.md): two berthds alike but
-    # for --vm-snapshots, without a bridge, alternating.
-    daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
-               for name, extra in [("snap", []), ("cold", ["--vm-snapshots", "false"])]]
-    try:
-        clis = [[os.path.join(release, "berth"), "-H", f"unix://{s}"] for _, s in daemons]
-        for c in clis:
-            subprocess.run(c + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
-            # The first run makes the snapshot.
-            print(f"lab_run_vm_{'first' if c is clis[0] else 'cold_first'}_s "
-                  f"{timed(c + ['run', '--rm', 'busybox', 'true']):.3f}")
-        times = ([], [])
-        for _ in range(n):
-            for c, t in zip(clis, times):
-                t.append(timed(c + ["run", "--rm", "busybox", "true"]))
-        ms, mc = statistics.median(times[0]), statistics.median(times[1])
-        print(f"lab_run_vm_snapshot_s {ms:.3f}")
-        print(f"lab_run_vm_cold_s {mc:.3f}")
-        print(f"lab_run_ratio_snapshot_vs_cold {ms / mc:.2f}")
-    finally:
-        for d, _ in daemons:
-            d.terminate()
-            d.wait()
     # The cost of the monitor's jail: two berthds, alike but for --vmm-jail, without a
-    # bridge (one default bridge per host), alternating.
+    # bridge (one default bridge per host), alternating. Target <= 1.05.
+    pair(release, work, kernel, initrd, tar, n, "jailed_vs_unjailed",
+         ("jailed", []), ("unjailed", ["--vmm-jail", "false"]))
+    # Starting from a snapshot against booting (docs/snapshots.md); the first run of the
+    # first berthd makes its snapshot.
+    pair(release, work, kernel, initrd, tar, n, "snapshot_vs_cold",
+         ("snapshot", []), ("cold", ["--vm-snapshots", "false"]))
+
+
+def pair(release, work, kernel, initrd, tar, n, ratio, a, b):
+    """Two berthds alike but for their extra flags, without a bridge: `run --rm` n times
+    each, alternating; lab_run_vm_<name>_first_s, lab_run_vm_<name>_s, and their ratio."""
     daemons = [start_berthd(release, work, name, kernel, initrd, ["--bridge", "none"] + extra)
-               for name, extra in [("jailed", []), ("unjailed", ["--vmm-jail", "false"])]]
+               for name, extra in (a, b)]
     try:
         clis = [[os.path.join(release, "berth"), "-H", f"unix://{s}"] for _, s in daemons]
-        for c in clis:
+        for c, (name, _) in zip(clis, (a, b)):
             subprocess.run(c + ["import", tar, "busybox:latest"], check=True, stdout=subprocess.DEVNULL)
-            timed(c + ["run", "--rm", "busybox", "true"])
+            print(f"lab_run_vm_{name}_first_s {timed(c + ['run', '--rm', 'busybox', 'true']):.3f}")
         times = ([], [])
         for _ in range(n):
             for c, t in zip(clis, times):
                 t.append(timed(c + ["run", "--rm", "busybox", "true"]))
-        mj, mu = statistics.median(times[0]), statistics.median(times[1])
-        print(f"lab_run_vm_jailed_s {mj:.3f}")
-        print(f"lab_run_vm_unjailed_s {mu:.3f}")
-        # Target <= 1.05.
-        print(f"lab_run_ratio_jailed_vs_unjailed {mj / mu:.2f}")
+        ma, mb = statistics.median(times[0]), statistics.median(times[1])
+        print(f"lab_run_vm_{a[0]}_s {ma:.3f}")
+        print(f"lab_run_vm_{b[0]}_s {mb:.3f}")
+        print(f"lab_run_ratio_{ratio} {ma / mb:.2f}")
     finally:
         for d, _ in daemons:
             d.terminate()

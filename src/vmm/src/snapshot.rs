@@ -562,9 +562,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_restore_on_another_host_or_with_other_files_or_cmdline_is_refused() {
-        let s: Snapshot = Snapshot {
+    /// A snapshot of a 1 MiB guest with nothing in it.
+    fn sample() -> Snapshot {
+        Snapshot {
             format: FORMAT,
             memory_mib: 1,
             cmdline: String::new(),
@@ -576,17 +576,30 @@ mod tests {
                 pit: Default::default(),
                 clock: Default::default(),
             },
-            slots: vec![],
+            slots: vec![None],
             pmem: vec![],
             serial: Default::default(),
             i8042: Default::default(),
             ram: vec![],
+            host: HostIdentity {
+                tsc_khz: 1,
+                cpuid: vec![],
+            },
+            files: vec![],
+            user_cmdline: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_restore_on_another_host_or_with_other_files_or_cmdline_is_refused() {
+        let s = Snapshot {
             host: HostIdentity {
                 tsc_khz: 2_000_000,
                 cpuid: vec![vec![Default::default()]],
             },
             files: vec!["kernel:1".into(), "agent:2".into()],
             user_cmdline: "berth_trace=1".into(),
+            ..sample()
         };
         let files = vec!["kernel:1".into(), "agent:2".into(), "image:3".into()];
         s.check(&s.host, &files, "berth_trace=1").unwrap();
@@ -626,30 +639,7 @@ mod tests {
         let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         mem.write_obj(0xdead_beefu32, GuestAddress(0x3000)).unwrap();
         let files = SnapshotFiles::create(&dir, 1 << 20).unwrap();
-        let s = Snapshot {
-            format: FORMAT,
-            memory_mib: 1,
-            cmdline: String::new(),
-            vcpus: vec![],
-            vm: VmState {
-                pic_master: Default::default(),
-                pic_slave: Default::default(),
-                ioapic: Default::default(),
-                pit: Default::default(),
-                clock: Default::default(),
-            },
-            slots: vec![None],
-            pmem: vec![],
-            serial: Default::default(),
-            i8042: Default::default(),
-            ram: vec![],
-            host: HostIdentity {
-                tsc_khz: 1,
-                cpuid: vec![],
-            },
-            files: vec![],
-            user_cmdline: String::new(),
-        };
+        let s = sample();
         assert_eq!(files.write(&mem, s).unwrap(), 4096, "one page is not zeros");
         let back = Snapshot::read(&dir).unwrap();
         assert_eq!(

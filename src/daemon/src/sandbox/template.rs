@@ -45,22 +45,6 @@ pub struct Templates {
     making: Mutex<()>,
 }
 
-/// The metadata that changes when a file is replaced.
-fn identity(p: &Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    match std::fs::metadata(p) {
-        Ok(m) => format!(
-            "{}:{}:{}:{}.{}",
-            p.display(),
-            m.ino(),
-            m.len(),
-            m.mtime(),
-            m.mtime_nsec()
-        ),
-        Err(_) => format!("{}:missing", p.display()),
-    }
-}
-
 /// What a snapshot depends on: the monitor, the kernel, the agent image (the first pmem
 /// device), the guest's size and command line.
 pub fn key(vmm: &Path, c: &VmConfig) -> u64 {
@@ -68,6 +52,7 @@ pub fn key(vmm: &Path, c: &VmConfig) -> u64 {
     // SipHash with fixed keys: the same key for the same inputs in every berthd run.
     #[allow(deprecated)]
     let mut h = std::hash::SipHasher::new();
+    let identity = berth_vmm::snapshot::file_identity;
     identity(vmm).hash(&mut h);
     identity(&c.kernel).hash(&mut h);
     c.pmem.first().map(|p| identity(&p.path)).hash(&mut h);

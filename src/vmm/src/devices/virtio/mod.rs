@@ -395,6 +395,18 @@ impl MmioTransport {
         }
     }
 
+    /// What the device gets to start on `queues`.
+    fn activation(&self, queues: Vec<Queue>, restored: bool) -> Activation {
+        Activation {
+            mem: self.mem.clone(),
+            queues,
+            interrupt: self.interrupt.clone(),
+            acked_features: self.driver_features,
+            registrar: self.registrar.clone(),
+            restored,
+        }
+    }
+
     /// The transport's registers, for a snapshot.
     pub fn state(&self) -> TransportState {
         TransportState {
@@ -460,14 +472,7 @@ impl MmioTransport {
             return Ok(());
         }
         self.activated_queues = s.queues.clone();
-        let act = Activation {
-            mem: self.mem.clone(),
-            queues,
-            interrupt: self.interrupt.clone(),
-            acked_features: self.driver_features,
-            registrar: self.registrar.clone(),
-            restored: true,
-        };
+        let act = self.activation(queues, true);
         self.device.activate(act)?;
         self.active = true;
         // A queue the driver kicked just before the snapshot, which the monitor had not
@@ -589,14 +594,7 @@ impl MmioTransport {
             }
             let queues = std::mem::take(&mut self.queues);
             self.activated_queues = queues.iter().map(QueueConfig::of).collect();
-            let act = Activation {
-                mem: self.mem.clone(),
-                queues,
-                interrupt: self.interrupt.clone(),
-                acked_features: self.driver_features,
-                registrar: self.registrar.clone(),
-                restored: false,
-            };
+            let act = self.activation(queues, false);
             match self.device.activate(act) {
                 Ok(()) => self.active = true,
                 Err(e) => {
@@ -820,19 +818,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn identifies_as_a_modern_virtio_mmio_device() {
-        let mut t = transport();
-        assert_eq!(rd(&mut t, reg::MAGIC), MMIO_MAGIC);
-        assert_eq!(rd(&mut t, reg::VERSION), 2);
-        assert_eq!(rd(&mut t, reg::DEVICE_ID), ids::RNG);
-        wr(&mut t, reg::DEVICE_FEATURES_SEL, 1);
-        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 1);
-    }
-
-    #[test]
-    fn a_snapshot_of_a_started_transport_restores_started_on_a_new_device() {
-        use vm_memory::{Bytes, GuestAddress};
+    /// A transport whose driver set up queue 0 (16 entries: descriptors at 0x1000,
+    /// available ring at 0x2000, used ring at 0x3000) and started the device.
+    fn started() -> MmioTransport {
         let mut t = transport();
         negotiate(&mut t);
         wr(&mut t, reg::QUEUE_SEL, 0);
@@ -847,6 +835,23 @@ mod tests {
             status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
         );
         assert!(t.active);
+        t
+    }
+
+    #[test]
+    fn identifies_as_a_modern_virtio_mmio_device() {
+        let mut t = transport();
+        assert_eq!(rd(&mut t, reg::MAGIC), MMIO_MAGIC);
+        assert_eq!(rd(&mut t, reg::VERSION), 2);
+        assert_eq!(rd(&mut t, reg::DEVICE_ID), ids::RNG);
+        wr(&mut t, reg::DEVICE_FEATURES_SEL, 1);
+        assert_eq!(rd(&mut t, reg::DEVICE_FEATURES), 1);
+    }
+
+    #[test]
+    fn a_snapshot_of_a_started_transport_restores_started_on_a_new_device() {
+        use vm_memory::{Bytes, GuestAddress};
+        let mut t = started();
         // The driver had made 5 buffers available and the device used them: the
         // restored queue goes on from there (served at once, with nothing new).
         t.mem.write_obj(5u16, GuestAddress(0x2002)).unwrap();
@@ -930,20 +935,7 @@ mod tests {
     #[test]
     fn a_runaway_avail_index_makes_the_device_need_a_reset() {
         use vm_memory::{Bytes, GuestAddress};
-        let mut t = transport();
-        negotiate(&mut t);
-        wr(&mut t, reg::QUEUE_SEL, 0);
-        wr(&mut t, reg::QUEUE_NUM, 16);
-        wr(&mut t, reg::QUEUE_DESC_LOW, 0x1000);
-        wr(&mut t, reg::QUEUE_AVAIL_LOW, 0x2000);
-        wr(&mut t, reg::QUEUE_USED_LOW, 0x3000);
-        wr(&mut t, reg::QUEUE_READY, 1);
-        wr(
-            &mut t,
-            reg::STATUS,
-            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
-        );
-        assert!(t.active);
+        let mut t = started();
         // 1000 entries made available on a ring of 16.
         t.mem.write_obj(1000u16, GuestAddress(0x2002)).unwrap();
         t.notify(0);
