@@ -134,8 +134,13 @@ def trace_times(path, prefix):
         return out
     for line in text.splitlines():
         if line.startswith(prefix + ": trace "):
-            _, _, t, step = line.split(" ", 3)
-            out.setdefault(step, float(t) / (1e9 if prefix != "berth-agent" else 1))
+            parts = line.split(" ", 3)
+            try:
+                t, step = float(parts[2]), parts[3]
+            except (ValueError, IndexError):
+                # Two processes' lines run together (the jail's waiter and monitor).
+                continue
+            out.setdefault(step, t / (1e9 if prefix != "berth-agent" else 1))
     return out
 
 

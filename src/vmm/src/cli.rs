@@ -182,7 +182,10 @@ fn parse(args: Vec<String>) -> Result<(VmConfig, RunOptions), String> {
 /// Runs berth-vmm with `args` (without the program name); `hook` is for tests only.
 pub fn main(args: Vec<String>, hook: Option<fn()>) -> ExitCode {
     if std::env::var_os("BERTH_VMM_TRACE").is_some() {
-        eprintln!("berth-vmm: trace {} main", crate::vm::monotonic_ns());
+        crate::vm::trace_line(&format!(
+            "berth-vmm: trace {} main\n",
+            crate::vm::monotonic_ns()
+        ));
     }
     let (config, mut opts) = match parse(args) {
         Ok(x) => x,
@@ -225,7 +228,10 @@ pub fn main(args: Vec<String>, hook: Option<fn()>) -> ExitCode {
     }
     let exit = vm.run();
     if std::env::var_os("BERTH_VMM_TRACE").is_some() {
-        eprintln!("berth-vmm: trace {} stopped", crate::vm::monotonic_ns());
+        crate::vm::trace_line(&format!(
+            "berth-vmm: trace {} stopped\n",
+            crate::vm::monotonic_ns()
+        ));
     }
     if exit.code != 0 {
         eprintln!("berth-vmm: {}", exit.reason);

@@ -813,8 +813,15 @@ impl Vm {
 /// With BERTH_VMM_TRACE set, one line on stderr: the time and a step of the start-up.
 pub(crate) fn trace(what: &str) {
     if std::env::var_os("BERTH_VMM_TRACE").is_some() {
-        eprintln!("berth-vmm: trace {} {what}", monotonic_ns());
+        trace_line(&format!("berth-vmm: trace {} {what}\n", monotonic_ns()));
     }
+}
+
+/// Writes one whole line to stderr in one call: `eprintln!` writes its pieces one by one,
+/// and the jail's waiter and monitor share the log.
+pub fn trace_line(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
