@@ -347,6 +347,25 @@ pub fn map_memory(
     Ok(())
 }
 
+/// The MTRRs: KVM keeps them per vCPU but leaves them out of its MSR index list (QEMU
+/// saves them itself too): the default type, the fixed ranges, the variable pairs.
+const MTRR_MSRS: [u32; 28] = [
+    0x2ff, 0x250, 0x258, 0x259, 0x268, 0x269, 0x26a, 0x26b, 0x26c, 0x26d, 0x26e, 0x26f, 0x200,
+    0x201, 0x202, 0x203, 0x204, 0x205, 0x206, 0x207, 0x208, 0x209, 0x20a, 0x20b, 0x20c, 0x20d,
+    0x20e, 0x20f,
+];
+
+/// The MSRs a snapshot saves: KVM's index list and the MTRRs (each read only if KVM can).
+pub fn msrs_to_save(index_list: &[u32]) -> Vec<u32> {
+    let mut v = index_list.to_vec();
+    for m in MTRR_MSRS {
+        if !v.contains(&m) {
+            v.push(m);
+        }
+    }
+    v
+}
+
 /// Saves a vCPU's registers. It must be out of KVM_RUN and stay out (paused): first a
 /// KVM_RUN with `immediate_exit` completes an I/O exit the vCPU thread handled but KVM
 /// has not finished, as KVM's documentation asks before reading state.
@@ -523,6 +542,14 @@ mod tests {
             queues: vec![],
             device: serde_json::Value::Null,
         })
+    }
+
+    #[test]
+    fn the_mtrrs_are_saved_besides_kvms_list_once() {
+        let v = msrs_to_save(&[0x10, 0x2ff]);
+        assert_eq!(v.len(), 1 + MTRR_MSRS.len());
+        assert_eq!(v.iter().filter(|&&m| m == 0x2ff).count(), 1);
+        assert!(v.contains(&0x20f) && v.contains(&0x250) && v.contains(&0x10));
     }
 
     #[test]

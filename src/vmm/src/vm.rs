@@ -506,11 +506,11 @@ impl Vm {
         }
         // The MSRs a snapshot saves.
         let msr_list = match snapshot_out {
-            Some(_) => kvm
-                .get_msr_index_list()
-                .map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?
-                .as_slice()
-                .to_vec(),
+            Some(_) => crate::snapshot::msrs_to_save(
+                kvm.get_msr_index_list()
+                    .map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?
+                    .as_slice(),
+            ),
             None => Vec::new(),
         };
 
