@@ -80,12 +80,13 @@ fn probe_new_devices() -> std::io::Result<()> {
         .filter(|(_, name)| !dir.join(name).join("driver").exists())
         .collect();
     slots.sort();
+    let mut probe = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/sys/bus/platform/drivers_probe")?;
     for (_, name) in slots {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .open("/sys/bus/platform/drivers_probe")?;
-        // A slot left empty answers ENODEV-like errors here; only its device is affected.
-        let _ = f.write_all(name.as_bytes());
+        // Each write probes one device; a slot left empty answers an error here, which
+        // concerns it alone.
+        let _ = probe.write_all(name.as_bytes());
     }
     Ok(())
 }

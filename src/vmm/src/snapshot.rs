@@ -99,8 +99,6 @@ pub struct Snapshot {
     pub format: u32,
     /// Guest RAM in MiB.
     pub memory_mib: u64,
-    /// The guest's command line (for the record).
-    pub cmdline: String,
     /// Every vCPU.
     pub vcpus: Vec<VcpuState>,
     /// irqchip, PIT, clock.
@@ -115,13 +113,20 @@ pub struct Snapshot {
     pub i8042: I8042State,
     /// Guest RAM in the memory file.
     pub ram: Vec<RamRange>,
-    /// Where the snapshot can be restored: the host's CPU as KVM shows it.
+    /// What a restore must give the guest again.
+    pub depends: Dependencies,
+}
+
+/// What a snapshot's guest depends on besides its memory and devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dependencies {
+    /// The host's CPU as KVM shows it.
     pub host: HostIdentity,
     /// The files the guest was started with ([`file_identity`]): the kernel, then each
     /// pmem image; a restore must name the same files.
     pub files: Vec<String>,
     /// The configuration's own `cmdline` (appended to berth's).
-    pub user_cmdline: String,
+    pub cmdline: String,
 }
 
 /// What a restored guest relies on from the host it was snapshot on.
@@ -151,42 +156,36 @@ pub fn file_identity(p: &Path) -> String {
 }
 
 impl Snapshot {
-    /// Refuses a restore that would not give the guest what it had: another host CPU or
-    /// TSC, other files, another command line.
-    pub fn check(
-        &self,
-        host: &HostIdentity,
-        files: &[String],
-        user_cmdline: &str,
-    ) -> Result<(), SnapshotError> {
-        if self.host.tsc_khz != host.tsc_khz {
+    /// Refuses a restore that would not give the guest what it had (`now`): another host
+    /// CPU or TSC, other files, another command line.
+    pub fn check(&self, now: &Dependencies) -> Result<(), SnapshotError> {
+        let (was, host, files) = (&self.depends, &now.host, &now.files);
+        if was.host.tsc_khz != host.tsc_khz {
             return Err(SnapshotError::Invalid(format!(
                 "taken with a TSC of {} kHz, this host's is {} kHz (another host or boot)",
-                self.host.tsc_khz, host.tsc_khz
+                was.host.tsc_khz, host.tsc_khz
             )));
         }
-        if self.host.cpuid != host.cpuid {
+        if was.host.cpuid != host.cpuid {
             return Err(SnapshotError::Invalid(
                 "taken on a host whose CPU (CPUID) differs from this one's".into(),
             ));
         }
-        if files.get(..self.files.len()) != Some(&self.files[..]) {
+        if files.get(..was.files.len()) != Some(&was.files[..]) {
             return Err(SnapshotError::Invalid(format!(
                 "taken with the kernel and images {:?}; this configuration has {:?} (the same files, unchanged, are needed)",
-                self.files, files
+                was.files, files
             )));
         }
-        if self.user_cmdline != user_cmdline {
+        if was.cmdline != now.cmdline {
             return Err(SnapshotError::Invalid(format!(
                 "taken with cmdline {:?}, this configuration has {:?} (a restored guest keeps its boot's)",
-                self.user_cmdline, user_cmdline
+                was.cmdline, now.cmdline
             )));
         }
         Ok(())
     }
-}
 
-impl Snapshot {
     /// Reads `dir`'s state file.
     pub fn read(dir: &Path) -> Result<Snapshot, SnapshotError> {
         let p = dir.join(STATE_FILE);
@@ -594,7 +593,6 @@ mod tests {
         Snapshot {
             format: FORMAT,
             memory_mib: 1,
-            cmdline: String::new(),
             vcpus: vec![],
             vm: VmState {
                 pic_master: Default::default(),
@@ -608,53 +606,50 @@ mod tests {
             serial: Default::default(),
             i8042: Default::default(),
             ram: vec![],
-            host: HostIdentity {
-                tsc_khz: 1,
-                cpuid: vec![],
+            depends: Dependencies {
+                host: HostIdentity {
+                    tsc_khz: 1,
+                    cpuid: vec![],
+                },
+                files: vec![],
+                cmdline: String::new(),
             },
-            files: vec![],
-            user_cmdline: String::new(),
         }
     }
 
     #[test]
     fn a_restore_on_another_host_or_with_other_files_or_cmdline_is_refused() {
-        let s = Snapshot {
+        let was = Dependencies {
             host: HostIdentity {
                 tsc_khz: 2_000_000,
                 cpuid: vec![vec![Default::default()]],
             },
             files: vec!["kernel:1".into(), "agent:2".into()],
-            user_cmdline: "berth_trace=1".into(),
+            cmdline: "berth_trace=1".into(),
+        };
+        let s = Snapshot {
+            depends: was.clone(),
             ..sample()
         };
-        let files = vec!["kernel:1".into(), "agent:2".into(), "image:3".into()];
-        s.check(&s.host, &files, "berth_trace=1").unwrap();
-        let other_tsc = HostIdentity {
-            tsc_khz: 2_000_001,
-            ..s.host.clone()
-        };
-        let e = s
-            .check(&other_tsc, &files, "berth_trace=1")
-            .unwrap_err()
-            .to_string();
+        // The same, with one more image (the container's disk).
+        let mut now = was.clone();
+        now.files.push("image:3".into());
+        s.check(&now).unwrap();
+        let mut other_tsc = now.clone();
+        other_tsc.host.tsc_khz = 2_000_001;
+        let e = s.check(&other_tsc).unwrap_err().to_string();
         assert!(e.contains("TSC"), "{e}");
-        let other_cpu = HostIdentity {
-            cpuid: vec![],
-            ..s.host.clone()
-        };
-        let e = s
-            .check(&other_cpu, &files, "berth_trace=1")
-            .unwrap_err()
-            .to_string();
+        let mut other_cpu = now.clone();
+        other_cpu.host.cpuid = vec![];
+        let e = s.check(&other_cpu).unwrap_err().to_string();
         assert!(e.contains("CPUID"), "{e}");
-        let changed = vec!["kernel:1".into(), "agent:9".into()];
-        let e = s
-            .check(&s.host, &changed, "berth_trace=1")
-            .unwrap_err()
-            .to_string();
+        let mut changed = now.clone();
+        changed.files = vec!["kernel:1".into(), "agent:9".into()];
+        let e = s.check(&changed).unwrap_err().to_string();
         assert!(e.contains("the same files"), "{e}");
-        let e = s.check(&s.host, &files, "").unwrap_err().to_string();
+        let mut other_cmdline = now.clone();
+        other_cmdline.cmdline = String::new();
+        let e = s.check(&other_cmdline).unwrap_err().to_string();
         assert!(e.contains("cmdline"), "{e}");
     }
 

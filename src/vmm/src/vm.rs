@@ -131,9 +131,11 @@ pub struct Vm {
     /// The virtio-pmem images' (address, length).
     pmem_regions: Vec<(u64, u64)>,
     /// Where the `snapshot` control action writes (`snapshot_to`), and what the snapshot
-    /// depends on: the host, the files (kernel, pmem images) and the config's cmdline.
-    snapshot_out: Option<crate::snapshot::SnapshotFiles>,
-    snapshot_deps: Option<(crate::snapshot::HostIdentity, Vec<String>, String)>,
+    /// depends on.
+    snapshot_out: Option<(
+        crate::snapshot::SnapshotFiles,
+        crate::snapshot::Dependencies,
+    )>,
     queue_events: HashMap<u64, (usize, usize, EventFd)>,
     stdin: bool,
     signals: RawFd,
@@ -234,7 +236,7 @@ impl Vm {
             crate::snapshot::map_memory(&mem, dir, &s.ram)?;
         }
         trace("memory allocated");
-        let snapshot_out = match &config.snapshot_to {
+        let snapshot_files = match &config.snapshot_to {
             Some(dir) => Some(crate::snapshot::SnapshotFiles::create(
                 dir,
                 config.memory_mib << 20,
@@ -450,48 +452,46 @@ impl Vm {
             .join()
             .map_err(|_| VmError::Device("the memory registration thread panicked".into()))??;
         trace("memory registered");
-        // The host and files a snapshot depends on (docs/snapshots.md).
-        let mut host = None;
-        let files: Vec<String> = std::iter::once(&config.kernel)
-            .chain(config.pmem.iter().map(|p| &p.path))
-            .map(|p| crate::snapshot::file_identity(p))
-            .collect();
         let supported = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
-        let mut vcpus = Vec::new();
         let cpuids: Vec<_> = (0..config.vcpus)
             .map(|id| vcpu::vcpu_cpuid(&supported, id, config.vcpus))
             .collect();
-        for id in 0..config.vcpus {
-            let fd = vm
-                .create_vcpu(u64::from(id))
-                .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
-            let cpuid = &cpuids[usize::from(id)];
-            if id == 0 && (restore.is_some() || config.snapshot_to.is_some()) {
-                host = Some(crate::snapshot::HostIdentity {
-                    tsc_khz: fd
+        let vcpus = (0..config.vcpus)
+            .map(|id| vm.create_vcpu(u64::from(id)))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| VmError::Kvm("KVM_CREATE_VCPU", e))?;
+        // What a snapshot this monitor takes or restores depends on (docs/snapshots.md).
+        let deps = match restore.is_some() || config.snapshot_to.is_some() {
+            true => Some(crate::snapshot::Dependencies {
+                host: crate::snapshot::HostIdentity {
+                    tsc_khz: vcpus[0]
                         .get_tsc_khz()
                         .map_err(|e| VmError::Kvm("KVM_GET_TSC_KHZ", e))?,
                     cpuid: cpuids.iter().map(|c| c.as_slice().to_vec()).collect(),
-                });
-            }
-            if let (Some((dir, s)), Some(h)) = (&restore, &host) {
-                if id == 0 {
-                    s.check(h, &files, &config.cmdline).map_err(|e| {
-                        VmError::Device(format!("restoring {}: {e}", dir.display()))
-                    })?;
-                }
-            }
+                },
+                files: std::iter::once(&config.kernel)
+                    .chain(config.pmem.iter().map(|p| &p.path))
+                    .map(|p| crate::snapshot::file_identity(p))
+                    .collect(),
+                cmdline: config.cmdline.clone(),
+            }),
+            false => None,
+        };
+        if let (Some((dir, s)), Some(d)) = (&restore, &deps) {
+            s.check(d)
+                .map_err(|e| VmError::Device(format!("restoring {}: {e}", dir.display())))?;
+        }
+        for (id, (fd, cpuid)) in (0u8..).zip(vcpus.iter().zip(&cpuids)) {
             match &restore {
-                None => vcpu::configure(&fd, id, cpuid, entry.filter(|_| id == 0))?,
+                None => vcpu::configure(fd, id, cpuid, entry.filter(|_| id == 0))?,
                 Some((_, s)) => {
                     fd.set_cpuid2(cpuid)
                         .map_err(|e| VmError::Kvm("KVM_SET_CPUID2", e))?;
-                    crate::snapshot::restore_vcpu(&fd, &s.vcpus[usize::from(id)])?;
+                    crate::snapshot::restore_vcpu(fd, &s.vcpus[usize::from(id)])?;
                 }
             }
-            vcpus.push(fd);
         }
         if let Some((dir, s)) = &restore {
             crate::snapshot::restore_vm(&vm, &s.vm)?;
@@ -505,7 +505,7 @@ impl Vm {
             }
         }
         // The MSRs a snapshot saves.
-        let msr_list = match snapshot_out {
+        let msr_list = match snapshot_files {
             Some(_) => crate::snapshot::msrs_to_save(
                 kvm.get_msr_index_list()
                     .map_err(|e| VmError::Kvm("KVM_GET_MSR_INDEX_LIST", e))?
@@ -553,11 +553,7 @@ impl Vm {
             mem,
             memory_mib: config.memory_mib,
             pmem_regions,
-            snapshot_deps: snapshot_out
-                .as_ref()
-                .and(host)
-                .map(|h| (h, files, config.cmdline.clone())),
-            snapshot_out,
+            snapshot_out: snapshot_files.zip(deps),
             vcpus,
             pio: Arc::new(pio),
             mmio: Arc::new(mmio),
@@ -749,11 +745,11 @@ impl Vm {
     /// of guest memory written. The guest does not run again in this monitor: it exits
     /// after the reply (a snapshot taken, the VM is a template).
     pub fn snapshot(&self) -> Result<u64, String> {
-        let (Some(out), Some(_)) = (&self.snapshot_out, &self.snapshot_deps) else {
+        let Some((out, deps)) = &self.snapshot_out else {
             return Err("this monitor was started without snapshot_to".into());
         };
         let vcpus = self.vcpu_control.pause_and_save()?;
-        let written = self.write_snapshot(out, vcpus);
+        let written = self.write_snapshot(out, deps, vcpus);
         if written.is_err() {
             self.vcpu_control.resume();
         }
@@ -764,12 +760,9 @@ impl Vm {
     fn write_snapshot(
         &self,
         out: &crate::snapshot::SnapshotFiles,
+        deps: &crate::snapshot::Dependencies,
         vcpus: Vec<crate::snapshot::VcpuState>,
     ) -> Result<u64, String> {
-        let deps = self
-            .snapshot_deps
-            .as_ref()
-            .ok_or("this monitor was started without snapshot_to")?;
         let vm = crate::snapshot::save_vm(&self.vm).map_err(|e| e.to_string())?;
         let slots = self
             .transports
@@ -782,7 +775,6 @@ impl Vm {
         let s = crate::snapshot::Snapshot {
             format: crate::snapshot::FORMAT,
             memory_mib: self.memory_mib,
-            cmdline: self.cmdline.clone(),
             vcpus,
             vm,
             slots,
@@ -797,9 +789,7 @@ impl Vm {
             ),
             i8042: self.i8042.lock().unwrap_or_else(|e| e.into_inner()).state(),
             ram: Vec::new(),
-            host: deps.0.clone(),
-            files: deps.1.clone(),
-            user_cmdline: deps.2.clone(),
+            depends: deps.clone(),
         };
         out.write(&self.mem, s).map_err(|e| e.to_string())
     }

@@ -294,6 +294,18 @@ pub(crate) fn private_file(path: &std::path::Path) -> Result<std::fs::File> {
         .map_err(Error::io(format!("{}", path.display())))
 }
 
+/// The last three lines of a sandbox's log, joined, for an error.
+pub(crate) fn log_tail(log: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(3).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    if tail.is_empty() {
+        "it wrote nothing".to_owned()
+    } else {
+        tail.join(" / ")
+    }
+}
+
 /// Records a sandbox's process as `PID STARTTIME`.
 fn write_pidfile(path: &std::path::Path, pid: i32) -> Result<()> {
     let line = format!("{pid} {}\n", start_time(pid).unwrap_or(0));
@@ -546,16 +558,9 @@ pub fn spawn_detached(
     let mut poll = Duration::from_millis(10);
     let result = loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
             break Err(Error::Sandbox(format!(
                 "the {what} exited ({status}) before it answered: {}",
-                if tail.is_empty() {
-                    "it wrote nothing".to_owned()
-                } else {
-                    tail.join(" / ")
-                }
+                log_tail(log)
             )));
         }
         match Client::connect(endpoint) {

@@ -43,11 +43,13 @@ pub struct Templates {
     /// Held while a template is made: one at a time (the template monitor's uid is
     /// one), while microVMs of configurations that have theirs start meanwhile.
     making: Mutex<()>,
+    /// The host's boot (part of every key), read once.
+    boot_id: String,
 }
 
 /// What a snapshot depends on: the monitor, the kernel, the agent image (the first pmem
 /// device), the guest's size and command line.
-pub fn key(vmm: &Path, c: &VmConfig) -> u64 {
+pub fn key(vmm: &Path, boot_id: &str, c: &VmConfig) -> u64 {
     use std::hash::{Hash, Hasher};
     // SipHash with fixed keys: the same key for the same inputs in every berthd run.
     #[allow(deprecated)]
@@ -57,9 +59,7 @@ pub fn key(vmm: &Path, c: &VmConfig) -> u64 {
     identity(&c.kernel).hash(&mut h);
     c.pmem.first().map(|p| identity(&p.path)).hash(&mut h);
     // A snapshot holds the host CPU's view of its boot: not carried over a host reboot.
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .unwrap_or_default()
-        .hash(&mut h);
+    boot_id.hash(&mut h);
     c.memory_mib.hash(&mut h);
     c.vcpus.hash(&mut h);
     c.cmdline.hash(&mut h);
@@ -85,6 +85,7 @@ impl Templates {
             run_dir: exec_root.join("vm-template"),
             made: Mutex::new(HashMap::new()),
             making: Mutex::new(()),
+            boot_id: std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
         };
         t.reconcile();
         t
@@ -102,7 +103,7 @@ impl Templates {
 
     /// Forgets and removes the template of `config` (a restore from it failed).
     pub fn evict(&self, vmm: &Path, config: &VmConfig) {
-        let key = key(vmm, config);
+        let key = key(vmm, &self.boot_id, config);
         self.made
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -119,7 +120,7 @@ impl Templates {
         config: &VmConfig,
         jail: Option<TemplateJail<'_>>,
     ) -> Result<PathBuf, String> {
-        let key = key(vmm, config);
+        let key = key(vmm, &self.boot_id, config);
         let known = |t: &Templates| {
             t.made
                 .lock()
@@ -254,7 +255,8 @@ impl Templates {
         if !gone {
             super::reap_sandbox(&pidfile, Duration::ZERO);
         }
-        let reply = reply.map_err(|e| format!("{e} ({})", log_tail(&tmp.join("monitor.log"))))?;
+        let reply =
+            reply.map_err(|e| format!("{e} ({})", super::log_tail(&tmp.join("monitor.log"))))?;
         if !reply.contains("\"ok\":true") {
             return Err(format!(
                 "the template monitor refused the snapshot: {}",
@@ -293,18 +295,6 @@ fn wait_gone(pidfile: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     false
-}
-
-/// The last lines of a log, for an error.
-fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let tail: Vec<&str> = text.lines().rev().take(3).collect();
-    let tail: Vec<&str> = tail.into_iter().rev().collect();
-    if tail.is_empty() {
-        "the monitor wrote nothing".into()
-    } else {
-        tail.join(" / ")
-    }
 }
 
 #[cfg(test)]
@@ -367,12 +357,13 @@ mod tests {
         d.pmem.push(PmemConfig {
             path: "/image.erofs".into(),
         });
-        assert_eq!(key(vmm, &c), key(vmm, &d));
+        assert_eq!(key(vmm, "b", &c), key(vmm, "b", &d));
         let mut m = c.clone();
         m.memory_mib = 512;
-        assert_ne!(key(vmm, &c), key(vmm, &m));
+        assert_ne!(key(vmm, "b", &c), key(vmm, "b", &m));
         let mut t = c.clone();
         t.cmdline = "berth_trace=1".into();
-        assert_ne!(key(vmm, &c), key(vmm, &t));
+        assert_ne!(key(vmm, "b", &c), key(vmm, "b", &t));
+        assert_ne!(key(vmm, "b", &c), key(vmm, "another boot", &c));
     }
 }

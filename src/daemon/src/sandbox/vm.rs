@@ -156,12 +156,11 @@ impl VmSandbox {
             )
             .map_err(|e| format!("the template monitor's cgroup: {e}"))
         };
-        let jail = match self.jail {
-            // The range's last uid is the template monitor's (containers' end before it).
-            Some((start, count)) if count >= 2 => Some((start + count - 1, &make_cgroup as _)),
-            Some(_) => return None,
-            None => None,
-        };
+        // The range's last uid is the template monitor's (containers' end before it;
+        // berthd turns snapshots off for a range of one).
+        let jail = self
+            .jail
+            .map(|(start, count)| (start + count - 1, &make_cgroup as _));
         t.get(&self.vmm, config, jail).ok()
     }
 
@@ -545,8 +544,8 @@ impl Sandbox for VmSandbox {
             if let (Some((start, count)), Some(cg)) = (self.jail, &cgroup.0) {
                 let c_dir = spec.run_dir.parent().unwrap_or(Path::new("/"));
                 let used = uids_in_use(c_dir);
-                // The last uid of the range is a template monitor's.
-                let uid = (start..start + count - u32::from(count >= 2))
+                // With snapshots, the last uid of the range is the template monitor's.
+                let uid = (start..start + count - u32::from(self.templates.is_some()))
                     .find(|u| !used.contains(u))
                     .ok_or_else(|| {
                         Error::Sandbox(format!(

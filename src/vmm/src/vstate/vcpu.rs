@@ -344,13 +344,8 @@ impl Control {
         r
     }
 
-    /// In a parked vCPU: saves its registers for a snapshot round it has not served yet.
-    fn save_if_asked(&self, fd: &mut VcpuFd, id: u8, round: &mut u64) {
-        let now = self.save_round.load(Ordering::SeqCst);
-        if now == *round {
-            return;
-        }
-        *round = now;
+    /// In a parked vCPU: saves its registers for the snapshot round under way.
+    fn save(&self, fd: &mut VcpuFd, id: u8) {
         let s = crate::snapshot::save_vcpu(fd, &self.msr_list).map_err(|e| e.to_string());
         if let Some(slot) = self
             .saved
@@ -411,10 +406,12 @@ impl Control {
         let mut g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         self.parked.fetch_add(1, Ordering::SeqCst);
         while self.paused.load(Ordering::SeqCst) {
-            if self.save_round.load(Ordering::SeqCst) != round {
+            let now = self.save_round.load(Ordering::SeqCst);
+            if now != round {
                 // Saved outside the lock: the others save at the same time.
+                round = now;
                 drop(g);
-                self.save_if_asked(fd, id, &mut round);
+                self.save(fd, id);
                 g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
                 continue;
             }
